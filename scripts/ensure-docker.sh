@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers on /var/run/docker.sock, installing Debian's docker.io and
+# starting containerd + dockerd in the background when it is missing. An engine that is already
+# running is left alone. Also installs what the tests need (busybox-static, iproute2).
+set -euo pipefail
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+[ -x /usr/bin/busybox ] && /usr/bin/busybox --list >/dev/null 2>&1 && ldd /usr/bin/busybox 2>&1 | grep -q 'not a dynamic' || need_pkgs+=(busybox-static)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "ensure-docker: installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${need_pkgs[@]}" >/dev/null
+fi
+
+if docker info >/dev/null 2>&1; then
+  exit 0
+fi
+
+log_dir=/var/log/supd-ci
+mkdir -p "$log_dir"
+if ! [ -S /run/containerd/containerd.sock ]; then
+  nohup containerd >"$log_dir/containerd.log" 2>&1 &
+  for _ in $(seq 1 50); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done
+fi
+if ! pgrep -x dockerd >/dev/null 2>&1; then
+  nohup dockerd --containerd=/run/containerd/containerd.sock >"$log_dir/dockerd.log" 2>&1 &
+fi
+for _ in $(seq 1 150); do
+  docker info >/dev/null 2>&1 && exit 0
+  sleep 0.2
+done
+echo "ensure-docker: the Docker engine did not come up; see $log_dir/dockerd.log" >&2
+tail -20 "$log_dir/dockerd.log" >&2 || true
+exit 1

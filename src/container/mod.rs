@@ -1,0 +1,1 @@
+//! Entering containers: namespaces, process spawning, PTYs, cgroups, users.

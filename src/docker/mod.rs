@@ -1,0 +1,5 @@
+//! Docker Engine API: the wire parser, container inspection, events, client and the mirror.
+
+pub mod events;
+pub mod inspect;
+pub mod wire;

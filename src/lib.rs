@@ -1,0 +1,15 @@
+//! supd: the service-instance API of an edge orchestrator, served by one thread on top of the
+//! Docker engine. See README.md for what it does and DESIGN notes for how it is shaped.
+
+pub mod auth;
+pub mod config;
+pub mod container;
+pub mod docker;
+pub mod fields;
+pub mod http;
+pub mod model;
+pub mod ops;
+pub mod server;
+pub mod sys;
+pub mod systemd;
+pub mod ws;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("supd {}", env!("CARGO_PKG_VERSION"));
+}

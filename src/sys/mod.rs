@@ -1,0 +1,5 @@
+//! Every raw syscall and `unsafe` block of supd lives under this module, each with a
+//! `// SAFETY:` comment.
+
+pub mod fd;
+pub mod process;

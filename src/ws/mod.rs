@@ -1,0 +1,1 @@
+//! Websocket: upgrade handshake and sessions over tungstenite.
