@@ -1,0 +1,684 @@
+//! Incremental HTTP/1.1 request parsing.
+//!
+//! The connection feeds whatever bytes it has; the parser consumes what it can and says how much.
+//! A partial head or body means "keep reading", up to the limits. The head is parsed by
+//! `httparse` once it is complete; bodies are framed by `Content-Length` or decoded from
+//! `Transfer-Encoding: chunked` as they arrive, so a slow sender costs no re-scanning.
+
+use std::fmt;
+
+/// At most this many headers in one request; more is a 431, like an oversized head.
+pub const MAX_HEADERS: usize = 64;
+/// A chunk-size line (with extensions) longer than this is malformed.
+const MAX_CHUNK_LINE: usize = 1024;
+/// Trailer section of a chunked body, all lines together.
+const MAX_TRAILERS: usize = 8 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The head did not fit in the head limit (431).
+    HeadTooLarge,
+    /// Too many header fields (431).
+    TooManyHeaders,
+    /// The body is larger than the body limit (413).
+    BodyTooLarge,
+    /// Malformed request (400), with what was wrong.
+    Malformed(String),
+    /// A transfer coding other than chunked (501).
+    UnsupportedTransferEncoding,
+    /// Not HTTP/1.x (505).
+    UnsupportedVersion,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::HeadTooLarge => f.write_str("request head too large"),
+            Error::TooManyHeaders => f.write_str("too many request header fields"),
+            Error::BodyTooLarge => f.write_str("request body too large"),
+            Error::Malformed(why) => write!(f, "malformed request: {why}"),
+            Error::UnsupportedTransferEncoding => f.write_str("unsupported transfer encoding"),
+            Error::UnsupportedVersion => f.write_str("unsupported HTTP version"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// One request, complete with its body.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    /// The path part of the request target, still percent-encoded.
+    pub path: String,
+    /// The query part after `?`, still encoded ("" when absent).
+    pub query: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Header names lower-cased, values as sent (lossy UTF-8 for obs-text).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+impl Request {
+    /// The first value of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All values of a header joined with ", ", as RFC 9110 allows for list-valued fields.
+    pub fn header_joined(&self, name: &str) -> Option<String> {
+        let mut values = self.headers.iter().filter(|(n, _)| n == name);
+        let first = values.next()?.1.clone();
+        Some(values.fold(first, |mut acc, (_, v)| {
+            acc.push_str(", ");
+            acc.push_str(v);
+            acc
+        }))
+    }
+
+    /// Whether a comma-separated header contains `token` (case-insensitive).
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// Where the parser is within the current request.
+#[derive(Debug)]
+enum State {
+    Head,
+    Body { request: Request, remaining: usize },
+    Chunked { request: Request, chunk: Chunk },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a chunk-size line; bytes of it seen so far (we keep only its value).
+    Size {
+        len: usize,
+        value: usize,
+        digits: usize,
+        in_ext: bool,
+    },
+    Data {
+        remaining: usize,
+    },
+    DataEnd {
+        seen_cr: bool,
+    },
+    Trailers {
+        line_len: usize,
+        total: usize,
+        seen_cr: bool,
+    },
+}
+
+const CHUNK_SIZE_START: Chunk = Chunk::Size {
+    len: 0,
+    value: 0,
+    digits: 0,
+    in_ext: false,
+};
+
+/// What one call to [`Parser::parse`] did.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Bytes of the input consumed; the caller drops them from its buffer.
+    pub consumed: usize,
+    /// A complete request, if these bytes finished one.
+    pub request: Option<Request>,
+    /// The head just finished and asked for `100 Continue` before its body.
+    pub wants_continue: bool,
+}
+
+#[derive(Debug)]
+pub struct Parser {
+    state: State,
+    head_limit: usize,
+    body_limit: usize,
+}
+
+impl Parser {
+    pub fn new(head_limit: usize, body_limit: usize) -> Parser {
+        Parser {
+            state: State::Head,
+            head_limit,
+            body_limit,
+        }
+    }
+
+    /// Whether part of a request has been seen (used for the head timeout and for deciding
+    /// whether an idle connection can be closed quietly).
+    pub fn in_body(&self) -> bool {
+        !matches!(self.state, State::Head)
+    }
+
+    /// Consume as much of `input` as belongs to the current request.
+    pub fn parse(&mut self, input: &[u8]) -> Result<Parsed> {
+        let mut consumed = 0;
+        let mut wants_continue = false;
+        if let State::Head = self.state {
+            match self.parse_head(input)? {
+                None => {
+                    return Ok(Parsed {
+                        consumed: 0,
+                        request: None,
+                        wants_continue: false,
+                    });
+                }
+                Some((n, request, framing)) => {
+                    consumed = n;
+                    match framing {
+                        Framing::None => {
+                            return Ok(Parsed {
+                                consumed,
+                                request: Some(request),
+                                wants_continue: false,
+                            });
+                        }
+                        Framing::Length(len) => {
+                            wants_continue = request.expect_continue;
+                            self.state = State::Body {
+                                request,
+                                remaining: len,
+                            }
+                        }
+                        Framing::Chunked => {
+                            wants_continue = request.expect_continue;
+                            self.state = State::Chunked {
+                                request,
+                                chunk: CHUNK_SIZE_START,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let rest = &input[consumed..];
+        let (n, done) = match &mut self.state {
+            State::Head => unreachable_state(),
+            State::Body { request, remaining } => {
+                let take = rest.len().min(*remaining);
+                request.body.extend_from_slice(&rest[..take]);
+                *remaining -= take;
+                (take, *remaining == 0)
+            }
+            State::Chunked { request, chunk } => {
+                decode_chunked(chunk, rest, &mut request.body, self.body_limit)?
+            }
+        };
+        consumed += n;
+        let request = if done {
+            match std::mem::replace(&mut self.state, State::Head) {
+                State::Body { request, .. } | State::Chunked { request, .. } => Some(request),
+                State::Head => None,
+            }
+        } else {
+            None
+        };
+        Ok(Parsed {
+            consumed,
+            request,
+            wants_continue,
+        })
+    }
+
+    fn parse_head(&self, input: &[u8]) -> Result<Option<(usize, Request, Framing)>> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let n = match req.parse(input) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if input.len() > self.head_limit {
+                    return Err(Error::HeadTooLarge);
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders),
+            Err(httparse::Error::Version) => return Err(Error::UnsupportedVersion),
+            Err(e) => return Err(Error::Malformed(e.to_string())),
+        };
+        if n > self.head_limit {
+            return Err(Error::HeadTooLarge);
+        }
+        let method = Method::from_token(req.method.unwrap_or(""));
+        let target = req.path.unwrap_or("");
+        if !target.starts_with('/') {
+            return Err(Error::Malformed(
+                "request target must be an absolute path".into(),
+            ));
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (target, ""),
+        };
+        let minor = req.version.unwrap_or(1);
+        let mut request = Request {
+            method,
+            path: path.to_string(),
+            query: query.to_string(),
+            minor,
+            headers: Vec::with_capacity(req.headers.len()),
+            body: Vec::new(),
+            keep_alive: minor == 1,
+            expect_continue: false,
+        };
+        let mut content_length: Option<usize> = None;
+        let mut chunked = false;
+        for h in req.headers.iter() {
+            let name = h.name.to_ascii_lowercase();
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            match name.as_str() {
+                "content-length" => {
+                    let len = parse_content_length(&value)?;
+                    if content_length.is_some_and(|l| l != len) {
+                        return Err(Error::Malformed("conflicting Content-Length".into()));
+                    }
+                    content_length = Some(len);
+                }
+                "transfer-encoding" => {
+                    // Only `chunked` alone is supported; anything layered under it could not
+                    // be decoded, and guessing would open the door to request smuggling.
+                    if !value.eq_ignore_ascii_case("chunked") || chunked {
+                        return Err(Error::UnsupportedTransferEncoding);
+                    }
+                    chunked = true;
+                }
+                "connection" => {
+                    for token in value.split(',').map(str::trim) {
+                        if token.eq_ignore_ascii_case("close") {
+                            request.keep_alive = false;
+                        } else if token.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                            request.keep_alive = true;
+                        }
+                    }
+                }
+                "expect" => {
+                    if value.eq_ignore_ascii_case("100-continue") {
+                        request.expect_continue = minor == 1;
+                    } else {
+                        return Err(Error::Malformed(format!(
+                            "unsupported expectation {value:?}"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+            request.headers.push((name, value));
+        }
+        let framing = match (chunked, content_length) {
+            (true, Some(_)) => {
+                return Err(Error::Malformed(
+                    "both Content-Length and Transfer-Encoding".into(),
+                ));
+            }
+            (true, None) => Framing::Chunked,
+            (false, Some(0)) | (false, None) => Framing::None,
+            (false, Some(len)) if len > self.body_limit => return Err(Error::BodyTooLarge),
+            (false, Some(len)) => Framing::Length(len),
+        };
+        if let Framing::Length(len) = framing {
+            request.body.reserve_exact(len);
+        }
+        Ok(Some((n, request, framing)))
+    }
+}
+
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+#[cold]
+fn unreachable_state() -> (usize, bool) {
+    // parse() leaves the Head state before reaching the body step, so this cannot be hit;
+    // answering "nothing consumed, not done" keeps the parser total anyway.
+    (0, false)
+}
+
+fn parse_content_length(value: &str) -> Result<usize> {
+    if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Malformed(format!("bad Content-Length {value:?}")));
+    }
+    value
+        .parse()
+        .map_err(|_| Error::Malformed(format!("bad Content-Length {value:?}")))
+}
+
+/// Decode as much of a chunked body as `input` holds. Returns (consumed, finished).
+fn decode_chunked(
+    state: &mut Chunk,
+    input: &[u8],
+    body: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(usize, bool)> {
+    let mut i = 0;
+    while i < input.len() {
+        match state {
+            Chunk::Size {
+                len,
+                value,
+                digits,
+                in_ext,
+            } => {
+                let b = input[i];
+                i += 1;
+                *len += 1;
+                if *len > MAX_CHUNK_LINE {
+                    return Err(Error::Malformed("chunk size line too long".into()));
+                }
+                match b {
+                    b'\n' => {
+                        if *digits == 0 {
+                            return Err(Error::Malformed("missing chunk size".into()));
+                        }
+                        *state = if *value == 0 {
+                            Chunk::Trailers {
+                                line_len: 0,
+                                total: 0,
+                                seen_cr: false,
+                            }
+                        } else {
+                            Chunk::Data { remaining: *value }
+                        };
+                    }
+                    b'\r' => {}
+                    _ if *in_ext => {}
+                    b';' | b' ' | b'\t' => *in_ext = true,
+                    _ => {
+                        let digit = (b as char)
+                            .to_digit(16)
+                            .ok_or_else(|| Error::Malformed("bad chunk size".into()))?;
+                        *digits += 1;
+                        *value = value
+                            .checked_mul(16)
+                            .and_then(|v| v.checked_add(digit as usize))
+                            .ok_or(Error::BodyTooLarge)?;
+                        if body.len().saturating_add(*value) > limit {
+                            return Err(Error::BodyTooLarge);
+                        }
+                    }
+                }
+            }
+            Chunk::Data { remaining } => {
+                let take = (input.len() - i).min(*remaining);
+                body.extend_from_slice(&input[i..i + take]);
+                i += take;
+                *remaining -= take;
+                if *remaining == 0 {
+                    *state = Chunk::DataEnd { seen_cr: false };
+                }
+            }
+            Chunk::DataEnd { seen_cr } => {
+                let b = input[i];
+                i += 1;
+                match (b, *seen_cr) {
+                    (b'\r', false) => *seen_cr = true,
+                    (b'\n', _) => *state = CHUNK_SIZE_START,
+                    _ => return Err(Error::Malformed("chunk data not followed by CRLF".into())),
+                }
+            }
+            Chunk::Trailers {
+                line_len,
+                total,
+                seen_cr,
+            } => {
+                let b = input[i];
+                i += 1;
+                *total += 1;
+                if *total > MAX_TRAILERS {
+                    return Err(Error::HeadTooLarge);
+                }
+                match b {
+                    b'\n' if *line_len == 0 => return Ok((i, true)),
+                    b'\n' => {
+                        *line_len = 0;
+                        *seen_cr = false;
+                    }
+                    b'\r' if *line_len == 0 => *seen_cr = true,
+                    _ => {
+                        if *seen_cr {
+                            return Err(Error::Malformed("stray CR in trailers".into()));
+                        }
+                        *line_len += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok((i, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Request>> {
+        let mut p = Parser::new(16 * 1024, 1024 * 1024);
+        let mut buf = input.to_vec();
+        let mut out = Vec::new();
+        loop {
+            let r = p.parse(&buf)?;
+            buf.drain(..r.consumed);
+            match r.request {
+                Some(req) => out.push(req),
+                None if r.consumed == 0 => break,
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Feed in every possible two-piece split and byte by byte: the result must not depend on
+    /// how the socket delivered the bytes.
+    fn parse_split(input: &[u8]) -> Vec<Request> {
+        let whole = parse_all(input).unwrap();
+        for step in [1usize, 2, 3, 7, 64] {
+            let mut p = Parser::new(16 * 1024, 1024 * 1024);
+            let mut buf = Vec::new();
+            let mut out = Vec::new();
+            for piece in input.chunks(step) {
+                buf.extend_from_slice(piece);
+                loop {
+                    let r = p.parse(&buf).unwrap();
+                    buf.drain(..r.consumed);
+                    match r.request {
+                        Some(req) => out.push(req),
+                        None if r.consumed == 0 => break,
+                        None => {}
+                    }
+                }
+            }
+            assert_eq!(out.len(), whole.len(), "step {step}");
+            for (a, b) in out.iter().zip(&whole) {
+                assert_eq!(a.path, b.path);
+                assert_eq!(a.body, b.body, "step {step}");
+            }
+        }
+        whole
+    }
+
+    #[test]
+    fn simple_get() {
+        let reqs = parse_split(
+            b"GET /v1/state?a=b HTTP/1.1\r\nHost: x\r\nAccept: application/yaml\r\n\r\n",
+        );
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].method, Method::Get);
+        assert_eq!(reqs[0].path, "/v1/state");
+        assert_eq!(reqs[0].query, "a=b");
+        assert_eq!(reqs[0].header("accept"), Some("application/yaml"));
+        assert!(reqs[0].keep_alive);
+    }
+
+    #[test]
+    fn pipelined_with_bodies() {
+        let input = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\nGET /c HTTP/1.0\r\n\r\n";
+        let reqs = parse_split(input);
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(reqs[0].body, b"hello");
+        assert_eq!(reqs[1].body, b"abcde");
+        assert_eq!(reqs[2].path, "/c");
+        assert!(!reqs[2].keep_alive);
+    }
+
+    #[test]
+    fn http10_keep_alive_and_close() {
+        let r = parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(r[0].keep_alive);
+        let r = parse_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(!r[0].keep_alive);
+    }
+
+    #[test]
+    fn limits() {
+        let mut p = Parser::new(64, 10);
+        let big = vec![b'a'; 100];
+        assert_eq!(p.parse(&big).unwrap_err(), Error::HeadTooLarge);
+        let mut p = Parser::new(1024, 10);
+        assert_eq!(
+            p.parse(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+                .unwrap_err(),
+            Error::BodyTooLarge
+        );
+        let mut p = Parser::new(1024, 10);
+        assert_eq!(
+            p.parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n")
+                .unwrap_err(),
+            Error::BodyTooLarge
+        );
+        let mut p = Parser::new(1024, 10);
+        assert_eq!(
+            p.parse(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n"
+            )
+            .unwrap_err(),
+            Error::BodyTooLarge
+        );
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let mut s = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..(MAX_HEADERS + 1) {
+            s.push_str(&format!("X-{i}: v\r\n"));
+        }
+        s.push_str("\r\n");
+        let mut p = Parser::new(64 * 1024, 10);
+        assert_eq!(p.parse(s.as_bytes()).unwrap_err(), Error::TooManyHeaders);
+    }
+
+    #[test]
+    fn smuggling_and_malformed() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            let mut p = Parser::new(1024, 1024);
+            assert!(
+                matches!(p.parse(bad), Err(Error::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut p = Parser::new(1024, 1024);
+        assert_eq!(
+            p.parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+                .unwrap_err(),
+            Error::UnsupportedTransferEncoding
+        );
+        let mut p = Parser::new(1024, 1024);
+        assert_eq!(
+            p.parse(b"GET / HTTP/2.0\r\n\r\n").unwrap_err(),
+            Error::UnsupportedVersion
+        );
+    }
+
+    #[test]
+    fn expect_continue_is_reported_once() {
+        let mut p = Parser::new(1024, 1024);
+        let r = p
+            .parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+            .unwrap();
+        assert!(r.wants_continue);
+        assert!(r.request.is_none());
+        let r = p.parse(b"ok").unwrap();
+        assert!(!r.wants_continue);
+        assert_eq!(r.request.unwrap().body, b"ok");
+    }
+
+    #[test]
+    fn joined_and_token_headers() {
+        let r = parse_all(
+            b"GET / HTTP/1.1\r\nSec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b, c\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].header_joined("sec-websocket-protocol").as_deref(),
+            Some("a, b, c")
+        );
+        assert!(r[0].header_has_token("connection", "upgrade"));
+        assert!(!r[0].header_has_token("connection", "close"));
+    }
+}
