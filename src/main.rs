@@ -1,3 +1,95 @@
-fn main() {
-    println!("supd {}", env!("CARGO_PKG_VERSION"));
+//! `supd`: command line and start-up only; everything else is in the library.
+
+use std::process::ExitCode;
+
+use supd::config::{self, Command};
+use supd::server::{Server, net::Listener};
+use supd::{auth, systemd};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let command = match config::parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("supd: {e}");
+            eprintln!("{}", config::usage());
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Version => {
+            println!("supd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Help(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(cfg) => {
+            // The tokens file is part of a working configuration: check it too, without
+            // creating anything.
+            if cfg.tokens.exists() || !cfg.tokens_is_default {
+                if let Err(e) = auth::Tokens::load(&cfg.tokens) {
+                    eprintln!("supd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Command::TokenCreate {
+            tokens,
+            name,
+            operations,
+            applications,
+        } => match auth::create_token(&tokens, &name, &operations, &applications) {
+            Ok(token) => {
+                println!("{token}");
+                eprintln!(
+                    "supd: token {name:?} added to {}; it is shown only this once (send SIGHUP to a running supd to load it)",
+                    tokens.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("supd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(cfg) => run(cfg),
+    }
+}
+
+fn run(cfg: config::Config) -> ExitCode {
+    let inherited = match systemd::listen_fds() {
+        Ok(fds) => fds.into_iter().map(Listener::from).collect::<Vec<_>>(),
+        Err(e) => {
+            log::error!("socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "supd {} starting: tenant {}, site {}, host {}, docker {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.tenant,
+        cfg.site,
+        cfg.host,
+        cfg.docker_socket.display()
+    );
+    let mut server = match Server::new(cfg, inherited) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

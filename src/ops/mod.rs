@@ -1,1 +1,231 @@
-//! One module per operation.
+//! One module per operation. `state` answers at once from the mirror; the others are
+//! long-lived operations (`Op`) that own descriptors registered with the loop and make
+//! progress when they become ready, when a timer fires, or when Docker answers.
+
+pub mod state;
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::{Interest, Poll, Token};
+
+use crate::config::Config;
+use crate::docker::client::{Client as DockerClient, Purpose};
+use crate::docker::mirror::{Mirror, Want};
+use crate::http::query::Query;
+use crate::http::request::Request;
+use crate::http::router::{ContainerRef, Endpoint, Route};
+use crate::http::{ApiError, Format, Response};
+use crate::server::net::Stream;
+use crate::server::{RequestLog, Target, timers::Timer, timers::Timers};
+
+/// Which of an operation's descriptors an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The client's socket (websocket sessions).
+    Client,
+    /// The intermediate child of a spawn (its pidfd).
+    Intermediate,
+    /// The command's pidfd.
+    Process,
+    /// The command's output (pipe or PTY master).
+    Output,
+    /// The command's stdin pipe.
+    Stdin,
+    /// The tunnel's socket inside the instance's namespace.
+    Socket,
+}
+
+/// A readiness event for one of an operation's descriptors.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    pub role: Role,
+    pub readable: bool,
+    pub writable: bool,
+    pub hup: bool,
+}
+
+/// What operations may do with the loop: register descriptors and set timers.
+pub struct Io<'a> {
+    poll: &'a Poll,
+    routes: &'a mut HashMap<Token, Target>,
+    next_token: &'a mut usize,
+    timers: &'a mut Timers,
+    pub cfg: &'a Config,
+}
+
+impl<'a> Io<'a> {
+    pub(crate) fn new(
+        poll: &'a Poll,
+        routes: &'a mut HashMap<Token, Target>,
+        next_token: &'a mut usize,
+        timers: &'a mut Timers,
+        cfg: &'a Config,
+    ) -> Io<'a> {
+        Io {
+            poll,
+            routes,
+            next_token,
+            timers,
+            cfg,
+        }
+    }
+
+    /// Register a descriptor of operation `op`; returns its new token.
+    pub fn register(
+        &mut self,
+        op: Token,
+        role: Role,
+        source: &mut impl Source,
+        interest: Interest,
+    ) -> io::Result<Token> {
+        let t = Token(*self.next_token);
+        *self.next_token += 1;
+        self.poll.registry().register(source, t, interest)?;
+        self.routes.insert(t, Target::Op(op, role));
+        Ok(t)
+    }
+
+    pub fn reregister(
+        &mut self,
+        token: Token,
+        source: &mut impl Source,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.poll.registry().reregister(source, token, interest)
+    }
+
+    pub fn deregister(&mut self, token: Token, source: &mut impl Source) {
+        let _ = self.poll.registry().deregister(source);
+        self.routes.remove(&token);
+    }
+
+    /// Wake operation `op` at `when` (it checks its own deadlines then).
+    pub fn wake_at(&mut self, op: Token, when: Instant) {
+        self.timers.at(when, Timer::Op(op));
+    }
+}
+
+/// What operations read when they start.
+pub struct Env<'a> {
+    pub mirror: &'a Mirror,
+    pub cfg: &'a Config,
+}
+
+/// What operations may change while they run.
+pub struct EnvMut<'a> {
+    pub mirror: &'a mut Mirror,
+    pub docker: &'a mut DockerClient,
+}
+
+/// An HTTP answer an operation produced later.
+pub struct Reply {
+    pub response: Response,
+    pub head_only: bool,
+    pub keep_alive: bool,
+    pub log: Option<RequestLog>,
+}
+
+#[derive(Default)]
+pub struct Progress {
+    pub reply: Option<Reply>,
+    pub wants: Vec<Want>,
+    /// The operation has finished and released nothing it still needs.
+    pub done: bool,
+}
+
+pub enum Started {
+    /// Answered at once.
+    Respond(Response),
+    /// Will answer later on the same connection.
+    Pending(Op),
+    /// A websocket session: the connection's stream moves into it, after the 101 head (bytes).
+    Upgrade(Op, Vec<u8>),
+}
+
+/// The long-lived operations.
+pub enum Op {}
+
+impl Op {
+    pub fn drive(
+        &mut self,
+        _me: Token,
+        _ev: Option<Ready>,
+        _io: &mut Io<'_>,
+        _env: &mut EnvMut<'_>,
+    ) -> Progress {
+        match *self {}
+    }
+
+    pub fn set_request_log(&mut self, _log: RequestLog) {
+        match *self {}
+    }
+
+    pub fn attach_client(
+        &mut self,
+        _stream: Stream,
+        _peer: String,
+        _pending: Vec<u8>,
+        _head: Vec<u8>,
+        _leftover: Vec<u8>,
+        _io: &mut Io<'_>,
+    ) -> io::Result<()> {
+        match *self {}
+    }
+
+    pub fn docker_reply(&mut self, _purpose: &Purpose, _reply: Result<(u16, Vec<u8>), String>) {
+        match *self {}
+    }
+
+    /// The HTTP client that waits for this operation went away.
+    pub fn client_gone(&mut self, _io: &mut Io<'_>) {
+        match *self {}
+    }
+
+    /// The daemon is stopping: wind down (close sessions, kill processes).
+    pub fn shutdown(&mut self, _io: &mut Io<'_>) {
+        match *self {}
+    }
+
+    /// Deregister everything (the op is done).
+    pub fn release(&mut self, _io: &mut Io<'_>) {
+        match *self {}
+    }
+
+    /// The process is exiting: kill what we started, without waiting.
+    pub fn abandon(&mut self) {
+        match *self {}
+    }
+}
+
+/// Start the operation a route names.
+pub fn start(
+    _me: Token,
+    _req: &Request,
+    route: &Route,
+    query: &Query,
+    _format: Format,
+    env: &Env<'_>,
+    _io: &mut Io<'_>,
+) -> Result<Started, ApiError> {
+    let _ = (query, env);
+    let what = match &route.endpoint {
+        Endpoint::Exec { target: ContainerRef::Vm, .. }
+        | Endpoint::ExecInteractive { target: ContainerRef::Vm, .. }
+        | Endpoint::TcpConnect { target: ContainerRef::Vm, .. } => {
+            return Err(ApiError::new(
+                501,
+                "vm-container operations are not available on this host",
+            ));
+        }
+        Endpoint::Exec { .. } => "exec",
+        Endpoint::ExecInteractive { .. } => "exec-interactive",
+        Endpoint::TcpConnect { .. } => "tcp-connect",
+        Endpoint::Connect { .. } => "connect",
+        Endpoint::Restart { .. } => "restart",
+        Endpoint::List | Endpoint::Get { .. } => "state",
+    };
+    Err(ApiError::new(501, format!("{what} is not implemented yet")).info("operation", what))
+}

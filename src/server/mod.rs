@@ -1,1 +1,880 @@
-//! The event loop.
+//! The event loop: one thread, one `mio::Poll`, everything that waits registered with it.
+//!
+//! Tokens come from a counter and are never reused; `routes` says what each one is for.
+//! Client connections speak HTTP until they are answered or upgraded; operations that outlive
+//! one event (an exec, a websocket session, a restart) are kept in `ops` and own their
+//! descriptors. Docker traffic goes through the same loop.
+
+mod conn;
+pub mod net;
+pub(crate) mod timers;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::auth::{self, Decision, Tokens};
+use crate::config::Config;
+use crate::docker::client::{Client as DockerClient, Purpose, Reply};
+use crate::docker::mirror::{Mirror, Want};
+use crate::http::query::Query;
+use crate::http::request::Request;
+use crate::http::response::negotiate;
+use crate::http::router::{self, Endpoint, Route};
+use crate::http::{ApiError, Format, Method, Response};
+use crate::ops;
+use crate::systemd;
+
+use conn::{HttpConn, Next, Phase};
+use net::{Listener, Stream};
+use timers::{Timer, Timers};
+
+const SIGNAL: Token = Token(0);
+const FIRST_DYNAMIC: usize = 1;
+/// Graceful shutdown gives in-flight work this long, then exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+const DOCKER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DOCKER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub enum Error {
+    Io(&'static str, io::Error),
+    Listen(String, io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(what, e) => write!(f, "{what}: {e}"),
+            Error::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(_, e) | Error::Listen(_, e) => Some(e),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a token is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    Listener(usize),
+    Conn,
+    Docker,
+    /// A descriptor of an operation: the op's token and which of its descriptors.
+    Op(Token, ops::Role),
+}
+
+/// The tokens file as loaded, or why it could not be.
+pub enum TokenState {
+    Ready(Tokens),
+    Sealed(String),
+}
+
+pub struct Server {
+    poll: Poll,
+    cfg: Config,
+    tokens: TokenState,
+    mirror: Mirror,
+    docker: DockerClient,
+    docker_backoff: Duration,
+    docker_down: bool,
+    listeners: Vec<Option<Listener>>,
+    routes: HashMap<Token, Target>,
+    conns: HashMap<Token, HttpConn>,
+    ops: HashMap<Token, ops::Op>,
+    timers: Timers,
+    next_token: usize,
+    signals: SignalFd,
+    accept_paused: bool,
+    draining: Option<Instant>,
+    notified_ready: bool,
+    watchdog: Option<Duration>,
+}
+
+impl Server {
+    /// Set everything up: signals, tokens, listeners, the first Docker request.
+    pub fn new(cfg: Config, inherited: Vec<Listener>) -> Result<Server> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGHUP);
+        mask.thread_block()
+            .map_err(|e| Error::Io("block signals", e.into()))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::Io("signalfd", e.into()))?;
+        let poll = Poll::new().map_err(|e| Error::Io("epoll", e))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNAL,
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::Io("register signalfd", e))?;
+
+        let tokens = load_tokens(&cfg);
+        let mut listeners = inherited;
+        if listeners.is_empty() {
+            for addr in &cfg.listen {
+                let l = Listener::bind(addr).map_err(|e| Error::Listen(addr.to_string(), e))?;
+                listeners.push(l);
+            }
+        }
+        let docker = DockerClient::new(cfg.docker_socket.clone());
+        let watchdog = systemd::watchdog_interval();
+        let mut server = Server {
+            poll,
+            cfg,
+            tokens,
+            mirror: Mirror::new(),
+            docker,
+            docker_backoff: DOCKER_BACKOFF_MIN,
+            docker_down: false,
+            listeners: Vec::new(),
+            routes: HashMap::new(),
+            conns: HashMap::new(),
+            ops: HashMap::new(),
+            timers: Timers::default(),
+            next_token: FIRST_DYNAMIC,
+            signals,
+            accept_paused: false,
+            draining: None,
+            notified_ready: false,
+            watchdog,
+        };
+        for (i, mut l) in listeners.into_iter().enumerate() {
+            let t = server.token();
+            server
+                .poll
+                .registry()
+                .register(&mut l, t, Interest::READABLE)
+                .map_err(|e| Error::Io("register listener", e))?;
+            log::info!("listening on {}", l.describe());
+            server.routes.insert(t, Target::Listener(i));
+            server.listeners.push(Some(l));
+        }
+        if let Some(w) = server.watchdog {
+            server.timers.after(w / 2, Timer::Watchdog);
+        }
+        let wants = server.mirror.connect();
+        server.apply_wants(wants);
+        Ok(server)
+    }
+
+    fn token(&mut self) -> Token {
+        let t = Token(self.next_token);
+        self.next_token += 1;
+        t
+    }
+
+    /// Run until a shutdown completes.
+    pub fn run(&mut self) -> Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            if let Some(since) = self.draining {
+                if (self.conns.is_empty() && self.ops.is_empty()) || now >= since + SHUTDOWN_GRACE
+                {
+                    self.finish_shutdown();
+                    return Ok(());
+                }
+            }
+            let mut timeout = self.timers.timeout(now);
+            if self.draining.is_some() {
+                let tick = Duration::from_millis(50);
+                timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
+            }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Io("epoll_wait", e));
+            }
+            for ev in events.iter() {
+                self.dispatch(ev.token(), ev.is_readable(), ev.is_writable(), ev.is_read_closed() || ev.is_error());
+            }
+            let now = Instant::now();
+            while let Some(t) = self.timers.pop_due(now) {
+                self.on_timer(t, now);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+        if token == SIGNAL {
+            self.on_signal();
+            return;
+        }
+        match self.routes.get(&token).copied() {
+            Some(Target::Listener(i)) => self.accept(i),
+            Some(Target::Conn) => self.drive_conn(token),
+            Some(Target::Docker) => self.on_docker(token),
+            Some(Target::Op(op, role)) => {
+                let ev = ops::Ready {
+                    role,
+                    readable,
+                    writable,
+                    hup,
+                };
+                self.drive_op(op, Some(ev));
+            }
+            None => {}
+        }
+    }
+
+    // ---- signals and shutdown -------------------------------------------------------------
+
+    fn on_signal(&mut self) {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => self.reload_tokens(),
+                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
+                    _ => {}
+                },
+                Ok(None) => return,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("reading signals: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reload_tokens(&mut self) {
+        self.tokens = load_tokens(&self.cfg);
+        match &self.tokens {
+            TokenState::Ready(t) => log::info!("SIGHUP: tokens reloaded ({} entries)", t.len()),
+            TokenState::Sealed(why) => log::warn!("SIGHUP: tokens not usable, sealed: {why}"),
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        log::info!("shutting down: no new connections, finishing in-flight work");
+        let _ = systemd::notify("STOPPING=1");
+        self.draining = Some(Instant::now());
+        for slot in self.listeners.iter_mut() {
+            if let Some(mut l) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        // Idle keep-alive connections have nothing in flight: close them now.
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.close_conn(t);
+        }
+        let op_tokens: Vec<Token> = self.ops.keys().copied().collect();
+        for t in op_tokens {
+            if let Some(op) = self.ops.get_mut(&t) {
+                let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+                op.shutdown(&mut io);
+            }
+            self.drive_op(t, None);
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        for (_, mut op) in self.ops.drain() {
+            op.abandon();
+        }
+        let _ = self.docker.close_all(self.poll.registry());
+        log::info!("stopped");
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    fn on_timer(&mut self, t: Timer, now: Instant) {
+        match t {
+            Timer::Conn(token) => self.check_conn_deadlines(token, now),
+            Timer::Op(token) => self.drive_op(token, None),
+            Timer::DockerReconnect => {
+                if self.docker_down && self.draining.is_none() {
+                    let wants = self.mirror.connect();
+                    self.apply_wants(wants);
+                }
+            }
+            Timer::Watchdog => {
+                let _ = systemd::notify("WATCHDOG=1");
+                if let Some(w) = self.watchdog {
+                    self.timers.after(w / 2, Timer::Watchdog);
+                }
+            }
+            Timer::ResumeAccept => {
+                self.accept_paused = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+        }
+    }
+
+    fn check_conn_deadlines(&mut self, token: Token, now: Instant) {
+        let limits = &self.cfg.limits;
+        let Some(c) = self.conns.get(&token) else {
+            return;
+        };
+        let deadline = match c.phase {
+            Phase::Open if c.has_partial_request() => c
+                .request_started
+                .map(|s| (s + limits.head_timeout, true)),
+            Phase::Open if c.pending_output() == 0 => Some((c.idle_since + limits.idle_timeout, false)),
+            _ => None,
+        };
+        match deadline {
+            Some((when, _)) if when > now => self.timers.at(when, Timer::Conn(token)),
+            Some((_, true)) => {
+                let err = ApiError::new(408, "request not received in time");
+                self.fail_conn(token, err);
+            }
+            Some((_, false)) => self.close_conn(token),
+            // Busy (waiting for an operation or writing): look again later.
+            None => self.timers.after(limits.idle_timeout, Timer::Conn(token)),
+        }
+    }
+
+    // ---- connections ----------------------------------------------------------------------
+
+    fn accept(&mut self, i: usize) {
+        if self.accept_paused {
+            return;
+        }
+        loop {
+            let Some(l) = self.listeners.get(i).and_then(|l| l.as_ref()) else {
+                return;
+            };
+            match l.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
+                    // Out of descriptors: stop accepting for a moment instead of spinning on a
+                    // listener that stays readable.
+                    log::warn!("accept: {e}; pausing new connections for 100 ms");
+                    self.accept_paused = true;
+                    self.timers.after(Duration::from_millis(100), Timer::ResumeAccept);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, stream: Stream, peer: String) {
+        let over = self.conns.len() + self.ops.len() >= self.cfg.limits.max_connections;
+        let mut conn = HttpConn::new(stream, peer, &self.cfg.limits);
+        if over {
+            // A canned answer, best effort: the socket is new, so its buffer has room.
+            let resp = ApiError::new(503, "too many connections").into_response(Format::Json);
+            conn.respond(&resp, false, true);
+            let _ = conn.flush();
+            return;
+        }
+        let token = self.token();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn.stream, token, Interest::READABLE)
+        {
+            log::warn!("register connection: {e}");
+            return;
+        }
+        conn.interest = Some(Interest::READABLE);
+        self.routes.insert(token, Target::Conn);
+        self.timers
+            .after(self.cfg.limits.head_timeout.min(self.cfg.limits.idle_timeout), Timer::Conn(token));
+        self.conns.insert(token, conn);
+        // Data may already be there (edge-triggered registration sees only new readiness on
+        // some kernels' paths); reading now costs one syscall.
+        self.drive_conn(token);
+    }
+
+    fn close_conn(&mut self, token: Token) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.routes.remove(&token);
+            if let Phase::Waiting(op) = c.phase {
+                self.client_gone(op);
+            }
+        }
+    }
+
+    /// Answer with an error and close (the input cannot be trusted to frame another request).
+    fn fail_conn(&mut self, token: Token, err: ApiError) {
+        if let Some(c) = self.conns.get_mut(&token) {
+            log::info!("{} - {} {}", c.peer, err.status, err.message);
+            c.respond(&err.into_response(Format::Json), false, true);
+        }
+        self.drive_conn(token);
+    }
+
+    /// Read, handle complete requests, write — until nothing more can happen now.
+    fn drive_conn(&mut self, token: Token) {
+        loop {
+            let Some(c) = self.conns.get_mut(&token) else {
+                return;
+            };
+            if c.fill().is_err() {
+                self.close_conn(token);
+                return;
+            }
+            let mut progressed = false;
+            loop {
+                let Some(c) = self.conns.get_mut(&token) else {
+                    return;
+                };
+                match c.next_request() {
+                    Next::Nothing => break,
+                    Next::Invalid(e) => {
+                        let err = ApiError::from(e);
+                        log::info!("{} - {} {}", c.peer, err.status, err.message);
+                        c.respond(&err.into_response(Format::Json), false, true);
+                        break;
+                    }
+                    Next::Request(req) => {
+                        progressed = true;
+                        if self.handle(token, req) {
+                            // Upgraded: the connection is no longer ours.
+                            return;
+                        }
+                    }
+                }
+            }
+            let Some(c) = self.conns.get_mut(&token) else {
+                return;
+            };
+            match c.flush() {
+                Ok(_) => {}
+                Err(_) => {
+                    self.close_conn(token);
+                    return;
+                }
+            }
+            if c.finished() {
+                if c.phase == Phase::Closing {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                }
+                self.close_conn(token);
+                return;
+            }
+            if self.draining.is_some() && c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0 {
+                self.close_conn(token);
+                return;
+            }
+            if !(c.should_refill() || (progressed && c.phase == Phase::Open)) {
+                let want = c.wanted_interest();
+                if c.interest != Some(want) {
+                    if self.poll.registry().reregister(&mut c.stream, token, want).is_err() {
+                        self.close_conn(token);
+                        return;
+                    }
+                    c.interest = Some(want);
+                }
+                if c.phase == Phase::Open && !c.has_partial_request() {
+                    c.shrink();
+                }
+                return;
+            }
+        }
+    }
+
+    /// Handle one request. Returns true when the connection was upgraded (taken away).
+    fn handle(&mut self, token: Token, req: Request) -> bool {
+        let started = Instant::now();
+        let format = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
+        let head_only = req.method == Method::Head;
+        let outcome = self.route_request(token, &req, format);
+        let Some(c) = self.conns.get_mut(&token) else {
+            return true;
+        };
+        let (status, close) = match outcome {
+            Outcome::Respond(resp) => {
+                let close = !req.keep_alive || self.draining.is_some();
+                c.respond(&resp, head_only, close);
+                (resp.status, close)
+            }
+            Outcome::Error(err) => {
+                let close = !req.keep_alive || self.draining.is_some() || err.status == 413;
+                let status = err.status;
+                c.respond(&err.into_response(format), head_only, close);
+                (status, close)
+            }
+            Outcome::Pending(op) => {
+                c.phase = Phase::Waiting(op);
+                if let Some(o) = self.ops.get_mut(&op) {
+                    o.set_request_log(RequestLog::new(&c.peer, &req, started));
+                }
+                return false;
+            }
+            Outcome::Upgraded => return true,
+        };
+        let _ = close;
+        RequestLog::new(&c.peer, &req, started).done(status);
+        false
+    }
+
+    fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
+        let route = match router::route(&req.path) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Error(e),
+        };
+        if req.method == Method::Options {
+            return Outcome::Respond(Response::new(204).header("Allow", route.allow()));
+        }
+        if !route.allows(req.method) {
+            return Outcome::Error(
+                ApiError::new(405, format!("method {} not allowed here", req.method.as_str()))
+                    .header("Allow", route.allow()),
+            );
+        }
+        if let Err(e) = self.authorize(req, &route) {
+            return Outcome::Error(e);
+        }
+        let query = match Query::parse(&req.query) {
+            Ok(q) => q,
+            Err(e) => return Outcome::Error(e.into()),
+        };
+        match &route.endpoint {
+            Endpoint::List | Endpoint::Get { .. } => {
+                let ctx = ops::state::StateCtx {
+                    mirror: &self.mirror,
+                    tenant: &self.cfg.tenant,
+                    host: &self.cfg.host,
+                    site: &self.cfg.site,
+                };
+                match ops::state::handle(&route, &query, format, &ctx) {
+                    Ok(r) => Outcome::Respond(r),
+                    Err(e) => Outcome::Error(e),
+                }
+            }
+            _ => self.start_op(token, req, &route, &query, format),
+        }
+    }
+
+    fn authorize(&self, req: &Request, route: &Route) -> std::result::Result<(), ApiError> {
+        let tokens = match &self.tokens {
+            TokenState::Ready(t) => t,
+            TokenState::Sealed(why) => {
+                return Err(ApiError::new(503, format!("strongbox sealed: {why}")));
+            }
+        };
+        let bearer = req.header("authorization").and_then(auth::bearer_token);
+        match tokens.check(bearer, route.operation(), &route.application) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Unauthorized => Err(ApiError::new(401, "missing or unknown bearer token")
+                .header("WWW-Authenticate", "Bearer realm=\"supd\"")),
+            Decision::Forbidden { token } => Err(ApiError::new(
+                403,
+                format!(
+                    "token {token:?} may not {} application {:?}",
+                    route.operation(),
+                    route.application
+                ),
+            )),
+        }
+    }
+
+    // ---- operations -----------------------------------------------------------------------
+
+    fn start_op(
+        &mut self,
+        token: Token,
+        req: &Request,
+        route: &Route,
+        query: &Query,
+        format: Format,
+    ) -> Outcome {
+        let op_token = self.token();
+        let start = {
+            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let env = ops::Env {
+                mirror: &self.mirror,
+                cfg: &self.cfg,
+            };
+            ops::start(op_token, req, route, query, format, &env, &mut io)
+        };
+        match start {
+            Err(e) => Outcome::Error(e),
+            Ok(ops::Started::Respond(r)) => Outcome::Respond(r),
+            Ok(ops::Started::Pending(op)) => {
+                self.ops.insert(op_token, op);
+                self.drive_op(op_token, None);
+                Outcome::Pending(op_token)
+            }
+            Ok(ops::Started::Upgrade(op, head)) => {
+                // The 101 (or the error that replaced it) goes out through the session; the
+                // HTTP connection object ends here and its stream moves into the operation.
+                let Some(mut c) = self.conns.remove(&token) else {
+                    return Outcome::Upgraded;
+                };
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                self.routes.remove(&token);
+                RequestLog::new(&c.peer, req, Instant::now()).done(101);
+                let peer = c.peer.clone();
+                let (stream, leftover, pending) = c.into_upgraded();
+                let mut op = op;
+                let attached = {
+                    let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+                    op.attach_client(stream, peer, pending, head, leftover, &mut io)
+                };
+                if let Err(e) = attached {
+                    log::warn!("websocket attach: {e}");
+                    op.abandon();
+                    return Outcome::Upgraded;
+                }
+                self.ops.insert(op_token, op);
+                self.drive_op(op_token, None);
+                Outcome::Upgraded
+            }
+        }
+    }
+
+    /// Let an operation make progress; deliver its answer; drop it when it is done.
+    fn drive_op(&mut self, op_token: Token, ev: Option<ops::Ready>) {
+        let Some(op) = self.ops.get_mut(&op_token) else {
+            return;
+        };
+        let progress = {
+            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let mut env = ops::EnvMut {
+                mirror: &mut self.mirror,
+                docker: &mut self.docker,
+            };
+            op.drive(op_token, ev, &mut io, &mut env)
+        };
+        if let Some(reply) = progress.reply {
+            self.deliver(op_token, reply);
+        }
+        if !progress.wants.is_empty() {
+            self.apply_wants(progress.wants);
+        }
+        if progress.done
+            && let Some(mut op) = self.ops.remove(&op_token)
+        {
+            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            op.release(&mut io);
+        }
+    }
+
+    /// An operation's HTTP answer goes to the connection waiting for it, if it is still there.
+    fn deliver(&mut self, op_token: Token, reply: ops::Reply) {
+        let waiting = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.phase == Phase::Waiting(op_token))
+            .map(|(t, _)| *t);
+        let Some(token) = waiting else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&token) {
+            let close = !reply.keep_alive || self.draining.is_some();
+            c.respond(&reply.response, reply.head_only, close);
+            if let Some(log) = reply.log {
+                log.done(reply.response.status);
+            }
+        }
+        self.drive_conn(token);
+    }
+
+    fn client_gone(&mut self, op_token: Token) {
+        if let Some(op) = self.ops.get_mut(&op_token) {
+            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            op.client_gone(&mut io);
+        }
+        self.drive_op(op_token, None);
+    }
+
+    // ---- docker ---------------------------------------------------------------------------
+
+    fn apply_wants(&mut self, wants: Vec<Want>) {
+        for w in wants {
+            match w {
+                Want::ApiVersion(v) => self.docker.set_api_version(&v),
+                Want::Get { path, purpose } => self.docker_request("GET", &path, None, purpose),
+                Want::Post { path, purpose } => self.docker_request("POST", &path, None, purpose),
+            }
+        }
+    }
+
+    fn docker_request(&mut self, method: &str, path: &str, body: Option<&[u8]>, purpose: Purpose) {
+        let t = self.token();
+        match self
+            .docker
+            .start(self.poll.registry(), t, method, path, body, purpose.clone())
+        {
+            Ok(()) => {
+                self.routes.insert(t, Target::Docker);
+            }
+            Err(e) => self.docker_failed(purpose, &format!("cannot connect to {}: {e}", self.cfg.docker_socket.display())),
+        }
+    }
+
+    fn on_docker(&mut self, token: Token) {
+        let replies = self.docker.on_ready(self.poll.registry(), token);
+        if !self.docker.owns(token) {
+            self.routes.remove(&token);
+        }
+        for r in replies {
+            match r {
+                Reply::Done {
+                    purpose,
+                    status,
+                    body,
+                } => {
+                    if let Purpose::Restart { op, .. } = purpose {
+                        if let Some(o) = self.ops.get_mut(&op) {
+                            o.docker_reply(&purpose, Ok((status, body)));
+                        }
+                        self.drive_op(op, None);
+                        continue;
+                    }
+                    let wants = self.mirror.on_reply(purpose, status, &body);
+                    self.apply_wants(wants);
+                    self.after_mirror_change();
+                }
+                Reply::Event(line) => {
+                    let wants = self.mirror.on_event(&line);
+                    self.apply_wants(wants);
+                }
+                Reply::Failed { purpose, error } => self.docker_failed(purpose, &error),
+            }
+        }
+    }
+
+    fn docker_failed(&mut self, purpose: Purpose, error: &str) {
+        if let Purpose::Restart { op, .. } = purpose {
+            if let Some(o) = self.ops.get_mut(&op) {
+                o.docker_reply(&purpose, Err(error.to_string()));
+            }
+            self.drive_op(op, None);
+            return;
+        }
+        if !Mirror::is_fatal(&purpose) {
+            log::warn!("docker: {error}");
+            let wants = self.mirror.on_reply(purpose, 599, b"");
+            self.apply_wants(wants);
+            return;
+        }
+        if self.docker_down {
+            // Already handling the outage (another request of the same sync failed too).
+            return;
+        }
+        self.docker_down = true;
+        self.mirror.disconnected(error);
+        // Restart operations waiting on Docker learn of the failure from their own requests;
+        // the mirror's requests are simply dropped.
+        let purposes = self.docker.close_all(self.poll.registry());
+        self.routes.retain(|_, t| !matches!(t, Target::Docker));
+        for p in purposes {
+            if let Purpose::Restart { op, .. } = p {
+                if let Some(o) = self.ops.get_mut(&op) {
+                    o.docker_reply(&p, Err(error.to_string()));
+                }
+                self.drive_op(op, None);
+            }
+        }
+        log::info!("docker: reconnecting in {:?}", self.docker_backoff);
+        self.timers.after(self.docker_backoff, Timer::DockerReconnect);
+        self.docker_backoff = (self.docker_backoff * 2).min(DOCKER_BACKOFF_MAX);
+        self.notify_ready_once();
+    }
+
+    fn after_mirror_change(&mut self) {
+        if self.mirror.is_ready() {
+            if self.docker_down {
+                self.docker_down = false;
+            }
+            self.docker_backoff = DOCKER_BACKOFF_MIN;
+            self.notify_ready_once();
+        }
+    }
+
+    /// READY once the first sync settled (or failed): state requests then have an answer.
+    fn notify_ready_once(&mut self) {
+        if !self.notified_ready {
+            self.notified_ready = true;
+            let _ = systemd::notify("READY=1");
+        }
+    }
+}
+
+enum Outcome {
+    Respond(Response),
+    Error(ApiError),
+    Pending(Token),
+    Upgraded,
+}
+
+/// The one log line of a request: who, what (path without the query's values), status, time.
+pub struct RequestLog {
+    line: String,
+    started: Instant,
+}
+
+impl RequestLog {
+    pub fn new(peer: &str, req: &Request, started: Instant) -> RequestLog {
+        let query = if req.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", crate::http::query::redacted(&req.query, &["cmd"]))
+        };
+        RequestLog {
+            line: format!("{peer} {} {}{}", req.method.as_str(), req.path, query),
+            started,
+        }
+    }
+
+    pub fn done(self, status: u16) {
+        log::info!(
+            "{} {} {:.1}ms",
+            self.line,
+            status,
+            self.started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// Load the tokens file; first start with the default path creates it.
+pub fn load_tokens(cfg: &Config) -> TokenState {
+    if cfg.tokens_is_default && !cfg.tokens.exists() {
+        match auth::bootstrap(&cfg.tokens, &cfg.bootstrap_token_file) {
+            Ok(Some(path)) => log::warn!(
+                "first start: created {} with an admin token; the token is in {}",
+                cfg.tokens.display(),
+                path.display()
+            ),
+            Ok(None) => {}
+            Err(e) => return TokenState::Sealed(e.to_string()),
+        }
+    }
+    match Tokens::load(&cfg.tokens) {
+        Ok(t) => TokenState::Ready(t),
+        Err(e) => {
+            log::warn!("tokens: {e}; sealed until SIGHUP after it is fixed");
+            TokenState::Sealed(e.to_string())
+        }
+    }
+}

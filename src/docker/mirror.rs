@@ -1,0 +1,344 @@
+//! The in-memory mirror of the managed containers, and the logic that keeps it current.
+//!
+//! The mirror is sans-IO: it is told what Docker answered and says which requests to make
+//! next. Start-up (and every reconnect) is: negotiate the API version, open the event stream,
+//! list containers, inspect the managed ones; then every relevant event re-inspects its
+//! container. Events that arrive while the full sync runs are remembered and re-inspected
+//! after it, so nothing that happened during the sync is lost.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::client::Purpose;
+use super::events;
+use super::inspect::{self, ContainerRecord};
+use crate::model::Counters;
+
+/// How many inspects run at once during a full sync.
+const SYNC_PARALLEL: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    /// Make a GET request for this purpose.
+    Get { path: String, purpose: Purpose },
+    /// Make a POST request (with no body) for this purpose.
+    Post { path: String, purpose: Purpose },
+    /// The engine's API version is known: use it for every later path.
+    ApiVersion(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Not connected (yet, or any more): why.
+    Down(String),
+    /// Connected, first full sync running.
+    Syncing,
+    Ready,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct RestartCounts {
+    /// Restarts counted before Docker last reset its own counter.
+    base: u32,
+    /// Docker's `RestartCount` as last seen.
+    last: u32,
+    /// Restarts made through supd's API.
+    api: u32,
+}
+
+#[derive(Default)]
+struct Sync {
+    queue: VecDeque<String>,
+    inflight: HashSet<String>,
+    fresh: HashMap<String, ContainerRecord>,
+    /// Containers that had events while the sync ran.
+    touched: HashSet<String>,
+}
+
+pub struct Mirror {
+    phase: Phase,
+    containers: HashMap<String, ContainerRecord>,
+    counts: HashMap<String, RestartCounts>,
+    sync: Option<Sync>,
+    /// Inspects in flight after the sync, and those that must run again when they return.
+    inflight: HashSet<String>,
+    dirty: HashSet<String>,
+    /// True once a sync completed at least once (for logging the first READY).
+    ever_ready: bool,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror::new()
+    }
+}
+
+impl Mirror {
+    pub fn new() -> Mirror {
+        Mirror {
+            phase: Phase::Down("connecting to the Docker engine".into()),
+            containers: HashMap::new(),
+            counts: HashMap::new(),
+            sync: None,
+            inflight: HashSet::new(),
+            dirty: HashSet::new(),
+            ever_ready: false,
+        }
+    }
+
+    /// Ok when state can be served; otherwise why not.
+    pub fn available(&self) -> Result<(), &str> {
+        match &self.phase {
+            Phase::Ready => Ok(()),
+            Phase::Syncing => Err("synchronizing with the Docker engine"),
+            Phase::Down(why) => Err(why),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    pub fn len(&self) -> usize {
+        self.containers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &ContainerRecord> {
+        self.containers.values()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&ContainerRecord> {
+        self.containers.get(id)
+    }
+
+    pub fn counters(&self, id: &str) -> Counters {
+        let c = self.counts.get(id).copied().unwrap_or_default();
+        Counters {
+            current_restarts: c.last,
+            total_restarts: c.base.saturating_add(c.last).saturating_add(c.api),
+        }
+    }
+
+    /// A restart through the API: it counts in the total; Docker resets the current count.
+    pub fn note_api_restart(&mut self, id: &str) {
+        let c = self.counts.entry(id.to_string()).or_default();
+        c.api = c.api.saturating_add(1);
+    }
+
+    /// Begin (or begin again) talking to Docker.
+    pub fn connect(&mut self) -> Vec<Want> {
+        self.sync = None;
+        self.inflight.clear();
+        self.dirty.clear();
+        vec![Want::Get {
+            path: "/version".into(),
+            purpose: Purpose::Version,
+        }]
+    }
+
+    /// Docker went away: stop serving state until the next sync completes.
+    pub fn disconnected(&mut self, why: &str) {
+        log::warn!("docker: {why}");
+        self.phase = Phase::Down(format!("runtime unavailable: {why}"));
+        self.sync = None;
+        self.inflight.clear();
+        self.dirty.clear();
+    }
+
+    /// Whether a failed request means the connection to Docker is lost (as opposed to one
+    /// container's inspect failing).
+    pub fn is_fatal(purpose: &Purpose) -> bool {
+        matches!(purpose, Purpose::Version | Purpose::Events | Purpose::List)
+    }
+
+    pub fn on_reply(&mut self, purpose: Purpose, status: u16, body: &[u8]) -> Vec<Want> {
+        match purpose {
+            Purpose::Version => self.on_version(status, body),
+            Purpose::List => self.on_list(status, body),
+            Purpose::Inspect(id) => self.on_inspect(id, status, body),
+            Purpose::Events | Purpose::Restart { .. } => Vec::new(),
+        }
+    }
+
+    fn on_version(&mut self, status: u16, body: &[u8]) -> Vec<Want> {
+        let version = (status == 200)
+            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten()
+            .and_then(|v| v.get("ApiVersion")?.as_str().map(str::to_string))
+            .filter(|v| !v.is_empty() && v.len() < 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+        let Some(version) = version else {
+            self.disconnected(&format!("unexpected answer to /version (status {status})"));
+            return Vec::new();
+        };
+        log::info!("docker: engine API version {version}");
+        self.phase = Phase::Syncing;
+        self.sync = Some(Sync::default());
+        vec![
+            Want::ApiVersion(version),
+            Want::Get {
+                path: format!("/events?filters={}", events::EVENTS_FILTER),
+                purpose: Purpose::Events,
+            },
+            Want::Get {
+                path: "/containers/json?all=1".into(),
+                purpose: Purpose::List,
+            },
+        ]
+    }
+
+    fn on_list(&mut self, status: u16, body: &[u8]) -> Vec<Want> {
+        let entries = match (status, inspect::list_entry_ids(body)) {
+            (200, Ok(entries)) => entries,
+            (_, Err(e)) => {
+                self.disconnected(&format!("cannot read the container list: {e}"));
+                return Vec::new();
+            }
+            (s, Ok(_)) => {
+                self.disconnected(&format!("container list answered {s}"));
+                return Vec::new();
+            }
+        };
+        let Some(sync) = self.sync.as_mut() else {
+            return Vec::new();
+        };
+        sync.queue = entries
+            .into_iter()
+            .filter(|(_, managed)| *managed)
+            .map(|(id, _)| id)
+            .collect();
+        self.pump_sync()
+    }
+
+    /// Start queued sync inspects up to the parallel limit; finish the sync when all are done.
+    fn pump_sync(&mut self) -> Vec<Want> {
+        let Some(sync) = self.sync.as_mut() else {
+            return Vec::new();
+        };
+        let mut wants = Vec::new();
+        while sync.inflight.len() < SYNC_PARALLEL {
+            let Some(id) = sync.queue.pop_front() else {
+                break;
+            };
+            sync.inflight.insert(id.clone());
+            wants.push(inspect_want(&id));
+        }
+        if sync.inflight.is_empty() && sync.queue.is_empty() {
+            let sync = self.sync.take().unwrap_or_default();
+            for (id, rec) in &sync.fresh {
+                self.observe_counts(id, rec);
+            }
+            self.containers = sync.fresh;
+            self.counts.retain(|id, _| self.containers.contains_key(id));
+            self.phase = Phase::Ready;
+            if !self.ever_ready {
+                log::info!("docker: mirror ready, {} managed containers", self.containers.len());
+            } else {
+                log::info!("docker: resynchronized, {} managed containers", self.containers.len());
+            }
+            self.ever_ready = true;
+            for id in sync.touched {
+                wants.extend(self.refresh(id));
+            }
+        }
+        wants
+    }
+
+    fn on_inspect(&mut self, id: String, status: u16, body: &[u8]) -> Vec<Want> {
+        let parsed = match status {
+            200 => match inspect::parse(body) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    log::warn!("docker: cannot read inspect of {}: {e}", short(&id));
+                    None
+                }
+            },
+            404 => None,
+            s => {
+                log::warn!("docker: inspect of {} answered {s}", short(&id));
+                None
+            }
+        };
+        if let Some(sync) = self.sync.as_mut() {
+            if sync.inflight.remove(&id) {
+                if let Some(rec) = parsed {
+                    sync.fresh.insert(id, rec);
+                }
+                return self.pump_sync();
+            }
+            return Vec::new();
+        }
+        self.inflight.remove(&id);
+        match parsed {
+            Some(rec) => {
+                self.observe_counts(&id, &rec);
+                self.containers.insert(id.clone(), rec);
+            }
+            None => {
+                self.containers.remove(&id);
+                self.counts.remove(&id);
+            }
+        }
+        if self.dirty.remove(&id) {
+            return self.refresh(id);
+        }
+        Vec::new()
+    }
+
+    /// One line of the event stream.
+    pub fn on_event(&mut self, line: &[u8]) -> Vec<Want> {
+        let ev = match events::parse(line) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                log::warn!("docker: unreadable event: {e}");
+                return Vec::new();
+            }
+        };
+        if !events::is_relevant(&ev.action) {
+            return Vec::new();
+        }
+        if let Some(sync) = self.sync.as_mut() {
+            sync.touched.insert(ev.id);
+            return Vec::new();
+        }
+        if ev.action == "destroy" {
+            self.containers.remove(&ev.id);
+            self.counts.remove(&ev.id);
+            return Vec::new();
+        }
+        self.refresh(ev.id)
+    }
+
+    /// Re-inspect one container, coalescing with an inspect already in flight.
+    fn refresh(&mut self, id: String) -> Vec<Want> {
+        if self.inflight.contains(&id) {
+            self.dirty.insert(id);
+            return Vec::new();
+        }
+        self.inflight.insert(id.clone());
+        vec![inspect_want(&id)]
+    }
+
+    fn observe_counts(&mut self, id: &str, rec: &ContainerRecord) {
+        let c = self.counts.entry(id.to_string()).or_default();
+        if rec.restart_count < c.last {
+            // Docker resets its counter on a manual start or restart; keep the total going.
+            c.base = c.base.saturating_add(c.last);
+        }
+        c.last = rec.restart_count;
+    }
+}
+
+fn inspect_want(id: &str) -> Want {
+    Want::Get {
+        path: format!("/containers/{id}/json"),
+        purpose: Purpose::Inspect(id.to_string()),
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

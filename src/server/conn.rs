@@ -1,0 +1,248 @@
+//! One HTTP/1.1 client connection as an explicit state machine.
+//!
+//! Bytes come in until a request is complete; the request is handed to the server, which
+//! answers at once or later (an exec, a restart). Pipelined requests wait in the input buffer
+//! and are answered strictly in order. After a websocket upgrade the stream leaves this type.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::{Interest, Token};
+
+use super::net::Stream;
+use crate::config::Limits;
+use crate::http::request::{self, Parser, Request};
+use crate::http::response::Response;
+
+/// Stop reading while this much output is queued: a client that pipelines without reading
+/// its answers is paused instead of growing our buffer.
+const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading (or between) requests.
+    Open,
+    /// A request is being handled by an operation that will answer later.
+    Waiting(Token),
+    /// The last response is queued; close once it is written.
+    Closing,
+}
+
+pub struct HttpConn {
+    pub stream: Stream,
+    pub peer: String,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    written: usize,
+    parser: Parser,
+    pub phase: Phase,
+    /// When the current request's first byte arrived (head timeout), if one is in progress.
+    pub request_started: Option<Instant>,
+    /// Last time a request completed or the connection opened (idle timeout).
+    pub idle_since: Instant,
+    /// The peer shut down its sending side.
+    pub read_eof: bool,
+    /// The socket may hold more input than we took (we stopped early for backpressure).
+    maybe_more_input: bool,
+    pub interest: Option<Interest>,
+    limits_head: usize,
+    limits_body: usize,
+}
+
+pub enum Next {
+    /// Nothing complete yet.
+    Nothing,
+    Request(Request),
+    /// The input is not a valid request: answer with this error and close.
+    Invalid(request::Error),
+}
+
+impl HttpConn {
+    pub fn new(stream: Stream, peer: String, limits: &Limits) -> HttpConn {
+        HttpConn {
+            stream,
+            peer,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            written: 0,
+            parser: Parser::new(limits.head_bytes, limits.body_bytes),
+            phase: Phase::Open,
+            request_started: None,
+            idle_since: Instant::now(),
+            read_eof: false,
+            maybe_more_input: true,
+            interest: None,
+            limits_head: limits.head_bytes,
+            limits_body: limits.body_bytes,
+        }
+    }
+
+    fn input_cap(&self) -> usize {
+        self.limits_head + self.limits_body + READ_CHUNK
+    }
+
+    fn wants_input(&self) -> bool {
+        self.phase != Phase::Closing
+            && !self.read_eof
+            && self.pending_output() < MAX_PENDING_OUTPUT
+            && self.inbuf.len() < self.input_cap()
+    }
+
+    /// Read until the socket is drained or our buffer is full. Err means the connection broke.
+    pub fn fill(&mut self) -> io::Result<()> {
+        if !self.wants_input() {
+            return Ok(());
+        }
+        loop {
+            let room = self.input_cap() - self.inbuf.len();
+            if room == 0 {
+                self.maybe_more_input = true;
+                return Ok(());
+            }
+            let start = self.inbuf.len();
+            let take = room.min(READ_CHUNK);
+            self.inbuf.resize(start + take, 0);
+            match self.stream.read(&mut self.inbuf[start..]) {
+                Ok(0) => {
+                    self.inbuf.truncate(start);
+                    self.read_eof = true;
+                    self.maybe_more_input = false;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.inbuf.truncate(start + n);
+                    if self.request_started.is_none() {
+                        self.request_started = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    self.inbuf.truncate(start);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            self.maybe_more_input = false;
+                            return Ok(());
+                        }
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `fill` should be called again without waiting for an event (edge-triggered
+    /// readiness: we stopped before the socket said WouldBlock).
+    pub fn should_refill(&self) -> bool {
+        self.maybe_more_input && self.wants_input()
+    }
+
+    /// The next complete request from the buffer, if we are ready for one.
+    pub fn next_request(&mut self) -> Next {
+        if self.phase != Phase::Open || self.pending_output() >= MAX_PENDING_OUTPUT {
+            return Next::Nothing;
+        }
+        loop {
+            match self.parser.parse(&self.inbuf) {
+                Err(e) => {
+                    self.inbuf.clear();
+                    return Next::Invalid(e);
+                }
+                Ok(p) => {
+                    self.inbuf.drain(..p.consumed);
+                    if p.wants_continue {
+                        self.outbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    if let Some(req) = p.request {
+                        return Next::Request(req);
+                    }
+                    if p.consumed == 0 || self.inbuf.is_empty() {
+                        if self.inbuf.is_empty() && !self.parser.in_body() {
+                            self.request_started = None;
+                        }
+                        return Next::Nothing;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes of a request (or a partial one) are buffered.
+    pub fn has_partial_request(&self) -> bool {
+        !self.inbuf.is_empty() || self.parser.in_body()
+    }
+
+    /// Queue a response; `close` ends the connection after it.
+    pub fn respond(&mut self, resp: &Response, head_only: bool, close: bool) {
+        resp.write_to(&mut self.outbuf, head_only, close);
+        self.idle_since = Instant::now();
+        self.request_started = if self.inbuf.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        self.phase = if close { Phase::Closing } else { Phase::Open };
+    }
+
+    /// Queue raw bytes (a 101 response head).
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.outbuf.extend_from_slice(bytes);
+    }
+
+    pub fn pending_output(&self) -> usize {
+        self.outbuf.len() - self.written
+    }
+
+    /// Write queued output. Ok(true) when all of it is written.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.written < self.outbuf.len() {
+            match self.stream.write(&self.outbuf[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.outbuf.clear();
+        self.written = 0;
+        if self.outbuf.capacity() > 64 * 1024 {
+            // A large answer went out; don't keep its buffer for an idle keep-alive socket.
+            self.outbuf = Vec::new();
+        }
+        Ok(true)
+    }
+
+    /// Whether the connection has nothing more to do and should be closed.
+    pub fn finished(&self) -> bool {
+        self.pending_output() == 0
+            && (self.phase == Phase::Closing
+                || (self.read_eof && self.phase == Phase::Open && self.inbuf.is_empty()))
+    }
+
+    /// Readiness we need now.
+    pub fn wanted_interest(&self) -> Interest {
+        let read = self.wants_input();
+        let write = self.pending_output() > 0;
+        match (read, write) {
+            (_, true) if !read => Interest::WRITABLE,
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            // Even a paused connection keeps READABLE so that a hang-up is noticed.
+            _ => Interest::READABLE,
+        }
+    }
+
+    /// Take the stream and any bytes that followed the upgrade request (websocket frames the
+    /// client sent without waiting for the 101).
+    pub fn into_upgraded(self) -> (Stream, Vec<u8>, Vec<u8>) {
+        let pending = self.outbuf[self.written..].to_vec();
+        (self.stream, self.inbuf, pending)
+    }
+
+    /// Release buffer memory of an idle connection.
+    pub fn shrink(&mut self) {
+        if self.inbuf.is_empty() {
+            self.inbuf = Vec::new();
+        }
+    }
+}
