@@ -156,3 +156,20 @@ impl Source for Stream {
         }
     }
 }
+
+impl From<crate::systemd::ListenFd> for Listener {
+    fn from(fd: crate::systemd::ListenFd) -> Listener {
+        // Inherited sockets may be blocking; the loop needs them non-blocking.
+        match fd {
+            crate::systemd::ListenFd::Tcp(l) => {
+                let _ = l.set_nonblocking(true);
+                Listener::Tcp(TcpListener::from_std(l))
+            }
+            crate::systemd::ListenFd::Unix(l) => {
+                let _ = l.set_nonblocking(true);
+                // Not ours to remove on exit: systemd owns the path.
+                Listener::Unix(UnixListener::from_std(l), None)
+            }
+        }
+    }
+}
