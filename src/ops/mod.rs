@@ -2,7 +2,10 @@
 //! long-lived operations (`Op`) that own descriptors registered with the loop and make
 //! progress when they become ready, when a timer fires, or when Docker answers.
 
+pub mod exec;
+pub mod proc;
 pub mod state;
+pub mod target;
 
 use std::collections::HashMap;
 use std::io;
@@ -12,6 +15,8 @@ use mio::event::Source;
 use mio::{Interest, Poll, Token};
 
 use crate::config::Config;
+use crate::container;
+use crate::http::response::negotiate;
 use crate::docker::client::{Client as DockerClient, Purpose};
 use crate::docker::mirror::{Mirror, Want};
 use crate::http::query::Query;
@@ -146,21 +151,27 @@ pub enum Started {
 }
 
 /// The long-lived operations.
-pub enum Op {}
+pub enum Op {
+    Exec(exec::Exec),
+}
 
 impl Op {
     pub fn drive(
         &mut self,
-        _me: Token,
-        _ev: Option<Ready>,
-        _io: &mut Io<'_>,
+        me: Token,
+        ev: Option<Ready>,
+        io: &mut Io<'_>,
         _env: &mut EnvMut<'_>,
     ) -> Progress {
-        match *self {}
+        match self {
+            Op::Exec(e) => e.drive(me, ev.map(|e| e.role), io),
+        }
     }
 
-    pub fn set_request_log(&mut self, _log: RequestLog) {
-        match *self {}
+    pub fn set_request_log(&mut self, log: RequestLog) {
+        match self {
+            Op::Exec(e) => e.set_log(log),
+        }
     }
 
     pub fn attach_client(
@@ -172,45 +183,77 @@ impl Op {
         _leftover: Vec<u8>,
         _io: &mut Io<'_>,
     ) -> io::Result<()> {
-        match *self {}
+        match self {
+            Op::Exec(_) => Err(io::Error::other("exec is not a websocket operation")),
+        }
     }
 
     pub fn docker_reply(&mut self, _purpose: &Purpose, _reply: Result<(u16, Vec<u8>), String>) {
-        match *self {}
+        match self {
+            Op::Exec(_) => {}
+        }
     }
 
     /// The HTTP client that waits for this operation went away.
-    pub fn client_gone(&mut self, _io: &mut Io<'_>) {
-        match *self {}
+    pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
+        match self {
+            Op::Exec(e) => e.client_gone(me, io),
+        }
     }
 
     /// The daemon is stopping: wind down (close sessions, kill processes).
-    pub fn shutdown(&mut self, _io: &mut Io<'_>) {
-        match *self {}
+    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+        match self {
+            Op::Exec(e) => e.client_gone(me, io),
+        }
     }
 
     /// Deregister everything (the op is done).
-    pub fn release(&mut self, _io: &mut Io<'_>) {
-        match *self {}
+    pub fn release(&mut self, io: &mut Io<'_>) {
+        match self {
+            Op::Exec(e) => e.release(io),
+        }
     }
 
     /// The process is exiting: kill what we started, without waiting.
     pub fn abandon(&mut self) {
-        match *self {}
+        match self {
+            Op::Exec(e) => e.abandon(),
+        }
     }
 }
 
 /// Start the operation a route names.
 pub fn start(
-    _me: Token,
-    _req: &Request,
+    me: Token,
+    req: &Request,
     route: &Route,
     query: &Query,
     _format: Format,
     env: &Env<'_>,
-    _io: &mut Io<'_>,
+    io: &mut Io<'_>,
 ) -> Result<Started, ApiError> {
-    let _ = (query, env);
+    if let Endpoint::Exec {
+        instance,
+        target: target @ (ContainerRef::Container(_) | ContainerRef::Init(_)),
+    } = &route.endpoint
+    {
+        state::check_params(query, &["site"])?;
+        state::check_site(query, &env.cfg.site)?;
+        let cmd = exec::parse_cmd(req)?;
+        let rec = target::find(env.mirror, &route.application, instance, target)?;
+        target::require_running(rec)?;
+        let argv = container::split_words(&cmd).map_err(|e| ApiError::bad_request(format!("cmd: {e}")))?;
+        let spawned = container::spawn(&target::exec_target(rec), &argv, container::Stdio::Pipes { stdin: false })
+            .map_err(target::spawn_error)?;
+        let format = negotiate(
+            req.header("accept"),
+            &[Format::Json, Format::Yaml, Format::OctetStream],
+        );
+        let op = exec::Exec::start(me, spawned, format, req, io)
+            .map_err(|e| ApiError::new(500, format!("cannot follow the command: {e}")))?;
+        return Ok(Started::Pending(Op::Exec(op)));
+    }
     let what = match &route.endpoint {
         Endpoint::Exec { target: ContainerRef::Vm, .. }
         | Endpoint::ExecInteractive { target: ContainerRef::Vm, .. }

@@ -288,7 +288,7 @@ impl Server {
         for t in op_tokens {
             if let Some(op) = self.ops.get_mut(&t) {
                 let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
-                op.shutdown(&mut io);
+                op.shutdown(t, &mut io);
             }
             self.drive_op(t, None);
         }
@@ -702,7 +702,7 @@ impl Server {
     fn client_gone(&mut self, op_token: Token) {
         if let Some(op) = self.ops.get_mut(&op_token) {
             let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
-            op.client_gone(&mut io);
+            op.client_gone(op_token, &mut io);
         }
         self.drive_op(op_token, None);
     }

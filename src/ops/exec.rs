@@ -1,0 +1,265 @@
+//! `POST .../containers/{c}/exec` (and init-containers): run a command in the container with
+//! stdin from /dev/null, collect its merged output up to a cap, answer with output and status.
+//!
+//! If the client goes away first, the command's process group gets SIGTERM and, after a grace
+//! period, SIGKILL — the reference's system cannot interrupt a command; supd can.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use super::proc::Proc;
+use super::{Io, Progress, Reply, Role};
+use crate::container::{self, ExitStatus};
+use crate::http::request::Request;
+use crate::http::{ApiError, Format, Response};
+use crate::server::RequestLog;
+
+/// Most output read per wake-up, so one chatty command cannot hold the loop.
+const READ_BUDGET: usize = 256 * 1024;
+/// After the command exits, how long to wait for the output pipe to close (a background
+/// child may keep it open; the answer must not hang on it).
+const OUTPUT_LINGER: Duration = Duration::from_millis(500);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    cmd: Option<String>,
+}
+
+/// The command of a request body, JSON or YAML.
+pub fn parse_cmd(req: &Request) -> Result<String, ApiError> {
+    let ct = req
+        .header("content-type")
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("a body with cmd is required"));
+    }
+    let body: Body = match ct.as_deref() {
+        Some("application/json") => serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?,
+        Some("application/yaml" | "application/x-yaml" | "text/yaml") => {
+            serde_yaml::from_slice(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
+        }
+        // No (or another) content type: YAML is a superset of JSON, so it reads both.
+        _ => serde_yaml::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?,
+    };
+    match body.cmd {
+        Some(c) if !c.trim().is_empty() => Ok(c),
+        _ => Err(ApiError::bad_request("cmd must be a non-blank string")),
+    }
+}
+
+#[derive(Serialize)]
+struct Outcome<'a> {
+    output: &'a str,
+    #[serde(rename = "exit-code", skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+}
+
+pub struct Exec {
+    proc: Proc,
+    output: Option<(File, Token)>,
+    buf: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+    exited_at: Option<Instant>,
+    format: Format,
+    head_only: bool,
+    keep_alive: bool,
+    log: Option<RequestLog>,
+    replied: bool,
+    client_gone: bool,
+    grace: Duration,
+}
+
+impl Exec {
+    pub fn start(
+        me: Token,
+        spawned: container::Spawned,
+        format: Format,
+        req: &Request,
+        io: &mut Io<'_>,
+    ) -> std::io::Result<Exec> {
+        let (proc, stdio) = Proc::from_spawned(me, spawned, io)?;
+        let output = match stdio {
+            container::Io::Pipes { output, .. } => output,
+            container::Io::Pty { master } => master,
+        };
+        let token = io.register(
+            me,
+            Role::Output,
+            &mut SourceFd(&output.as_raw_fd()),
+            Interest::READABLE,
+        )?;
+        Ok(Exec {
+            proc,
+            output: Some((File::from(output), token)),
+            buf: Vec::new(),
+            cap: io.cfg.exec.output_cap,
+            truncated: false,
+            exited_at: None,
+            format,
+            head_only: false,
+            keep_alive: req.keep_alive,
+            log: None,
+            replied: false,
+            client_gone: false,
+            grace: io.cfg.exec.kill_grace,
+        })
+    }
+
+    pub fn set_log(&mut self, log: RequestLog) {
+        self.log = Some(log);
+    }
+
+    pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
+        match role {
+            Some(Role::Output) => self.read_output(me, io),
+            Some(r @ (Role::Intermediate | Role::Process)) => {
+                if self.proc.on_ready(me, r, io) {
+                    self.exited_at = Some(Instant::now());
+                    // Drain what is already there, then give the pipe a moment to close.
+                    self.read_output(me, io);
+                    io.wake_at(me, Instant::now() + OUTPUT_LINGER);
+                }
+            }
+            _ => {
+                self.proc.on_timer();
+                if self.output.is_some() {
+                    self.read_output(me, io);
+                }
+            }
+        }
+        let mut progress = Progress::default();
+        let output_done = self.output.is_none()
+            || self
+                .exited_at
+                .is_some_and(|t| t.elapsed() >= OUTPUT_LINGER);
+        if let Some(status) = self.proc.status
+            && output_done
+        {
+            if let Some((fd, token)) = self.output.take() {
+                io.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
+            }
+            if !self.replied && !self.client_gone {
+                self.replied = true;
+                progress.reply = Some(self.reply(status));
+            }
+            progress.done = true;
+        }
+        progress
+    }
+
+    fn read_output(&mut self, me: Token, io: &mut Io<'_>) {
+        let Some((file, token)) = self.output.as_mut() else {
+            return;
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        let mut budget = READ_BUDGET;
+        let mut eof = false;
+        loop {
+            if budget == 0 {
+                // More may be waiting; come back on the next turn of the loop.
+                io.wake_at(me, Instant::now());
+                break;
+            }
+            match file.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    let room = self.cap.saturating_sub(self.buf.len());
+                    if n > room {
+                        self.truncated = true;
+                    }
+                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO from a PTY master whose slave side is all closed: the same as EOF.
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof {
+            let token = *token;
+            if let Some((fd, _)) = self.output.take() {
+                io.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
+            }
+        }
+    }
+
+    fn reply(&mut self, status: ExitStatus) -> Reply {
+        let (code, signal) = match status {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+        };
+        let response = if self.format == Format::OctetStream {
+            let mut r = Response::bytes(200, "application/octet-stream", std::mem::take(&mut self.buf));
+            r = match status {
+                ExitStatus::Code(c) => r.header("Supd-Exit-Code", c.to_string()),
+                ExitStatus::Signal(s) => r.header("Supd-Exit-Signal", s.to_string()),
+            };
+            if self.truncated {
+                r = r.header("Supd-Output-Truncated", "true");
+            }
+            r
+        } else {
+            let text = String::from_utf8_lossy(&self.buf);
+            Response::serialized(
+                200,
+                &Outcome {
+                    output: &text,
+                    exit_code: code,
+                    signal,
+                    truncated: self.truncated,
+                },
+                self.format,
+            )
+        };
+        Reply {
+            response,
+            head_only: self.head_only,
+            keep_alive: self.keep_alive,
+            log: self.log.take(),
+        }
+    }
+
+    pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
+        self.client_gone = true;
+        self.proc.terminate(me, Signal::SIGTERM, self.grace, io);
+    }
+
+    pub fn release(&mut self, io: &mut Io<'_>) {
+        if let Some((fd, token)) = self.output.take() {
+            io.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
+        }
+        self.proc.release(io);
+    }
+
+    pub fn abandon(&mut self) {
+        self.proc.abandon();
+    }
+
+    /// The op is done only once the process is reaped, even if the answer went out.
+    pub fn finished(&self) -> bool {
+        self.proc.exited() && self.output.is_none()
+    }
+}
