@@ -1,12 +1,67 @@
-//! placeholder (the auth helper's version replaces this)
-use std::path::PathBuf;
+//! Configuration: defaults, the YAML file and the command line, in that order of precedence.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
-#[derive(Debug, Clone)]
+
+use serde::Deserialize;
+
+use crate::auth::Operation;
+
+pub const DEFAULT_CONFIG: &str = "/etc/supd/supd.yaml";
+pub const DEFAULT_TOKENS: &str = "/etc/supd/tokens.yaml";
+/// The first-start admin token is written beside the tokens file under this name.
+pub const BOOTSTRAP_TOKEN_FILE_NAME: &str = "admin.token";
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Configuration files are small; a larger one is a mistake, not something to read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Tenant names are DNS labels: they end up inside instance names and host-like identifiers.
+const MAX_TENANT_LEN: usize = 63;
+const MAX_NAME_LEN: usize = 253;
+
+/// Where the server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListenAddr {
-    Tcp(std::net::SocketAddr),
+    Tcp(SocketAddr),
     Unix(PathBuf),
 }
-#[derive(Debug, Clone)]
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    /// `127.0.0.1:4646`, `[::1]:4646` or `unix:/absolute/path`. Host names are not resolved:
+    /// a daemon that binds where DNS says at start-up binds somewhere surprising.
+    fn from_str(s: &str) -> std::result::Result<ListenAddr, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("{s:?}: a unix socket path must be absolute"));
+            }
+            if path.contains('\0') {
+                return Err(format!("{s:?}: NUL in path"));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{s:?} is not IP:PORT, [IPv6]:PORT or unix:/PATH"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Limits on each HTTP connection and on how many there are.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub head_bytes: usize,
     pub body_bytes: usize,
@@ -14,29 +69,83 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
 }
-#[derive(Debug, Clone)]
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            head_bytes: 16 << 10,
+            body_bytes: 1 << 20,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Non-interactive exec.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecSettings {
+    /// Bytes of stdout (and of stderr) kept per command.
     pub output_cap: usize,
+    /// Time between SIGTERM and SIGKILL when a command is stopped.
     pub kill_grace: Duration,
 }
-#[derive(Debug, Clone)]
+
+impl Default for ExecSettings {
+    fn default() -> ExecSettings {
+        ExecSettings {
+            output_cap: 1 << 20,
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsSettings {
     pub ping_interval: Duration,
+    /// None: a websocket session may stay silent for ever (pings still detect dead peers).
     pub idle_timeout: Option<Duration>,
     pub max_message: usize,
     pub max_frame: usize,
     pub write_buffer: usize,
+    /// Origins allowed to open websockets; empty: only requests without `Origin` or whose
+    /// `Origin` names the `Host` they were sent to.
     pub allowed_origins: Vec<String>,
 }
-#[derive(Debug, Clone)]
+
+impl Default for WsSettings {
+    fn default() -> WsSettings {
+        WsSettings {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: None,
+            max_message: 1 << 20,
+            max_frame: 256 << 10,
+            write_buffer: 256 << 10,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectSettings {
     pub connect_timeout: Duration,
 }
-#[derive(Debug, Clone)]
+
+impl Default for ConnectSettings {
+    fn default() -> ConnectSettings {
+        ConnectSettings {
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub listen: Vec<ListenAddr>,
     pub tokens: PathBuf,
+    /// The tokens path was not chosen by the operator (neither flag nor file).
     pub tokens_is_default: bool,
+    /// Where the first-start admin token goes: `admin.token` beside the tokens file.
     pub bootstrap_token_file: PathBuf,
     pub docker_socket: PathBuf,
     pub tenant: String,
@@ -46,4 +155,1061 @@ pub struct Config {
     pub exec: ExecSettings,
     pub ws: WsSettings,
     pub connect: ConnectSettings,
+    /// The configuration file that was read, if any (to read it again on SIGHUP).
+    pub config_file: Option<PathBuf>,
+}
+
+impl Config {
+    fn with_host(host: String) -> Config {
+        let tokens = PathBuf::from(DEFAULT_TOKENS);
+        Config {
+            listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 4646)))],
+            bootstrap_token_file: bootstrap_file_beside(&tokens),
+            tokens,
+            tokens_is_default: true,
+            docker_socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+            tenant: "default".to_owned(),
+            site: "local".to_owned(),
+            host,
+            limits: Limits::default(),
+            exec: ExecSettings::default(),
+            ws: WsSettings::default(),
+            connect: ConnectSettings::default(),
+            config_file: None,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults; `host` is the system's hostname, or `localhost` if it cannot be
+    /// read (`parse_args` reports that failure instead).
+    fn default() -> Config {
+        Config::with_host(system_hostname().unwrap_or_else(|_| "localhost".to_owned()))
+    }
+}
+
+fn bootstrap_file_beside(tokens: &Path) -> PathBuf {
+    match tokens.parent() {
+        Some(dir) => dir.join(BOOTSTRAP_TOKEN_FILE_NAME),
+        None => PathBuf::from(BOOTSTRAP_TOKEN_FILE_NAME),
+    }
+}
+
+fn system_hostname() -> Result<String> {
+    let name = nix::unistd::gethostname().map_err(Error::Hostname)?;
+    name.into_string()
+        .map_err(|_| invalid("hostname", "the system's hostname is not UTF-8".to_owned()))
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    CheckConfig(Config),
+    TokenCreate {
+        tokens: PathBuf,
+        name: String,
+        operations: Vec<Operation>,
+        applications: Vec<String>,
+    },
+    Version,
+    /// The text to print.
+    Help(String),
+}
+
+#[derive(Debug)]
+pub enum Error {
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The file is not YAML of the expected shape (unknown key, wrong type); the source says
+    /// where.
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    /// The command line is malformed.
+    Usage(String),
+    /// A value is not acceptable; `what` names the flag or the file and key.
+    Invalid {
+        what: String,
+        message: String,
+    },
+    Hostname(nix::errno::Errno),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Parse { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Usage(message) => write!(f, "{message} (see supd --help)"),
+            Error::Invalid { what, message } => write!(f, "{what}: {message}"),
+            Error::Hostname(errno) => write!(f, "gethostname: {errno}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Parse { source, .. } => Some(source),
+            Error::Hostname(errno) => Some(errno),
+            _ => None,
+        }
+    }
+}
+
+fn invalid(what: impl Into<String>, message: String) -> Error {
+    Error::Invalid {
+        what: what.into(),
+        message,
+    }
+}
+
+/// The configuration file as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<Vec<String>>,
+    pub tokens: Option<PathBuf>,
+    pub docker_socket: Option<PathBuf>,
+    pub tenant: Option<String>,
+    pub site: Option<String>,
+    pub host: Option<String>,
+    pub limits: Option<FileLimits>,
+    pub exec: Option<FileExec>,
+    pub websocket: Option<FileWs>,
+    pub connect: Option<FileConnect>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileLimits {
+    pub head_bytes: Option<usize>,
+    pub body_bytes: Option<usize>,
+    pub head_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileExec {
+    pub output_cap: Option<usize>,
+    pub kill_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileWs {
+    pub ping_interval_ms: Option<u64>,
+    /// 0 switches the idle timeout off.
+    pub idle_timeout_ms: Option<u64>,
+    pub max_message: Option<usize>,
+    pub max_frame: Option<usize>,
+    pub write_buffer: Option<usize>,
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConnect {
+    pub connect_timeout_ms: Option<u64>,
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig> {
+    let io_err = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io_err)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(invalid(
+            path.display().to_string(),
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    parse_file(&text, path)
+}
+
+/// `path` only names the file in errors.
+pub fn parse_file(yaml: &str, path: &Path) -> Result<FileConfig> {
+    // An empty file (or one of comments only) is an empty configuration, not an error.
+    if yaml
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(yaml).map_err(|source| Error::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn positive_usize(v: usize) -> std::result::Result<usize, String> {
+    if v == 0 {
+        Err("must be greater than 0".to_owned())
+    } else {
+        Ok(v)
+    }
+}
+
+fn positive_ms(v: u64) -> std::result::Result<Duration, String> {
+    if v == 0 {
+        Err("must be greater than 0".to_owned())
+    } else {
+        Ok(Duration::from_millis(v))
+    }
+}
+
+fn check_tenant(v: &str) -> std::result::Result<(), String> {
+    let inner_ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+    let end_ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= MAX_TENANT_LEN
+        && b.first().is_some_and(end_ok)
+        && b.last().is_some_and(end_ok)
+        && b.iter().copied().all(inner_ok);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} must match ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ and be at most {MAX_TENANT_LEN} characters"
+        ))
+    }
+}
+
+/// Site and host names are reported as they are; they only need to be printable and bounded.
+fn check_name(v: &str) -> std::result::Result<(), String> {
+    if v.is_empty()
+        || v.len() > MAX_NAME_LEN
+        || v.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        Err(format!(
+            "{v:?} must be 1 to {MAX_NAME_LEN} bytes without spaces or control characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_path(v: &Path) -> std::result::Result<(), String> {
+    if v.as_os_str().is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// Apply the file's settings over `c`. Relative paths in the file are relative to the file's
+/// directory, so a configuration means the same whatever the working directory.
+fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
+    let at = |key: &str| format!("{}: {key}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let resolve = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
+    if let Some(listen) = file.listen {
+        c.listen = parse_listen(&listen, |i| at(&format!("listen[{i}]")))?;
+        if c.listen.is_empty() {
+            return Err(invalid(at("listen"), "must not be empty".to_owned()));
+        }
+    }
+    if let Some(tokens) = file.tokens {
+        check_path(&tokens).map_err(|m| invalid(at("tokens"), m))?;
+        c.tokens = resolve(tokens);
+        c.tokens_is_default = false;
+    }
+    if let Some(socket) = file.docker_socket {
+        check_path(&socket).map_err(|m| invalid(at("docker-socket"), m))?;
+        c.docker_socket = resolve(socket);
+    }
+    if let Some(tenant) = file.tenant {
+        check_tenant(&tenant).map_err(|m| invalid(at("tenant"), m))?;
+        c.tenant = tenant;
+    }
+    if let Some(site) = file.site {
+        check_name(&site).map_err(|m| invalid(at("site"), m))?;
+        c.site = site;
+    }
+    if let Some(host) = file.host {
+        check_name(&host).map_err(|m| invalid(at("host"), m))?;
+        c.host = host;
+    }
+    let size = |v: Option<usize>, key: &str, out: &mut usize| -> Result<()> {
+        if let Some(v) = v {
+            *out = positive_usize(v).map_err(|m| invalid(at(key), m))?;
+        }
+        Ok(())
+    };
+    let ms = |v: Option<u64>, key: &str, out: &mut Duration| -> Result<()> {
+        if let Some(v) = v {
+            *out = positive_ms(v).map_err(|m| invalid(at(key), m))?;
+        }
+        Ok(())
+    };
+    let l = file.limits.unwrap_or_default();
+    size(l.head_bytes, "limits.head-bytes", &mut c.limits.head_bytes)?;
+    size(l.body_bytes, "limits.body-bytes", &mut c.limits.body_bytes)?;
+    ms(
+        l.head_timeout_ms,
+        "limits.head-timeout-ms",
+        &mut c.limits.head_timeout,
+    )?;
+    ms(
+        l.idle_timeout_ms,
+        "limits.idle-timeout-ms",
+        &mut c.limits.idle_timeout,
+    )?;
+    size(
+        l.max_connections,
+        "limits.max-connections",
+        &mut c.limits.max_connections,
+    )?;
+    let e = file.exec.unwrap_or_default();
+    size(e.output_cap, "exec.output-cap", &mut c.exec.output_cap)?;
+    ms(
+        e.kill_grace_ms,
+        "exec.kill-grace-ms",
+        &mut c.exec.kill_grace,
+    )?;
+    let w = file.websocket.unwrap_or_default();
+    ms(
+        w.ping_interval_ms,
+        "websocket.ping-interval-ms",
+        &mut c.ws.ping_interval,
+    )?;
+    if let Some(v) = w.idle_timeout_ms {
+        c.ws.idle_timeout = (v > 0).then(|| Duration::from_millis(v));
+    }
+    size(
+        w.max_message,
+        "websocket.max-message",
+        &mut c.ws.max_message,
+    )?;
+    size(w.max_frame, "websocket.max-frame", &mut c.ws.max_frame)?;
+    size(
+        w.write_buffer,
+        "websocket.write-buffer",
+        &mut c.ws.write_buffer,
+    )?;
+    if c.ws.max_frame > c.ws.max_message {
+        return Err(invalid(
+            at("websocket.max-frame"),
+            format!(
+                "{} is larger than websocket.max-message ({})",
+                c.ws.max_frame, c.ws.max_message
+            ),
+        ));
+    }
+    if let Some(origins) = w.allowed_origins {
+        if let Some(i) = origins.iter().position(|o| check_name(o).is_err()) {
+            return Err(invalid(
+                at(&format!("websocket.allowed-origins[{i}]")),
+                format!("{:?} is not an origin", origins[i]),
+            ));
+        }
+        c.ws.allowed_origins = origins;
+    }
+    let k = file.connect.unwrap_or_default();
+    ms(
+        k.connect_timeout_ms,
+        "connect.connect-timeout-ms",
+        &mut c.connect.connect_timeout,
+    )?;
+    Ok(())
+}
+
+fn parse_listen(list: &[String], what: impl Fn(usize) -> String) -> Result<Vec<ListenAddr>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| s.parse().map_err(|m| invalid(what(i), m)))
+        .collect()
+}
+
+/// Flags shared by `supd` and `supd check-config`.
+#[derive(Debug, Default)]
+struct RunFlags {
+    config: Option<PathBuf>,
+    listen: Vec<String>,
+    tokens: Option<PathBuf>,
+    docker_socket: Option<PathBuf>,
+    tenant: Option<String>,
+    site: Option<String>,
+    host: Option<String>,
+}
+
+/// One parsed command-line item.
+enum Arg {
+    /// `--name value` or `--name=value`.
+    Flag(String, String),
+    Help,
+    Version,
+}
+
+/// Splits the command line into flags. Flags that take no value are recognised by name, so a
+/// value is never mistaken for one of them.
+struct Args<I: Iterator<Item = String>> {
+    inner: I,
+}
+
+impl<I: Iterator<Item = String>> Iterator for Args<I> {
+    type Item = Result<Arg>;
+
+    fn next(&mut self) -> Option<Result<Arg>> {
+        let arg = self.inner.next()?;
+        Some(self.parse(arg))
+    }
+}
+
+impl<I: Iterator<Item = String>> Args<I> {
+    fn parse(&mut self, arg: String) -> Result<Arg> {
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(Arg::Help),
+            "--version" | "-V" => return Ok(Arg::Version),
+            _ => {}
+        }
+        let Some(body) = arg.strip_prefix("--").filter(|b| !b.is_empty()) else {
+            return Err(Error::Usage(format!("unexpected argument {arg:?}")));
+        };
+        if let Some((name, value)) = body.split_once('=') {
+            return Ok(Arg::Flag(name.to_owned(), value.to_owned()));
+        }
+        match self.inner.next() {
+            // A value that looks like a flag is far more likely a forgotten value.
+            Some(value) if !value.starts_with("--") => Ok(Arg::Flag(body.to_owned(), value)),
+            _ => Err(Error::Usage(format!("--{body} needs a value"))),
+        }
+    }
+}
+
+fn non_empty(flag: &str, value: String) -> Result<String> {
+    if value.is_empty() {
+        Err(Error::Usage(format!("--{flag} needs a value")))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Parse the command line, without argv[0], reading `/etc/supd/supd.yaml` when no `--config`
+/// is given and that file exists.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command> {
+    parse_args_with(args, Path::new(DEFAULT_CONFIG))
+}
+
+/// `parse_args` with another implicit configuration file (for tests).
+pub fn parse_args_with(
+    args: impl IntoIterator<Item = String>,
+    default_config: &Path,
+) -> Result<Command> {
+    let mut args = args.into_iter().peekable();
+    match args.peek().map(String::as_str) {
+        Some("check-config") => {
+            args.next();
+            match parse_run_flags(args)? {
+                Ok(flags) => Ok(Command::CheckConfig(build_config(flags, default_config)?)),
+                Err(other) => Ok(other),
+            }
+        }
+        Some("token") => {
+            args.next();
+            match args.next().as_deref() {
+                Some("create") => parse_token_create(args, default_config),
+                None | Some("--help" | "-h" | "help") => Ok(Command::Help(usage().to_owned())),
+                Some(other) => Err(Error::Usage(format!("unknown token command {other:?}"))),
+            }
+        }
+        Some("help") => Ok(Command::Help(usage().to_owned())),
+        _ => match parse_run_flags(args)? {
+            Ok(flags) => Ok(Command::Run(build_config(flags, default_config)?)),
+            Err(other) => Ok(other),
+        },
+    }
+}
+
+/// The flags, or the command that `--help` / `--version` turns the line into.
+fn parse_run_flags(
+    args: impl Iterator<Item = String>,
+) -> Result<std::result::Result<RunFlags, Command>> {
+    let mut flags = RunFlags::default();
+    for arg in (Args { inner: args }) {
+        let (name, value) = match arg? {
+            Arg::Help => return Ok(Err(Command::Help(usage().to_owned()))),
+            Arg::Version => return Ok(Err(Command::Version)),
+            Arg::Flag(name, value) => (name, value),
+        };
+        let value = non_empty(&name, value)?;
+        match name.as_str() {
+            "config" => flags.config = Some(PathBuf::from(value)),
+            "listen" => flags.listen.push(value),
+            "tokens" => flags.tokens = Some(PathBuf::from(value)),
+            "docker-socket" => flags.docker_socket = Some(PathBuf::from(value)),
+            "tenant" => flags.tenant = Some(value),
+            "site" => flags.site = Some(value),
+            "host" => flags.host = Some(value),
+            _ => return Err(Error::Usage(format!("unknown flag --{name}"))),
+        }
+    }
+    Ok(Ok(flags))
+}
+
+/// The explicitly named file, or the default one if it exists.
+fn read_config_file(
+    explicit: Option<PathBuf>,
+    default_config: &Path,
+) -> Result<Option<(FileConfig, PathBuf)>> {
+    let path = match explicit {
+        Some(path) => path,
+        None => {
+            let exists = default_config.try_exists().map_err(|source| Error::Io {
+                path: default_config.to_owned(),
+                source,
+            })?;
+            if !exists {
+                return Ok(None);
+            }
+            default_config.to_owned()
+        }
+    };
+    Ok(Some((load_file(&path)?, path)))
+}
+
+fn build_config(flags: RunFlags, default_config: &Path) -> Result<Config> {
+    let file = read_config_file(flags.config, default_config)?;
+    let host_given = flags.host.is_some() || file.as_ref().is_some_and(|(f, _)| f.host.is_some());
+    // The system's hostname is only needed (and its failure only matters) when nobody named
+    // the host.
+    let mut c = Config::with_host(if host_given {
+        String::new()
+    } else {
+        system_hostname()?
+    });
+    if let Some((file, path)) = file {
+        apply_file(&mut c, file, &path)?;
+        c.config_file = Some(path);
+    }
+    if !flags.listen.is_empty() {
+        c.listen = parse_listen(&flags.listen, |_| "--listen".to_owned())?;
+    }
+    if let Some(tokens) = flags.tokens {
+        c.tokens = tokens;
+        c.tokens_is_default = false;
+    }
+    if let Some(socket) = flags.docker_socket {
+        c.docker_socket = socket;
+    }
+    if let Some(tenant) = flags.tenant {
+        check_tenant(&tenant).map_err(|m| invalid("--tenant", m))?;
+        c.tenant = tenant;
+    }
+    if let Some(site) = flags.site {
+        check_name(&site).map_err(|m| invalid("--site", m))?;
+        c.site = site;
+    }
+    if let Some(host) = flags.host {
+        check_name(&host).map_err(|m| invalid("--host", m))?;
+        c.host = host;
+    }
+    check_name(&c.host).map_err(|m| invalid("host", m))?;
+    c.bootstrap_token_file = bootstrap_file_beside(&c.tokens);
+    Ok(c)
+}
+
+fn parse_token_create(
+    args: impl Iterator<Item = String>,
+    default_config: &Path,
+) -> Result<Command> {
+    let mut name = None;
+    let mut operations = vec![Operation::Read];
+    let mut applications = vec!["*".to_owned()];
+    let mut tokens = None;
+    let mut config = None;
+    for arg in (Args { inner: args }) {
+        let (flag, value) = match arg? {
+            Arg::Help => return Ok(Command::Help(usage().to_owned())),
+            Arg::Version => return Ok(Command::Version),
+            Arg::Flag(flag, value) => (flag, value),
+        };
+        let value = non_empty(&flag, value)?;
+        match flag.as_str() {
+            "name" => name = Some(value),
+            "operations" => {
+                operations = split_list(&flag, &value)?
+                    .into_iter()
+                    .map(|op| {
+                        op.parse()
+                            .map_err(|e| invalid("--operations", format!("{e}")))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "applications" => {
+                applications = split_list(&flag, &value)?
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "tokens" => tokens = Some(PathBuf::from(value)),
+            "config" => config = Some(PathBuf::from(value)),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unknown flag --{flag} for token create"
+                )));
+            }
+        }
+    }
+    let name = name.ok_or_else(|| Error::Usage("token create needs --name".to_owned()))?;
+    let tokens = match tokens {
+        Some(path) => path,
+        None => match read_config_file(config, default_config)? {
+            Some((
+                FileConfig {
+                    tokens: Some(t), ..
+                },
+                path,
+            )) if t.is_relative() => path.parent().unwrap_or(Path::new("/")).join(t),
+            Some((
+                FileConfig {
+                    tokens: Some(t), ..
+                },
+                _,
+            )) => t,
+            _ => PathBuf::from(DEFAULT_TOKENS),
+        },
+    };
+    Ok(Command::TokenCreate {
+        tokens,
+        name,
+        operations,
+        applications,
+    })
+}
+
+fn split_list<'a>(flag: &str, value: &'a str) -> Result<Vec<&'a str>> {
+    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(invalid(
+            format!("--{flag}"),
+            format!("empty item in {value:?}"),
+        ));
+    }
+    Ok(items)
+}
+
+pub fn usage() -> &'static str {
+    "\
+supd: the service-instance API of an edge host, on top of the Docker engine
+
+Usage:
+  supd [OPTIONS]                 run the daemon
+  supd check-config [OPTIONS]    check the configuration and exit
+  supd token create --name NAME [--operations OPS] [--applications GLOBS]
+                    [--tokens FILE] [--config FILE]
+                                 add a token to the tokens file and print it once
+  supd --version | --help
+
+Options:
+  --config FILE          configuration file (default /etc/supd/supd.yaml, read if it exists)
+  --listen ADDR          where to listen, repeatable; replaces the file's list:
+                         127.0.0.1:4646, [::1]:4646 or unix:/run/supd/supd.sock
+                         (default 127.0.0.1:4646; ignored under socket activation)
+  --tokens FILE          tokens file (default /etc/supd/tokens.yaml)
+  --docker-socket PATH   Docker engine socket (default /var/run/docker.sock)
+  --tenant NAME          tenant in instance names (default \"default\")
+  --site NAME            site name (default \"local\")
+  --host NAME            host name (default: the system's hostname)
+
+token create:
+  --name NAME            the entry's name: letters, digits, '-', '_', '.'
+  --operations OPS       comma-separated from read, exec, connect, restart (default read)
+  --applications GLOBS   comma-separated shell globs on application names (default *)
+
+Flags take \"--flag value\" or \"--flag=value\". Flags override the configuration file.
+"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let mut r = [0u8; 8];
+        crate::sys::fd::getrandom(&mut r).unwrap();
+        let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("supd-config-{tag}-{suffix}"));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn no_default() -> PathBuf {
+        PathBuf::from("/nonexistent/supd-test/supd.yaml")
+    }
+
+    fn parse(args: &[&str]) -> Result<Command> {
+        parse_args_with(args.iter().map(|s| s.to_string()), &no_default())
+    }
+
+    fn run(args: &[&str]) -> Config {
+        match parse(args).unwrap() {
+            Command::Run(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        parse(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let c = run(&[]);
+        assert_eq!(
+            c.listen,
+            vec![ListenAddr::Tcp("127.0.0.1:4646".parse().unwrap())]
+        );
+        assert_eq!(c.tokens, Path::new(DEFAULT_TOKENS));
+        assert!(c.tokens_is_default);
+        assert_eq!(c.bootstrap_token_file, Path::new("/etc/supd/admin.token"));
+        assert_eq!(c.docker_socket, Path::new("/var/run/docker.sock"));
+        assert_eq!(c.tenant, "default");
+        assert_eq!(c.site, "local");
+        assert!(!c.host.is_empty());
+        assert_eq!(c.limits.head_bytes, 16384);
+        assert_eq!(c.limits.body_bytes, 1 << 20);
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.exec, ExecSettings::default());
+        assert_eq!(c.ws.ping_interval, Duration::from_secs(30));
+        assert_eq!(c.ws.idle_timeout, None);
+        assert_eq!(c.ws.max_frame, 256 << 10);
+        assert_eq!(c.connect.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.config_file, None);
+        let d = Config::default();
+        assert_eq!(d.listen, c.listen);
+        assert_eq!(d.limits, c.limits);
+    }
+
+    #[test]
+    fn flags_both_forms() {
+        let c = run(&[
+            "--listen",
+            "[::1]:9000",
+            "--listen=unix:/run/supd/supd.sock",
+            "--tokens=/tmp/t.yaml",
+            "--docker-socket",
+            "/d.sock",
+            "--tenant",
+            "acme-1",
+            "--site=berlin",
+            "--host",
+            "edge7",
+        ]);
+        assert_eq!(
+            c.listen,
+            vec![
+                ListenAddr::Tcp("[::1]:9000".parse().unwrap()),
+                ListenAddr::Unix("/run/supd/supd.sock".into())
+            ]
+        );
+        assert_eq!(c.tokens, Path::new("/tmp/t.yaml"));
+        assert!(!c.tokens_is_default);
+        assert_eq!(c.bootstrap_token_file, Path::new("/tmp/admin.token"));
+        assert_eq!(c.docker_socket, Path::new("/d.sock"));
+        assert_eq!(
+            (c.tenant.as_str(), c.site.as_str(), c.host.as_str()),
+            ("acme-1", "berlin", "edge7")
+        );
+        match parse(&["check-config", "--tenant", "x"]).unwrap() {
+            Command::CheckConfig(c) => assert_eq!(c.tenant, "x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flag_errors() {
+        assert!(err(&["--bogus", "1"]).contains("unknown flag --bogus"));
+        assert!(err(&["--tenant"]).contains("--tenant needs a value"));
+        assert!(err(&["--tenant", "--site", "x"]).contains("--tenant needs a value"));
+        assert!(err(&["--tenant="]).contains("needs a value"));
+        assert!(err(&["stray"]).contains("unexpected argument"));
+        assert!(err(&["--"]).contains("unexpected argument"));
+        assert!(err(&["-x"]).contains("unexpected argument"));
+        assert!(err(&["--tenant", "Acme"]).contains("--tenant"));
+        assert!(err(&["--tenant", "a-"]).contains("[a-z0-9]"));
+        assert!(err(&["--tenant", &"a".repeat(64)]).contains("--tenant"));
+        assert!(err(&["--site", "a b"]).contains("--site"));
+        assert!(err(&["--listen", "localhost:80"]).contains("--listen"));
+        assert!(err(&["--listen", "unix:relative.sock"]).contains("absolute"));
+        assert!(err(&["--listen", "1.2.3.4"]).contains("--listen"));
+        assert!(err(&["--config", "/nonexistent/x.yaml"]).contains("/nonexistent/x.yaml"));
+        assert!(err(&["--version=1"]).contains("unknown flag --version"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&["--version"]).unwrap(), Command::Version);
+        assert_eq!(parse(&["-V"]).unwrap(), Command::Version);
+        assert_eq!(
+            parse(&["--tenant", "x", "--version"]).unwrap(),
+            Command::Version
+        );
+        for args in [
+            &["--help"][..],
+            &["-h"],
+            &["help"],
+            &["check-config", "--help"],
+            &["token"],
+            &["token", "create", "--help"],
+        ] {
+            match parse(args).unwrap() {
+                Command::Help(text) => assert!(text.contains("token create")),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        assert!(usage().contains("--docker-socket"));
+    }
+
+    #[test]
+    fn listen_addr_round_trip() {
+        for s in [
+            "127.0.0.1:4646",
+            "[::1]:4646",
+            "0.0.0.0:0",
+            "unix:/run/supd/supd.sock",
+        ] {
+            assert_eq!(s.parse::<ListenAddr>().unwrap().to_string(), s);
+        }
+        for s in [
+            "",
+            "unix:",
+            "unix:x",
+            ":80",
+            "[::1]",
+            "::1:80",
+            "a:b",
+            "unix:/a\0b",
+        ] {
+            assert!(s.parse::<ListenAddr>().is_err(), "{s:?}");
+        }
+    }
+
+    const FULL: &str = "\
+# comment
+listen: ['127.0.0.1:1', 'unix:/run/x.sock']
+tokens: tokens.yaml
+docker-socket: /run/docker.sock
+tenant: t1
+site: s1
+host: h1
+limits: {head-bytes: 100, body-bytes: 200, head-timeout-ms: 300, idle-timeout-ms: 400, max-connections: 5}
+exec: {output-cap: 6, kill-grace-ms: 700}
+websocket:
+  ping-interval-ms: 800
+  idle-timeout-ms: 900
+  max-message: 1000
+  max-frame: 1000
+  write-buffer: 1100
+  allowed-origins: ['https://ui.example']
+connect: {connect-timeout-ms: 1200}
+";
+
+    #[test]
+    fn file_settings() {
+        let dir = temp_dir("file");
+        let path = dir.join("supd.yaml");
+        fs::write(&path, FULL).unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]);
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.tokens, dir.join("tokens.yaml"));
+        assert!(!c.tokens_is_default);
+        assert_eq!(c.bootstrap_token_file, dir.join("admin.token"));
+        assert_eq!(c.docker_socket, Path::new("/run/docker.sock"));
+        assert_eq!(
+            (c.tenant.as_str(), c.site.as_str(), c.host.as_str()),
+            ("t1", "s1", "h1")
+        );
+        assert_eq!(
+            c.limits,
+            Limits {
+                head_bytes: 100,
+                body_bytes: 200,
+                head_timeout: Duration::from_millis(300),
+                idle_timeout: Duration::from_millis(400),
+                max_connections: 5
+            }
+        );
+        assert_eq!(
+            c.exec,
+            ExecSettings {
+                output_cap: 6,
+                kill_grace: Duration::from_millis(700)
+            }
+        );
+        assert_eq!(
+            c.ws,
+            WsSettings {
+                ping_interval: Duration::from_millis(800),
+                idle_timeout: Some(Duration::from_millis(900)),
+                max_message: 1000,
+                max_frame: 1000,
+                write_buffer: 1100,
+                allowed_origins: vec!["https://ui.example".to_owned()],
+            }
+        );
+        assert_eq!(c.connect.connect_timeout, Duration::from_millis(1200));
+
+        // Flags override the file; --listen replaces its whole list.
+        let c = run(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+            "--tenant",
+            "t2",
+            "--tokens",
+            "/x/t.yaml",
+        ]);
+        assert_eq!(
+            c.listen,
+            vec![ListenAddr::Tcp("127.0.0.1:2".parse().unwrap())]
+        );
+        assert_eq!(c.tenant, "t2");
+        assert_eq!(c.site, "s1");
+        assert_eq!(c.tokens, Path::new("/x/t.yaml"));
+        assert_eq!(c.limits.max_connections, 5);
+
+        // The implicit default file is read when it exists.
+        match parse_args_with(Vec::<String>::new(), &path).unwrap() {
+            Command::Run(c) => assert_eq!(c.tenant, "t1"),
+            other => panic!("{other:?}"),
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn file_err(yaml: &str) -> String {
+        let dir = temp_dir("err");
+        let path = dir.join("bad.yaml");
+        fs::write(&path, yaml).unwrap();
+        let e = parse(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("bad.yaml"), "{e}");
+        e
+    }
+
+    #[test]
+    fn file_errors() {
+        assert!(file_err("colour: red\n").contains("unknown field `colour`"));
+        assert!(file_err("limits: {head-byte: 1}\n").contains("unknown field `head-byte`"));
+        assert!(file_err("websocket: {origins: []}\n").contains("unknown field `origins`"));
+        assert!(file_err("limits: {head-bytes: 0}\n").contains("limits.head-bytes"));
+        assert!(file_err("limits: {head-bytes: -1}\n").contains("head-bytes"));
+        assert!(file_err("limits: {idle-timeout-ms: 0}\n").contains("limits.idle-timeout-ms"));
+        assert!(file_err("exec: {kill-grace-ms: 0}\n").contains("exec.kill-grace-ms"));
+        assert!(file_err("tenant: ''\n").contains("tenant"));
+        assert!(file_err("tenant: -a\n").contains("tenant"));
+        assert!(file_err("site: ''\n").contains("site"));
+        assert!(file_err("host: ''\n").contains("host"));
+        assert!(file_err("listen: []\n").contains("listen"));
+        assert!(file_err("listen: ['x']\n").contains("listen[0]"));
+        assert!(file_err("listen: '127.0.0.1:1'\n").contains("listen"));
+        assert!(file_err("websocket: {max-frame: 10, max-message: 5}\n").contains("max-frame"));
+        assert!(file_err("tokens: ''\n").contains("tokens"));
+        assert!(file_err("[1, 2]\n").contains("bad.yaml"));
+        assert!(file_err("{{{{").contains("bad.yaml"));
+        assert!(file_err("\0\u{7f}").contains("bad.yaml"));
+    }
+
+    #[test]
+    fn empty_file_and_ws_idle_off() {
+        assert!(parse_file("", Path::new("x")).unwrap().listen.is_none());
+        assert!(
+            parse_file("# only\n\n", Path::new("x"))
+                .unwrap()
+                .tenant
+                .is_none()
+        );
+        let dir = temp_dir("ws");
+        let path = dir.join("supd.yaml");
+        fs::write(&path, "websocket: {idle-timeout-ms: 0}\n").unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]);
+        assert_eq!(c.ws.idle_timeout, None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn token_create() {
+        let cmd = parse(&[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--operations=read,exec",
+            "--applications",
+            "web-*, db",
+            "--tokens",
+            "/t.yaml",
+        ])
+        .unwrap();
+        assert_eq!(
+            cmd,
+            Command::TokenCreate {
+                tokens: "/t.yaml".into(),
+                name: "ci".into(),
+                operations: vec![Operation::Read, Operation::Exec],
+                applications: vec!["web-*".into(), "db".into()],
+            }
+        );
+        match parse(&["token", "create", "--name=x"]).unwrap() {
+            Command::TokenCreate {
+                tokens,
+                operations,
+                applications,
+                ..
+            } => {
+                assert_eq!(tokens, Path::new(DEFAULT_TOKENS));
+                assert_eq!(operations, vec![Operation::Read]);
+                assert_eq!(applications, vec!["*".to_owned()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = temp_dir("tok");
+        let path = dir.join("supd.yaml");
+        fs::write(&path, "tokens: sub/tokens.yaml\n").unwrap();
+        match parse(&[
+            "token",
+            "create",
+            "--name=x",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .unwrap()
+        {
+            Command::TokenCreate { tokens, .. } => assert_eq!(tokens, dir.join("sub/tokens.yaml")),
+            other => panic!("{other:?}"),
+        }
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(err(&["token", "create"]).contains("--name"));
+        assert!(
+            err(&["token", "create", "--name", "x", "--operations", "read,fly"]).contains("fly")
+        );
+        assert!(
+            err(&["token", "create", "--name", "x", "--operations", "read,"])
+                .contains("empty item")
+        );
+        assert!(err(&["token", "create", "--name", "x", "--tenant", "y"]).contains("unknown flag"));
+        assert!(err(&["token", "delete"]).contains("unknown token command"));
+    }
 }
