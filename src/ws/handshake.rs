@@ -79,7 +79,7 @@ pub struct Accepted {
 /// The protocol chosen is the first of the client's list (its priority order) that is in
 /// `supported`; a client that offers none gets `supported[0]`, not echoed. An `Origin` is
 /// allowed when it equals one of `allowed_origins` (case-insensitive) or names the same
-/// host[:port] as `Host`; requests without `Origin` (non-browser clients) are allowed.
+/// `host[:port]` as `Host`; requests without `Origin` (non-browser clients) are allowed.
 pub fn check(
     h: &UpgradeHeaders<'_>,
     supported: &[&'static str],
