@@ -1,1 +1,5 @@
 //! Websocket: upgrade handshake and sessions over tungstenite.
+
+pub mod handshake;
+pub mod protocol;
+pub mod session;
