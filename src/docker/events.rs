@@ -1,1 +1,294 @@
-//! placeholder
+//! One line of Docker's `/events` stream (newline-delimited JSON), reduced to what the mirror
+//! needs to decide whether to re-inspect or forget a container.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+use super::inspect;
+
+/// Longest event line accepted. An event carries the container's labels as attributes, so it is
+/// as large as its label set; a few KiB in practice.
+pub const MAX_EVENT_LEN: usize = 1 << 20;
+
+/// `{"type":["container"]}`, percent-encoded for the query string.
+pub const EVENTS_FILTER: &str = "%7B%22type%22%3A%5B%22container%22%5D%7D";
+
+#[derive(Debug)]
+pub enum Error {
+    TooLarge {
+        len: usize,
+    },
+    Json(serde_json::Error),
+    /// A container event without the container's id.
+    MissingId,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TooLarge { len } => {
+                write!(f, "event line of {len} bytes exceeds {MAX_EVENT_LEN} bytes")
+            }
+            Error::Json(e) => write!(f, "malformed event: {e}"),
+            Error::MissingId => f.write_str("container event without a container id"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Json(e) => Some(e),
+            Error::TooLarge { .. } | Error::MissingId => None,
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Json(e)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// Full container id.
+    pub id: String,
+    /// Docker's raw `Action`: "start", "die", "health_status: healthy", "exec_create: sh", ...
+    pub action: String,
+    /// 0 when Docker did not say.
+    pub time_nano: i64,
+    /// Whether the container's labels, which Docker copies into the event, make it managed.
+    /// Labels cannot change after creation, so an unmanaged container can be ignored without
+    /// inspecting it.
+    pub managed: bool,
+}
+
+/// `None` for events about anything but containers (networks, images, volumes, ...), and for
+/// blank lines.
+pub fn parse(line: &[u8]) -> Result<Option<ContainerEvent>> {
+    if line.len() > MAX_EVENT_LEN {
+        return Err(Error::TooLarge { len: line.len() });
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let raw: RawEvent = serde_json::from_slice(line)?;
+    if raw.kind != "container" {
+        return Ok(None);
+    }
+    // Before API 1.22 only the legacy `id` and `status` existed; later engines keep them too.
+    let id = if raw.actor.id.is_empty() {
+        raw.id
+    } else {
+        raw.actor.id
+    };
+    if id.is_empty() {
+        return Err(Error::MissingId);
+    }
+    let action = if raw.action.is_empty() {
+        raw.status
+    } else {
+        raw.action
+    };
+    Ok(Some(ContainerEvent {
+        id,
+        action,
+        time_nano: raw.time_nano,
+        managed: inspect::identity(&raw.actor.attributes).is_some(),
+    }))
+}
+
+/// Whether this action can change what the mirror shows. `exec_*` (which health checks produce
+/// every interval), attach, detach, resize, top, copy, export and commit cannot.
+pub fn is_relevant(action: &str) -> bool {
+    // "health_status: healthy" on current engines, bare "health_status" on some.
+    let verb = action.split(':').next().unwrap_or(action);
+    matches!(
+        verb,
+        "create"
+            | "start"
+            | "restart"
+            | "stop"
+            | "die"
+            | "kill"
+            | "oom"
+            | "pause"
+            | "unpause"
+            | "rename"
+            | "update"
+            | "destroy"
+            | "health_status"
+    )
+}
+
+fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawEvent {
+    #[serde(rename = "Type", deserialize_with = "nullable")]
+    kind: String,
+    #[serde(rename = "Action", deserialize_with = "nullable")]
+    action: String,
+    #[serde(rename = "Actor", deserialize_with = "nullable")]
+    actor: RawActor,
+    #[serde(deserialize_with = "nullable")]
+    id: String,
+    #[serde(deserialize_with = "nullable")]
+    status: String,
+    #[serde(rename = "timeNano", deserialize_with = "nullable")]
+    time_nano: i64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawActor {
+    #[serde(rename = "ID", deserialize_with = "nullable")]
+    id: String,
+    #[serde(rename = "Attributes", deserialize_with = "nullable")]
+    attributes: HashMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENTS: &str = include_str!("../../tests/fixtures/docker/events.jsonl");
+    const EV_ID: &str = "cba527209772b93c13403356e4b8aae5dc3e1d5aa153febe611b086de2f1cb0e";
+
+    #[test]
+    fn parses_a_captured_stream() {
+        let mut actions = Vec::new();
+        let mut others = 0;
+        for line in EVENTS.lines() {
+            match parse(line.as_bytes()).unwrap() {
+                Some(e) => {
+                    assert_eq!(e.id, EV_ID);
+                    assert!(e.managed);
+                    assert!(e.time_nano > 1_700_000_000_000_000_000);
+                    if is_relevant(&e.action) {
+                        actions.push(e.action);
+                    }
+                }
+                None => others += 1,
+            }
+        }
+        assert_eq!(others, 2, "the two network events");
+        assert_eq!(
+            actions,
+            [
+                "create",
+                "start",
+                "health_status: healthy",
+                "pause",
+                "unpause",
+                "rename",
+                "update",
+                "kill",
+                "kill",
+                "die",
+                "stop",
+                "start",
+                "restart",
+                "kill",
+                "kill",
+                "die",
+                "stop",
+                "destroy"
+            ]
+        );
+    }
+
+    #[test]
+    fn first_event_exactly() {
+        let line = EVENTS.lines().next().unwrap();
+        assert_eq!(
+            parse(line.as_bytes()).unwrap(),
+            Some(ContainerEvent {
+                id: EV_ID.into(),
+                action: "create".into(),
+                time_nano: 1795787931883912027,
+                managed: true,
+            })
+        );
+    }
+
+    #[test]
+    fn relevance() {
+        for a in [
+            "start",
+            "die",
+            "health_status: unhealthy",
+            "health_status",
+            "oom",
+            "destroy",
+        ] {
+            assert!(is_relevant(a), "{a}");
+        }
+        for a in [
+            "exec_create: sh -c true",
+            "exec_start: true ",
+            "exec_die",
+            "attach",
+            "resize",
+            "top",
+            "",
+        ] {
+            assert!(!is_relevant(a), "{a}");
+        }
+    }
+
+    #[test]
+    fn legacy_fields_unmanaged_and_blank() {
+        let e = parse(br#"{"Type":"container","id":"abc","status":"die"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.action.as_str(), e.time_nano, e.managed),
+            ("abc", "die", 0, false)
+        );
+        assert_eq!(parse(b"  \r\n").unwrap(), None);
+        assert_eq!(parse(br#"{"Type":"image","Action":"pull"}"#).unwrap(), None);
+        assert_eq!(parse(br#"{}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            parse(br#"{"Type":"container","Action":"die"}"#),
+            Err(Error::MissingId)
+        ));
+        assert!(matches!(parse(b"{\"Type\":"), Err(Error::Json(_))));
+        assert!(matches!(parse(b"\xff"), Err(Error::Json(_))));
+        assert!(matches!(
+            parse(br#"{"Type":"container","Actor":{"Attributes":{"a":1}}}"#),
+            Err(Error::Json(_))
+        ));
+        let big = vec![b' '; MAX_EVENT_LEN + 1];
+        assert!(matches!(parse(&big), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn filter_decodes_to_container_type() {
+        let mut decoded = String::new();
+        let mut rest = EVENTS_FILTER;
+        while let Some((head, tail)) = rest.split_once('%') {
+            decoded.push_str(head);
+            decoded.push(u8::from_str_radix(&tail[..2], 16).unwrap() as char);
+            rest = &tail[2..];
+        }
+        decoded.push_str(rest);
+        assert_eq!(decoded, r#"{"type":["container"]}"#);
+    }
+}

@@ -1,1 +1,1014 @@
-//! placeholder
+//! Docker's container inspection (`GET /containers/{id}/json`) and listing (`GET /containers/json`)
+//! reduced to the compact record the mirror keeps for each container supd manages.
+//!
+//! Only the fields the API view and the operations need are deserialized; every field may be
+//! missing or `null` (Docker versions differ and Go marshals empty slices and maps as `null`).
+//! Which containers are managed, and as what, is decided by their labels alone: see [`identity`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Deserializer};
+
+/// Largest inspect document accepted. Real ones are a few KiB; huge environments or label sets
+/// stay far below this, and the cap keeps a hostile or broken engine from exhausting memory.
+pub const MAX_INSPECT_LEN: usize = 4 << 20;
+/// Largest container list accepted (about 2 KiB per container, so tens of thousands of them).
+pub const MAX_LIST_LEN: usize = 64 << 20;
+/// Longest name segment the API allows (a DNS label).
+pub const MAX_NAME_LEN: usize = 63;
+/// Longest `io.supd.application-version` kept; longer values are not a version but a mistake.
+pub const MAX_VERSION_LEN: usize = 256;
+
+pub const LABEL_APPLICATION: &str = "io.supd.application";
+pub const LABEL_SERVICE: &str = "io.supd.service";
+pub const LABEL_INSTANCE: &str = "io.supd.instance";
+pub const LABEL_CONTAINER: &str = "io.supd.container";
+pub const LABEL_INIT: &str = "io.supd.init-container";
+pub const LABEL_VERSION: &str = "io.supd.application-version";
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+
+#[derive(Debug)]
+pub enum Error {
+    /// The document is larger than the cap for its kind.
+    TooLarge { len: usize, max: usize },
+    /// Not JSON, or JSON of the wrong shape.
+    Json(serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TooLarge { len, max } => {
+                write!(f, "container document of {len} bytes exceeds {max} bytes")
+            }
+            Error::Json(e) => write!(f, "malformed container document: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::TooLarge { .. } => None,
+            Error::Json(e) => Some(e),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Json(e)
+    }
+}
+
+/// Where a container belongs in the API: `<application>/<service>-<instance>`, container `<container>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub application: String,
+    pub service: String,
+    pub instance: u32,
+    pub container: String,
+    pub init: bool,
+    pub application_version: Option<String>,
+}
+
+/// Label contract: Compose labels map: application = `com.docker.compose.project`, service =
+/// `com.docker.compose.service`, N = `com.docker.compose.container-number`, container name = the
+/// service name. supd's own labels take precedence where present, field by field:
+/// `io.supd.application`, `io.supd.service`, `io.supd.instance` (N), `io.supd.container`,
+/// `io.supd.init-container=true`, `io.supd.application-version`.
+///
+/// Application, service and container names must match `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$` (at most
+/// 63 characters) and N must be a positive decimal integer without sign or leading zeros (so that
+/// `web-1` names exactly one instance); otherwise the container is not managed (`None`). A label
+/// that is present but invalid makes the container unmanaged rather than falling back to the
+/// Compose label: a typo should be visible, not silently reinterpreted.
+///
+/// Compose one-off containers (`docker compose run`, `com.docker.compose.oneoff=True`) reuse
+/// container numbers of their service's real instances, so they are not managed unless
+/// `io.supd.instance` says which instance they are.
+pub fn identity(labels: &HashMap<String, String>) -> Option<Identity> {
+    let pick = |own: &str, compose: &str| labels.get(own).or_else(|| labels.get(compose));
+    let application = pick(LABEL_APPLICATION, COMPOSE_PROJECT)?;
+    let service = pick(LABEL_SERVICE, COMPOSE_SERVICE)?;
+    let number = pick(LABEL_INSTANCE, COMPOSE_NUMBER)?;
+    if !labels.contains_key(LABEL_INSTANCE)
+        && labels
+            .get(COMPOSE_ONEOFF)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return None;
+    }
+    let container = labels.get(LABEL_CONTAINER).unwrap_or(service);
+    if !is_name(application) || !is_name(service) || !is_name(container) {
+        return None;
+    }
+    let instance = parse_instance_number(number)?;
+    let application_version = labels
+        .get(LABEL_VERSION)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_VERSION_LEN)
+        .cloned();
+    Some(Identity {
+        application: application.clone(),
+        service: service.clone(),
+        instance,
+        container: container.clone(),
+        init: labels.get(LABEL_INIT).is_some_and(|v| v == "true"),
+        application_version,
+    })
+}
+
+/// Whether `s` is a name the API accepts: `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`, 1 to 63 characters.
+pub fn is_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b.iter().all(|c| ok(c) || *c == b'-')
+        && b.first().is_some_and(ok)
+        && b.last().is_some_and(ok)
+}
+
+/// A positive decimal integer in canonical form (no sign, no leading zero).
+pub fn parse_instance_number(s: &str) -> Option<u32> {
+    if s.is_empty() || s.starts_with('0') || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// What the mirror keeps of one managed container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRecord {
+    /// Full 64-hex id.
+    pub id: String,
+    /// Docker's name without the leading '/'.
+    pub name: String,
+    pub identity: Identity,
+    /// `State.Status`: created, running, paused, restarting, removing, exited or dead.
+    pub status: String,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    /// Host PID of the container's first process; 0 when it has none.
+    pub pid: i32,
+    pub exit_code: i64,
+    /// `State.StartedAt` as Docker gives it; `None` when never started (Go's zero time).
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Docker's own count, which resets on a manual start; the mirror keeps its own counters.
+    pub restart_count: u32,
+    /// `State.Health.Status` (starting, healthy, unhealthy); `None` without a health check.
+    pub health: Option<String>,
+    /// Whether the health log Docker keeps (its last 5 probes) shows a passing probe. Docker
+    /// turns a container healthy on its first passing probe, so this means "was healthy at
+    /// least once"; its absence proves nothing once older probes have rolled out of the log.
+    pub health_passed: bool,
+    pub user: String,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `HostConfig.NetworkMode`: default, bridge, host, none, `container:<id>` or a network name.
+    pub network_mode: String,
+    /// Attached networks, sorted by name.
+    pub networks: Vec<Network>,
+    /// Published ports (bindings that exist), sorted by port, protocol, host address, host port.
+    pub ports: Vec<Port>,
+    /// `Mounts` plus the tmpfs mounts of `HostConfig.Tmpfs`, which Docker does not list there.
+    pub mounts: Vec<Mount>,
+    /// `HostConfig.Devices[].PathInContainer`.
+    pub devices: Vec<String>,
+    /// Device ids of device requests with the `gpu` capability.
+    pub gpus: Vec<String>,
+    /// The other capabilities of those requests joined with ", " (e.g. "utility, compute").
+    pub nvidia_capabilities: Option<String>,
+    /// `Config.StopTimeout` in seconds, when set.
+    pub stop_timeout: Option<u32>,
+    /// `Config.Image`: the image as the container was created from it (name or id).
+    pub image: String,
+    /// `com.docker.compose.project`, whose `<project>_` prefix Compose puts on volume names.
+    pub compose_project: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub ip: Option<IpAddr>,
+    pub prefix_len: u8,
+    pub ipv6: Option<IpAddr>,
+    pub ipv6_prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+    /// Names Docker's embedded DNS resolves to this container on this network (besides its name).
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Port {
+    pub port: u16,
+    /// tcp, udp or sctp.
+    pub protocol: String,
+    /// `None` when Docker left the host address empty.
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    Volume,
+    Tmpfs,
+    Bind,
+    /// npipe, cluster or whatever later engines add.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Volume name, for volumes.
+    pub name: Option<String>,
+    /// Host path, for binds and local volumes.
+    pub source: String,
+    pub destination: String,
+    /// tmpfs size as Docker has it: the `size=` option text ("64m") or `TmpfsOptions.SizeBytes`.
+    pub size: Option<String>,
+    pub read_only: bool,
+}
+
+/// `None` when the container is not managed (no identity).
+pub fn parse(json: &[u8]) -> Result<Option<ContainerRecord>> {
+    if json.len() > MAX_INSPECT_LEN {
+        return Err(Error::TooLarge {
+            len: json.len(),
+            max: MAX_INSPECT_LEN,
+        });
+    }
+    let raw: RawInspect = serde_json::from_slice(json)?;
+    let Some(identity) = identity(&raw.config.labels) else {
+        return Ok(None);
+    };
+    Ok(Some(record(raw, identity)))
+}
+
+/// The ids of the entries of `GET /containers/json`, each with whether its labels make it
+/// managed, so that only managed containers get inspected.
+pub fn list_entry_ids(json: &[u8]) -> Result<Vec<(String, bool)>> {
+    if json.len() > MAX_LIST_LEN {
+        return Err(Error::TooLarge {
+            len: json.len(),
+            max: MAX_LIST_LEN,
+        });
+    }
+    let list: Vec<RawListEntry> = serde_json::from_slice(json)?;
+    Ok(list
+        .into_iter()
+        .filter(|e| !e.id.is_empty())
+        .map(|e| {
+            let managed = identity(&e.labels).is_some();
+            (e.id, managed)
+        })
+        .collect())
+}
+
+/// Go's zero `time.Time`, which Docker reports for "never".
+fn is_zero_time(s: &str) -> bool {
+    s.is_empty() || s.starts_with("0001-01-01T00:00:00")
+}
+
+fn record(raw: RawInspect, identity: Identity) -> ContainerRecord {
+    let state = raw.state;
+    let health = state
+        .health
+        .map(|h| (h.status, h.log.iter().any(|p| p.exit_code == 0)));
+    let time = |s: String| (!is_zero_time(&s)).then_some(s);
+    let compose_project = raw.config.labels.get(COMPOSE_PROJECT).cloned();
+
+    let mut networks: Vec<Network> = raw
+        .network_settings
+        .networks
+        .into_iter()
+        .map(|(name, n)| Network {
+            name,
+            ip: parse_ip(&n.ip_address),
+            prefix_len: n.ip_prefix_len,
+            ipv6: parse_ip(&n.global_ipv6_address),
+            ipv6_prefix_len: n.global_ipv6_prefix_len,
+            gateway: parse_ip(&n.gateway),
+            aliases: n.aliases,
+        })
+        .collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut ports = Vec::new();
+    for (spec, bindings) in raw.network_settings.ports {
+        let Some((port, protocol)) = parse_port_spec(&spec) else {
+            continue;
+        };
+        for b in bindings {
+            let Ok(host_port) = b.host_port.parse::<u16>() else {
+                continue;
+            };
+            ports.push(Port {
+                port,
+                protocol: protocol.to_string(),
+                host_ip: parse_ip(&b.host_ip),
+                host_port,
+            });
+        }
+    }
+    ports.sort();
+    ports.dedup();
+
+    let tmpfs_sizes: HashMap<&str, u64> = raw
+        .host_config
+        .mounts
+        .iter()
+        .filter_map(|m| Some((m.target.as_str(), m.tmpfs_options.as_ref()?.size_bytes?)))
+        .collect();
+    let mut mounts: Vec<Mount> = raw
+        .mounts
+        .iter()
+        .map(|m| {
+            let kind = match m.kind.as_str() {
+                "volume" => MountKind::Volume,
+                "tmpfs" => MountKind::Tmpfs,
+                "bind" => MountKind::Bind,
+                _ => MountKind::Other,
+            };
+            let size = match kind {
+                MountKind::Tmpfs => tmpfs_sizes
+                    .get(m.destination.as_str())
+                    .filter(|s| **s > 0)
+                    .map(u64::to_string),
+                _ => None,
+            };
+            Mount {
+                kind,
+                name: Some(m.name.clone()).filter(|n| !n.is_empty()),
+                source: m.source.clone(),
+                destination: m.destination.clone(),
+                size,
+                read_only: m.rw == Some(false),
+            }
+        })
+        .collect();
+    for (destination, options) in &raw.host_config.tmpfs {
+        if mounts.iter().any(|m| &m.destination == destination) {
+            continue;
+        }
+        let opts = options.split(',');
+        let size = opts
+            .clone()
+            .find_map(|o| o.strip_prefix("size="))
+            .filter(|s| !s.is_empty());
+        mounts.push(Mount {
+            kind: MountKind::Tmpfs,
+            name: None,
+            source: String::new(),
+            destination: destination.clone(),
+            size: size.map(str::to_string),
+            read_only: opts.into_iter().any(|o| o == "ro"),
+        });
+    }
+
+    let mut gpus = Vec::new();
+    let mut caps: Vec<String> = Vec::new();
+    for req in &raw.host_config.device_requests {
+        if !req
+            .capabilities
+            .iter()
+            .any(|set| set.iter().any(|c| c == "gpu"))
+        {
+            continue;
+        }
+        gpus.extend(req.device_ids.iter().cloned());
+        for c in req.capabilities.iter().flatten() {
+            if c != "gpu" && !caps.contains(c) {
+                caps.push(c.clone());
+            }
+        }
+    }
+    let gpu_requested = raw
+        .host_config
+        .device_requests
+        .iter()
+        .any(|r| r.capabilities.iter().flatten().any(|c| c == "gpu"));
+
+    ContainerRecord {
+        id: raw.id,
+        name: raw.name.strip_prefix('/').unwrap_or(&raw.name).to_string(),
+        identity,
+        status: state.status,
+        running: state.running,
+        paused: state.paused,
+        restarting: state.restarting,
+        pid: state.pid,
+        exit_code: state.exit_code,
+        started_at: time(state.started_at),
+        finished_at: time(state.finished_at),
+        restart_count: raw.restart_count,
+        health_passed: health.as_ref().is_some_and(|h| h.1),
+        health: health.map(|h| h.0).filter(|s| !s.is_empty()),
+        user: raw.config.user,
+        env: raw.config.env,
+        working_dir: raw.config.working_dir,
+        network_mode: raw.host_config.network_mode,
+        networks,
+        ports,
+        mounts,
+        devices: raw
+            .host_config
+            .devices
+            .into_iter()
+            .map(|d| d.path_in_container)
+            .filter(|p| !p.is_empty())
+            .collect(),
+        gpus,
+        nvidia_capabilities: (gpu_requested && !caps.is_empty()).then(|| caps.join(", ")),
+        stop_timeout: raw.config.stop_timeout,
+        image: raw.config.image,
+        compose_project,
+    }
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse().ok()
+}
+
+/// "80/tcp" -> (80, "tcp"); Docker omits the protocol for tcp in some places.
+fn parse_port_spec(s: &str) -> Option<(u16, &str)> {
+    let (port, protocol) = s.split_once('/').unwrap_or((s, "tcp"));
+    Some((port.parse().ok()?, protocol))
+}
+
+/// `null` where Docker marshals an empty Go slice or map reads as the empty value.
+fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawInspect {
+    #[serde(deserialize_with = "nullable")]
+    id: String,
+    #[serde(deserialize_with = "nullable")]
+    name: String,
+    #[serde(deserialize_with = "nullable")]
+    restart_count: u32,
+    #[serde(deserialize_with = "nullable")]
+    state: RawState,
+    #[serde(deserialize_with = "nullable")]
+    config: RawConfig,
+    #[serde(deserialize_with = "nullable")]
+    host_config: RawHostConfig,
+    #[serde(deserialize_with = "nullable")]
+    network_settings: RawNetworkSettings,
+    #[serde(deserialize_with = "nullable")]
+    mounts: Vec<RawMount>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawState {
+    #[serde(deserialize_with = "nullable")]
+    status: String,
+    #[serde(deserialize_with = "nullable")]
+    running: bool,
+    #[serde(deserialize_with = "nullable")]
+    paused: bool,
+    #[serde(deserialize_with = "nullable")]
+    restarting: bool,
+    #[serde(deserialize_with = "nullable")]
+    pid: i32,
+    #[serde(deserialize_with = "nullable")]
+    exit_code: i64,
+    #[serde(deserialize_with = "nullable")]
+    started_at: String,
+    #[serde(deserialize_with = "nullable")]
+    finished_at: String,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawHealth {
+    #[serde(deserialize_with = "nullable")]
+    status: String,
+    #[serde(deserialize_with = "nullable")]
+    log: Vec<RawProbe>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawProbe {
+    /// Absent reads as a failure: only a reported 0 counts as a pass.
+    #[serde(deserialize_with = "nullable_exit")]
+    exit_code: i64,
+}
+
+fn nullable_exit<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or(-1))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawConfig {
+    #[serde(deserialize_with = "nullable")]
+    user: String,
+    #[serde(deserialize_with = "nullable")]
+    env: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    working_dir: String,
+    #[serde(deserialize_with = "nullable")]
+    image: String,
+    #[serde(deserialize_with = "nullable")]
+    labels: HashMap<String, String>,
+    stop_timeout: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawHostConfig {
+    #[serde(deserialize_with = "nullable")]
+    network_mode: String,
+    #[serde(deserialize_with = "nullable")]
+    tmpfs: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
+    mounts: Vec<RawHostMount>,
+    #[serde(deserialize_with = "nullable")]
+    devices: Vec<RawDevice>,
+    #[serde(deserialize_with = "nullable")]
+    device_requests: Vec<RawDeviceRequest>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawHostMount {
+    #[serde(deserialize_with = "nullable")]
+    target: String,
+    tmpfs_options: Option<RawTmpfsOptions>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawTmpfsOptions {
+    size_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawDevice {
+    #[serde(deserialize_with = "nullable")]
+    path_in_container: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawDeviceRequest {
+    #[serde(rename = "DeviceIDs", deserialize_with = "nullable")]
+    device_ids: Vec<String>,
+    #[serde(deserialize_with = "nullable_caps")]
+    capabilities: Vec<Vec<String>>,
+}
+
+fn nullable_caps<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Vec<String>>, D::Error> {
+    let sets: Option<Vec<Option<Vec<String>>>> = Option::deserialize(d)?;
+    Ok(sets
+        .unwrap_or_default()
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawNetworkSettings {
+    #[serde(deserialize_with = "nullable")]
+    networks: BTreeMap<String, RawEndpoint>,
+    #[serde(deserialize_with = "nullable_ports")]
+    ports: BTreeMap<String, Vec<RawBinding>>,
+}
+
+/// An exposed but unpublished port maps to `null`.
+fn nullable_ports<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, Vec<RawBinding>>, D::Error> {
+    let ports: Option<BTreeMap<String, Option<Vec<RawBinding>>>> = Option::deserialize(d)?;
+    Ok(ports
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawEndpoint {
+    #[serde(deserialize_with = "nullable")]
+    aliases: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    gateway: String,
+    #[serde(rename = "IPAddress", deserialize_with = "nullable")]
+    ip_address: String,
+    #[serde(rename = "IPPrefixLen", deserialize_with = "nullable")]
+    ip_prefix_len: u8,
+    #[serde(rename = "GlobalIPv6Address", deserialize_with = "nullable")]
+    global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen", deserialize_with = "nullable")]
+    global_ipv6_prefix_len: u8,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawBinding {
+    #[serde(deserialize_with = "nullable")]
+    host_ip: String,
+    #[serde(deserialize_with = "nullable")]
+    host_port: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawMount {
+    #[serde(rename = "Type", deserialize_with = "nullable")]
+    kind: String,
+    #[serde(deserialize_with = "nullable")]
+    name: String,
+    #[serde(deserialize_with = "nullable")]
+    source: String,
+    #[serde(deserialize_with = "nullable")]
+    destination: String,
+    #[serde(rename = "RW")]
+    rw: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawListEntry {
+    #[serde(deserialize_with = "nullable")]
+    id: String,
+    #[serde(deserialize_with = "nullable")]
+    labels: HashMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAIN: &[u8] = include_bytes!("../../tests/fixtures/docker/main.json");
+    const SETUP: &[u8] = include_bytes!("../../tests/fixtures/docker/setup.json");
+    const SIDECAR: &[u8] = include_bytes!("../../tests/fixtures/docker/sidecar.json");
+    const STARTING: &[u8] = include_bytes!("../../tests/fixtures/docker/starting.json");
+    const UNHEALTHY: &[u8] = include_bytes!("../../tests/fixtures/docker/unhealthy.json");
+    const GPU: &[u8] = include_bytes!("../../tests/fixtures/docker/gpu.json");
+    const V6: &[u8] = include_bytes!("../../tests/fixtures/docker/v6.json");
+    const COMPOSE: &[u8] = include_bytes!("../../tests/fixtures/docker/compose.json");
+    const RESTARTING: &[u8] = include_bytes!("../../tests/fixtures/docker/restarting.json");
+    const LIST: &[u8] = include_bytes!("../../tests/fixtures/docker/list.json");
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn rec(json: &[u8]) -> ContainerRecord {
+        parse(json).unwrap().unwrap()
+    }
+
+    #[test]
+    fn identity_from_compose_labels() {
+        let l = labels(&[
+            (COMPOSE_PROJECT, "blog"),
+            (COMPOSE_SERVICE, "db"),
+            (COMPOSE_NUMBER, "2"),
+        ]);
+        let id = identity(&l).unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                application: "blog".into(),
+                service: "db".into(),
+                instance: 2,
+                container: "db".into(),
+                init: false,
+                application_version: None,
+            }
+        );
+    }
+
+    #[test]
+    fn supd_labels_take_precedence_field_by_field() {
+        let l = labels(&[
+            (COMPOSE_PROJECT, "blog"),
+            (COMPOSE_SERVICE, "db"),
+            (COMPOSE_NUMBER, "2"),
+            (LABEL_SERVICE, "store"),
+            (LABEL_CONTAINER, "pg"),
+            (LABEL_INIT, "true"),
+            (LABEL_VERSION, "3.1"),
+        ]);
+        let id = identity(&l).unwrap();
+        assert_eq!(id.application, "blog");
+        assert_eq!(id.service, "store");
+        assert_eq!(id.instance, 2);
+        assert_eq!(id.container, "pg");
+        assert!(id.init);
+        assert_eq!(id.application_version.as_deref(), Some("3.1"));
+    }
+
+    #[test]
+    fn invalid_or_missing_labels_are_unmanaged() {
+        let base = [
+            (LABEL_APPLICATION, "shop"),
+            (LABEL_SERVICE, "web"),
+            (LABEL_INSTANCE, "1"),
+        ];
+        assert!(identity(&labels(&base)).is_some());
+        assert!(identity(&labels(&base[..2])).is_none());
+        assert!(identity(&labels(&[])).is_none());
+        for n in ["0", "01", "+1", "-1", "", "1a", "4294967296", " 1"] {
+            let mut l = labels(&base);
+            l.insert(LABEL_INSTANCE.into(), n.into());
+            assert!(identity(&l).is_none(), "instance {n:?}");
+        }
+        let long = "a".repeat(64);
+        for name in [
+            "Web",
+            "web_1",
+            "-web",
+            "web-",
+            "",
+            "we.b",
+            "wéb",
+            long.as_str(),
+        ] {
+            let mut l = labels(&base);
+            l.insert(LABEL_SERVICE.into(), name.into());
+            assert!(identity(&l).is_none(), "service {name:?}");
+            let mut l = labels(&base);
+            l.insert(LABEL_CONTAINER.into(), name.into());
+            assert!(identity(&l).is_none(), "container {name:?}");
+        }
+        // A present but invalid supd label does not fall back to Compose's.
+        let mut l = labels(&base);
+        l.insert(COMPOSE_NUMBER.into(), "1".into());
+        l.insert(LABEL_INSTANCE.into(), "x".into());
+        assert!(identity(&l).is_none());
+        let mut l = labels(&base);
+        l.insert(LABEL_SERVICE.into(), "a".repeat(63));
+        assert!(identity(&l).is_some());
+    }
+
+    #[test]
+    fn init_flag_and_version_are_strict() {
+        let mut l = labels(&[
+            (LABEL_APPLICATION, "a"),
+            (LABEL_SERVICE, "b"),
+            (LABEL_INSTANCE, "9"),
+        ]);
+        l.insert(LABEL_INIT.into(), "yes".into());
+        l.insert(LABEL_VERSION.into(), String::new());
+        let id = identity(&l).unwrap();
+        assert!(!id.init);
+        assert_eq!(id.application_version, None);
+        l.insert(LABEL_VERSION.into(), "v".repeat(MAX_VERSION_LEN + 1));
+        assert_eq!(identity(&l).unwrap().application_version, None);
+    }
+
+    #[test]
+    fn compose_one_off_containers_are_unmanaged() {
+        let mut l = labels(&[
+            (COMPOSE_PROJECT, "blog"),
+            (COMPOSE_SERVICE, "db"),
+            (COMPOSE_NUMBER, "1"),
+        ]);
+        l.insert(COMPOSE_ONEOFF.into(), "False".into());
+        assert!(identity(&l).is_some());
+        l.insert(COMPOSE_ONEOFF.into(), "True".into());
+        assert!(identity(&l).is_none());
+        l.insert(LABEL_INSTANCE.into(), "7".into());
+        assert_eq!(identity(&l).unwrap().instance, 7);
+    }
+
+    #[test]
+    fn parses_a_full_container() {
+        let r = rec(MAIN);
+        assert_eq!(
+            r.id,
+            "1a3ea50401cf05f9532a5121b35d2d8597b558e5c6e9862be0af9a439a39dd7a"
+        );
+        assert_eq!(r.name, "model-main");
+        assert_eq!(r.identity.application, "shop");
+        assert_eq!(r.identity.service, "web");
+        assert_eq!(r.identity.instance, 1);
+        assert_eq!(r.identity.container, "main");
+        assert_eq!(r.identity.application_version.as_deref(), Some("1.2.3"));
+        assert_eq!(r.status, "running");
+        assert!(r.running && !r.paused && !r.restarting);
+        assert_eq!(r.pid, 7365);
+        assert_eq!(
+            r.started_at.as_deref(),
+            Some("2026-11-27T13:56:48.612165962Z")
+        );
+        assert_eq!(r.finished_at, None);
+        assert_eq!(r.health, None);
+        assert_eq!(r.user, "1000:1000");
+        assert_eq!(r.env, ["FOO=bar", "PATH=/bin"]);
+        assert_eq!(r.working_dir, "/tmp");
+        assert_eq!(r.network_mode, "supd-model-net");
+        assert_eq!(r.stop_timeout, Some(7));
+        assert_eq!(r.image, "supd-test-busybox");
+        assert_eq!(r.devices, ["/dev/xnull"]);
+        assert!(r.gpus.is_empty());
+        assert_eq!(r.nvidia_capabilities, None);
+        assert_eq!(
+            r.networks,
+            [Network {
+                name: "supd-model-net".into(),
+                ip: Some("172.18.0.2".parse().unwrap()),
+                prefix_len: 16,
+                ipv6: None,
+                ipv6_prefix_len: 0,
+                gateway: Some("172.18.0.1".parse().unwrap()),
+                aliases: vec!["web".into(), "web-1".into(), "1a3ea50401cf".into()],
+            }]
+        );
+        let port = |port, protocol: &str, ip: &str, host_port| Port {
+            port,
+            protocol: protocol.into(),
+            host_ip: Some(ip.parse().unwrap()),
+            host_port,
+        };
+        assert_eq!(
+            r.ports,
+            [
+                port(80, "tcp", "127.0.0.1", 18080),
+                port(81, "udp", "0.0.0.0", 18081),
+                port(81, "udp", "::", 18081)
+            ]
+        );
+        let m =
+            |kind, name: Option<&str>, source: &str, dest: &str, size: Option<&str>, ro| Mount {
+                kind,
+                name: name.map(str::to_string),
+                source: source.into(),
+                destination: dest.into(),
+                size: size.map(str::to_string),
+                read_only: ro,
+            };
+        assert_eq!(
+            r.mounts,
+            [
+                m(
+                    MountKind::Volume,
+                    Some("shop_data"),
+                    "/var/lib/docker/volumes/shop_data/_data",
+                    "/data",
+                    None,
+                    false
+                ),
+                m(MountKind::Tmpfs, None, "", "/cache", Some("1048576"), false),
+                m(MountKind::Bind, None, "/tmp", "/host-tmp", None, true),
+                m(MountKind::Tmpfs, None, "", "/scratch", Some("64m"), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn health_and_its_history() {
+        let r = rec(SIDECAR);
+        assert_eq!(r.health.as_deref(), Some("healthy"));
+        assert!(r.health_passed);
+        assert_eq!(r.network_mode, format!("container:{}", rec(MAIN).id));
+        assert!(r.networks.is_empty());
+        let r = rec(STARTING);
+        assert_eq!(r.health.as_deref(), Some("starting"));
+        assert!(!r.health_passed);
+        let r = rec(UNHEALTHY);
+        assert_eq!(r.health.as_deref(), Some("unhealthy"));
+        assert!(!r.health_passed);
+    }
+
+    #[test]
+    fn exited_created_restarting() {
+        let r = rec(SETUP);
+        assert!(r.identity.init);
+        assert_eq!((r.status.as_str(), r.exit_code, r.pid), ("exited", 0, 0));
+        assert!(r.finished_at.is_some());
+        let r = rec(GPU);
+        assert_eq!(r.status, "created");
+        assert_eq!((r.started_at, r.finished_at), (None, None));
+        assert_eq!(r.gpus, ["GPU-de663f3f-856c-4e48-9269-c2269169bfda"]);
+        assert_eq!(r.nvidia_capabilities.as_deref(), Some("utility, compute"));
+        let r = rec(RESTARTING);
+        assert_eq!(r.status, "restarting");
+        assert!(r.restarting && r.running);
+        assert_eq!(r.exit_code, 3);
+        assert!(r.restart_count > 0);
+    }
+
+    #[test]
+    fn ipv6_and_several_networks() {
+        let r = rec(V6);
+        let names: Vec<_> = r.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["bridge", "supd-model-net", "supd-model-net6"]);
+        let n6 = &r.networks[2];
+        assert_eq!(n6.ip, Some("172.30.5.2".parse().unwrap()));
+        assert_eq!(n6.prefix_len, 24);
+        assert_eq!(n6.ipv6, Some("fd00:5d::2".parse().unwrap()));
+        assert_eq!(n6.ipv6_prefix_len, 64);
+        assert_eq!(r.networks[0].aliases, Vec::<String>::new());
+    }
+
+    #[test]
+    fn compose_container() {
+        let r = rec(COMPOSE);
+        assert_eq!(r.identity.application, "blog");
+        assert_eq!(r.identity.container, "db");
+        assert_eq!(r.compose_project.as_deref(), Some("blog"));
+        assert_eq!(r.mounts[0].name.as_deref(), Some("blog_dbdata"));
+        assert_eq!(r.mounts[1].destination, "/run");
+        assert_eq!(r.mounts[1].size, None);
+    }
+
+    #[test]
+    fn list_marks_managed_entries() {
+        let ids = list_entry_ids(LIST).unwrap();
+        assert_eq!(ids.len(), 10);
+        let foreign: Vec<_> = ids
+            .iter()
+            .filter(|(_, m)| !m)
+            .map(|(id, _)| &id[..12])
+            .collect();
+        assert_eq!(foreign, ["aab0f4758faa"]);
+        assert!(ids.iter().all(|(id, _)| id.len() == 64));
+        assert_eq!(list_entry_ids(b"[]").unwrap(), []);
+        assert_eq!(
+            list_entry_ids(br#"[{"Id":"x","Labels":null},{}]"#).unwrap(),
+            [("x".to_string(), false)]
+        );
+        assert!(list_entry_ids(b"{}").is_err());
+    }
+
+    #[test]
+    fn unmanaged_container_is_none() {
+        assert_eq!(
+            parse(br#"{"Id":"abc","Config":{"Labels":{"a":"b"}}}"#).unwrap(),
+            None
+        );
+        assert_eq!(parse(br#"{"Id":"abc"}"#).unwrap(), None);
+        assert_eq!(parse(br#"{"Id":"abc","Config":null}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn nulls_and_missing_fields_are_tolerated() {
+        let json = br#"{"Id":"abc","Name":null,"State":{"Health":{"Status":null,"Log":null}},
+            "Config":{"Labels":{"io.supd.application":"a","io.supd.service":"b","io.supd.instance":"1"},
+                      "Env":null,"StopTimeout":null},
+            "HostConfig":{"Tmpfs":null,"Devices":null,"DeviceRequests":[{"Capabilities":[null,["gpu"]],"DeviceIDs":null}],"Mounts":null},
+            "NetworkSettings":{"Networks":{"n":{"IPAddress":"","Aliases":null}},"Ports":{"80/tcp":null,"x/tcp":[{"HostPort":"1"}]}},
+            "Mounts":[{"Type":"volume"}]}"#;
+        let r = rec(json);
+        assert_eq!(r.name, "");
+        assert_eq!(r.health, None);
+        assert_eq!(r.networks[0].ip, None);
+        assert!(r.ports.is_empty());
+        assert!(r.gpus.is_empty());
+        assert_eq!(r.nvidia_capabilities, None);
+        assert_eq!(r.mounts[0].kind, MountKind::Volume);
+        assert!(!r.mounts[0].read_only);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in [
+            &b""[..],
+            b"nul",
+            b"{\"Id\":1}",
+            b"\xff\xfe",
+            b"{\"State\":{\"Pid\":1e99}}",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let deep = "[".repeat(10_000);
+        assert!(parse(deep.as_bytes()).is_err());
+        let big = vec![b' '; MAX_INSPECT_LEN + 1];
+        assert!(matches!(parse(&big), Err(Error::TooLarge { .. })));
+        let e = parse(b"{").unwrap_err();
+        assert!(e.to_string().starts_with("malformed container document"));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
