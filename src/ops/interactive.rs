@@ -1,0 +1,322 @@
+//! `GET .../exec-interactive` (`v1.exec-interactive.supd`): a command in the container wired to
+//! a websocket, through a PTY (tty=true) or pipes.
+//!
+//! Bytes flow both ways with bounded buffers: when the client reads slowly the PTY is not read
+//! (the command blocks on its own output), and when the command does not read its input the
+//! client's frames are not read. Keystrokes such as Ctrl-C still reach a PTY promptly while
+//! output is paused, because pausing output never pauses input.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use nix::sys::signal::Signal;
+
+use super::proc::Proc;
+use super::wsclient::{Event, WsClient};
+use super::{Io, Progress, Role};
+use crate::container::{self, ExitStatus};
+use crate::server::net::Stream;
+use crate::ws::protocol::{self, ClientFrame};
+
+/// Largest output frame (the limit, and a good PTY read size).
+const OUT_CHUNK: usize = 64 * 1024;
+/// Input waiting for the command beyond this stops reading the client.
+const STDIN_LIMIT: usize = 256 * 1024;
+/// After the command exits, how long to wait for the rest of its output.
+const OUTPUT_LINGER: Duration = Duration::from_millis(500);
+
+pub struct Interactive {
+    client: Option<WsClient>,
+    proc: Proc,
+    /// The PTY master, or the output pipe.
+    out: Option<(File, Token)>,
+    /// The stdin pipe (pipes only; a PTY takes input on its master).
+    stdin: Option<(File, Token)>,
+    pty: bool,
+    /// Output read but not yet accepted by the websocket.
+    held: Option<Vec<u8>>,
+    to_child: Vec<u8>,
+    close_stdin_after: bool,
+    exited_at: Option<Instant>,
+    grace: Duration,
+    closing: bool,
+}
+
+impl Interactive {
+    pub fn start(
+        me: Token,
+        spawned: container::Spawned,
+        io: &mut Io<'_>,
+    ) -> std::io::Result<Interactive> {
+        let (proc, stdio) = Proc::from_spawned(me, spawned, io)?;
+        let (out, stdin, pty) = match stdio {
+            container::Io::Pty { master } => (File::from(master), None, true),
+            container::Io::Pipes { stdin, output } => (File::from(output), stdin.map(File::from), false),
+        };
+        let mut op = Interactive {
+            client: None,
+            proc,
+            out: None,
+            stdin: None,
+            pty,
+            held: None,
+            to_child: Vec::new(),
+            close_stdin_after: false,
+            exited_at: None,
+            grace: io.cfg.exec.kill_grace,
+            closing: false,
+        };
+        // Output is not read until the client is attached (nothing to send it to yet).
+        let interest = if pty { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let t = io.register(me, Role::Output, &mut SourceFd(&out.as_raw_fd()), interest)?;
+        op.out = Some((out, t));
+        if let Some(s) = stdin {
+            let t = io.register(me, Role::Stdin, &mut SourceFd(&s.as_raw_fd()), Interest::WRITABLE)?;
+            op.stdin = Some((s, t));
+        }
+        Ok(op)
+    }
+
+    pub fn attach(
+        &mut self,
+        me: Token,
+        stream: Stream,
+        peer: String,
+        head: Vec<u8>,
+        leftover: Vec<u8>,
+        io: &mut Io<'_>,
+    ) -> std::io::Result<()> {
+        self.client = Some(WsClient::attach(me, stream, peer, head, leftover, io)?);
+        Ok(())
+    }
+
+    pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
+        match role {
+            Some(r @ (Role::Intermediate | Role::Process)) => {
+                if self.proc.on_ready(me, r, io) {
+                    self.exited_at = Some(Instant::now());
+                    io.wake_at(me, Instant::now() + OUTPUT_LINGER);
+                }
+            }
+            None => {
+                self.proc.on_timer();
+                if let Some(c) = self.client.as_mut() {
+                    c.on_timer(me, io);
+                }
+            }
+            _ => {}
+        }
+        // Whatever woke us, move every byte that can move now: the order below makes input
+        // (Ctrl-C) go before output.
+        self.pump_input(me, io);
+        self.write_child();
+        self.pump_output(me, io);
+        self.finish_if_done(me, io)
+    }
+
+    /// Read client frames while the command can take their input.
+    fn pump_input(&mut self, me: Token, io: &mut Io<'_>) {
+        loop {
+            if self.to_child.len() >= STDIN_LIMIT || self.closing {
+                return;
+            }
+            let Some(client) = self.client.as_mut() else {
+                return;
+            };
+            let Some(ev) = client.read() else {
+                return;
+            };
+            match ev {
+                Event::Message(data) => match protocol::parse_client_frame(&data) {
+                    Ok(ClientFrame::Stdin(bytes)) => {
+                        if !self.close_stdin_after {
+                            self.to_child.extend_from_slice(bytes);
+                        }
+                    }
+                    Ok(ClientFrame::Resize { rows, cols }) => {
+                        if self.pty
+                            && let Some((f, _)) = self.out.as_ref()
+                            && let Err(e) = container::set_winsize(f.as_fd(), rows, cols)
+                        {
+                            log::debug!("resize: {e}");
+                        }
+                    }
+                    Ok(ClientFrame::CloseStdin) => self.close_stdin_after = true,
+                    Err(e) => {
+                        self.closing = true;
+                        client.close(me, protocol::CLOSE_UNSUPPORTED, &e.to_string(), io);
+                        self.hang_up(me, io);
+                    }
+                },
+                Event::Text => {
+                    self.closing = true;
+                    client.close(me, 1003, "text frames are not part of v1.exec-interactive.supd", io);
+                    self.hang_up(me, io);
+                }
+                Event::Closed { .. } => {
+                    self.closing = true;
+                    self.hang_up(me, io);
+                }
+            }
+        }
+    }
+
+    /// The client is gone or closing: SIGHUP to the session, SIGKILL after a grace period.
+    fn hang_up(&mut self, me: Token, io: &mut Io<'_>) {
+        self.proc.terminate(me, Signal::SIGHUP, self.grace, io);
+    }
+
+    /// Write pending input to the command; close its stdin when asked and drained.
+    fn write_child(&mut self) {
+        let target = if self.pty {
+            self.out.as_mut().map(|(f, _)| f)
+        } else {
+            self.stdin.as_mut().map(|(f, _)| f)
+        };
+        let Some(f) = target else {
+            self.to_child.clear();
+            return;
+        };
+        while !self.to_child.is_empty() {
+            match f.write(&self.to_child) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.to_child.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The command closed its input (or exited): drop what it will never read.
+                    self.to_child.clear();
+                    break;
+                }
+            }
+        }
+        if self.to_child.capacity() > STDIN_LIMIT {
+            self.to_child.shrink_to(16 * 1024);
+        }
+        if self.close_stdin_after && self.to_child.is_empty() {
+            if self.pty {
+                // A terminal has no separate input to close: send the EOF character (VEOF,
+                // Ctrl-D), which is what a user at the terminal would type.
+                if let Some((f, _)) = self.out.as_mut() {
+                    let _ = f.write(&[0x04]);
+                }
+            } else {
+                // Dropping our end gives the command EOF on stdin.
+                self.stdin = None;
+            }
+            self.close_stdin_after = false;
+        }
+    }
+
+    /// Move output to the client while it accepts more.
+    fn pump_output(&mut self, me: Token, io: &mut Io<'_>) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        client.pump();
+        if let Some(data) = self.held.take()
+            && !client.send(&data)
+        {
+            self.held = Some(data);
+            return;
+        }
+        let mut buf = vec![0u8; OUT_CHUNK];
+        let mut frames = 0;
+        while let Some((f, _)) = self.out.as_mut() {
+            if !client.can_send() {
+                break;
+            }
+            if frames >= 16 {
+                // Fairness: let other sessions run; we come back at once.
+                io.wake_at(me, Instant::now());
+                break;
+            }
+            match f.read(&mut buf) {
+                Ok(0) => {
+                    self.close_output(io);
+                    break;
+                }
+                Ok(n) => {
+                    frames += 1;
+                    if !client.send(&buf[..n]) {
+                        self.held = Some(buf[..n].to_vec());
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // EIO: every holder of the PTY's slave side is gone.
+                    self.close_output(io);
+                    break;
+                }
+            }
+        }
+        client.pump();
+    }
+
+    fn close_output(&mut self, io: &mut Io<'_>) {
+        if let Some((f, t)) = self.out.take() {
+            io.deregister(t, &mut SourceFd(&f.as_raw_fd()));
+        }
+    }
+
+    fn finish_if_done(&mut self, me: Token, io: &mut Io<'_>) -> Progress {
+        let mut p = Progress::default();
+        let client_dead = self.client.as_ref().is_none_or(|c| c.dead);
+        if client_dead && !self.proc.exited() {
+            self.hang_up(me, io);
+        }
+        let output_done = self.out.is_none()
+            || self.exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_LINGER);
+        if let Some(status) = self.proc.status
+            && output_done
+            && self.held.is_none()
+            && let Some(c) = self.client.as_mut()
+            && !c.closing()
+            && !c.dead
+        {
+            let reason = match status {
+                ExitStatus::Code(n) => protocol::exit_reason_code(n),
+                ExitStatus::Signal(n) => protocol::exit_reason_signal(n),
+            };
+            c.close(me, 1000, &reason, io);
+            c.pump();
+        }
+        if self.proc.exited() && (client_dead || self.client.as_ref().is_some_and(|c| c.dead)) {
+            p.done = true;
+        }
+        p
+    }
+
+    /// The daemon is stopping.
+    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+        if let Some(c) = self.client.as_mut() {
+            c.close(me, 1001, "supd is shutting down", io);
+            c.pump();
+        }
+        self.closing = true;
+        self.hang_up(me, io);
+    }
+
+    pub fn release(&mut self, io: &mut Io<'_>) {
+        self.close_output(io);
+        if let Some((f, t)) = self.stdin.take() {
+            io.deregister(t, &mut SourceFd(&f.as_raw_fd()));
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.release(io);
+        }
+        self.proc.release(io);
+    }
+
+    pub fn abandon(&mut self) {
+        self.proc.abandon();
+    }
+}

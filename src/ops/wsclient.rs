@@ -1,0 +1,218 @@
+//! The client side of a websocket operation: the upgraded connection, its 101 head, pings,
+//! and the close handshake, driven by the loop's readiness events.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Token};
+
+use super::{Io, Role};
+use crate::server::net::Stream;
+use crate::ws::session::{self, Incoming, Session};
+
+/// A peer that does not answer our close within this long is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct WsClient {
+    pub session: Session<Stream>,
+    token: Token,
+    /// The 101 head (and anything queued before it) still to write, raw, before any frame.
+    head: Vec<u8>,
+    pub peer: String,
+    ping_interval: Duration,
+    idle_timeout: Option<Duration>,
+    next_ping: Instant,
+    last_activity: Instant,
+    close_sent: Option<Instant>,
+    /// Set when the session can no longer be used (error, close complete, timeout).
+    pub dead: bool,
+}
+
+pub enum Event {
+    Message(Vec<u8>),
+    /// A text frame: not part of any supd protocol.
+    Text,
+    /// The peer closed (its close is answered).
+    Closed { code: u16, reason: String },
+}
+
+impl WsClient {
+    pub fn attach(
+        me: Token,
+        mut stream: Stream,
+        peer: String,
+        head: Vec<u8>,
+        leftover: Vec<u8>,
+        io: &mut Io<'_>,
+    ) -> std::io::Result<WsClient> {
+        let ws = &io.cfg.ws;
+        let limits = session::Limits {
+            max_message: ws.max_message,
+            max_frame: ws.max_frame,
+            write_buffer: ws.write_buffer,
+            read_buffer: 16 * 1024,
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let token = io.register(me, Role::Client, &mut stream, interest)?;
+        let now = Instant::now();
+        let client = WsClient {
+            session: Session::new(stream, leftover, &limits),
+            token,
+            head,
+            peer,
+            ping_interval: ws.ping_interval,
+            idle_timeout: ws.idle_timeout,
+            next_ping: now + ws.ping_interval,
+            last_activity: now,
+            close_sent: None,
+            dead: false,
+        };
+        io.wake_at(me, client.next_ping);
+        Ok(client)
+    }
+
+    /// Read the next message, if one is complete. Errors kill the session (after queueing the
+    /// close frame a protocol error calls for).
+    pub fn read(&mut self) -> Option<Event> {
+        if self.dead {
+            return None;
+        }
+        match self.session.read() {
+            Ok(None) => None,
+            Ok(Some(Incoming::Binary(b))) => {
+                self.last_activity = Instant::now();
+                Some(Event::Message(b.to_vec()))
+            }
+            Ok(Some(Incoming::Text(_))) => {
+                self.last_activity = Instant::now();
+                Some(Event::Text)
+            }
+            Ok(Some(Incoming::Closed { code, reason })) => Some(Event::Closed { code, reason }),
+            Err(session::Error::Protocol { close_code, reason, .. }) => {
+                log::info!("{}: websocket protocol error {close_code}: {reason}", self.peer);
+                // The close frame is queued; flush it, then drop the connection.
+                let _ = self.flush();
+                self.dead = true;
+                None
+            }
+            Err(e) => {
+                log::debug!("{}: websocket: {e}", self.peer);
+                self.dead = true;
+                None
+            }
+        }
+    }
+
+    /// Queue a binary message. Ok(false): not queued, the caller must hold its data and stop
+    /// reading its source until `can_send`.
+    pub fn send(&mut self, data: &[u8]) -> bool {
+        if self.dead || self.close_sent.is_some() {
+            return true;
+        }
+        match self.session.send_binary(data) {
+            Ok(queued) => queued,
+            Err(e) => {
+                log::debug!("{}: websocket send: {e}", self.peer);
+                self.dead = true;
+                true
+            }
+        }
+    }
+
+    pub fn can_send(&self) -> bool {
+        !self.dead && self.session.can_send()
+    }
+
+    /// Start the close handshake.
+    pub fn close(&mut self, me: Token, code: u16, reason: &str, io: &mut Io<'_>) {
+        if self.close_sent.is_some() || self.dead {
+            return;
+        }
+        if self.session.close(code, reason).is_err() {
+            self.dead = true;
+            return;
+        }
+        let now = Instant::now();
+        self.close_sent = Some(now);
+        io.wake_at(me, now + CLOSE_TIMEOUT);
+    }
+
+    pub fn closing(&self) -> bool {
+        self.close_sent.is_some()
+    }
+
+    /// Write the head, then queued frames. Ok(true) when everything is out.
+    pub fn flush(&mut self) -> std::io::Result<bool> {
+        while !self.head.is_empty() {
+            match self.session.get_mut().write(&self.head) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.head.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.session.flush() {
+            Ok(done) => Ok(done),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Flush, and mark the session dead if the socket broke or the close handshake is over.
+    pub fn pump(&mut self) {
+        if self.dead {
+            return;
+        }
+        if self.flush().is_err() {
+            self.dead = true;
+        }
+        if self.session.is_closed() && !self.session.wants_write() && self.head.is_empty() {
+            self.dead = true;
+        }
+    }
+
+    /// Timer work: pings, ping timeout, idle timeout, close timeout.
+    pub fn on_timer(&mut self, me: Token, io: &mut Io<'_>) {
+        if self.dead {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(sent) = self.close_sent {
+            if now >= sent + CLOSE_TIMEOUT {
+                self.dead = true;
+            }
+            return;
+        }
+        let seen = self.session.last_seen().max(self.last_activity);
+        // A peer that answered none of the last two pings is gone (vanished without a close).
+        if now >= seen + self.ping_interval * 2 + self.ping_interval / 2 {
+            log::info!("{}: no answer to pings, dropping the session", self.peer);
+            self.dead = true;
+            return;
+        }
+        if let Some(idle) = self.idle_timeout
+            && now >= self.last_activity + idle
+        {
+            self.close(me, 1000, "idle timeout", io);
+            return;
+        }
+        if now >= self.next_ping {
+            if self.session.ping().is_err() {
+                self.dead = true;
+                return;
+            }
+            self.next_ping = now + self.ping_interval;
+        }
+        let mut next = self.next_ping;
+        if let Some(idle) = self.idle_timeout {
+            next = next.min(self.last_activity + idle);
+        }
+        io.wake_at(me, next);
+    }
+
+    pub fn release(&mut self, io: &mut Io<'_>) {
+        io.deregister(self.token, self.session.get_mut());
+    }
+}
