@@ -1,1 +1,353 @@
-//! placeholder
+//! Raw process syscalls for entering containers: fork and clone, pidfds, terminals, openat2,
+//! capabilities, execve.
+//!
+//! The functions meant for forked children (everything after `fork_child` returns in the
+//! child) never allocate: the parent may have been multi-threaded (tests are), and a lock held
+//! by a thread that did not survive the fork would deadlock the child.
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::ForkResult;
+
+/// `TIOCGPTPEER` (Linux 4.13): opens the slave of a PTY master without a path lookup, so the
+/// slave is the one of the master's own devpts instance. `_IO('T', 0x41)`.
+const TIOCGPTPEER: libc::c_ulong = 0x5441;
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Exit status of a child whose setup failed, like a shell's "found but cannot run".
+pub const EXIT_SETUP_FAILED: i32 = 126;
+
+/// Forks. The child runs `child` and exits with its return value through `_exit`, so it
+/// never returns into the caller's stack frames, never runs destructors or atexit handlers
+/// of the parent's state, and never flushes buffers the parent owns.
+///
+/// `child` must not allocate or take locks when the calling process has other threads.
+pub fn fork_child<F: FnOnce() -> i32>(child: F) -> nix::Result<i32> {
+    // SAFETY: the child runs only `child` and then `_exit`s (`run_child` never returns, even
+    // on panic). In a multi-threaded caller a lock held by another thread stays held in the
+    // child; `child` is required not to take any, and a violation deadlocks the child rather
+    // than corrupting memory. The parent side is ordinary.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+        ForkResult::Child => run_child(child),
+    }
+}
+
+/// `clone(CLONE_PARENT | SIGCHLD)` with no new stack: like fork, but the new process is a
+/// child of the caller's parent, so the caller may exit without orphaning it. The new
+/// process runs `child` and `_exit`s with its return value. Returns the new pid as the
+/// caller's PID namespace sees it.
+///
+/// Only for a single-threaded caller (a forked child), which has nothing to lock.
+pub fn clone_sibling<F: FnOnce() -> i32>(child: F) -> nix::Result<i32> {
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a null stack makes clone behave like fork: the new process continues on a
+    // copy-on-write copy of this stack. No pointers are passed (ptid, ctid, tls are null and
+    // unused without the matching flags). The caller is single-threaded, so no lock can be
+    // held by a thread missing from the copy. The new process only runs `child` and `_exit`s.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            ptr::null_mut::<libc::c_void>(),
+            ptr::null_mut::<c_int>(),
+            ptr::null_mut::<c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => run_child(child),
+        pid => Ok(pid as i32),
+    }
+}
+
+fn run_child<F: FnOnce() -> i32>(child: F) -> ! {
+    /// Ends the process if `child` unwinds, so a panic can never return into the parent's
+    /// code running in this copy of the process.
+    struct ExitOnUnwind;
+    impl Drop for ExitOnUnwind {
+        fn drop(&mut self) {
+            exit_now(EXIT_SETUP_FAILED);
+        }
+    }
+    let guard = ExitOnUnwind;
+    let code = child();
+    std::mem::forget(guard);
+    exit_now(code)
+}
+
+/// `_exit`: ends the process at once, without running anything of the parent's.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` takes a plain integer and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `pidfd_open(pid, PIDFD_NONBLOCK)`. A pidfd is always close-on-exec.
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: plain integer arguments; the kernel returns a new descriptor or -1.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            pid as libc::pid_t,
+            libc::PIDFD_NONBLOCK as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `ret` is a descriptor the kernel just created for us and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as c_int) })
+}
+
+/// `struct open_how` (libc's is non-exhaustive, so it cannot be built here).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(dir, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: resolves `path`
+/// as if `dir` were `/`, so absolute symlinks and `..` inside another root (a container's,
+/// through `/proc/<pid>/root`) cannot escape it, and `/proc/*/fd` links are refused.
+pub fn open_in_root(dir: BorrowedFd<'_>, path: &CStr, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | OFlag::O_CLOEXEC).bits() as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` is a valid `open_how` whose size we pass;
+    // both outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `ret` is a descriptor the kernel just created for us and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as c_int) })
+}
+
+/// Unlocks a PTY slave (`unlockpt`), needed before the slave can be opened.
+pub fn unlock_pty(master: BorrowedFd<'_>) -> nix::Result<()> {
+    let unlock: c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, which is valid for the call.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) };
+    Errno::result(ret).map(drop)
+}
+
+/// Opens the slave of `master` (`TIOCGPTPEER`), read-write, no controlling-tty side effect,
+/// close-on-exec.
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes an int of open flags by value and returns a new descriptor.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER, flags) };
+    let fd = Errno::result(ret)?;
+    // SAFETY: `fd` is a descriptor the kernel just created for us and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `tty` the controlling terminal of the calling session leader (`TIOCSCTTY`).
+pub fn set_controlling_terminal(tty: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int by value (0: do not steal from another session).
+    let ret = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0 as c_int) };
+    Errno::result(ret).map(drop)
+}
+
+/// Sets a terminal's window size (`TIOCSWINSZ`); the foreground group gets `SIGWINCH`.
+pub fn set_winsize(tty: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, valid for the call.
+    let ret = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    Errno::result(ret).map(drop)
+}
+
+/// Closes every descriptor from `first` up (`close_range(first, ~0, 0)`).
+pub fn close_from(first: u32) -> nix::Result<()> {
+    // SAFETY: plain integer arguments. Callers own every descriptor being closed: this runs
+    // just before execve, when no live `OwnedFd` above `first` is used again.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0 as c_int) };
+    Errno::result(ret).map(drop)
+}
+
+/// Restores what a new program expects of signals: an empty mask (supd blocks the signals
+/// it reads from a signalfd) and default dispositions (ignored ones, such as the SIGPIPE that
+/// Rust ignores, would otherwise survive execve).
+pub fn reset_signals() -> nix::Result<()> {
+    for signal in 1..libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installs the default disposition, which involves no handler code. Numbers
+        // the C library reserves for itself (EINVAL) are left alone.
+        let old = unsafe { libc::signal(signal, libc::SIG_DFL) };
+        if old == libc::SIG_ERR && Errno::last() != Errno::EINVAL {
+            return Err(Errno::last());
+        }
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+}
+
+/// Drops every capability from 0 to `last_cap` that `keep` lacks from the bounding set
+/// (needs CAP_SETPCAP, so call it before changing uid).
+pub fn drop_bounding_capabilities(keep: u64, last_cap: u32) -> nix::Result<()> {
+    for cap in 0..=last_cap.min(63) {
+        if keep & (1u64 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_DROP takes the capability number by value.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        Errno::result(ret)?;
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Limits the effective and permitted sets to `mask` and empties the inheritable set (which
+/// also empties the ambient set).
+pub fn limit_capabilities(mask: u64) -> nix::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: version 3 reads the header and writes two `CapData`, both valid for the call.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    for (word, d) in data.iter_mut().enumerate() {
+        let m = (mask >> (32 * word)) as u32;
+        d.effective &= m;
+        d.permitted &= m;
+        d.inheritable = 0;
+    }
+    // SAFETY: version 3 reads the header and two `CapData`, both valid for the call.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
+}
+
+/// `getcwd` into `buf`; returns the path's length (without the NUL).
+pub fn getcwd_into(buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: `getcwd` writes at most `buf.len()` bytes, NUL included, into `buf`.
+    let ret = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if ret.is_null() {
+        return Err(Errno::last());
+    }
+    Ok(buf.iter().position(|&b| b == 0).unwrap_or(buf.len()))
+}
+
+/// A NULL-terminated array of C strings for execve, built before forking, with room for one
+/// more entry that a child can append without allocating.
+pub struct CStrArray {
+    strings: Vec<CString>,
+    extra: Vec<u8>,
+    /// Points into `strings` and `extra`, whose heap buffers never move; always ends in null.
+    ptrs: Vec<*const c_char>,
+}
+
+impl CStrArray {
+    /// `extra_bytes` reserves room for one appended entry (NUL included).
+    pub fn new(strings: Vec<CString>, extra_bytes: usize) -> Self {
+        let mut ptrs = Vec::with_capacity(strings.len() + 2);
+        ptrs.extend(strings.iter().map(|s| s.as_ptr()));
+        ptrs.push(ptr::null());
+        CStrArray {
+            strings,
+            extra: Vec::with_capacity(extra_bytes),
+            ptrs,
+        }
+    }
+
+    pub fn strings(&self) -> &[CString] {
+        &self.strings
+    }
+
+    /// Appends one entry made of `parts` concatenated, in the room reserved by `new`. Never
+    /// allocates: returns false when it does not fit or a part holds a NUL.
+    pub fn append_within_capacity(&mut self, parts: &[&[u8]]) -> bool {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+        if parts.iter().any(|p| p.contains(&0))
+            || self.extra.capacity() - self.extra.len() < len
+            || self.ptrs.len() == self.ptrs.capacity()
+        {
+            return false;
+        }
+        let start = self.extra.len();
+        for part in parts {
+            self.extra.extend_from_slice(part);
+        }
+        self.extra.push(0);
+        let entry = self.extra[start..].as_ptr().cast::<c_char>();
+        self.ptrs.pop();
+        self.ptrs.push(entry);
+        self.ptrs.push(ptr::null());
+        true
+    }
+}
+
+/// `execve`: only returns on failure, with the reason.
+pub fn execve(path: &CStr, argv: &CStrArray, envp: &CStrArray) -> Errno {
+    // SAFETY: `path` is NUL-terminated; both arrays are null-terminated arrays of pointers to
+    // NUL-terminated strings they own (see `CStrArray`), alive for the call.
+    unsafe { libc::execve(path.as_ptr(), argv.ptrs.as_ptr(), envp.ptrs.as_ptr()) };
+    Errno::last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cstr_array_appends_once_within_capacity() {
+        let strings = vec![CString::new("A=1").unwrap()];
+        let mut array = CStrArray::new(strings, 16);
+        assert!(array.append_within_capacity(&[b"HOME=", b"/root"]));
+        assert_eq!(array.ptrs.len(), 3);
+        assert!(array.ptrs[2].is_null());
+        // SAFETY: the pointer is to the NUL-terminated entry just appended, owned by `array`.
+        let appended = unsafe { CStr::from_ptr(array.ptrs[1]) };
+        assert_eq!(appended.to_bytes(), b"HOME=/root");
+        // Only one entry fits in the pointer array.
+        assert!(!array.append_within_capacity(&[b"X"]));
+    }
+
+    #[test]
+    fn cstr_array_refuses_what_does_not_fit() {
+        let mut array = CStrArray::new(Vec::new(), 4);
+        assert!(!array.append_within_capacity(&[b"HOME=/"]));
+        assert!(!array.append_within_capacity(&[b"a\0"]));
+        assert!(array.append_within_capacity(&[b"abc"]));
+    }
+}
