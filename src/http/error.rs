@@ -117,3 +117,52 @@ mod tests {
         assert_eq!(r.content_type, Some("application/yaml"));
     }
 }
+
+impl From<super::query::Error> for ApiError {
+    fn from(e: super::query::Error) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<crate::fields::Error> for ApiError {
+    fn from(e: crate::fields::Error) -> ApiError {
+        ApiError::bad_request(e.to_string()).info("parameter", "fields")
+    }
+}
+
+impl From<crate::ws::handshake::Error> for ApiError {
+    fn from(e: crate::ws::handshake::Error) -> ApiError {
+        use crate::ws::handshake::Error as E;
+        match e {
+            E::NotUpgrade => ApiError::new(426, "this endpoint needs a websocket upgrade")
+                .header("Upgrade", "websocket")
+                .header("Connection", "Upgrade"),
+            E::BadVersion => ApiError::new(426, "unsupported websocket version (13 is)")
+                .header("Sec-WebSocket-Version", "13"),
+            E::BadKey => ApiError::bad_request("missing or invalid Sec-WebSocket-Key"),
+            E::NoProtocol { offered } => ApiError::bad_request(format!(
+                "no acceptable websocket subprotocol in {offered:?}"
+            ))
+            .info("offered", offered),
+            E::ForbiddenOrigin { origin } => {
+                ApiError::new(403, format!("websocket upgrade from origin {origin:?} is not allowed"))
+            }
+        }
+    }
+}
+
+impl From<crate::container::Error> for ApiError {
+    fn from(e: crate::container::Error) -> ApiError {
+        use crate::container::Error as E;
+        match e {
+            E::ContainerGone { .. } => {
+                ApiError::conflict("the container is not running (its process is gone)")
+            }
+            E::BadCommand(why) => ApiError::bad_request(format!("cmd: {why}")),
+            other => {
+                log::error!("spawn: {other}");
+                ApiError::new(500, format!("cannot start the command: {other}"))
+            }
+        }
+    }
+}

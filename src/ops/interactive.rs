@@ -228,6 +228,7 @@ impl Interactive {
         }
         let mut buf = vec![0u8; OUT_CHUNK];
         let mut frames = 0;
+        let mut eof = false;
         while let Some((f, _)) = self.out.as_mut() {
             if !client.can_send() {
                 break;
@@ -239,7 +240,7 @@ impl Interactive {
             }
             match f.read(&mut buf) {
                 Ok(0) => {
-                    self.close_output(io);
+                    eof = true;
                     break;
                 }
                 Ok(n) => {
@@ -253,12 +254,15 @@ impl Interactive {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     // EIO: every holder of the PTY's slave side is gone.
-                    self.close_output(io);
+                    eof = true;
                     break;
                 }
             }
         }
         client.pump();
+        if eof {
+            self.close_output(io);
+        }
     }
 
     fn close_output(&mut self, io: &mut Io<'_>) {

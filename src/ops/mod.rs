@@ -3,9 +3,11 @@
 //! progress when they become ready, when a timer fires, or when Docker answers.
 
 pub mod exec;
+pub mod interactive;
 pub mod proc;
 pub mod state;
 pub mod target;
+pub mod wsclient;
 
 use std::collections::HashMap;
 use std::io;
@@ -15,6 +17,7 @@ use mio::event::Source;
 use mio::{Interest, Poll, Token};
 
 use crate::config::Config;
+use crate::ws::{handshake, protocol};
 use crate::container;
 use crate::http::response::negotiate;
 use crate::docker::client::{Client as DockerClient, Purpose};
@@ -153,6 +156,7 @@ pub enum Started {
 /// The long-lived operations.
 pub enum Op {
     Exec(exec::Exec),
+    Interactive(Box<interactive::Interactive>),
 }
 
 impl Op {
@@ -165,32 +169,41 @@ impl Op {
     ) -> Progress {
         match self {
             Op::Exec(e) => e.drive(me, ev.map(|e| e.role), io),
+            Op::Interactive(s) => s.drive(me, ev.map(|e| e.role), io),
         }
     }
 
     pub fn set_request_log(&mut self, log: RequestLog) {
         match self {
             Op::Exec(e) => e.set_log(log),
+            Op::Interactive(_) => drop(log),
         }
     }
 
+    /// Hand the upgraded connection to a websocket operation. `pending` is HTTP output not
+    /// yet written (earlier pipelined answers); it goes out before the 101 `head`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attach_client(
         &mut self,
-        _stream: Stream,
-        _peer: String,
-        _pending: Vec<u8>,
-        _head: Vec<u8>,
-        _leftover: Vec<u8>,
-        _io: &mut Io<'_>,
+        me: Token,
+        stream: Stream,
+        peer: String,
+        pending: Vec<u8>,
+        head: Vec<u8>,
+        leftover: Vec<u8>,
+        io: &mut Io<'_>,
     ) -> io::Result<()> {
+        let mut out = pending;
+        out.extend_from_slice(&head);
         match self {
             Op::Exec(_) => Err(io::Error::other("exec is not a websocket operation")),
+            Op::Interactive(s) => s.attach(me, stream, peer, out, leftover, io),
         }
     }
 
     pub fn docker_reply(&mut self, _purpose: &Purpose, _reply: Result<(u16, Vec<u8>), String>) {
         match self {
-            Op::Exec(_) => {}
+            Op::Exec(_) | Op::Interactive(_) => {}
         }
     }
 
@@ -198,6 +211,7 @@ impl Op {
     pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
         match self {
             Op::Exec(e) => e.client_gone(me, io),
+            Op::Interactive(_) => {}
         }
     }
 
@@ -205,6 +219,7 @@ impl Op {
     pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
         match self {
             Op::Exec(e) => e.client_gone(me, io),
+            Op::Interactive(s) => s.shutdown(me, io),
         }
     }
 
@@ -212,6 +227,7 @@ impl Op {
     pub fn release(&mut self, io: &mut Io<'_>) {
         match self {
             Op::Exec(e) => e.release(io),
+            Op::Interactive(s) => s.release(io),
         }
     }
 
@@ -219,6 +235,7 @@ impl Op {
     pub fn abandon(&mut self) {
         match self {
             Op::Exec(e) => e.abandon(),
+            Op::Interactive(s) => s.abandon(),
         }
     }
 }
@@ -233,42 +250,92 @@ pub fn start(
     env: &Env<'_>,
     io: &mut Io<'_>,
 ) -> Result<Started, ApiError> {
-    if let Endpoint::Exec {
-        instance,
-        target: target @ (ContainerRef::Container(_) | ContainerRef::Init(_)),
-    } = &route.endpoint
-    {
-        state::check_params(query, &["site"])?;
-        state::check_site(query, &env.cfg.site)?;
-        let cmd = exec::parse_cmd(req)?;
-        let rec = target::find(env.mirror, &route.application, instance, target)?;
-        target::require_running(rec)?;
-        let argv = container::split_words(&cmd).map_err(|e| ApiError::bad_request(format!("cmd: {e}")))?;
-        let spawned = container::spawn(&target::exec_target(rec), &argv, container::Stdio::Pipes { stdin: false })
-            .map_err(target::spawn_error)?;
-        let format = negotiate(
-            req.header("accept"),
-            &[Format::Json, Format::Yaml, Format::OctetStream],
-        );
-        let op = exec::Exec::start(me, spawned, format, req, io)
-            .map_err(|e| ApiError::new(500, format!("cannot follow the command: {e}")))?;
-        return Ok(Started::Pending(Op::Exec(op)));
-    }
-    let what = match &route.endpoint {
-        Endpoint::Exec { target: ContainerRef::Vm, .. }
-        | Endpoint::ExecInteractive { target: ContainerRef::Vm, .. }
-        | Endpoint::TcpConnect { target: ContainerRef::Vm, .. } => {
-            return Err(ApiError::new(
-                501,
-                "vm-container operations are not available on this host",
-            ));
+    match &route.endpoint {
+        Endpoint::Exec { instance, target } => {
+            state::check_params(query, &["site"])?;
+            state::check_site(query, &env.cfg.site)?;
+            let cmd = exec::parse_cmd(req)?;
+            let rec = target::find(env.mirror, &route.application, instance, target)?;
+            target::require_running(rec)?;
+            let argv = container::split_words(&cmd)?;
+            let spawned = container::spawn(
+                &target::exec_target(rec),
+                &argv,
+                container::Stdio::Pipes { stdin: false },
+            )?;
+            let format = negotiate(
+                req.header("accept"),
+                &[Format::Json, Format::Yaml, Format::OctetStream],
+            );
+            let op = exec::Exec::start(me, spawned, format, req, io)
+                .map_err(|e| ApiError::new(500, format!("cannot follow the command: {e}")))?;
+            Ok(Started::Pending(Op::Exec(op)))
         }
-        Endpoint::Exec { .. } => "exec",
-        Endpoint::ExecInteractive { .. } => "exec-interactive",
-        Endpoint::TcpConnect { .. } => "tcp-connect",
-        Endpoint::Connect { .. } => "connect",
-        Endpoint::Restart { .. } => "restart",
-        Endpoint::List | Endpoint::Get { .. } => "state",
+        Endpoint::ExecInteractive { instance, target } => {
+            let accepted = upgrade(req, &[protocol::EXEC_INTERACTIVE], env.cfg)?;
+            state::check_params(query, &["site", "fields", "cmd", "tty"])?;
+            state::check_site(query, &env.cfg.site)?;
+            let cmd = query
+                .single("cmd")?
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| ApiError::bad_request("cmd must be a non-blank string"))?;
+            let tty = match query.single("tty")? {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(v) => {
+                    return Err(ApiError::bad_request(format!(
+                        "tty must be true or false (got {v:?})"
+                    )));
+                }
+            };
+            let rec = target::find(env.mirror, &route.application, instance, target)?;
+            target::require_running(rec)?;
+            let argv = container::split_words(cmd)?;
+            let stdio = if tty {
+                container::Stdio::Pty { rows: 24, cols: 80 }
+            } else {
+                container::Stdio::Pipes { stdin: true }
+            };
+            let spawned = container::spawn(&target::exec_target(rec), &argv, stdio)?;
+            let op = interactive::Interactive::start(me, spawned, io)
+                .map_err(|e| ApiError::new(500, format!("cannot follow the command: {e}")))?;
+            Ok(Started::Upgrade(
+                Op::Interactive(Box::new(op)),
+                handshake::response_head(&accepted, &[]),
+            ))
+        }
+        Endpoint::TcpConnect { target: ContainerRef::Vm, .. } => Err(ApiError::new(
+            501,
+            "vm-container operations are not available on this host",
+        )),
+        Endpoint::TcpConnect { .. } => Err(not_yet("tcp-connect")),
+        Endpoint::Connect { .. } => Err(not_yet("connect")),
+        Endpoint::Restart { .. } => Err(not_yet("restart")),
+        Endpoint::List | Endpoint::Get { .. } => Err(ApiError::new(500, "not an operation")),
+    }
+}
+
+fn not_yet(what: &str) -> ApiError {
+    ApiError::new(501, format!("{what} is not implemented yet")).info("operation", what)
+}
+
+/// Check a websocket upgrade request; the 101 head is built from the result.
+pub fn upgrade(
+    req: &Request,
+    supported: &[&'static str],
+    cfg: &Config,
+) -> Result<handshake::Accepted, ApiError> {
+    let connection = req.header_joined("connection");
+    let upgrade = req.header_joined("upgrade");
+    let protocols = req.header_joined("sec-websocket-protocol");
+    let headers = handshake::UpgradeHeaders {
+        connection: connection.as_deref(),
+        upgrade: upgrade.as_deref(),
+        version: req.header("sec-websocket-version"),
+        key: req.header("sec-websocket-key"),
+        protocol: protocols.as_deref(),
+        origin: req.header("origin"),
+        host: req.header("host"),
     };
-    Err(ApiError::new(501, format!("{what} is not implemented yet")).info("operation", what))
+    Ok(handshake::check(&headers, supported, &cfg.ws.allowed_origins)?)
 }

@@ -92,17 +92,3 @@ pub fn exec_target(rec: &ContainerRecord) -> container::Target {
         working_dir: rec.working_dir.clone(),
     }
 }
-
-/// A spawn that failed before anything ran.
-pub fn spawn_error(e: container::Error) -> ApiError {
-    match e {
-        container::Error::ContainerGone { .. } => {
-            ApiError::conflict("the container is not running (its process is gone)")
-        }
-        container::Error::BadCommand(why) => ApiError::bad_request(format!("cmd: {why}")),
-        other => {
-            log::error!("spawn: {other}");
-            ApiError::new(500, format!("cannot start the command: {other}"))
-        }
-    }
-}

@@ -638,7 +638,7 @@ impl Server {
                 let mut op = op;
                 let attached = {
                     let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
-                    op.attach_client(stream, peer, pending, head, leftover, &mut io)
+                    op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
                 };
                 if let Err(e) = attached {
                     log::warn!("websocket attach: {e}");

@@ -1,0 +1,59 @@
+//! Sockets born inside a container's network namespace.
+//!
+//! The loop thread switches its own network namespace only around `socket(2)` and switches
+//! back before doing anything else: a socket keeps the namespace it was created in, so it is
+//! then an ordinary descriptor for the loop. If switching back ever failed, every later socket
+//! would be made in the wrong place, so the process aborts instead (systemd restarts it).
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+
+use super::{Error, Result};
+
+/// supd's own network namespace, opened once.
+fn home() -> Result<&'static File> {
+    static HOME: OnceLock<std::io::Result<File>> = OnceLock::new();
+    match HOME.get_or_init(|| File::open("/proc/thread-self/ns/net")) {
+        Ok(f) => Ok(f),
+        Err(e) => Err(Error::Io {
+            op: "open /proc/thread-self/ns/net",
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        }),
+    }
+}
+
+/// Open the network namespace of process `pid`.
+pub fn open(pid: i32) -> Result<File> {
+    File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::ContainerGone { pid }
+        } else {
+            Error::Io {
+                op: "open the container's network namespace",
+                source: e,
+            }
+        }
+    })
+}
+
+/// A non-blocking, close-on-exec socket created inside `ns`.
+pub fn socket_in(ns: &File, family: AddressFamily, ty: SockType) -> Result<OwnedFd> {
+    let home = home()?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Sys {
+        op: "setns(net)",
+        errno,
+    })?;
+    let sock = socket(family, ty, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None);
+    if let Err(errno) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+        log::error!("cannot switch back to supd's own network namespace: {errno}; aborting");
+        std::process::abort();
+    }
+    sock.map_err(|errno| Error::Sys {
+        op: "socket",
+        errno,
+    })
+}

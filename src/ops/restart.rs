@@ -1,0 +1,180 @@
+//! `POST .../service-instances/{si}/restart`: restart every container of the instance through
+//! the Docker API, without blocking the loop, and answer 204 when Docker has finished.
+//!
+//! Graceful (default): `POST /containers/{id}/restart` with no `t`, so Docker uses each
+//! container's own stop timeout. `no-delayed-shutdown: true`: kill, then start.
+
+use std::collections::VecDeque;
+
+use mio::Token;
+use serde::Deserialize;
+
+use super::{EnvMut, Progress, Reply};
+use crate::docker::client::Purpose;
+use crate::docker::mirror::Want;
+use crate::http::request::Request;
+use crate::http::{ApiError, Format, Response};
+use crate::server::RequestLog;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    #[serde(rename = "no-delayed-shutdown")]
+    no_delayed_shutdown: Option<bool>,
+}
+
+/// `no-delayed-shutdown` from an optional JSON/YAML body: absent or true; anything else 400.
+pub fn parse_immediate(req: &Request) -> Result<bool, ApiError> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let body: Body = serde_yaml::from_slice(&req.body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?;
+    match body.no_delayed_shutdown {
+        None => Ok(false),
+        Some(true) => Ok(true),
+        Some(false) => Err(ApiError::bad_request(
+            "no-delayed-shutdown must have the value true",
+        )),
+    }
+}
+
+const STEP_RESTART: u8 = 0;
+const STEP_KILL: u8 = 1;
+const STEP_START: u8 = 2;
+
+#[derive(Debug, PartialEq)]
+enum State {
+    Waiting,
+    Done,
+    Failed(String),
+}
+
+pub struct Restart {
+    /// `<application>/<instance>`: at most one restart per instance at a time.
+    pub key: String,
+    containers: Vec<(String, State)>,
+    immediate: bool,
+    started: bool,
+    replies: VecDeque<(Purpose, Result<(u16, Vec<u8>), String>)>,
+    format: Format,
+    keep_alive: bool,
+    log: Option<RequestLog>,
+    replied: bool,
+}
+
+impl Restart {
+    pub fn new(key: String, ids: Vec<String>, immediate: bool, format: Format, req: &Request) -> Restart {
+        Restart {
+            key,
+            containers: ids.into_iter().map(|id| (id, State::Waiting)).collect(),
+            immediate,
+            started: false,
+            replies: VecDeque::new(),
+            format,
+            keep_alive: req.keep_alive,
+            log: None,
+            replied: false,
+        }
+    }
+
+    pub fn set_log(&mut self, log: RequestLog) {
+        self.log = Some(log);
+    }
+
+    pub fn docker_reply(&mut self, purpose: &Purpose, reply: Result<(u16, Vec<u8>), String>) {
+        self.replies.push_back((purpose.clone(), reply));
+    }
+
+    pub fn drive(&mut self, me: Token, env: &mut EnvMut<'_>) -> Progress {
+        let mut p = Progress::default();
+        if !self.started {
+            self.started = true;
+            let step = if self.immediate { STEP_KILL } else { STEP_RESTART };
+            for (id, _) in &self.containers {
+                p.wants.push(request(me, id, step));
+            }
+        }
+        while let Some((purpose, reply)) = self.replies.pop_front() {
+            let Purpose::Restart { id, step, .. } = purpose else {
+                continue;
+            };
+            let outcome = match (step, reply) {
+                (_, Err(e)) => Err(format!("docker: {e}")),
+                // 304: already started; 409 on kill: it was not running — both fine here.
+                (STEP_RESTART, Ok((204, _))) | (STEP_START, Ok((204 | 304, _))) => Ok(None),
+                (STEP_KILL, Ok((204 | 409, _))) => Ok(Some(STEP_START)),
+                (_, Ok((status, body))) => Err(docker_message(status, &body)),
+            };
+            let Some(slot) = self.containers.iter_mut().find(|(i, _)| *i == id) else {
+                continue;
+            };
+            match outcome {
+                Ok(Some(next)) => p.wants.push(request(me, &id, next)),
+                Ok(None) => {
+                    env.mirror.note_api_restart(&id);
+                    slot.1 = State::Done;
+                }
+                Err(why) => {
+                    log::warn!("restart of {}: {why}", id.get(..12).unwrap_or(&id));
+                    slot.1 = State::Failed(why);
+                }
+            }
+        }
+        if self.containers.iter().all(|(_, s)| *s != State::Waiting) {
+            if !self.replied {
+                self.replied = true;
+                p.reply = Some(self.reply());
+            }
+            p.done = true;
+        }
+        p
+    }
+
+    fn reply(&mut self) -> Reply {
+        let failures: Vec<String> = self
+            .containers
+            .iter()
+            .filter_map(|(id, s)| match s {
+                State::Failed(why) => Some(format!("{}: {why}", id.get(..12).unwrap_or(id))),
+                _ => None,
+            })
+            .collect();
+        let response = if failures.is_empty() {
+            Response::new(204)
+        } else {
+            ApiError::new(502, format!("restart failed: {}", failures.join("; ")))
+                .into_response(self.format)
+        };
+        Reply {
+            response,
+            head_only: false,
+            keep_alive: self.keep_alive,
+            log: self.log.take(),
+        }
+    }
+}
+
+fn request(me: Token, id: &str, step: u8) -> Want {
+    let action = match step {
+        STEP_RESTART => "restart",
+        STEP_KILL => "kill",
+        _ => "start",
+    };
+    Want::Post {
+        path: format!("/containers/{id}/{action}"),
+        purpose: Purpose::Restart {
+            op: me,
+            id: id.to_string(),
+            step,
+        },
+    }
+}
+
+fn docker_message(status: u16, body: &[u8]) -> String {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    format!("docker answered {status}: {msg}")
+}

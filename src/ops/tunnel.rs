@@ -1,0 +1,402 @@
+//! `connect` (`v1.connect.supd`) and the deprecated `tcp-connect` (`v1.tcp-connect.supd`):
+//! a TCP or UDP socket wired to a websocket.
+//!
+//! For `connect` the socket is created inside the instance's network namespace, so
+//! `127.0.0.1` is the instance's own loopback. A TCP connect completes before the 101 is
+//! sent, so a refused or unreachable target gets an HTTP error instead of an upgrade that
+//! closes at once. Both directions have bounded buffers; a slow side pauses the other.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Token};
+use nix::sys::socket::{AddressFamily, SockType};
+
+use super::wsclient::{Event, WsClient};
+use super::{Io, Progress, Reply, Role};
+use crate::container;
+use crate::http::request::Request;
+use crate::http::{ApiError, Format, Response};
+use crate::server::RequestLog;
+use crate::server::net::Stream;
+
+/// Largest read from the socket per frame (and the UDP datagram limit, 65,507, fits).
+const CHUNK: usize = 64 * 1024;
+/// Bytes from the client waiting for the socket beyond which the client is not read.
+const TO_SOCKET_LIMIT: usize = 256 * 1024;
+
+enum Sock {
+    Tcp(TcpStream),
+    Udp(UdpSocket),
+}
+
+pub struct Tunnel {
+    client: Option<WsClient>,
+    sock: Sock,
+    sock_token: Token,
+    /// TCP: the connect is in progress until this deadline.
+    connecting: Option<Instant>,
+    head: Vec<u8>,
+    to_sock: Vec<u8>,
+    /// UDP datagrams from the client not yet sent.
+    datagrams: std::collections::VecDeque<Vec<u8>>,
+    held: Option<Vec<u8>>,
+    /// Half-close requested by the client (empty frame).
+    shut_write: bool,
+    sock_eof: bool,
+    /// Why the socket failed (reset, error): ends the session with 1011.
+    sock_error: Option<String>,
+    target: SocketAddr,
+    format: Format,
+    keep_alive: bool,
+    log: Option<RequestLog>,
+    replied: bool,
+}
+
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// What `start` produced: a TCP tunnel still connecting (answer later) or a ready one.
+pub enum Begun {
+    Connecting(Box<Tunnel>),
+    Ready(Box<Tunnel>),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    me: Token,
+    netns_of: Option<i32>,
+    proto: Proto,
+    target: SocketAddr,
+    head: Vec<u8>,
+    format: Format,
+    req: &Request,
+    io: &mut Io<'_>,
+) -> Result<Begun, ApiError> {
+    let family = if target.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let ty = match proto {
+        Proto::Tcp => SockType::Stream,
+        Proto::Udp => SockType::Datagram,
+    };
+    let fd = match netns_of {
+        Some(pid) => {
+            let ns = container::netns::open(pid)?;
+            container::netns::socket_in(&ns, family, ty)?
+        }
+        None => nix::sys::socket::socket(
+            family,
+            ty,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| ApiError::new(500, format!("socket: {e}")))?,
+    };
+    let addr = nix::sys::socket::SockaddrStorage::from(target);
+    let connecting = match nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => false,
+        Err(nix::errno::Errno::EINPROGRESS) => true,
+        Err(e) => return Err(connect_error(target, e as i32)),
+    };
+    let mut sock = match proto {
+        Proto::Tcp => {
+            let s = TcpStream::from_std(std::net::TcpStream::from(fd));
+            let _ = s.set_nodelay(true);
+            Sock::Tcp(s)
+        }
+        Proto::Udp => Sock::Udp(UdpSocket::from_std(std::net::UdpSocket::from(fd))),
+    };
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    let sock_token = match &mut sock {
+        Sock::Tcp(s) => io.register(me, Role::Socket, s, interest),
+        Sock::Udp(s) => io.register(me, Role::Socket, s, interest),
+    }
+    .map_err(|e| ApiError::new(500, format!("register socket: {e}")))?;
+    let deadline = Instant::now() + io.cfg.connect.connect_timeout;
+    let t = Tunnel {
+        client: None,
+        sock,
+        sock_token,
+        connecting: connecting.then_some(deadline),
+        head,
+        to_sock: Vec::new(),
+        datagrams: Default::default(),
+        held: None,
+        shut_write: false,
+        sock_eof: false,
+        sock_error: None,
+        target,
+        format,
+        keep_alive: req.keep_alive,
+        log: None,
+        replied: false,
+    };
+    if connecting {
+        io.wake_at(me, deadline);
+        Ok(Begun::Connecting(Box::new(t)))
+    } else {
+        Ok(Begun::Ready(Box::new(t)))
+    }
+}
+
+fn connect_error(target: SocketAddr, errno: i32) -> ApiError {
+    let e = std::io::Error::from_raw_os_error(errno);
+    ApiError::new(502, format!("cannot connect to {target}: {e}"))
+        .info("address", target.to_string())
+        .info("errno", errno)
+}
+
+impl Tunnel {
+    pub fn set_log(&mut self, log: RequestLog) {
+        self.log = Some(log);
+    }
+
+    /// The 101 head, taken when the HTTP connection is upgraded.
+    pub fn take_head(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.head)
+    }
+
+    pub fn attach(
+        &mut self,
+        me: Token,
+        stream: Stream,
+        peer: String,
+        head: Vec<u8>,
+        leftover: Vec<u8>,
+        io: &mut Io<'_>,
+    ) -> std::io::Result<()> {
+        self.client = Some(WsClient::attach(me, stream, peer, head, leftover, io)?);
+        Ok(())
+    }
+
+    pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
+        let mut p = Progress::default();
+        if let Some(deadline) = self.connecting {
+            return self.drive_connect(deadline);
+        }
+        if role.is_none()
+            && let Some(c) = self.client.as_mut()
+        {
+            c.on_timer(me, io);
+        }
+        self.pump_client_to_socket(me, io);
+        self.pump_socket_to_client(me, io);
+        let Some(c) = self.client.as_mut() else {
+            return p;
+        };
+        if !c.closing() && !c.dead && self.held.is_none() {
+            if let Some(why) = self.sock_error.take() {
+                c.close(me, 1011, &why, io);
+            } else if self.sock_eof {
+                c.close(me, 1000, "", io);
+            }
+            c.pump();
+        }
+        if c.dead {
+            p.done = true;
+        }
+        p
+    }
+
+    fn drive_connect(&mut self, deadline: Instant) -> Progress {
+        let mut p = Progress::default();
+        let Sock::Tcp(s) = &self.sock else {
+            return p;
+        };
+        let failed = match s.take_error() {
+            Ok(Some(e)) => Some(connect_error(self.target, e.raw_os_error().unwrap_or(0))),
+            Err(e) => Some(connect_error(self.target, e.raw_os_error().unwrap_or(0))),
+            Ok(None) => match s.peer_addr() {
+                Ok(_) => {
+                    self.connecting = None;
+                    p.upgrade = true;
+                    return p;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
+                    (Instant::now() >= deadline).then(|| {
+                        ApiError::new(504, format!("connecting to {} timed out", self.target))
+                            .info("address", self.target.to_string())
+                    })
+                }
+                Err(e) => Some(connect_error(self.target, e.raw_os_error().unwrap_or(0))),
+            },
+        };
+        if let Some(err) = failed
+            && !self.replied
+        {
+            self.replied = true;
+            p.reply = Some(Reply {
+                response: err.into_response(self.format),
+                head_only: false,
+                keep_alive: self.keep_alive,
+                log: self.log.take(),
+            });
+            p.done = true;
+        }
+        p
+    }
+
+    fn pump_client_to_socket(&mut self, me: Token, io: &mut Io<'_>) {
+        loop {
+            self.write_socket();
+            if self.to_sock.len() >= TO_SOCKET_LIMIT || self.datagrams.len() >= 64 {
+                return;
+            }
+            let Some(client) = self.client.as_mut() else {
+                return;
+            };
+            let Some(ev) = client.read() else {
+                return;
+            };
+            match ev {
+                Event::Message(data) => match &self.sock {
+                    Sock::Tcp(_) if data.is_empty() => self.shut_write = true,
+                    Sock::Tcp(_) => self.to_sock.extend_from_slice(&data),
+                    Sock::Udp(_) => self.datagrams.push_back(data),
+                },
+                Event::Text => {
+                    client.close(me, 1003, "text frames are not part of this protocol", io);
+                }
+                Event::Closed { .. } => {
+                    if let Sock::Tcp(s) = &self.sock {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write_socket(&mut self) {
+        match &mut self.sock {
+            Sock::Tcp(s) => {
+                while !self.to_sock.is_empty() {
+                    match s.write(&self.to_sock) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            self.to_sock.drain(..n);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.sock_error.get_or_insert_with(|| e.to_string());
+                            self.to_sock.clear();
+                            return;
+                        }
+                    }
+                }
+                if self.to_sock.capacity() > TO_SOCKET_LIMIT {
+                    self.to_sock.shrink_to(16 * 1024);
+                }
+                if self.shut_write {
+                    let _ = s.shutdown(Shutdown::Write);
+                }
+            }
+            Sock::Udp(s) => {
+                while let Some(d) = self.datagrams.front() {
+                    match s.send(d) {
+                        Ok(_) => {
+                            self.datagrams.pop_front();
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // ICMP errors of earlier datagrams surface here; UDP carries on.
+                        Err(e) => {
+                            log::debug!("udp send to {}: {e}", self.target);
+                            self.datagrams.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn pump_socket_to_client(&mut self, me: Token, io: &mut Io<'_>) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        client.pump();
+        if let Some(data) = self.held.take()
+            && !client.send(&data)
+        {
+            self.held = Some(data);
+            return;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut frames = 0;
+        while !self.sock_eof && self.sock_error.is_none() && client.can_send() {
+            if frames >= 16 {
+                io.wake_at(me, Instant::now());
+                break;
+            }
+            let r = match &mut self.sock {
+                Sock::Tcp(s) => s.read(&mut buf),
+                Sock::Udp(s) => s.recv(&mut buf),
+            };
+            match r {
+                Ok(0) if matches!(self.sock, Sock::Tcp(_)) => self.sock_eof = true,
+                Ok(n) => {
+                    frames += 1;
+                    if !client.send(&buf[..n]) {
+                        self.held = Some(buf[..n].to_vec());
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => match self.sock {
+                    Sock::Udp(_) => log::debug!("udp recv from {}: {e}", self.target),
+                    Sock::Tcp(_) => {
+                        self.sock_error = Some(match e.kind() {
+                            std::io::ErrorKind::ConnectionReset => "connection reset by the target".into(),
+                            _ => e.to_string(),
+                        })
+                    }
+                },
+            }
+        }
+        client.pump();
+    }
+
+    pub fn client_gone(&mut self) {
+        if let Sock::Tcp(s) = &self.sock {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+        match self.client.as_mut() {
+            Some(c) => {
+                c.close(me, 1001, "supd is shutting down", io);
+                c.pump();
+            }
+            None => self.client_gone(),
+        }
+    }
+
+    pub fn release(&mut self, io: &mut Io<'_>) {
+        match &mut self.sock {
+            Sock::Tcp(s) => io.deregister(self.sock_token, s),
+            Sock::Udp(s) => io.deregister(self.sock_token, s),
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.release(io);
+        }
+    }
+
+    /// A connect that was still in progress when the HTTP client left.
+    pub fn is_connecting(&self) -> bool {
+        self.connecting.is_some()
+    }
+}
+
+/// The success answer of nothing: a tunnel answers with 101, never 200.
+#[allow(dead_code)]
+fn unused(_: Response) {}
