@@ -85,11 +85,6 @@ struct Plan {
 
 /// Starts `argv` in the container of `target`; see the module documentation.
 pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> {
-    let argv_c = to_cstrings(
-        argv,
-        MAX_ARGS,
-        Error::BadCommand("argument holds a NUL byte"),
-    )?;
     match argv.first() {
         None => return Err(Error::BadCommand("empty command")),
         Some(program) if program.is_empty() => {
@@ -100,6 +95,11 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
     if argv.len() > MAX_ARGS {
         return Err(Error::BadCommand("too many arguments"));
     }
+    let argv_c = to_cstrings(
+        argv,
+        MAX_ARGS,
+        Error::BadCommand("argument holds a NUL byte"),
+    )?;
     let tty = matches!(stdio, Stdio::Pty { .. });
     let env = build_env(&target.env, tty)?;
     let candidates = program_candidates(&argv[0], &env.path)?;
