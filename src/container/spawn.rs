@@ -3,8 +3,9 @@
 //! ```text
 //! supd ──fork──> intermediate: not dumpable, join cgroups, setns user..mnt
 //!   │                 └──clone(CLONE_PARENT)──> command (supd's child, in the container's
-//!   │                 writes the command's pid        PID namespace): setsid, stdio, user,
-//!   │                 to the handoff pipe, _exit(0)   caps, env, cwd, close fds, execve
+//!   │                 waits for the command's setsid  PID namespace): setsid, stdio, user,
+//!   │                 writes the command's pid to     caps, env, cwd, close fds, execve
+//!   │                 the handoff pipe, _exit(0)
 //!   └─ returns at once; later reaps the intermediate, reads the pid, waits on a pidfd
 //! ```
 //!
@@ -61,6 +62,9 @@ struct Plan {
     namespaces: Vec<NamespaceFd>,
     cgroup_procs: Vec<OwnedFd>,
     handoff: OwnedFd,
+    /// The command writes a byte here once it leads its own session, and the intermediate
+    /// waits for it, so that supd never learns a pid whose process group does not exist yet.
+    sessions: (OwnedFd, Option<OwnedFd>),
     stdio: ChildStdio,
     user_spec: Vec<u8>,
     identity: Identity,
@@ -81,11 +85,6 @@ struct Plan {
 
 /// Starts `argv` in the container of `target`; see the module documentation.
 pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> {
-    let argv_c = to_cstrings(
-        argv,
-        MAX_ARGS,
-        Error::BadCommand("argument holds a NUL byte"),
-    )?;
     match argv.first() {
         None => return Err(Error::BadCommand("empty command")),
         Some(program) if program.is_empty() => {
@@ -96,6 +95,11 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
     if argv.len() > MAX_ARGS {
         return Err(Error::BadCommand("too many arguments"));
     }
+    let argv_c = to_cstrings(
+        argv,
+        MAX_ARGS,
+        Error::BadCommand("argument holds a NUL byte"),
+    )?;
     let tty = matches!(stdio, Stdio::Pty { .. });
     let env = build_env(&target.env, tty)?;
     let candidates = program_candidates(&argv[0], &env.path)?;
@@ -125,11 +129,14 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
 
     let (handoff, handoff_child) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     set_nonblocking(handoff.as_fd())?;
+    let (session_read, session_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
 
     let mut plan = Plan {
         namespaces,
         cgroup_procs,
         handoff: handoff_child,
+        sessions: (session_read, Some(session_write)),
         stdio: child_stdio,
         user_spec: target.user.as_bytes().to_vec(),
         identity: Identity::with_capacity(),
@@ -409,6 +416,10 @@ fn intermediate(plan: &mut Plan) -> i32 {
         Ok(pid) => pid,
         Err(errno) => return fail(plan.stdio.output(), "clone", errno),
     };
+    // Our copy of the write end goes, so EOF tells if the command died before its setsid.
+    drop(plan.sessions.1.take());
+    let mut byte = [0u8; 1];
+    while let Err(Errno::EINTR) = nix::unistd::read(&plan.sessions.0, &mut byte) {}
     let bytes = command.to_ne_bytes();
     // Four bytes into an empty pipe: written whole or not at all.
     if let Err(errno) = nix::unistd::write(&plan.handoff, &bytes) {
@@ -426,6 +437,10 @@ fn command(plan: &mut Plan) -> i32 {
     }
     if let Err(errno) = nix::unistd::setsid() {
         return fail(out, "setsid", errno);
+    }
+    if let Some(session) = plan.sessions.1.take() {
+        // Best effort: if this fails, EOF from the drop below releases the intermediate too.
+        let _ = nix::unistd::write(&session, b"s");
     }
     let stdio = match &plan.stdio {
         ChildStdio::Terminal(tty) => process::set_controlling_terminal(tty.as_fd())

@@ -264,6 +264,7 @@ fn copy_within_capacity(to: &mut Vec<u8>, from: &[u8], err: UserError) -> Result
 /// entry, if any, gives gid, home and name); a name must have a passwd entry. An explicit
 /// group replaces the primary gid (a name must exist in group); without one, the groups that
 /// list the user's name become the supplementary groups. Without an entry, home is `/`.
+/// The supplementary groups start with the primary one, as Docker sets them.
 pub fn resolve(
     spec: &[u8],
     passwd: &mut dyn Lines,
@@ -343,6 +344,13 @@ pub fn resolve(
             ControlFlow::Continue(())
         })?;
         result?;
+    }
+    // Like `docker exec`, the primary group is also a supplementary one, first.
+    if !out.groups.contains(&nix::unistd::Gid::from_raw(out.gid)) {
+        if out.groups.len() == out.groups.capacity() {
+            return Err(UserError::TooManyGroups);
+        }
+        out.groups.insert(0, nix::unistd::Gid::from_raw(out.gid));
     }
     Ok(())
 }
@@ -430,7 +438,7 @@ mod tests {
     fn empty_spec_is_root_with_its_entry() {
         let id = resolve_str("").unwrap();
         assert_eq!((id.uid, id.gid, &id.home[..]), (0, 0, &b"/root"[..]));
-        assert_eq!(id.groups, gids(&[10]));
+        assert_eq!(id.groups, gids(&[0, 10]));
     }
 
     #[test]
@@ -441,7 +449,7 @@ mod tests {
             (id.uid, id.gid, &id.home[..]),
             (1000, 1000, &b"/home/app"[..])
         );
-        assert_eq!(id.groups, gids(&[10, 29]));
+        assert_eq!(id.groups, gids(&[1000, 10, 29]));
     }
 
     #[test]
@@ -451,20 +459,20 @@ mod tests {
             (id.uid, id.gid, &id.home[..]),
             (1000, 1000, &b"/home/app"[..])
         );
-        assert_eq!(id.groups, gids(&[10, 29]));
+        assert_eq!(id.groups, gids(&[1000, 10, 29]));
         let id = resolve_str("4242").unwrap();
         assert_eq!((id.uid, id.gid, &id.home[..]), (4242, 0, &b"/"[..]));
-        assert!(id.groups.is_empty());
+        assert_eq!(id.groups, gids(&[0]));
     }
 
     #[test]
     fn explicit_group_replaces_gid_and_drops_supplementary_groups() {
         let id = resolve_str("1000:1000").unwrap();
         assert_eq!((id.uid, id.gid), (1000, 1000));
-        assert!(id.groups.is_empty());
+        assert_eq!(id.groups, gids(&[1000]));
         let id = resolve_str("app:staff").unwrap();
         assert_eq!((id.uid, id.gid), (1000, 50));
-        assert!(id.groups.is_empty());
+        assert_eq!(id.groups, gids(&[50]));
         let id = resolve_str("4242:777").unwrap();
         assert_eq!((id.uid, id.gid), (4242, 777));
         assert_eq!(resolve_str(":audio").unwrap().gid, 29);
@@ -496,6 +504,17 @@ mod tests {
         assert_eq!((id.uid, id.gid, &id.home[..]), (5, 6, &b"/"[..]));
         let err = resolve(b"root", &mut { empty }, &mut { empty }, &mut id).unwrap_err();
         assert_eq!(err, UserError::NoSuchUser);
+    }
+
+    #[test]
+    fn too_many_groups_is_an_error() {
+        let mut group = String::new();
+        for gid in 0..=MAX_GROUPS {
+            group.push_str(&format!("g{gid}:x:{}:app\n", gid + 2000));
+        }
+        let mut id = Identity::with_capacity();
+        let err = resolve(b"app", &mut { PASSWD }, &mut group.as_bytes(), &mut id).unwrap_err();
+        assert_eq!(err, UserError::TooManyGroups);
     }
 
     #[test]
