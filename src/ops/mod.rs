@@ -5,12 +5,15 @@
 pub mod exec;
 pub mod interactive;
 pub mod proc;
+pub mod restart;
 pub mod state;
 pub mod target;
+pub mod tunnel;
 pub mod wsclient;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::event::Source;
@@ -120,6 +123,8 @@ impl<'a> Io<'a> {
 pub struct Env<'a> {
     pub mirror: &'a Mirror,
     pub cfg: &'a Config,
+    /// Instances (`<application>/<instance>`) with a restart in progress.
+    pub restarting: &'a std::collections::HashSet<String>,
 }
 
 /// What operations may change while they run.
@@ -142,6 +147,9 @@ pub struct Progress {
     pub wants: Vec<Want>,
     /// The operation has finished and released nothing it still needs.
     pub done: bool,
+    /// The HTTP connection waiting for this operation is to be upgraded now (a tunnel whose
+    /// connect completed); the op's 101 head goes out first.
+    pub upgrade: bool,
 }
 
 pub enum Started {
@@ -157,6 +165,8 @@ pub enum Started {
 pub enum Op {
     Exec(exec::Exec),
     Interactive(Box<interactive::Interactive>),
+    Tunnel(Box<tunnel::Tunnel>),
+    Restart(restart::Restart),
 }
 
 impl Op {
@@ -170,6 +180,8 @@ impl Op {
         match self {
             Op::Exec(e) => e.drive(me, ev.map(|e| e.role), io),
             Op::Interactive(s) => s.drive(me, ev.map(|e| e.role), io),
+            Op::Tunnel(t) => t.drive(me, ev.map(|e| e.role), io),
+            Op::Restart(r) => r.drive(me, _env),
         }
     }
 
@@ -177,6 +189,8 @@ impl Op {
         match self {
             Op::Exec(e) => e.set_log(log),
             Op::Interactive(_) => drop(log),
+            Op::Tunnel(t) => t.set_log(log),
+            Op::Restart(r) => r.set_log(log),
         }
     }
 
@@ -196,14 +210,28 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
-            Op::Exec(_) => Err(io::Error::other("exec is not a websocket operation")),
+            Op::Exec(_) | Op::Restart(_) => {
+                Err(io::Error::other("not a websocket operation"))
+            }
             Op::Interactive(s) => s.attach(me, stream, peer, out, leftover, io),
+            Op::Tunnel(t) => {
+                out.extend_from_slice(&t.take_head());
+                t.attach(me, stream, peer, out, leftover, io)
+            }
         }
     }
 
-    pub fn docker_reply(&mut self, _purpose: &Purpose, _reply: Result<(u16, Vec<u8>), String>) {
+    pub fn docker_reply(&mut self, purpose: &Purpose, reply: Result<(u16, Vec<u8>), String>) {
+        if let Op::Restart(r) = self {
+            r.docker_reply(purpose, reply);
+        }
+    }
+
+    /// The instance key of a restart in progress.
+    pub fn restart_key(&self) -> Option<&str> {
         match self {
-            Op::Exec(_) | Op::Interactive(_) => {}
+            Op::Restart(r) => Some(&r.key),
+            _ => None,
         }
     }
 
@@ -211,7 +239,9 @@ impl Op {
     pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
         match self {
             Op::Exec(e) => e.client_gone(me, io),
-            Op::Interactive(_) => {}
+            Op::Tunnel(t) => t.client_gone(),
+            // A restart runs to its end even if nobody waits for the answer.
+            Op::Interactive(_) | Op::Restart(_) => {}
         }
     }
 
@@ -220,6 +250,8 @@ impl Op {
         match self {
             Op::Exec(e) => e.client_gone(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
+            Op::Tunnel(t) => t.shutdown(me, io),
+            Op::Restart(_) => {}
         }
     }
 
@@ -228,6 +260,8 @@ impl Op {
         match self {
             Op::Exec(e) => e.release(io),
             Op::Interactive(s) => s.release(io),
+            Op::Tunnel(t) => t.release(io),
+            Op::Restart(_) => {}
         }
     }
 
@@ -236,6 +270,7 @@ impl Op {
         match self {
             Op::Exec(e) => e.abandon(),
             Op::Interactive(s) => s.abandon(),
+            Op::Tunnel(_) | Op::Restart(_) => {}
         }
     }
 }
@@ -246,7 +281,7 @@ pub fn start(
     req: &Request,
     route: &Route,
     query: &Query,
-    _format: Format,
+    format: Format,
     env: &Env<'_>,
     io: &mut Io<'_>,
 ) -> Result<Started, ApiError> {
@@ -308,15 +343,92 @@ pub fn start(
             501,
             "vm-container operations are not available on this host",
         )),
-        Endpoint::TcpConnect { .. } => Err(not_yet("tcp-connect")),
-        Endpoint::Connect { .. } => Err(not_yet("connect")),
-        Endpoint::Restart { .. } => Err(not_yet("restart")),
+        Endpoint::TcpConnect { instance, target } => {
+            let accepted = upgrade(req, &[protocol::TCP_CONNECT], env.cfg)?;
+            state::check_params(query, &["site", "fields", "port"])?;
+            state::check_site(query, &env.cfg.site)?;
+            let port = port_param(query)?;
+            let rec = target::find(env.mirror, &route.application, instance, target)?;
+            target::require_running(rec)?;
+            let ip = rec
+                .networks
+                .iter()
+                .find_map(|n| n.ip.or(n.ipv6))
+                .ok_or_else(|| ApiError::conflict("the container has no IP address on a Docker network"))?;
+            let head = handshake::response_head(&accepted, &[("Deprecation", "true")]);
+            let begun = tunnel::start(me, None, tunnel::Proto::Tcp, SocketAddr::new(ip, port), head, format, req, io)?;
+            Ok(tunnel_started(begun))
+        }
+        Endpoint::Connect { instance } => {
+            let accepted = upgrade(req, &[protocol::CONNECT], env.cfg)?;
+            state::check_params(query, &["site", "fields", "protocol", "port", "ip-address"])?;
+            state::check_site(query, &env.cfg.site)?;
+            let proto = match query.single("protocol")? {
+                Some("tcp") => tunnel::Proto::Tcp,
+                Some("udp") => tunnel::Proto::Udp,
+                Some(p) => return Err(ApiError::bad_request(format!("protocol must be tcp or udp (got {p:?})"))),
+                None => return Err(ApiError::bad_request("protocol is required (tcp or udp)")),
+            };
+            let port = port_param(query)?;
+            let ip: IpAddr = match query.single("ip-address")? {
+                None => IpAddr::from([127, 0, 0, 1]),
+                Some(s) => s.parse().map_err(|_| {
+                    ApiError::bad_request(format!("ip-address must be an IPv4 or IPv6 address (got {s:?})"))
+                })?,
+            };
+            target::available(env.mirror)?;
+            let all = target::instance_containers(env.mirror, &route.application, instance);
+            if all.is_empty() {
+                return Err(state::unknown_instance(&route.application, &instance.to_string()));
+            }
+            let owner = all
+                .iter()
+                .find(|r| !r.identity.init && r.running && !r.paused && r.pid > 0)
+                .ok_or_else(|| ApiError::conflict("no container of the instance is running"))?;
+            let head = handshake::response_head(&accepted, &[]);
+            let begun = tunnel::start(me, Some(owner.pid), proto, SocketAddr::new(ip, port), head, format, req, io)?;
+            Ok(tunnel_started(begun))
+        }
+        Endpoint::Restart { instance } => {
+            state::check_params(query, &["site"])?;
+            state::check_site(query, &env.cfg.site)?;
+            let immediate = restart::parse_immediate(req)?;
+            target::available(env.mirror)?;
+            let all = target::instance_containers(env.mirror, &route.application, instance);
+            if all.is_empty() {
+                return Err(state::unknown_instance(&route.application, &instance.to_string()));
+            }
+            let key = format!("{}/{}", route.application, instance);
+            if env.restarting.contains(&key) {
+                return Err(ApiError::conflict(format!("a restart of {instance} is already in progress")));
+            }
+            // Init containers first, so they run again before the main containers start.
+            let mut ids: Vec<String> = all.iter().filter(|r| r.identity.init).map(|r| r.id.clone()).collect();
+            ids.extend(all.iter().filter(|r| !r.identity.init).map(|r| r.id.clone()));
+            Ok(Started::Pending(Op::Restart(restart::Restart::new(key, ids, immediate, format, req))))
+        }
         Endpoint::List | Endpoint::Get { .. } => Err(ApiError::new(500, "not an operation")),
     }
 }
 
-fn not_yet(what: &str) -> ApiError {
-    ApiError::new(501, format!("{what} is not implemented yet")).info("operation", what)
+fn tunnel_started(begun: tunnel::Begun) -> Started {
+    match begun {
+        tunnel::Begun::Connecting(t) => Started::Pending(Op::Tunnel(t)),
+        tunnel::Begun::Ready(mut t) => {
+            let head = t.take_head();
+            Started::Upgrade(Op::Tunnel(t), head)
+        }
+    }
+}
+
+fn port_param(query: &Query) -> Result<u16, ApiError> {
+    let raw = query
+        .single("port")?
+        .ok_or_else(|| ApiError::bad_request("port is required"))?;
+    match raw.parse::<u16>() {
+        Ok(p) if p > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => Err(ApiError::bad_request(format!("port must be an integer 1-65535 (got {raw:?})"))),
+    }
 }
 
 /// Check a websocket upgrade request; the 101 head is built from the result.

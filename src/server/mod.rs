@@ -95,6 +95,8 @@ pub struct Server {
     routes: HashMap<Token, Target>,
     conns: HashMap<Token, HttpConn>,
     ops: HashMap<Token, ops::Op>,
+    /// Instances with a restart in progress (at most one each).
+    restarting: std::collections::HashSet<String>,
     timers: Timers,
     next_token: usize,
     signals: SignalFd,
@@ -146,6 +148,7 @@ impl Server {
             routes: HashMap::new(),
             conns: HashMap::new(),
             ops: HashMap::new(),
+            restarting: Default::default(),
             timers: Timers::default(),
             next_token: FIRST_DYNAMIC,
             signals,
@@ -613,6 +616,7 @@ impl Server {
             let env = ops::Env {
                 mirror: &self.mirror,
                 cfg: &self.cfg,
+                restarting: &self.restarting,
             };
             ops::start(op_token, req, route, query, format, &env, &mut io)
         };
@@ -620,36 +624,49 @@ impl Server {
             Err(e) => Outcome::Error(e),
             Ok(ops::Started::Respond(r)) => Outcome::Respond(r),
             Ok(ops::Started::Pending(op)) => {
+                if let Some(key) = op.restart_key() {
+                    self.restarting.insert(key.to_string());
+                }
                 self.ops.insert(op_token, op);
                 self.drive_op(op_token, None);
                 Outcome::Pending(op_token)
             }
             Ok(ops::Started::Upgrade(op, head)) => {
-                // The 101 (or the error that replaced it) goes out through the session; the
-                // HTTP connection object ends here and its stream moves into the operation.
-                let Some(mut c) = self.conns.remove(&token) else {
-                    return Outcome::Upgraded;
-                };
-                let _ = self.poll.registry().deregister(&mut c.stream);
-                self.routes.remove(&token);
-                RequestLog::new(&c.peer, req, Instant::now()).done(101);
-                let peer = c.peer.clone();
-                let (stream, leftover, pending) = c.into_upgraded();
-                let mut op = op;
-                let attached = {
-                    let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
-                    op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
-                };
-                if let Err(e) = attached {
-                    log::warn!("websocket attach: {e}");
-                    op.abandon();
-                    return Outcome::Upgraded;
-                }
                 self.ops.insert(op_token, op);
-                self.drive_op(op_token, None);
+                self.upgrade_conn(token, op_token, head, req);
                 Outcome::Upgraded
             }
         }
+    }
+
+    /// Move a connection's stream into the websocket operation `op_token`, which writes the
+    /// 101 `head` (after any earlier pipelined answers still queued) before its frames.
+    fn upgrade_conn(&mut self, token: Token, op_token: Token, head: Vec<u8>, req: &Request) {
+        let Some(mut c) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.routes.remove(&token);
+        RequestLog::new(&c.peer, req, Instant::now()).done(101);
+        let peer = c.peer.clone();
+        let (stream, leftover, pending) = c.into_upgraded();
+        let Some(op) = self.ops.get_mut(&op_token) else {
+            return;
+        };
+        let attached = {
+            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
+        };
+        if let Err(e) = attached {
+            log::warn!("websocket attach: {e}");
+            if let Some(mut op) = self.ops.remove(&op_token) {
+                let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+                op.release(&mut io);
+                op.abandon();
+            }
+            return;
+        }
+        self.drive_op(op_token, None);
     }
 
     /// Let an operation make progress; deliver its answer; drop it when it is done.
@@ -668,25 +685,37 @@ impl Server {
         if let Some(reply) = progress.reply {
             self.deliver(op_token, reply);
         }
+        if progress.upgrade {
+            let waiting = self.waiting_conn(op_token);
+            match (waiting, self.ops.get_mut(&op_token).and_then(|o| o.take_request())) {
+                (Some(conn), Some(req)) => self.upgrade_conn(conn, op_token, Vec::new(), &req),
+                _ => self.client_gone(op_token),
+            }
+        }
         if !progress.wants.is_empty() {
             self.apply_wants(progress.wants);
         }
         if progress.done
             && let Some(mut op) = self.ops.remove(&op_token)
         {
+            if let Some(key) = op.restart_key() {
+                self.restarting.remove(key);
+            }
             let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
             op.release(&mut io);
         }
     }
 
     /// An operation's HTTP answer goes to the connection waiting for it, if it is still there.
-    fn deliver(&mut self, op_token: Token, reply: ops::Reply) {
-        let waiting = self
-            .conns
+    fn waiting_conn(&self, op_token: Token) -> Option<Token> {
+        self.conns
             .iter()
             .find(|(_, c)| c.phase == Phase::Waiting(op_token))
-            .map(|(t, _)| *t);
-        let Some(token) = waiting else {
+            .map(|(t, _)| *t)
+    }
+
+    fn deliver(&mut self, op_token: Token, reply: ops::Reply) {
+        let Some(token) = self.waiting_conn(op_token) else {
             return;
         };
         if let Some(c) = self.conns.get_mut(&token) {
