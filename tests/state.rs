@@ -22,44 +22,81 @@ fn instances_from_supd_and_compose_labels() {
     let cs = Containers::new("state-labels");
     let app = unique("lbl");
     let net = format!("{app}-net");
-    docker(&["network", "create", "--label", &format!("supd.test={}", cs.label), &net]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &format!("supd.test={}", cs.label),
+        &net,
+    ]);
     let _net_guard = NetworkGuard(net.clone());
     let l = |k: &str, v: &str| format!("{k}={v}");
     let init = cs.run(&[
-        "--label", &l("io.supd.application", &app),
-        "--label", "io.supd.service=web",
-        "--label", "io.supd.instance=1",
-        "--label", "io.supd.container=setup",
-        "--label", "io.supd.init-container=true",
-        "--label", "io.supd.application-version=2.4.2",
-        IMAGE, "true",
+        "--label",
+        &l("io.supd.application", &app),
+        "--label",
+        "io.supd.service=web",
+        "--label",
+        "io.supd.instance=1",
+        "--label",
+        "io.supd.container=setup",
+        "--label",
+        "io.supd.init-container=true",
+        "--label",
+        "io.supd.application-version=2.4.2",
+        IMAGE,
+        "true",
     ]);
     let main = cs.run(&[
-        "--label", &l("io.supd.application", &app),
-        "--label", "io.supd.service=web",
-        "--label", "io.supd.instance=1",
-        "--label", "io.supd.container=main",
-        "--label", "io.supd.application-version=2.4.2",
-        "--network", &net, "--network-alias", "web-1",
-        "--tmpfs", "/scratch:size=64m",
-        "--device", "/dev/null:/dev/xnull",
-        IMAGE, "sleep", "1000",
+        "--label",
+        &l("io.supd.application", &app),
+        "--label",
+        "io.supd.service=web",
+        "--label",
+        "io.supd.instance=1",
+        "--label",
+        "io.supd.container=main",
+        "--label",
+        "io.supd.application-version=2.4.2",
+        "--network",
+        &net,
+        "--network-alias",
+        "web-1",
+        "--tmpfs",
+        "/scratch:size=64m",
+        "--device",
+        "/dev/null:/dev/xnull",
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
     let side = cs.run(&[
-        "--label", &l("io.supd.application", &app),
-        "--label", "io.supd.service=web",
-        "--label", "io.supd.instance=1",
-        "--label", "io.supd.container=side",
-        "--network", &format!("container:{main}"),
-        IMAGE, "sleep", "1000",
+        "--label",
+        &l("io.supd.application", &app),
+        "--label",
+        "io.supd.service=web",
+        "--label",
+        "io.supd.instance=1",
+        "--label",
+        "io.supd.container=side",
+        "--network",
+        &format!("container:{main}"),
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
     let compose_app = unique("cmp");
     for n in ["1", "2"] {
         cs.run(&[
-            "--label", &l("com.docker.compose.project", &compose_app),
-            "--label", "com.docker.compose.service=db",
-            "--label", &l("com.docker.compose.container-number", n),
-            IMAGE, "sleep", "1000",
+            "--label",
+            &l("com.docker.compose.project", &compose_app),
+            "--label",
+            "com.docker.compose.service=db",
+            "--label",
+            &l("com.docker.compose.container-number", n),
+            IMAGE,
+            "sleep",
+            "1000",
         ]);
     }
     let supd = Supd::start();
@@ -78,22 +115,45 @@ fn instances_from_supd_and_compose_labels() {
     assert_eq!(si["oper-status"], "running");
     assert_eq!(si["ready"], true);
     assert_eq!(si["host"], "test-host");
-    let ip = inspect(&main, &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"));
-    let prefix = inspect(&main, &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPPrefixLen}}}}"));
-    assert_eq!(si["application-network"]["shared-application-network"], net.as_str());
-    assert_eq!(si["application-network"]["ips"], serde_json::json!([format!("{ip}/{prefix}")]));
+    let ip = inspect(
+        &main,
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+    );
+    let prefix = inspect(
+        &main,
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPPrefixLen}}}}"),
+    );
+    assert_eq!(
+        si["application-network"]["shared-application-network"],
+        net.as_str()
+    );
+    assert_eq!(
+        si["application-network"]["ips"],
+        serde_json::json!([format!("{ip}/{prefix}")])
+    );
     let records = si["application-network"]["dns-records"].as_array().unwrap();
     assert!(
-        records.iter().any(|r| r == &Value::from(format!("web-1. 600 IN A {ip}"))),
+        records
+            .iter()
+            .any(|r| r == &Value::from(format!("web-1. 600 IN A {ip}"))),
         "{records:?}"
     );
     assert_eq!(si["ephemeral-volumes"][0]["name"], "/scratch");
     assert_eq!(si["ephemeral-volumes"][0]["size"], "64m");
     let containers = si["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 2);
-    let names: Vec<&str> = containers.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&format!("acme.{app}.web-1.main").as_str()), "{names:?}");
-    assert!(names.contains(&format!("acme.{app}.web-1.side").as_str()), "{names:?}");
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&format!("acme.{app}.web-1.main").as_str()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("acme.{app}.web-1.side").as_str()),
+        "{names:?}"
+    );
     let m = containers
         .iter()
         .find(|c| c["name"] == format!("acme.{app}.web-1.main"))
@@ -105,7 +165,10 @@ fn instances_from_supd_and_compose_labels() {
     assert_eq!(m["total-restarts"], 0);
     assert_eq!(m["devices"], serde_json::json!(["/dev/xnull"]));
     let started = inspect(&main, "{{.State.StartedAt}}");
-    assert_eq!(m["start-time"].as_str().unwrap(), &format!("{}Z", &started[..23]));
+    assert_eq!(
+        m["start-time"].as_str().unwrap(),
+        &format!("{}Z", &started[..23])
+    );
     let s = containers
         .iter()
         .find(|c| c["name"] == format!("acme.{app}.web-1.side"))
@@ -125,12 +188,23 @@ fn instances_from_supd_and_compose_labels() {
     // Compose labels.
     let (status, v) = supd.get_json(&list_path(&compose_app));
     assert_eq!(status, 200);
-    let names: Vec<&str> = v.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        vec![format!("acme.{compose_app}.db-1"), format!("acme.{compose_app}.db-2")]
+        vec![
+            format!("acme.{compose_app}.db-1"),
+            format!("acme.{compose_app}.db-2")
+        ]
     );
-    assert_eq!(v[0]["containers"][0]["name"], format!("acme.{compose_app}.db-1.db"));
+    assert_eq!(
+        v[0]["containers"][0]["name"],
+        format!("acme.{compose_app}.db-1.db")
+    );
 }
 
 struct NetworkGuard(String);
@@ -148,10 +222,15 @@ fn fields_keys_count_and_formats() {
     let app = unique("fld");
     for n in ["1", "2", "3"] {
         cs.run(&[
-            "--label", &format!("io.supd.application={app}"),
-            "--label", "io.supd.service=api",
-            "--label", &format!("io.supd.instance={n}"),
-            IMAGE, "sleep", "1000",
+            "--label",
+            &format!("io.supd.application={app}"),
+            "--label",
+            "io.supd.service=api",
+            "--label",
+            &format!("io.supd.instance={n}"),
+            IMAGE,
+            "sleep",
+            "1000",
         ]);
     }
     let supd = Supd::start();
@@ -168,10 +247,13 @@ fn fields_keys_count_and_formats() {
         ])
     );
     let (_, v) = supd.get_json(&format!("{base}?fields=name;containers(name;oper-status)"));
-    assert_eq!(v[0], serde_json::json!({
-        "name": format!("acme.{app}.api-1"),
-        "containers": [{"name": format!("acme.{app}.api-1.api"), "oper-status": "running"}]
-    }));
+    assert_eq!(
+        v[0],
+        serde_json::json!({
+            "name": format!("acme.{app}.api-1"),
+            "containers": [{"name": format!("acme.{app}.api-1.api"), "oper-status": "running"}]
+        })
+    );
     let (_, v) = supd.get_json(&format!("{base}/api-2?fields=containers/id,ready"));
     let obj = v.as_object().unwrap();
     assert_eq!(obj.len(), 2, "{v}");
@@ -181,7 +263,12 @@ fn fields_keys_count_and_formats() {
     // YAML on request, with each of the accepted media types.
     for accept in ["application/yaml", "application/x-yaml", "text/yaml"] {
         let auth = format!("Bearer {ADMIN_TOKEN}");
-        let r = supd.request("GET", &format!("{base}?count=true"), &[("Authorization", &auth), ("Accept", accept)], b"");
+        let r = supd.request(
+            "GET",
+            &format!("{base}?count=true"),
+            &[("Authorization", &auth), ("Accept", accept)],
+            b"",
+        );
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/yaml"));
         let y: serde_yaml::Value = serde_yaml::from_slice(&r.body).unwrap();
@@ -189,13 +276,30 @@ fn fields_keys_count_and_formats() {
     }
     // An error in YAML too.
     let auth = format!("Bearer {ADMIN_TOKEN}");
-    let r = supd.request("GET", &format!("{base}/api-9"), &[("Authorization", &auth), ("Accept", "application/yaml")], b"");
+    let r = supd.request(
+        "GET",
+        &format!("{base}/api-9"),
+        &[("Authorization", &auth), ("Accept", "application/yaml")],
+        b"",
+    );
     assert_eq!(r.status, 404);
     let y: serde_yaml::Value = serde_yaml::from_slice(&r.body).unwrap();
-    assert!(y["errors"][0]["error-message"].as_str().unwrap().contains("api-9"));
+    assert!(
+        y["errors"][0]["error-message"]
+            .as_str()
+            .unwrap()
+            .contains("api-9")
+    );
 
     // Bad parameters.
-    for q in ["fields=a((b", "fields=", "keys=yes", "keys=true&count=true", "bogus=1", "fields=a&fields=b"] {
+    for q in [
+        "fields=a((b",
+        "fields=",
+        "keys=yes",
+        "keys=true&count=true",
+        "bogus=1",
+        "fields=a&fields=b",
+    ] {
         let r = supd.get(&format!("{base}?{q}"), ADMIN_TOKEN);
         assert_eq!(r.status, 400, "{q}: {}", r.text());
         assert!(!r.error_message().is_empty());
@@ -212,7 +316,13 @@ fn fields_keys_count_and_formats() {
     let r = supd.request("HEAD", &base, &[("Authorization", &auth)], b"");
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
-    assert!(r.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
+    assert!(
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 0
+    );
 }
 
 #[test]
@@ -234,8 +344,18 @@ fn auth_and_http_errors() {
     assert_eq!(r.status, 403, "{}", r.text());
     // Unknown paths, bad names, wrong methods.
     assert_eq!(supd.get("/v1/nope", ADMIN_TOKEN).status, 404);
-    assert_eq!(supd.get("/v1/state/applications/Bad_Name/service-instances", ADMIN_TOKEN).status, 400);
-    assert_eq!(supd.get(&format!("{p}/notaninstance"), ADMIN_TOKEN).status, 400);
+    assert_eq!(
+        supd.get(
+            "/v1/state/applications/Bad_Name/service-instances",
+            ADMIN_TOKEN
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        supd.get(&format!("{p}/notaninstance"), ADMIN_TOKEN).status,
+        400
+    );
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let r = supd.request("DELETE", &p, &[("Authorization", &auth)], b"");
     assert_eq!(r.status, 405);
@@ -249,7 +369,10 @@ fn auth_and_http_errors() {
 
     // 413: a body over the limit is refused from its Content-Length, before it is sent.
     let mut c = supd.connect();
-    c.send_raw(format!("POST {exec} HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Length: 2000000\r\n\r\n").as_bytes());
+    c.send_raw(
+        format!("POST {exec} HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Length: 2000000\r\n\r\n")
+            .as_bytes(),
+    );
     let r = c.read_response(false);
     assert_eq!(r.status, 413);
     assert!(!r.error_message().is_empty());
@@ -274,10 +397,16 @@ fn keep_alive_and_pipelining_in_order() {
     let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
     let mut batch = String::new();
     for app in ["pa", "pb", "pc"] {
-        batch.push_str(&format!("GET {}?count=true HTTP/1.1\r\n{auth}\r\n", list_path(app)));
+        batch.push_str(&format!(
+            "GET {}?count=true HTTP/1.1\r\n{auth}\r\n",
+            list_path(app)
+        ));
     }
     batch.push_str(&format!("GET /v1/nope HTTP/1.1\r\n{auth}\r\n"));
-    batch.push_str(&format!("GET {}?keys=true HTTP/1.1\r\n{auth}\r\n", list_path("pd")));
+    batch.push_str(&format!(
+        "GET {}?keys=true HTTP/1.1\r\n{auth}\r\n",
+        list_path("pd")
+    ));
     c.send_raw(batch.as_bytes());
     for _ in 0..3 {
         let r = c.read_response(false);
@@ -288,20 +417,37 @@ fn keep_alive_and_pipelining_in_order() {
     let r = c.read_response(false);
     assert_eq!(r.json(), serde_json::json!([]));
     // Connection: close is honoured.
-    c.send_raw(format!("GET {} HTTP/1.1\r\n{auth}Connection: close\r\n\r\n", list_path("pe")).as_bytes());
+    c.send_raw(
+        format!(
+            "GET {} HTTP/1.1\r\n{auth}Connection: close\r\n\r\n",
+            list_path("pe")
+        )
+        .as_bytes(),
+    );
     let r = c.read_response(false);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.is_closed_by_peer(Duration::from_secs(2)));
     // Chunked request bodies are accepted (the exec endpoint parses the body before 501/404).
     let mut c = supd.connect();
-    c.send_raw(format!("GET {} HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", list_path("pf")).as_bytes());
+    c.send_raw(
+        format!(
+            "GET {} HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            list_path("pf")
+        )
+        .as_bytes(),
+    );
     assert_eq!(c.read_response(false).status, 200);
 }
 
 #[test]
 fn head_timeout_gives_408() {
     let supd = Supd::start_with(SupdOptions {
-        extra_args: vec!["--config".into(), write_config("limits:\n  head-timeout-ms: 300\n").to_string_lossy().into_owned()],
+        extra_args: vec![
+            "--config".into(),
+            write_config("limits:\n  head-timeout-ms: 300\n")
+                .to_string_lossy()
+                .into_owned(),
+        ],
         ..Default::default()
     });
     let mut c = supd.connect();
@@ -330,7 +476,11 @@ fn sealed_until_sighup_fixes_the_tokens_file() {
     let p = list_path("app-s");
     let r = supd.get(&p, ADMIN_TOKEN);
     assert_eq!(r.status, 503);
-    assert!(r.error_message().starts_with("strongbox sealed: "), "{}", r.text());
+    assert!(
+        r.error_message().starts_with("strongbox sealed: "),
+        "{}",
+        r.text()
+    );
     // A broken file keeps it sealed.
     let tokens = supd.dir.path().join("tokens.yaml");
     std::fs::write(&tokens, "tokens: [ {name: x").unwrap();
@@ -339,7 +489,9 @@ fn sealed_until_sighup_fixes_the_tokens_file() {
     assert_eq!(supd.get(&p, ADMIN_TOKEN).status, 503);
     write_tokens(&tokens);
     supd.signal("HUP");
-    supd.wait_until(Duration::from_secs(10), || supd.get(&p, ADMIN_TOKEN).status == 200);
+    supd.wait_until(Duration::from_secs(10), || {
+        supd.get(&p, ADMIN_TOKEN).status == 200
+    });
 }
 
 #[test]
@@ -347,10 +499,15 @@ fn state_follows_stop_and_start() {
     let cs = Containers::new("state-follow");
     let app = unique("flw");
     let id = cs.run(&[
-        "--label", &format!("io.supd.application={app}"),
-        "--label", "io.supd.service=svc",
-        "--label", "io.supd.instance=1",
-        IMAGE, "sleep", "1000",
+        "--label",
+        &format!("io.supd.application={app}"),
+        "--label",
+        "io.supd.service=svc",
+        "--label",
+        "io.supd.instance=1",
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
     let supd = Supd::start();
     let path = format!("{}/svc-1", list_path(&app));
@@ -367,14 +524,23 @@ fn state_follows_stop_and_start() {
     assert_ne!(before, after);
     // A new container appears, a removed one disappears.
     cs.run(&[
-        "--label", &format!("io.supd.application={app}"),
-        "--label", "io.supd.service=svc",
-        "--label", "io.supd.instance=2",
-        IMAGE, "sleep", "1000",
+        "--label",
+        &format!("io.supd.application={app}"),
+        "--label",
+        "io.supd.service=svc",
+        "--label",
+        "io.supd.instance=2",
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
-    supd.wait_until(Duration::from_secs(10), || supd.get_json(&format!("{}?count=true", list_path(&app))).1["count"] == 2);
+    supd.wait_until(Duration::from_secs(10), || {
+        supd.get_json(&format!("{}?count=true", list_path(&app))).1["count"] == 2
+    });
     docker(&["rm", "-f", &id]);
-    supd.wait_until(Duration::from_secs(10), || supd.get(&path, ADMIN_TOKEN).status == 404);
+    supd.wait_until(Duration::from_secs(10), || {
+        supd.get(&path, ADMIN_TOKEN).status == 404
+    });
 }
 
 /// A unix-socket proxy in front of Docker's socket that the test can take away and bring back.
@@ -450,10 +616,15 @@ fn docker_going_away_and_coming_back() {
     let cs = Containers::new("state-docker");
     let app = unique("dkr");
     cs.run(&[
-        "--label", &format!("io.supd.application={app}"),
-        "--label", "io.supd.service=svc",
-        "--label", "io.supd.instance=1",
-        IMAGE, "sleep", "1000",
+        "--label",
+        &format!("io.supd.application={app}"),
+        "--label",
+        "io.supd.service=svc",
+        "--label",
+        "io.supd.instance=1",
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
     let dir = TempDir::new();
     let sock = dir.path().join("docker.sock");
@@ -471,13 +642,20 @@ fn docker_going_away_and_coming_back() {
     });
     // While Docker is away the world changes; after it is back supd shows the new world.
     cs.run(&[
-        "--label", &format!("io.supd.application={app}"),
-        "--label", "io.supd.service=svc",
-        "--label", "io.supd.instance=2",
-        IMAGE, "sleep", "1000",
+        "--label",
+        &format!("io.supd.application={app}"),
+        "--label",
+        "io.supd.service=svc",
+        "--label",
+        "io.supd.instance=2",
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
     proxy.serve();
-    supd.wait_until(Duration::from_secs(15), || count() == (200, serde_json::json!({"count": 2})));
+    supd.wait_until(Duration::from_secs(15), || {
+        count() == (200, serde_json::json!({"count": 2}))
+    });
 }
 
 #[test]
@@ -486,7 +664,12 @@ fn sigterm_stops_cleanly() {
     assert_eq!(supd.get(&list_path("x"), ADMIN_TOKEN).status, 200);
     // An idle keep-alive connection does not hold the shutdown back.
     let mut idle = supd.connect();
-    idle.send("GET", &list_path("x"), &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))], b"");
+    idle.send(
+        "GET",
+        &list_path("x"),
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    );
     assert_eq!(idle.read_response(false).status, 200);
     supd.signal("TERM");
     let t = Instant::now();
@@ -494,7 +677,10 @@ fn sigterm_stops_cleanly() {
         if let Some(s) = supd.child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "did not exit within 5 s");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "did not exit within 5 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");

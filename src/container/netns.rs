@@ -47,7 +47,12 @@ pub fn socket_in(ns: &File, family: AddressFamily, ty: SockType) -> Result<Owned
         op: "setns(net)",
         errno,
     })?;
-    let sock = socket(family, ty, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None);
+    let sock = socket(
+        family,
+        ty,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    );
     if let Err(errno) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
         log::error!("cannot switch back to supd's own network namespace: {errno}; aborting");
         std::process::abort();

@@ -27,7 +27,11 @@ pub enum Purpose {
     List,
     Inspect(String),
     /// A step of a restart operation (the op's token and the container id).
-    Restart { op: Token, id: String, step: u8 },
+    Restart {
+        op: Token,
+        id: String,
+        step: u8,
+    },
 }
 
 #[derive(Debug)]

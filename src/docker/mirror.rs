@@ -168,7 +168,9 @@ impl Mirror {
             .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
             .flatten()
             .and_then(|v| v.get("ApiVersion")?.as_str().map(str::to_string))
-            .filter(|v| !v.is_empty() && v.len() < 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+            .filter(|v| {
+                !v.is_empty() && v.len() < 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            });
         let Some(version) = version else {
             self.disconnected(&format!("unexpected answer to /version (status {status})"));
             return Vec::new();
@@ -234,9 +236,15 @@ impl Mirror {
             self.counts.retain(|id, _| self.containers.contains_key(id));
             self.phase = Phase::Ready;
             if !self.ever_ready {
-                log::info!("docker: mirror ready, {} managed containers", self.containers.len());
+                log::info!(
+                    "docker: mirror ready, {} managed containers",
+                    self.containers.len()
+                );
             } else {
-                log::info!("docker: resynchronized, {} managed containers", self.containers.len());
+                log::info!(
+                    "docker: resynchronized, {} managed containers",
+                    self.containers.len()
+                );
             }
             self.ever_ready = true;
             for id in sync.touched {
@@ -297,7 +305,8 @@ impl Mirror {
                 return Vec::new();
             }
         };
-        if !events::is_relevant(&ev.action) {
+        // Labels never change, so an event of an unmanaged container cannot matter.
+        if !ev.managed || !events::is_relevant(&ev.action) {
             return Vec::new();
         }
         if let Some(sync) = self.sync.as_mut() {

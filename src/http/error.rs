@@ -144,9 +144,10 @@ impl From<crate::ws::handshake::Error> for ApiError {
                 "no acceptable websocket subprotocol in {offered:?}"
             ))
             .info("offered", offered),
-            E::ForbiddenOrigin { origin } => {
-                ApiError::new(403, format!("websocket upgrade from origin {origin:?} is not allowed"))
-            }
+            E::ForbiddenOrigin { origin } => ApiError::new(
+                403,
+                format!("websocket upgrade from origin {origin:?} is not allowed"),
+            ),
         }
     }
 }

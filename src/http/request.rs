@@ -288,7 +288,11 @@ impl Parser {
                 return Ok(None);
             }
             Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders),
-            Err(httparse::Error::Version) => return Err(Error::UnsupportedVersion),
+            // httparse calls any third word of the request line a version; only a real
+            // `HTTP/x.y` that is not 1.x is a 505, the rest is garbage.
+            Err(httparse::Error::Version) if looks_like_http(input) => {
+                return Err(Error::UnsupportedVersion);
+            }
             Err(e) => return Err(Error::Malformed(e.to_string())),
         };
         if n > self.head_limit {
@@ -388,6 +392,13 @@ fn unreachable_state() -> (usize, bool) {
     // parse() leaves the Head state before reaching the body step, so this cannot be hit;
     // answering "nothing consumed, not done" keeps the parser total anyway.
     (0, false)
+}
+
+fn looks_like_http(input: &[u8]) -> bool {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or(input);
+    line.split(|&b| b == b' ')
+        .nth(2)
+        .is_some_and(|v| v.starts_with(b"HTTP/"))
 }
 
 fn parse_content_length(value: &str) -> Result<usize> {

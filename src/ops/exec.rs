@@ -35,9 +35,13 @@ struct Body {
 
 /// The command of a request body, JSON or YAML.
 pub fn parse_cmd(req: &Request) -> Result<String, ApiError> {
-    let ct = req
-        .header("content-type")
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let ct = req.header("content-type").map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("a body with cmd is required"));
     }
@@ -144,10 +148,8 @@ impl Exec {
             }
         }
         let mut progress = Progress::default();
-        let output_done = self.output.is_none()
-            || self
-                .exited_at
-                .is_some_and(|t| t.elapsed() >= OUTPUT_LINGER);
+        let output_done =
+            self.output.is_none() || self.exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_LINGER);
         if let Some(status) = self.proc.status
             && output_done
         {
@@ -212,7 +214,11 @@ impl Exec {
             ExitStatus::Signal(s) => (None, Some(s)),
         };
         let response = if self.format == Format::OctetStream {
-            let mut r = Response::bytes(200, "application/octet-stream", std::mem::take(&mut self.buf));
+            let mut r = Response::bytes(
+                200,
+                "application/octet-stream",
+                std::mem::take(&mut self.buf),
+            );
             r = match status {
                 ExitStatus::Code(c) => r.header("Supd-Exit-Code", c.to_string()),
                 ExitStatus::Signal(s) => r.header("Supd-Exit-Signal", s.to_string()),

@@ -55,7 +55,9 @@ impl Interactive {
         let (proc, stdio) = Proc::from_spawned(me, spawned, io)?;
         let (out, stdin, pty) = match stdio {
             container::Io::Pty { master } => (File::from(master), None, true),
-            container::Io::Pipes { stdin, output } => (File::from(output), stdin.map(File::from), false),
+            container::Io::Pipes { stdin, output } => {
+                (File::from(output), stdin.map(File::from), false)
+            }
         };
         let mut op = Interactive {
             client: None,
@@ -71,11 +73,20 @@ impl Interactive {
             closing: false,
         };
         // Output is not read until the client is attached (nothing to send it to yet).
-        let interest = if pty { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let interest = if pty {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
         let t = io.register(me, Role::Output, &mut SourceFd(&out.as_raw_fd()), interest)?;
         op.out = Some((out, t));
         if let Some(s) = stdin {
-            let t = io.register(me, Role::Stdin, &mut SourceFd(&s.as_raw_fd()), Interest::WRITABLE)?;
+            let t = io.register(
+                me,
+                Role::Stdin,
+                &mut SourceFd(&s.as_raw_fd()),
+                Interest::WRITABLE,
+            )?;
             op.stdin = Some((s, t));
         }
         Ok(op)
@@ -154,7 +165,12 @@ impl Interactive {
                 },
                 Event::Text => {
                     self.closing = true;
-                    client.close(me, 1003, "text frames are not part of v1.exec-interactive.supd", io);
+                    client.close(
+                        me,
+                        1003,
+                        "text frames are not part of v1.exec-interactive.supd",
+                        io,
+                    );
                     self.hang_up(me, io);
                 }
                 Event::Closed { .. } => {
@@ -277,8 +293,8 @@ impl Interactive {
         if client_dead && !self.proc.exited() {
             self.hang_up(me, io);
         }
-        let output_done = self.out.is_none()
-            || self.exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_LINGER);
+        let output_done =
+            self.out.is_none() || self.exited_at.is_some_and(|t| t.elapsed() >= OUTPUT_LINGER);
         if let Some(status) = self.proc.status
             && output_done
             && self.held.is_none()

@@ -20,17 +20,17 @@ use mio::event::Source;
 use mio::{Interest, Poll, Token};
 
 use crate::config::Config;
-use crate::ws::{handshake, protocol};
 use crate::container;
-use crate::http::response::negotiate;
 use crate::docker::client::{Client as DockerClient, Purpose};
 use crate::docker::mirror::{Mirror, Want};
 use crate::http::query::Query;
 use crate::http::request::Request;
+use crate::http::response::negotiate;
 use crate::http::router::{ContainerRef, Endpoint, Route};
 use crate::http::{ApiError, Format, Response};
 use crate::server::net::Stream;
 use crate::server::{RequestLog, Target, timers::Timer, timers::Timers};
+use crate::ws::{handshake, protocol};
 
 /// Which of an operation's descriptors an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,9 +210,7 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
-            Op::Exec(_) | Op::Restart(_) => {
-                Err(io::Error::other("not a websocket operation"))
-            }
+            Op::Exec(_) | Op::Restart(_) => Err(io::Error::other("not a websocket operation")),
             Op::Interactive(s) => s.attach(me, stream, peer, out, leftover, io),
             Op::Tunnel(t) => {
                 out.extend_from_slice(&t.take_head());
@@ -224,6 +222,14 @@ impl Op {
     pub fn docker_reply(&mut self, purpose: &Purpose, reply: Result<(u16, Vec<u8>), String>) {
         if let Op::Restart(r) = self {
             r.docker_reply(purpose, reply);
+        }
+    }
+
+    /// The request log line of an operation that upgrades late (a tunnel after its connect).
+    pub fn take_log(&mut self) -> Option<RequestLog> {
+        match self {
+            Op::Tunnel(t) => t.take_log(),
+            _ => None,
         }
     }
 
@@ -339,7 +345,10 @@ pub fn start(
                 handshake::response_head(&accepted, &[]),
             ))
         }
-        Endpoint::TcpConnect { target: ContainerRef::Vm, .. } => Err(ApiError::new(
+        Endpoint::TcpConnect {
+            target: ContainerRef::Vm,
+            ..
+        } => Err(ApiError::new(
             501,
             "vm-container operations are not available on this host",
         )),
@@ -354,9 +363,20 @@ pub fn start(
                 .networks
                 .iter()
                 .find_map(|n| n.ip.or(n.ipv6))
-                .ok_or_else(|| ApiError::conflict("the container has no IP address on a Docker network"))?;
+                .ok_or_else(|| {
+                    ApiError::conflict("the container has no IP address on a Docker network")
+                })?;
             let head = handshake::response_head(&accepted, &[("Deprecation", "true")]);
-            let begun = tunnel::start(me, None, tunnel::Proto::Tcp, SocketAddr::new(ip, port), head, format, req, io)?;
+            let begun = tunnel::start(
+                me,
+                None,
+                tunnel::Proto::Tcp,
+                SocketAddr::new(ip, port),
+                head,
+                format,
+                req,
+                io,
+            )?;
             Ok(tunnel_started(begun))
         }
         Endpoint::Connect { instance } => {
@@ -366,27 +386,45 @@ pub fn start(
             let proto = match query.single("protocol")? {
                 Some("tcp") => tunnel::Proto::Tcp,
                 Some("udp") => tunnel::Proto::Udp,
-                Some(p) => return Err(ApiError::bad_request(format!("protocol must be tcp or udp (got {p:?})"))),
+                Some(p) => {
+                    return Err(ApiError::bad_request(format!(
+                        "protocol must be tcp or udp (got {p:?})"
+                    )));
+                }
                 None => return Err(ApiError::bad_request("protocol is required (tcp or udp)")),
             };
             let port = port_param(query)?;
             let ip: IpAddr = match query.single("ip-address")? {
                 None => IpAddr::from([127, 0, 0, 1]),
                 Some(s) => s.parse().map_err(|_| {
-                    ApiError::bad_request(format!("ip-address must be an IPv4 or IPv6 address (got {s:?})"))
+                    ApiError::bad_request(format!(
+                        "ip-address must be an IPv4 or IPv6 address (got {s:?})"
+                    ))
                 })?,
             };
             target::available(env.mirror)?;
             let all = target::instance_containers(env.mirror, &route.application, instance);
             if all.is_empty() {
-                return Err(state::unknown_instance(&route.application, &instance.to_string()));
+                return Err(state::unknown_instance(
+                    &route.application,
+                    &instance.to_string(),
+                ));
             }
             let owner = all
                 .iter()
                 .find(|r| !r.identity.init && r.running && !r.paused && r.pid > 0)
                 .ok_or_else(|| ApiError::conflict("no container of the instance is running"))?;
             let head = handshake::response_head(&accepted, &[]);
-            let begun = tunnel::start(me, Some(owner.pid), proto, SocketAddr::new(ip, port), head, format, req, io)?;
+            let begun = tunnel::start(
+                me,
+                Some(owner.pid),
+                proto,
+                SocketAddr::new(ip, port),
+                head,
+                format,
+                req,
+                io,
+            )?;
             Ok(tunnel_started(begun))
         }
         Endpoint::Restart { instance } => {
@@ -396,16 +434,31 @@ pub fn start(
             target::available(env.mirror)?;
             let all = target::instance_containers(env.mirror, &route.application, instance);
             if all.is_empty() {
-                return Err(state::unknown_instance(&route.application, &instance.to_string()));
+                return Err(state::unknown_instance(
+                    &route.application,
+                    &instance.to_string(),
+                ));
             }
             let key = format!("{}/{}", route.application, instance);
             if env.restarting.contains(&key) {
-                return Err(ApiError::conflict(format!("a restart of {instance} is already in progress")));
+                return Err(ApiError::conflict(format!(
+                    "a restart of {instance} is already in progress"
+                )));
             }
             // Init containers first, so they run again before the main containers start.
-            let mut ids: Vec<String> = all.iter().filter(|r| r.identity.init).map(|r| r.id.clone()).collect();
-            ids.extend(all.iter().filter(|r| !r.identity.init).map(|r| r.id.clone()));
-            Ok(Started::Pending(Op::Restart(restart::Restart::new(key, ids, immediate, format, req))))
+            let mut ids: Vec<String> = all
+                .iter()
+                .filter(|r| r.identity.init)
+                .map(|r| r.id.clone())
+                .collect();
+            ids.extend(
+                all.iter()
+                    .filter(|r| !r.identity.init)
+                    .map(|r| r.id.clone()),
+            );
+            Ok(Started::Pending(Op::Restart(restart::Restart::new(
+                key, ids, immediate, format, req,
+            ))))
         }
         Endpoint::List | Endpoint::Get { .. } => Err(ApiError::new(500, "not an operation")),
     }
@@ -427,7 +480,9 @@ fn port_param(query: &Query) -> Result<u16, ApiError> {
         .ok_or_else(|| ApiError::bad_request("port is required"))?;
     match raw.parse::<u16>() {
         Ok(p) if p > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
-        _ => Err(ApiError::bad_request(format!("port must be an integer 1-65535 (got {raw:?})"))),
+        _ => Err(ApiError::bad_request(format!(
+            "port must be an integer 1-65535 (got {raw:?})"
+        ))),
     }
 }
 
@@ -449,5 +504,9 @@ pub fn upgrade(
         origin: req.header("origin"),
         host: req.header("host"),
     };
-    Ok(handshake::check(&headers, supported, &cfg.ws.allowed_origins)?)
+    Ok(handshake::check(
+        &headers,
+        supported,
+        &cfg.ws.allowed_origins,
+    )?)
 }

@@ -135,7 +135,12 @@ impl Proc {
         };
         self.pid = Some(pid);
         match container::pidfd_open(pid) {
-            Ok(fd) => match io.register(me, Role::Process, &mut SourceFd(&fd.as_raw_fd()), Interest::READABLE) {
+            Ok(fd) => match io.register(
+                me,
+                Role::Process,
+                &mut SourceFd(&fd.as_raw_fd()),
+                Interest::READABLE,
+            ) {
                 Ok(token) => {
                     self.command = Some(Child {
                         pid,

@@ -64,7 +64,13 @@ pub struct Restart {
 }
 
 impl Restart {
-    pub fn new(key: String, ids: Vec<String>, immediate: bool, format: Format, req: &Request) -> Restart {
+    pub fn new(
+        key: String,
+        ids: Vec<String>,
+        immediate: bool,
+        format: Format,
+        req: &Request,
+    ) -> Restart {
         Restart {
             key,
             containers: ids.into_iter().map(|id| (id, State::Waiting)).collect(),
@@ -90,7 +96,11 @@ impl Restart {
         let mut p = Progress::default();
         if !self.started {
             self.started = true;
-            let step = if self.immediate { STEP_KILL } else { STEP_RESTART };
+            let step = if self.immediate {
+                STEP_KILL
+            } else {
+                STEP_RESTART
+            };
             for (id, _) in &self.containers {
                 p.wants.push(request(me, id, step));
             }

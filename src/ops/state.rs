@@ -52,8 +52,12 @@ pub fn handle(
             if keys && count {
                 return Err(ApiError::bad_request("keys and count cannot be combined"));
             }
-            let instances =
-                model::service_instances(&route.application, ctx.mirror.records(), &counters, &mctx);
+            let instances = model::service_instances(
+                &route.application,
+                ctx.mirror.records(),
+                &counters,
+                &mctx,
+            );
             if count {
                 return Ok(Response::serialized(
                     200,
@@ -62,10 +66,7 @@ pub fn handle(
                 ));
             }
             if keys {
-                let names: Vec<Value> = instances
-                    .iter()
-                    .map(|i| json!({"name": i.name}))
-                    .collect();
+                let names: Vec<Value> = instances.iter().map(|i| json!({"name": i.name})).collect();
                 return Ok(Response::serialized(200, &names, format));
             }
             match fields {
@@ -93,12 +94,16 @@ pub fn handle(
             match fields {
                 None => Ok(Response::serialized(200, &si, format)),
                 Some(f) => {
-                    let v = serde_json::to_value(&si).map_err(|e| ApiError::new(500, e.to_string()))?;
+                    let v =
+                        serde_json::to_value(&si).map_err(|e| ApiError::new(500, e.to_string()))?;
                     Ok(Response::serialized(200, &f.apply(&v), format))
                 }
             }
         }
-        _ => Err(ApiError::new(500, "state handler called for another endpoint")),
+        _ => Err(ApiError::new(
+            500,
+            "state handler called for another endpoint",
+        )),
     }
 }
 
@@ -122,8 +127,10 @@ pub fn unknown_instance(application: &str, instance: &str) -> ApiError {
 pub fn check_params(query: &Query, allowed: &[&str]) -> Result<(), ApiError> {
     for name in query.names() {
         if !allowed.contains(&name) {
-            return Err(ApiError::bad_request(format!("unknown query parameter {name:?}"))
-                .info("allowed", allowed.join(", ")));
+            return Err(
+                ApiError::bad_request(format!("unknown query parameter {name:?}"))
+                    .info("allowed", allowed.join(", ")),
+            );
         }
     }
     Ok(())

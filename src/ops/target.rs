@@ -59,10 +59,14 @@ pub fn find<'m>(
         .find(|r| r.identity.container == *name && r.identity.init == init)
         .ok_or_else(|| {
             let what = if init { "init-container" } else { "container" };
-            ApiError::not_found(format!(
-                "no {what} {name:?} in service instance {instance}"
-            ))
-            .info(if init { "init-container-name" } else { "container-name" }, name.as_str())
+            ApiError::not_found(format!("no {what} {name:?} in service instance {instance}")).info(
+                if init {
+                    "init-container-name"
+                } else {
+                    "container-name"
+                },
+                name.as_str(),
+            )
         })
 }
 
@@ -71,7 +75,8 @@ pub fn require_running(rec: &ContainerRecord) -> Result<(), ApiError> {
     if rec.running && !rec.paused && !rec.restarting && rec.pid > 0 {
         return Ok(());
     }
-    let why = if rec.identity.init && !rec.running && rec.exit_code == 0 && rec.started_at.is_some() {
+    let why = if rec.identity.init && !rec.running && rec.exit_code == 0 && rec.started_at.is_some()
+    {
         "the init container has completed".to_string()
     } else if rec.paused {
         "the container is paused".to_string()

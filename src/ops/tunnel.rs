@@ -99,8 +99,14 @@ pub fn start(
         )
         .map_err(|e| ApiError::new(500, format!("socket: {e}")))?,
     };
-    let addr = nix::sys::socket::SockaddrStorage::from(target);
-    let connecting = match nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let res = match target {
+        SocketAddr::V4(a) => nix::sys::socket::connect(raw, &nix::sys::socket::SockaddrIn::from(a)),
+        SocketAddr::V6(a) => {
+            nix::sys::socket::connect(raw, &nix::sys::socket::SockaddrIn6::from(a))
+        }
+    };
+    let connecting = match res {
         Ok(()) => false,
         Err(nix::errno::Errno::EINPROGRESS) => true,
         Err(e) => return Err(connect_error(target, e as i32)),
@@ -156,6 +162,10 @@ fn connect_error(target: SocketAddr, errno: i32) -> ApiError {
 impl Tunnel {
     pub fn set_log(&mut self, log: RequestLog) {
         self.log = Some(log);
+    }
+
+    pub fn take_log(&mut self) -> Option<RequestLog> {
+        self.log.take()
     }
 
     /// The 101 head, taken when the HTTP connection is upgraded.
@@ -355,7 +365,9 @@ impl Tunnel {
                     Sock::Udp(_) => log::debug!("udp recv from {}: {e}", self.target),
                     Sock::Tcp(_) => {
                         self.sock_error = Some(match e.kind() {
-                            std::io::ErrorKind::ConnectionReset => "connection reset by the target".into(),
+                            std::io::ErrorKind::ConnectionReset => {
+                                "connection reset by the target".into()
+                            }
                             _ => e.to_string(),
                         })
                     }

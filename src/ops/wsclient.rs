@@ -33,7 +33,10 @@ pub enum Event {
     /// A text frame: not part of any supd protocol.
     Text,
     /// The peer closed (its close is answered).
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 impl WsClient {
@@ -88,8 +91,13 @@ impl WsClient {
                 Some(Event::Text)
             }
             Ok(Some(Incoming::Closed { code, reason })) => Some(Event::Closed { code, reason }),
-            Err(session::Error::Protocol { close_code, reason, .. }) => {
-                log::info!("{}: websocket protocol error {close_code}: {reason}", self.peer);
+            Err(session::Error::Protocol {
+                close_code, reason, ..
+            }) => {
+                log::info!(
+                    "{}: websocket protocol error {close_code}: {reason}",
+                    self.peer
+                );
                 // The close frame is queued; flush it, then drop the connection.
                 let _ = self.flush();
                 self.dead = true;

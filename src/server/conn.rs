@@ -151,7 +151,8 @@ impl HttpConn {
                 Ok(p) => {
                     self.inbuf.drain(..p.consumed);
                     if p.wants_continue {
-                        self.outbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.outbuf
+                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
                     if let Some(req) = p.request {
                         return Next::Request(req);
@@ -182,11 +183,6 @@ impl HttpConn {
             Some(Instant::now())
         };
         self.phase = if close { Phase::Closing } else { Phase::Open };
-    }
-
-    /// Queue raw bytes (a 101 response head).
-    pub fn queue_raw(&mut self, bytes: &[u8]) {
-        self.outbuf.extend_from_slice(bytes);
     }
 
     pub fn pending_output(&self) -> usize {

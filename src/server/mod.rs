@@ -91,6 +91,7 @@ pub struct Server {
     docker: DockerClient,
     docker_backoff: Duration,
     docker_down: bool,
+    reconnect_scheduled: bool,
     listeners: Vec<Option<Listener>>,
     routes: HashMap<Token, Target>,
     conns: HashMap<Token, HttpConn>,
@@ -144,6 +145,7 @@ impl Server {
             docker,
             docker_backoff: DOCKER_BACKOFF_MIN,
             docker_down: false,
+            reconnect_scheduled: false,
             listeners: Vec::new(),
             routes: HashMap::new(),
             conns: HashMap::new(),
@@ -188,8 +190,7 @@ impl Server {
         loop {
             let now = Instant::now();
             if let Some(since) = self.draining {
-                if (self.conns.is_empty() && self.ops.is_empty()) || now >= since + SHUTDOWN_GRACE
-                {
+                if (self.conns.is_empty() && self.ops.is_empty()) || now >= since + SHUTDOWN_GRACE {
                     self.finish_shutdown();
                     return Ok(());
                 }
@@ -206,7 +207,12 @@ impl Server {
                 return Err(Error::Io("epoll_wait", e));
             }
             for ev in events.iter() {
-                self.dispatch(ev.token(), ev.is_readable(), ev.is_writable(), ev.is_read_closed() || ev.is_error());
+                self.dispatch(
+                    ev.token(),
+                    ev.is_readable(),
+                    ev.is_writable(),
+                    ev.is_read_closed() || ev.is_error(),
+                );
             }
             let now = Instant::now();
             while let Some(t) = self.timers.pop_due(now) {
@@ -281,7 +287,9 @@ impl Server {
         let idle: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0)
+            .filter(|(_, c)| {
+                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
+            })
             .map(|(t, _)| *t)
             .collect();
         for t in idle {
@@ -290,7 +298,13 @@ impl Server {
         let op_tokens: Vec<Token> = self.ops.keys().copied().collect();
         for t in op_tokens {
             if let Some(op) = self.ops.get_mut(&t) {
-                let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+                let mut io = ops::Io::new(
+                    &self.poll,
+                    &mut self.routes,
+                    &mut self.next_token,
+                    &mut self.timers,
+                    &self.cfg,
+                );
                 op.shutdown(t, &mut io);
             }
             self.drive_op(t, None);
@@ -312,6 +326,7 @@ impl Server {
             Timer::Conn(token) => self.check_conn_deadlines(token, now),
             Timer::Op(token) => self.drive_op(token, None),
             Timer::DockerReconnect => {
+                self.reconnect_scheduled = false;
                 if self.docker_down && self.draining.is_none() {
                     let wants = self.mirror.connect();
                     self.apply_wants(wants);
@@ -338,10 +353,12 @@ impl Server {
             return;
         };
         let deadline = match c.phase {
-            Phase::Open if c.has_partial_request() => c
-                .request_started
-                .map(|s| (s + limits.head_timeout, true)),
-            Phase::Open if c.pending_output() == 0 => Some((c.idle_since + limits.idle_timeout, false)),
+            Phase::Open if c.has_partial_request() => {
+                c.request_started.map(|s| (s + limits.head_timeout, true))
+            }
+            Phase::Open if c.pending_output() == 0 => {
+                Some((c.idle_since + limits.idle_timeout, false))
+            }
             _ => None,
         };
         match deadline {
@@ -370,12 +387,21 @@ impl Server {
                 Ok((stream, peer)) => self.add_conn(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE)
+                            | Some(libc::ENFILE)
+                            | Some(libc::ENOBUFS)
+                            | Some(libc::ENOMEM)
+                    ) =>
+                {
                     // Out of descriptors: stop accepting for a moment instead of spinning on a
                     // listener that stays readable.
                     log::warn!("accept: {e}; pausing new connections for 100 ms");
                     self.accept_paused = true;
-                    self.timers.after(Duration::from_millis(100), Timer::ResumeAccept);
+                    self.timers
+                        .after(Duration::from_millis(100), Timer::ResumeAccept);
                     return;
                 }
                 Err(e) => {
@@ -407,8 +433,13 @@ impl Server {
         }
         conn.interest = Some(Interest::READABLE);
         self.routes.insert(token, Target::Conn);
-        self.timers
-            .after(self.cfg.limits.head_timeout.min(self.cfg.limits.idle_timeout), Timer::Conn(token));
+        self.timers.after(
+            self.cfg
+                .limits
+                .head_timeout
+                .min(self.cfg.limits.idle_timeout),
+            Timer::Conn(token),
+        );
         self.conns.insert(token, conn);
         // Data may already be there (edge-triggered registration sees only new readiness on
         // some kernels' paths); reading now costs one syscall.
@@ -483,14 +514,23 @@ impl Server {
                 self.close_conn(token);
                 return;
             }
-            if self.draining.is_some() && c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0 {
+            if self.draining.is_some()
+                && c.phase == Phase::Open
+                && !c.has_partial_request()
+                && c.pending_output() == 0
+            {
                 self.close_conn(token);
                 return;
             }
             if !(c.should_refill() || (progressed && c.phase == Phase::Open)) {
                 let want = c.wanted_interest();
                 if c.interest != Some(want) {
-                    if self.poll.registry().reregister(&mut c.stream, token, want).is_err() {
+                    if self
+                        .poll
+                        .registry()
+                        .reregister(&mut c.stream, token, want)
+                        .is_err()
+                    {
                         self.close_conn(token);
                         return;
                     }
@@ -549,8 +589,11 @@ impl Server {
         }
         if !route.allows(req.method) {
             return Outcome::Error(
-                ApiError::new(405, format!("method {} not allowed here", req.method.as_str()))
-                    .header("Allow", route.allow()),
+                ApiError::new(
+                    405,
+                    format!("method {} not allowed here", req.method.as_str()),
+                )
+                .header("Allow", route.allow()),
             );
         }
         if let Err(e) = self.authorize(req, &route) {
@@ -612,7 +655,13 @@ impl Server {
     ) -> Outcome {
         let op_token = self.token();
         let start = {
-            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let mut io = ops::Io::new(
+                &self.poll,
+                &mut self.routes,
+                &mut self.next_token,
+                &mut self.timers,
+                &self.cfg,
+            );
             let env = ops::Env {
                 mirror: &self.mirror,
                 cfg: &self.cfg,
@@ -633,7 +682,11 @@ impl Server {
             }
             Ok(ops::Started::Upgrade(op, head)) => {
                 self.ops.insert(op_token, op);
-                self.upgrade_conn(token, op_token, head, req);
+                let log = self
+                    .conns
+                    .get(&token)
+                    .map(|c| RequestLog::new(&c.peer, req, Instant::now()));
+                self.upgrade_conn(token, op_token, head, log);
                 Outcome::Upgraded
             }
         }
@@ -641,26 +694,46 @@ impl Server {
 
     /// Move a connection's stream into the websocket operation `op_token`, which writes the
     /// 101 `head` (after any earlier pipelined answers still queued) before its frames.
-    fn upgrade_conn(&mut self, token: Token, op_token: Token, head: Vec<u8>, req: &Request) {
+    fn upgrade_conn(
+        &mut self,
+        token: Token,
+        op_token: Token,
+        head: Vec<u8>,
+        log: Option<RequestLog>,
+    ) {
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.routes.remove(&token);
-        RequestLog::new(&c.peer, req, Instant::now()).done(101);
+        if let Some(log) = log {
+            log.done(101);
+        }
         let peer = c.peer.clone();
         let (stream, leftover, pending) = c.into_upgraded();
         let Some(op) = self.ops.get_mut(&op_token) else {
             return;
         };
         let attached = {
-            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let mut io = ops::Io::new(
+                &self.poll,
+                &mut self.routes,
+                &mut self.next_token,
+                &mut self.timers,
+                &self.cfg,
+            );
             op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
         };
         if let Err(e) = attached {
             log::warn!("websocket attach: {e}");
             if let Some(mut op) = self.ops.remove(&op_token) {
-                let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+                let mut io = ops::Io::new(
+                    &self.poll,
+                    &mut self.routes,
+                    &mut self.next_token,
+                    &mut self.timers,
+                    &self.cfg,
+                );
                 op.release(&mut io);
                 op.abandon();
             }
@@ -675,7 +748,13 @@ impl Server {
             return;
         };
         let progress = {
-            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let mut io = ops::Io::new(
+                &self.poll,
+                &mut self.routes,
+                &mut self.next_token,
+                &mut self.timers,
+                &self.cfg,
+            );
             let mut env = ops::EnvMut {
                 mirror: &mut self.mirror,
                 docker: &mut self.docker,
@@ -687,9 +766,10 @@ impl Server {
         }
         if progress.upgrade {
             let waiting = self.waiting_conn(op_token);
-            match (waiting, self.ops.get_mut(&op_token).and_then(|o| o.take_request())) {
-                (Some(conn), Some(req)) => self.upgrade_conn(conn, op_token, Vec::new(), &req),
-                _ => self.client_gone(op_token),
+            let log = self.ops.get_mut(&op_token).and_then(|o| o.take_log());
+            match waiting {
+                Some(conn) => self.upgrade_conn(conn, op_token, Vec::new(), log),
+                None => self.client_gone(op_token),
             }
         }
         if !progress.wants.is_empty() {
@@ -701,7 +781,13 @@ impl Server {
             if let Some(key) = op.restart_key() {
                 self.restarting.remove(key);
             }
-            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let mut io = ops::Io::new(
+                &self.poll,
+                &mut self.routes,
+                &mut self.next_token,
+                &mut self.timers,
+                &self.cfg,
+            );
             op.release(&mut io);
         }
     }
@@ -730,7 +816,13 @@ impl Server {
 
     fn client_gone(&mut self, op_token: Token) {
         if let Some(op) = self.ops.get_mut(&op_token) {
-            let mut io = ops::Io::new(&self.poll, &mut self.routes, &mut self.next_token, &mut self.timers, &self.cfg);
+            let mut io = ops::Io::new(
+                &self.poll,
+                &mut self.routes,
+                &mut self.next_token,
+                &mut self.timers,
+                &self.cfg,
+            );
             op.client_gone(op_token, &mut io);
         }
         self.drive_op(op_token, None);
@@ -757,7 +849,13 @@ impl Server {
             Ok(()) => {
                 self.routes.insert(t, Target::Docker);
             }
-            Err(e) => self.docker_failed(purpose, &format!("cannot connect to {}: {e}", self.cfg.docker_socket.display())),
+            Err(e) => self.docker_failed(
+                purpose,
+                &format!(
+                    "cannot connect to {}: {e}",
+                    self.cfg.docker_socket.display()
+                ),
+            ),
         }
     }
 
@@ -807,14 +905,9 @@ impl Server {
             self.apply_wants(wants);
             return;
         }
-        if self.docker_down {
-            // Already handling the outage (another request of the same sync failed too).
-            return;
-        }
         self.docker_down = true;
         self.mirror.disconnected(error);
-        // Restart operations waiting on Docker learn of the failure from their own requests;
-        // the mirror's requests are simply dropped.
+        // Every request of the lost connection is dropped; restarts learn of it here.
         let purposes = self.docker.close_all(self.poll.registry());
         self.routes.retain(|_, t| !matches!(t, Target::Docker));
         for p in purposes {
@@ -825,9 +918,13 @@ impl Server {
                 self.drive_op(op, None);
             }
         }
-        log::info!("docker: reconnecting in {:?}", self.docker_backoff);
-        self.timers.after(self.docker_backoff, Timer::DockerReconnect);
-        self.docker_backoff = (self.docker_backoff * 2).min(DOCKER_BACKOFF_MAX);
+        if !self.reconnect_scheduled {
+            self.reconnect_scheduled = true;
+            log::info!("docker: reconnecting in {:?}", self.docker_backoff);
+            self.timers
+                .after(self.docker_backoff, Timer::DockerReconnect);
+            self.docker_backoff = (self.docker_backoff * 2).min(DOCKER_BACKOFF_MAX);
+        }
         self.notify_ready_once();
     }
 

@@ -29,7 +29,10 @@ impl Listener {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
-                Ok(Listener::Unix(UnixListener::bind(path)?, Some(path.clone())))
+                Ok(Listener::Unix(
+                    UnixListener::bind(path)?,
+                    Some(path.clone()),
+                ))
             }
         }
     }
@@ -58,7 +61,9 @@ impl Listener {
                 .unwrap_or_else(|_| "tcp".into()),
             Listener::Unix(_, p) => format!(
                 "unix:{}",
-                p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                p.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ),
         }
     }

@@ -187,7 +187,11 @@ impl Supd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("supd did not listen on {}; log:\n{}", self.addr, self.log_text());
+        panic!(
+            "supd did not listen on {}; log:\n{}",
+            self.addr,
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -203,14 +207,23 @@ impl Supd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("condition not met within {timeout:?}; supd log:\n{}", self.log_text());
+        panic!(
+            "condition not met within {timeout:?}; supd log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
         let mut c = self.connect();
         c.send(method, path, headers, body);
         c.read_response(method == "HEAD")
@@ -237,7 +250,10 @@ impl Supd {
         self.request(
             "POST",
             path,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             body.as_bytes(),
         )
     }
@@ -260,7 +276,8 @@ impl Supd {
 
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -304,9 +321,8 @@ impl HttpResponse {
             .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -367,7 +383,12 @@ impl Client {
                 let hs: Vec<(String, String)> = resp
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
                     .collect();
                 let len = hs
                     .iter()
@@ -463,7 +484,12 @@ impl Containers {
 
 impl Drop for Containers {
     fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=supd.test={}", self.label)]);
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=supd.test={}", self.label),
+        ]);
         let ids: Vec<&str> = ids.split_whitespace().collect();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
