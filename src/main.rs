@@ -30,11 +30,11 @@ fn main() -> ExitCode {
         Command::CheckConfig(cfg) => {
             // The tokens file is part of a working configuration: check it too, without
             // creating anything.
-            if cfg.tokens.exists() || !cfg.tokens_is_default {
-                if let Err(e) = auth::Tokens::load(&cfg.tokens) {
-                    eprintln!("supd: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if (cfg.tokens.exists() || !cfg.tokens_is_default)
+                && let Err(e) = auth::Tokens::load(&cfg.tokens)
+            {
+                eprintln!("supd: {e}");
+                return ExitCode::FAILURE;
             }
             println!("ok");
             ExitCode::SUCCESS

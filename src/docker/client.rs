@@ -34,6 +34,9 @@ pub enum Purpose {
     },
 }
 
+/// A finished request as an operation sees it: (status, body), or why it failed.
+pub type Outcome = Result<(u16, Vec<u8>), String>;
+
 #[derive(Debug)]
 pub enum Reply {
     /// A complete response.

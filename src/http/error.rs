@@ -96,28 +96,6 @@ impl From<super::request::Error> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_body_shape() {
-        let r = ApiError::not_found("unknown service instance")
-            .info("service-instance", "a-1")
-            .into_response(Format::Json);
-        assert_eq!(r.status, 404);
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"errors":[{"error-message":"unknown service instance","error-info":{"service-instance":"a-1"}}]})
-        );
-        let r = ApiError::new(503, "runtime unavailable").into_response(Format::Yaml);
-        let v: Value = serde_yaml::from_slice(&r.body).unwrap();
-        assert_eq!(v["errors"][0]["error-message"], "runtime unavailable");
-        assert_eq!(r.content_type, Some("application/yaml"));
-    }
-}
-
 impl From<super::query::Error> for ApiError {
     fn from(e: super::query::Error) -> ApiError {
         ApiError::bad_request(e.to_string())
@@ -165,5 +143,27 @@ impl From<crate::container::Error> for ApiError {
                 ApiError::new(500, format!("cannot start the command: {other}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_shape() {
+        let r = ApiError::not_found("unknown service instance")
+            .info("service-instance", "a-1")
+            .into_response(Format::Json);
+        assert_eq!(r.status, 404);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"errors":[{"error-message":"unknown service instance","error-info":{"service-instance":"a-1"}}]})
+        );
+        let r = ApiError::new(503, "runtime unavailable").into_response(Format::Yaml);
+        let v: Value = serde_yaml::from_slice(&r.body).unwrap();
+        assert_eq!(v["errors"][0]["error-message"], "runtime unavailable");
+        assert_eq!(r.content_type, Some("application/yaml"));
     }
 }

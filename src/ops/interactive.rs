@@ -107,11 +107,9 @@ impl Interactive {
 
     pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
         match role {
-            Some(r @ (Role::Intermediate | Role::Process)) => {
-                if self.proc.on_ready(me, r, io) {
-                    self.exited_at = Some(Instant::now());
-                    io.wake_at(me, Instant::now() + OUTPUT_LINGER);
-                }
+            Some(r @ (Role::Intermediate | Role::Process)) if self.proc.on_ready(me, r, io) => {
+                self.exited_at = Some(Instant::now());
+                io.wake_at(me, Instant::now() + OUTPUT_LINGER);
             }
             None => {
                 self.proc.on_timer();

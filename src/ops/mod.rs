@@ -219,7 +219,7 @@ impl Op {
         }
     }
 
-    pub fn docker_reply(&mut self, purpose: &Purpose, reply: Result<(u16, Vec<u8>), String>) {
+    pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
         if let Op::Restart(r) = self {
             r.docker_reply(purpose, reply);
         }

@@ -56,7 +56,7 @@ pub struct Restart {
     containers: Vec<(String, State)>,
     immediate: bool,
     started: bool,
-    replies: VecDeque<(Purpose, Result<(u16, Vec<u8>), String>)>,
+    replies: VecDeque<(Purpose, crate::docker::client::Outcome)>,
     format: Format,
     keep_alive: bool,
     log: Option<RequestLog>,
@@ -88,7 +88,7 @@ impl Restart {
         self.log = Some(log);
     }
 
-    pub fn docker_reply(&mut self, purpose: &Purpose, reply: Result<(u16, Vec<u8>), String>) {
+    pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
         self.replies.push_back((purpose.clone(), reply));
     }
 

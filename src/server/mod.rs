@@ -189,11 +189,11 @@ impl Server {
         let mut events = Events::with_capacity(256);
         loop {
             let now = Instant::now();
-            if let Some(since) = self.draining {
-                if (self.conns.is_empty() && self.ops.is_empty()) || now >= since + SHUTDOWN_GRACE {
-                    self.finish_shutdown();
-                    return Ok(());
-                }
+            if let Some(since) = self.draining
+                && ((self.conns.is_empty() && self.ops.is_empty()) || now >= since + SHUTDOWN_GRACE)
+            {
+                self.finish_shutdown();
+                return Ok(());
             }
             let mut timeout = self.timers.timeout(now);
             if self.draining.is_some() {
