@@ -686,3 +686,86 @@ fn sigterm_stops_cleanly() {
     assert!(status.success(), "{status:?}");
     assert!(idle.is_closed_by_peer(Duration::from_secs(1)));
 }
+
+#[test]
+fn connection_limit_answers_503_and_recovers() {
+    let cfg = write_config("limits:\n  max-connections: 2\n");
+    let supd = Supd::start_with(SupdOptions {
+        extra_args: vec!["--config".into(), cfg.to_string_lossy().into_owned()],
+        wait_ready: false,
+        ..Default::default()
+    });
+    let a = supd.connect();
+    let b = supd.connect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = supd.connect();
+    let r = c.read_response(false);
+    assert_eq!(r.status, 503);
+    assert!(r.error_message().contains("too many connections"));
+    drop((a, b));
+    supd.wait_until(Duration::from_secs(5), || {
+        supd.get(&list_path("x"), ADMIN_TOKEN).status != 503
+    });
+}
+
+#[test]
+fn unix_socket_listener() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("supd.sock");
+    let supd = Supd::start_with(SupdOptions {
+        extra_args: vec!["--listen".into(), format!("unix:{}", sock.display())],
+        ..Default::default()
+    });
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {}?count=true HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n",
+        list_path("ux")
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("{\"count\":0}\n"), "{out}");
+    drop(supd);
+}
+
+#[test]
+fn check_config_and_version() {
+    let bin = env!("CARGO_BIN_EXE_supd");
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("supd "));
+    let good = write_config("tenant: acme\nlimits:\n  max-connections: 10\n");
+    let dir = TempDir::new();
+    let tokens = dir.path().join("tokens.yaml");
+    write_tokens(&tokens);
+    let out = std::process::Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .arg("--tokens")
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = write_config("tenant: acme\nbogus-key: 1\n");
+    let out = std::process::Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
