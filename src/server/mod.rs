@@ -475,6 +475,13 @@ impl Server {
                 self.close_conn(token);
                 return;
             }
+            // EOF while an operation works for this request: the client has gone (as Go's
+            // net/http treats it). The operation is cancelled: an exec's process group is
+            // killed, a pending connect is dropped.
+            if c.read_eof && matches!(c.phase, Phase::Waiting(_)) {
+                self.close_conn(token);
+                return;
+            }
             let mut progressed = false;
             loop {
                 let Some(c) = self.conns.get_mut(&token) else {
