@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers on /var/run/docker.sock, installing Debian's docker.io and
 # starting containerd + dockerd in the background when it is missing. An engine that is already
-# running is left alone. Also installs what the tests need (busybox-static, iproute2).
+# running is left alone. Also installs what the tests need (busybox-static, iproute2, and
+# systemd for systemd-analyze).
 set -euo pipefail
 
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 [ -x /usr/bin/busybox ] && /usr/bin/busybox --list >/dev/null 2>&1 && ldd /usr/bin/busybox 2>&1 | grep -q 'not a dynamic' || need_pkgs+=(busybox-static)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "ensure-docker: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

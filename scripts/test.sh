@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: everything the tests need on a fresh Debian machine, then the tests.
 # Installs and starts the Docker engine when it is missing (leaves a running one alone),
-# builds the busybox test image, checks formatting and lints, runs every test.
+# builds the busybox test image, checks formatting, lints and unit files, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +10,15 @@ scripts/build-test-image.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+cargo build --quiet
+
+# The unit files must pass systemd's own checker. It insists that ExecStart exists, so verify
+# a copy that points at the binary just built.
+units=$(mktemp -d)
+trap 'rm -rf "$units"' EXIT
+sed "s|/usr/local/bin/supd|$PWD/target/debug/supd|" systemd/supd.service >"$units/supd.service"
+cp systemd/supd.socket "$units/supd.socket"
+systemd-analyze verify --man=no "$units/supd.service" "$units/supd.socket"
+echo "systemd-analyze verify: ok"
+
 cargo test --all-targets 2>&1
