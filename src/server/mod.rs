@@ -560,17 +560,16 @@ impl Server {
         let Some(c) = self.conns.get_mut(&token) else {
             return true;
         };
-        let (status, close) = match outcome {
+        let close = !req.keep_alive || self.draining.is_some();
+        let status = match outcome {
             Outcome::Respond(resp) => {
-                let close = !req.keep_alive || self.draining.is_some();
                 c.respond(&resp, head_only, close);
-                (resp.status, close)
+                resp.status
             }
             Outcome::Error(err) => {
-                let close = !req.keep_alive || self.draining.is_some() || err.status == 413;
                 let status = err.status;
                 c.respond(&err.into_response(format), head_only, close);
-                (status, close)
+                status
             }
             Outcome::Pending(op) => {
                 c.phase = Phase::Waiting(op);
@@ -581,7 +580,6 @@ impl Server {
             }
             Outcome::Upgraded => return true,
         };
-        let _ = close;
         RequestLog::new(&c.peer, &req, started).done(status);
         false
     }
