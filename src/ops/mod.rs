@@ -11,13 +11,12 @@ pub mod target;
 pub mod tunnel;
 pub mod wsclient;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::event::Source;
-use mio::{Interest, Poll, Token};
+use mio::{Interest, Token};
 
 use crate::config::Config;
 use crate::container;
@@ -29,7 +28,7 @@ use crate::http::response::negotiate;
 use crate::http::router::{ContainerRef, Endpoint, Route};
 use crate::http::{ApiError, Format, Response};
 use crate::server::net::Stream;
-use crate::server::{RequestLog, Target, timers::Timer, timers::Timers};
+use crate::server::{Reactor, RequestLog, Target, timers::Timer};
 use crate::ws::{handshake, protocol};
 
 /// Which of an operation's descriptors an event is about.
@@ -60,28 +59,13 @@ pub struct Ready {
 
 /// What operations may do with the loop: register descriptors and set timers.
 pub struct Io<'a> {
-    poll: &'a Poll,
-    routes: &'a mut HashMap<Token, Target>,
-    next_token: &'a mut usize,
-    timers: &'a mut Timers,
+    reactor: &'a mut Reactor,
     pub cfg: &'a Config,
 }
 
 impl<'a> Io<'a> {
-    pub(crate) fn new(
-        poll: &'a Poll,
-        routes: &'a mut HashMap<Token, Target>,
-        next_token: &'a mut usize,
-        timers: &'a mut Timers,
-        cfg: &'a Config,
-    ) -> Io<'a> {
-        Io {
-            poll,
-            routes,
-            next_token,
-            timers,
-            cfg,
-        }
+    pub(crate) fn new(reactor: &'a mut Reactor, cfg: &'a Config) -> Io<'a> {
+        Io { reactor, cfg }
     }
 
     /// Register a descriptor of operation `op`; returns its new token.
@@ -92,10 +76,11 @@ impl<'a> Io<'a> {
         source: &mut impl Source,
         interest: Interest,
     ) -> io::Result<Token> {
-        let t = Token(*self.next_token);
-        *self.next_token += 1;
-        self.poll.registry().register(source, t, interest)?;
-        self.routes.insert(t, Target::Op(op, role));
+        let r = &mut *self.reactor;
+        let t = Token(r.next_token);
+        r.next_token += 1;
+        r.poll.registry().register(source, t, interest)?;
+        r.routes.insert(t, Target::Op(op, role));
         Ok(t)
     }
 
@@ -105,17 +90,20 @@ impl<'a> Io<'a> {
         source: &mut impl Source,
         interest: Interest,
     ) -> io::Result<()> {
-        self.poll.registry().reregister(source, token, interest)
+        self.reactor
+            .poll
+            .registry()
+            .reregister(source, token, interest)
     }
 
     pub fn deregister(&mut self, token: Token, source: &mut impl Source) {
-        let _ = self.poll.registry().deregister(source);
-        self.routes.remove(&token);
+        let _ = self.reactor.poll.registry().deregister(source);
+        self.reactor.routes.remove(&token);
     }
 
     /// Wake operation `op` at `when` (it checks its own deadlines then).
     pub fn wake_at(&mut self, op: Token, when: Instant) {
-        self.timers.at(when, Timer::Op(op));
+        self.reactor.timers.at(when, Timer::Op(op));
     }
 }
 

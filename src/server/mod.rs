@@ -83,8 +83,16 @@ pub enum TokenState {
     Sealed(String),
 }
 
+/// What operations may touch of the loop: the poller, the token table, the timers.
+pub(crate) struct Reactor {
+    pub(crate) poll: Poll,
+    pub(crate) routes: HashMap<Token, Target>,
+    pub(crate) next_token: usize,
+    pub(crate) timers: Timers,
+}
+
 pub struct Server {
-    poll: Poll,
+    reactor: Reactor,
     cfg: Config,
     tokens: TokenState,
     mirror: Mirror,
@@ -93,13 +101,10 @@ pub struct Server {
     docker_down: bool,
     reconnect_scheduled: bool,
     listeners: Vec<Option<Listener>>,
-    routes: HashMap<Token, Target>,
     conns: HashMap<Token, HttpConn>,
     ops: HashMap<Token, ops::Op>,
     /// Instances with a restart in progress (at most one each).
     restarting: std::collections::HashSet<String>,
-    timers: Timers,
-    next_token: usize,
     signals: SignalFd,
     accept_paused: bool,
     draining: Option<Instant>,
@@ -138,7 +143,12 @@ impl Server {
         let docker = DockerClient::new(cfg.docker_socket.clone());
         let watchdog = systemd::watchdog_interval();
         let mut server = Server {
-            poll,
+            reactor: Reactor {
+                poll,
+                routes: HashMap::new(),
+                next_token: FIRST_DYNAMIC,
+                timers: Timers::default(),
+            },
             cfg,
             tokens,
             mirror: Mirror::new(),
@@ -147,12 +157,9 @@ impl Server {
             docker_down: false,
             reconnect_scheduled: false,
             listeners: Vec::new(),
-            routes: HashMap::new(),
             conns: HashMap::new(),
             ops: HashMap::new(),
             restarting: Default::default(),
-            timers: Timers::default(),
-            next_token: FIRST_DYNAMIC,
             signals,
             accept_paused: false,
             draining: None,
@@ -162,16 +169,17 @@ impl Server {
         for (i, mut l) in listeners.into_iter().enumerate() {
             let t = server.token();
             server
+                .reactor
                 .poll
                 .registry()
                 .register(&mut l, t, Interest::READABLE)
                 .map_err(|e| Error::Io("register listener", e))?;
             log::info!("listening on {}", l.describe());
-            server.routes.insert(t, Target::Listener(i));
+            server.reactor.routes.insert(t, Target::Listener(i));
             server.listeners.push(Some(l));
         }
         if let Some(w) = server.watchdog {
-            server.timers.after(w / 2, Timer::Watchdog);
+            server.reactor.timers.after(w / 2, Timer::Watchdog);
         }
         let wants = server.mirror.connect();
         server.apply_wants(wants);
@@ -179,8 +187,8 @@ impl Server {
     }
 
     fn token(&mut self) -> Token {
-        let t = Token(self.next_token);
-        self.next_token += 1;
+        let t = Token(self.reactor.next_token);
+        self.reactor.next_token += 1;
         t
     }
 
@@ -195,12 +203,12 @@ impl Server {
                 self.finish_shutdown();
                 return Ok(());
             }
-            let mut timeout = self.timers.timeout(now);
+            let mut timeout = self.reactor.timers.timeout(now);
             if self.draining.is_some() {
                 let tick = Duration::from_millis(50);
                 timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
             }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.reactor.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -215,7 +223,7 @@ impl Server {
                 );
             }
             let now = Instant::now();
-            while let Some(t) = self.timers.pop_due(now) {
+            while let Some(t) = self.reactor.timers.pop_due(now) {
                 self.on_timer(t, now);
             }
         }
@@ -226,7 +234,7 @@ impl Server {
             self.on_signal();
             return;
         }
-        match self.routes.get(&token).copied() {
+        match self.reactor.routes.get(&token).copied() {
             Some(Target::Listener(i)) => self.accept(i),
             Some(Target::Conn) => self.drive_conn(token),
             Some(Target::Docker) => self.on_docker(token),
@@ -280,7 +288,7 @@ impl Server {
         self.draining = Some(Instant::now());
         for slot in self.listeners.iter_mut() {
             if let Some(mut l) = slot.take() {
-                let _ = self.poll.registry().deregister(&mut l);
+                let _ = self.reactor.poll.registry().deregister(&mut l);
             }
         }
         // Idle keep-alive connections have nothing in flight: close them now.
@@ -298,13 +306,7 @@ impl Server {
         let op_tokens: Vec<Token> = self.ops.keys().copied().collect();
         for t in op_tokens {
             if let Some(op) = self.ops.get_mut(&t) {
-                let mut io = ops::Io::new(
-                    &self.poll,
-                    &mut self.routes,
-                    &mut self.next_token,
-                    &mut self.timers,
-                    &self.cfg,
-                );
+                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
                 op.shutdown(t, &mut io);
             }
             self.drive_op(t, None);
@@ -315,7 +317,7 @@ impl Server {
         for (_, mut op) in self.ops.drain() {
             op.abandon();
         }
-        let _ = self.docker.close_all(self.poll.registry());
+        let _ = self.docker.close_all(self.reactor.poll.registry());
         log::info!("stopped");
     }
 
@@ -335,7 +337,7 @@ impl Server {
             Timer::Watchdog => {
                 let _ = systemd::notify("WATCHDOG=1");
                 if let Some(w) = self.watchdog {
-                    self.timers.after(w / 2, Timer::Watchdog);
+                    self.reactor.timers.after(w / 2, Timer::Watchdog);
                 }
             }
             Timer::ResumeAccept => {
@@ -362,14 +364,17 @@ impl Server {
             _ => None,
         };
         match deadline {
-            Some((when, _)) if when > now => self.timers.at(when, Timer::Conn(token)),
+            Some((when, _)) if when > now => self.reactor.timers.at(when, Timer::Conn(token)),
             Some((_, true)) => {
                 let err = ApiError::new(408, "request not received in time");
                 self.fail_conn(token, err);
             }
             Some((_, false)) => self.close_conn(token),
             // Busy (waiting for an operation or writing): look again later.
-            None => self.timers.after(limits.idle_timeout, Timer::Conn(token)),
+            None => self
+                .reactor
+                .timers
+                .after(limits.idle_timeout, Timer::Conn(token)),
         }
     }
 
@@ -400,7 +405,8 @@ impl Server {
                     // listener that stays readable.
                     log::warn!("accept: {e}; pausing new connections for 100 ms");
                     self.accept_paused = true;
-                    self.timers
+                    self.reactor
+                        .timers
                         .after(Duration::from_millis(100), Timer::ResumeAccept);
                     return;
                 }
@@ -423,17 +429,18 @@ impl Server {
             return;
         }
         let token = self.token();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut conn.stream, token, Interest::READABLE)
+        if let Err(e) =
+            self.reactor
+                .poll
+                .registry()
+                .register(&mut conn.stream, token, Interest::READABLE)
         {
             log::warn!("register connection: {e}");
             return;
         }
         conn.interest = Some(Interest::READABLE);
-        self.routes.insert(token, Target::Conn);
-        self.timers.after(
+        self.reactor.routes.insert(token, Target::Conn);
+        self.reactor.timers.after(
             self.cfg
                 .limits
                 .head_timeout
@@ -448,8 +455,8 @@ impl Server {
 
     fn close_conn(&mut self, token: Token) {
         if let Some(mut c) = self.conns.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-            self.routes.remove(&token);
+            let _ = self.reactor.poll.registry().deregister(&mut c.stream);
+            self.reactor.routes.remove(&token);
             if let Phase::Waiting(op) = c.phase {
                 self.client_gone(op);
             }
@@ -533,6 +540,7 @@ impl Server {
                 let want = c.wanted_interest();
                 if c.interest != Some(want) {
                     if self
+                        .reactor
                         .poll
                         .registry()
                         .reregister(&mut c.stream, token, want)
@@ -660,13 +668,7 @@ impl Server {
     ) -> Outcome {
         let op_token = self.token();
         let start = {
-            let mut io = ops::Io::new(
-                &self.poll,
-                &mut self.routes,
-                &mut self.next_token,
-                &mut self.timers,
-                &self.cfg,
-            );
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             let env = ops::Env {
                 mirror: &self.mirror,
                 cfg: &self.cfg,
@@ -709,8 +711,8 @@ impl Server {
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        self.routes.remove(&token);
+        let _ = self.reactor.poll.registry().deregister(&mut c.stream);
+        self.reactor.routes.remove(&token);
         if let Some(log) = log {
             log.done(101);
         }
@@ -720,25 +722,13 @@ impl Server {
             return;
         };
         let attached = {
-            let mut io = ops::Io::new(
-                &self.poll,
-                &mut self.routes,
-                &mut self.next_token,
-                &mut self.timers,
-                &self.cfg,
-            );
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
         };
         if let Err(e) = attached {
             log::warn!("websocket attach: {e}");
             if let Some(mut op) = self.ops.remove(&op_token) {
-                let mut io = ops::Io::new(
-                    &self.poll,
-                    &mut self.routes,
-                    &mut self.next_token,
-                    &mut self.timers,
-                    &self.cfg,
-                );
+                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
                 op.release(&mut io);
                 op.abandon();
             }
@@ -753,13 +743,7 @@ impl Server {
             return;
         };
         let progress = {
-            let mut io = ops::Io::new(
-                &self.poll,
-                &mut self.routes,
-                &mut self.next_token,
-                &mut self.timers,
-                &self.cfg,
-            );
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             let mut env = ops::EnvMut {
                 mirror: &mut self.mirror,
                 docker: &mut self.docker,
@@ -786,13 +770,7 @@ impl Server {
             if let Some(key) = op.restart_key() {
                 self.restarting.remove(key);
             }
-            let mut io = ops::Io::new(
-                &self.poll,
-                &mut self.routes,
-                &mut self.next_token,
-                &mut self.timers,
-                &self.cfg,
-            );
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             op.release(&mut io);
         }
     }
@@ -821,13 +799,7 @@ impl Server {
 
     fn client_gone(&mut self, op_token: Token) {
         if let Some(op) = self.ops.get_mut(&op_token) {
-            let mut io = ops::Io::new(
-                &self.poll,
-                &mut self.routes,
-                &mut self.next_token,
-                &mut self.timers,
-                &self.cfg,
-            );
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             op.client_gone(op_token, &mut io);
         }
         self.drive_op(op_token, None);
@@ -847,12 +819,16 @@ impl Server {
 
     fn docker_request(&mut self, method: &str, path: &str, body: Option<&[u8]>, purpose: Purpose) {
         let t = self.token();
-        match self
-            .docker
-            .start(self.poll.registry(), t, method, path, body, purpose.clone())
-        {
+        match self.docker.start(
+            self.reactor.poll.registry(),
+            t,
+            method,
+            path,
+            body,
+            purpose.clone(),
+        ) {
             Ok(()) => {
-                self.routes.insert(t, Target::Docker);
+                self.reactor.routes.insert(t, Target::Docker);
             }
             Err(e) => self.docker_failed(
                 purpose,
@@ -865,9 +841,9 @@ impl Server {
     }
 
     fn on_docker(&mut self, token: Token) {
-        let replies = self.docker.on_ready(self.poll.registry(), token);
+        let replies = self.docker.on_ready(self.reactor.poll.registry(), token);
         if !self.docker.owns(token) {
-            self.routes.remove(&token);
+            self.reactor.routes.remove(&token);
         }
         for r in replies {
             match r {
@@ -913,8 +889,10 @@ impl Server {
         self.docker_down = true;
         self.mirror.disconnected(error);
         // Every request of the lost connection is dropped; restarts learn of it here.
-        let purposes = self.docker.close_all(self.poll.registry());
-        self.routes.retain(|_, t| !matches!(t, Target::Docker));
+        let purposes = self.docker.close_all(self.reactor.poll.registry());
+        self.reactor
+            .routes
+            .retain(|_, t| !matches!(t, Target::Docker));
         for p in purposes {
             if let Purpose::Restart { op, .. } = p {
                 if let Some(o) = self.ops.get_mut(&op) {
@@ -926,7 +904,8 @@ impl Server {
         if !self.reconnect_scheduled {
             self.reconnect_scheduled = true;
             log::info!("docker: reconnecting in {:?}", self.docker_backoff);
-            self.timers
+            self.reactor
+                .timers
                 .after(self.docker_backoff, Timer::DockerReconnect);
             self.docker_backoff = (self.docker_backoff * 2).min(DOCKER_BACKOFF_MAX);
         }
