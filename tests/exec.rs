@@ -363,8 +363,15 @@ fn client_disconnect_kills_the_command() {
     drop(c);
     supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1002"));
     supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
-    // The daemon still serves.
+    // The daemon still serves, and a background child holding the output open does not
+    // hold the answer.
     assert_eq!(run(&supd, &p, "echo alive")["output"], "alive\n");
+    let t = Instant::now();
+    let v = run(&supd, &p, "sh -c 'sleep 1003 & echo bg'");
+    assert_eq!(v["output"], "bg\n", "{v}");
+    assert_eq!(v["exit-code"], 0, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
 }
 
 #[test]

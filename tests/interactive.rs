@@ -1,0 +1,427 @@
+//! Interactive exec (`GET .../exec-interactive`, `v1.exec-interactive.supd`) through a real
+//! `supd` into real busybox containers, with tungstenite as an independent client.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tungstenite::Message;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocket;
+
+const SLEEPER: &[&str] = &[IMAGE, "sleep", "3600"];
+const PROTOCOL: &str = "v1.exec-interactive.supd";
+
+type Ws = WebSocket<TcpStream>;
+
+fn managed(cs: &Containers, app: &str, svc: &str, extra: &[&str]) -> String {
+    let a = format!("io.supd.application={app}");
+    let s = format!("io.supd.service={svc}");
+    let mut args = vec![
+        "--label",
+        &a,
+        "--label",
+        &s,
+        "--label",
+        "io.supd.instance=1",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(SLEEPER);
+    cs.run(&args)
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn path(app: &str, cmd: &str, tty: bool) -> String {
+    format!(
+        "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd={}&tty={tty}",
+        encode(cmd)
+    )
+}
+
+fn open(supd: &Supd, app: &str, cmd: &str, tty: bool) -> Ws {
+    let url = format!("ws://{}{}", supd.addr, path(app, cmd, tty));
+    let mut request = url.into_client_request().unwrap();
+    let h = request.headers_mut();
+    h.insert(
+        "Authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    h.insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
+    let stream = TcpStream::connect(supd.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (ws, response) = tungstenite::client(request, stream).unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["Sec-WebSocket-Protocol"], PROTOCOL);
+    ws
+}
+
+fn stdin(ws: &mut Ws, bytes: &[u8]) {
+    ws.send(Message::binary([&[0x10][..], bytes].concat()))
+        .unwrap();
+}
+
+fn close_stdin(ws: &mut Ws) {
+    ws.send(Message::binary(vec![0x12])).unwrap();
+}
+
+fn resize(ws: &mut Ws, rows: u16, cols: u16) {
+    let json = format!(r#"{{"h":{rows},"w":{cols}}}"#);
+    ws.send(Message::binary([&[0x11][..], json.as_bytes()].concat()))
+        .unwrap();
+}
+
+/// Read output until `want` appears in it (or fail on close).
+fn read_until(ws: &mut Ws, out: &mut Vec<u8>, want: &str) {
+    while !String::from_utf8_lossy(out).contains(want) {
+        match ws.read().unwrap() {
+            Message::Binary(b) => out.extend_from_slice(&b),
+            Message::Close(c) => panic!(
+                "closed ({c:?}) before {want:?}; got {:?}",
+                String::from_utf8_lossy(out)
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Read everything up to the close frame: (output, close code, close reason).
+fn finish(ws: &mut Ws) -> (Vec<u8>, u16, String) {
+    let mut out = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) => {
+                assert!(b.len() <= 64 * 1024, "frame of {} bytes", b.len());
+                out.extend_from_slice(&b);
+            }
+            Ok(Message::Close(Some(c))) => {
+                let r = (out, u16::from(c.code), c.reason.to_string());
+                // Let tungstenite answer the close.
+                while ws.read().is_ok() {}
+                return r;
+            }
+            Ok(Message::Close(None)) => panic!("close without a code"),
+            Ok(_) => {}
+            Err(e) => panic!(
+                "no close frame ({e}); output {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+}
+
+fn top_has(id: &str, needle: &str) -> bool {
+    docker(&["top", id, "-o", "pid,args"])
+        .lines()
+        .skip(1)
+        .any(|l| l.contains(needle))
+}
+
+#[test]
+fn terminal_size_tty_and_exit_status() {
+    let cs = Containers::new("ix-tty");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &["-e", "FOO=bar"]);
+    let supd = Supd::start();
+
+    let mut ws = open(
+        &supd,
+        &app,
+        "sh -c 'stty size; read x; stty size; exit 42'",
+        true,
+    );
+    let mut out = Vec::new();
+    read_until(&mut ws, &mut out, "24 80");
+    resize(&mut ws, 40, 100);
+    stdin(&mut ws, b"\n");
+    let (rest, code, reason) = finish(&mut ws);
+    out.extend(rest);
+    assert!(String::from_utf8_lossy(&out).contains("40 100"), "{out:?}");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":42}"#));
+
+    let mut ws = open(&supd, &app, "tty", true);
+    let (out, code, reason) = finish(&mut ws);
+    assert!(
+        out.starts_with(b"/dev/pts/"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+
+    let mut ws = open(&supd, &app, "tty", false);
+    let (out, code, reason) = finish(&mut ws);
+    assert_eq!(String::from_utf8_lossy(&out), "not a tty\n");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":1}"#));
+
+    // TERM is set for a terminal; the container's own environment is kept.
+    let mut ws = open(&supd, &app, "env", true);
+    let (out, _, _) = finish(&mut ws);
+    let env = String::from_utf8_lossy(&out);
+    assert!(env.contains("TERM="), "{env}");
+    assert!(env.contains("FOO=bar"), "{env}");
+
+    let mut ws = open(&supd, &app, "sh -c 'kill -KILL $$'", false);
+    let (_, code, reason) = finish(&mut ws);
+    assert_eq!((code, reason.as_str()), (1000, r#"{"signal":9}"#));
+}
+
+#[test]
+fn cat_echoes_and_ends_on_close_stdin() {
+    let cs = Containers::new("ix-cat");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+
+    let mut ws = open(&supd, &app, "cat", false);
+    let mut out = Vec::new();
+    stdin(&mut ws, b"hello\n");
+    read_until(&mut ws, &mut out, "hello\n");
+    stdin(&mut ws, b"world");
+    close_stdin(&mut ws);
+    let (rest, code, reason) = finish(&mut ws);
+    out.extend(rest);
+    assert_eq!(out, b"hello\nworld");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+
+    // With a terminal, close-stdin is end-of-file at the terminal.
+    let mut ws = open(&supd, &app, "cat", true);
+    stdin(&mut ws, b"hi\n");
+    close_stdin(&mut ws);
+    let (out, code, reason) = finish(&mut ws);
+    assert!(String::from_utf8_lossy(&out).contains("hi"), "{out:?}");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+
+    // A frame that is not part of the protocol closes with 1003.
+    let mut ws = open(&supd, &app, "cat", false);
+    ws.send(Message::binary(vec![0x42, 1, 2])).unwrap();
+    let (_, code, _) = finish(&mut ws);
+    assert_eq!(code, 1003);
+    let mut ws = open(&supd, &app, "cat", false);
+    ws.send(Message::text("hello")).unwrap();
+    let (_, code, _) = finish(&mut ws);
+    assert_eq!(code, 1003);
+    supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
+}
+
+#[test]
+fn large_output_through_a_slow_reader_with_bounded_memory() {
+    let cs = Containers::new("ix-big");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+    const TOTAL: usize = 50_000_000;
+    let line = b"0123456789abcdefghi\n";
+    let mut ws = open(
+        &supd,
+        &app,
+        &format!("sh -c 'yes 0123456789abcdefghi | head -c {TOTAL}'"),
+        false,
+    );
+    // Let every buffer between the command and us fill up.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = 0usize;
+    let mut max_rss = 0;
+    let mut frames = 0u64;
+    let (code, reason) = loop {
+        match ws.read().unwrap() {
+            Message::Binary(b) => {
+                assert!(b.len() <= 64 * 1024);
+                for (i, byte) in b.iter().enumerate() {
+                    let want = line[(got + i) % line.len()];
+                    assert_eq!(*byte, want, "byte {} differs", got + i);
+                }
+                got += b.len();
+                frames += 1;
+                if frames % 16 == 0 {
+                    max_rss = max_rss.max(supd.rss_kib());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Message::Close(Some(c)) => break (u16::from(c.code), c.reason.to_string()),
+            m => panic!("unexpected {m:?}"),
+        }
+    };
+    assert_eq!(got, TOTAL);
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+    assert!(max_rss < 64 * 1024, "supd RSS reached {max_rss} KiB");
+}
+
+#[test]
+fn ctrl_c_interrupts_yes_and_hang_up_kills() {
+    let cs = Containers::new("ix-intr");
+    let app = unique("ix");
+    let id = managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+
+    let mut ws = open(&supd, &app, "yes", true);
+    let mut out = Vec::new();
+    read_until(&mut ws, &mut out, "y\r\ny\r\n");
+    let t = Instant::now();
+    stdin(&mut ws, &[0x03]);
+    let (_, code, reason) = finish(&mut ws);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "Ctrl-C took {:?}",
+        t.elapsed()
+    );
+    assert_eq!((code, reason.as_str()), (1000, r#"{"signal":2}"#));
+
+    // The client vanishes: the session's processes go (SIGHUP, then SIGKILL).
+    for tty in [true, false] {
+        let ws = open(&supd, &app, "sh -c 'sleep 1000 & sleep 1001'", tty);
+        supd.wait_until(Duration::from_secs(10), || top_has(&id, "sleep 1001"));
+        drop(ws);
+        supd.wait_until(Duration::from_secs(10), || {
+            !top_has(&id, "sleep 1000") && !top_has(&id, "sleep 1001")
+        });
+    }
+    supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
+}
+
+#[test]
+fn two_hundred_concurrent_sessions() {
+    let cs = Containers::new("ix-many");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+    let fds = supd.fd_count();
+    let mut sessions: Vec<(usize, Ws)> = (0..200)
+        .map(|n| {
+            (
+                n,
+                open(
+                    &supd,
+                    &app,
+                    &format!("sh -c 'read x; echo {n} $x'"),
+                    n % 2 == 0,
+                ),
+            )
+        })
+        .collect();
+    // All are alive at once; now each gets its own input and answers with its own output.
+    for (n, ws) in sessions.iter_mut().rev() {
+        stdin(ws, format!("in{n}\n").as_bytes());
+    }
+    for (n, ws) in sessions.iter_mut() {
+        let (out, code, reason) = finish(ws);
+        let text = String::from_utf8_lossy(&out).replace('\r', "");
+        assert!(text.ends_with(&format!("{n} in{n}\n")), "{n}: {text:?}");
+        assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+    }
+    drop(sessions);
+    supd.wait_until(Duration::from_secs(10), || {
+        supd.children().is_empty() && supd.fd_count() <= fds
+    });
+}
+
+#[test]
+fn upgrade_refusals() {
+    let cs = Containers::new("ix-auth");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let stopped = managed(&cs, &app, "off", &[]);
+    docker(&["stop", "-t", "0", &stopped]);
+    let supd = Supd::start();
+    let p = path(&app, "id", true);
+    let ws_headers = |token: &'static str, proto: &'static str| {
+        vec![
+            ("Authorization", format!("Bearer {token}")),
+            ("Connection", "Upgrade".to_string()),
+            ("Upgrade", "websocket".to_string()),
+            ("Sec-WebSocket-Version", "13".to_string()),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==".to_string()),
+            ("Sec-WebSocket-Protocol", proto.to_string()),
+        ]
+    };
+    let send = |p: &str, hs: Vec<(&str, String)>| {
+        let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        supd.request("GET", p, &hs, b"")
+    };
+    let r = send(&p, ws_headers(READER_TOKEN, PROTOCOL));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = send(&p, ws_headers(OTHER_TOKEN, PROTOCOL));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = send(&p, ws_headers(ADMIN_TOKEN, "v1.connect.supd"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = supd.get(&p, ADMIN_TOKEN);
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert_eq!(r.header("Upgrade"), Some("websocket"));
+    let off = p.replace("/web-1/containers/web/", "/off-1/containers/off/");
+    let r = send(&off, ws_headers(ADMIN_TOKEN, PROTOCOL));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let blank = format!(
+        "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd=%20"
+    );
+    let r = send(&blank, ws_headers(ADMIN_TOKEN, PROTOCOL));
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The good request works on the same daemon.
+    let mut ws = open(&supd, &app, "id -u", false);
+    let (out, _, _) = finish(&mut ws);
+    assert_eq!(out, b"0\n");
+}
+
+#[test]
+fn pings_idle_timeout_and_background_holders() {
+    let cs = Containers::new("ix-ping");
+    let app = unique("ix");
+    let id = managed(&cs, &app, "web", &[]);
+    let cfg = std::env::temp_dir().join(format!("{}.yaml", unique("supd-cfg")));
+    std::fs::write(
+        &cfg,
+        "websocket: {ping-interval-ms: 200, idle-timeout-ms: 1500}\nexec: {kill-grace-ms: 300}\n",
+    )
+    .unwrap();
+    let supd = Supd::start_with(SupdOptions {
+        extra_args: vec!["--config".into(), cfg.to_string_lossy().into_owned()],
+        ..Default::default()
+    });
+    let _ = std::fs::remove_file(&cfg);
+
+    // The server pings while the command is quiet; tungstenite answers.
+    let mut ws = open(&supd, &app, "sleep 1", false);
+    let mut pings = 0;
+    let (code, reason) = loop {
+        match ws.read().unwrap() {
+            Message::Ping(_) => pings += 1,
+            Message::Close(Some(c)) => break (u16::from(c.code), c.reason.to_string()),
+            m => panic!("unexpected {m:?}"),
+        }
+    };
+    assert!(pings >= 2, "{pings} pings");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+
+    // A background process that keeps the output open does not hold the close.
+    let t = Instant::now();
+    let mut ws = open(&supd, &app, "sh -c 'sleep 1003 & echo started'", false);
+    let (out, code, reason) = finish(&mut ws);
+    assert_eq!(out, b"started\n");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // A silent session past the idle timeout is closed and its command ended.
+    let t = Instant::now();
+    let mut ws = open(&supd, &app, "sleep 1004", true);
+    let mut closed = false;
+    while let Ok(m) = ws.read() {
+        if let Message::Close(_) = m {
+            closed = true;
+        }
+    }
+    assert!(closed, "no close frame for the idle session");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1004"));
+    supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
+}
