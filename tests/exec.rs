@@ -185,7 +185,18 @@ fn user_env_and_working_directory_from_the_container() {
     );
     managed(&cs, &app, "named", &["--user", "app"], SLEEPER);
     managed(&cs, &app, "plain", &[], SLEEPER);
+    managed(
+        &cs,
+        &app,
+        "path",
+        &["-e", "PATH=/nowhere"],
+        &[IMAGE, "/bin/sleep", "3600"],
+    );
     let supd = Supd::start();
+    // The program is looked up on the container's PATH, not supd's.
+    let p = exec_path(&app, "path");
+    assert_eq!(run(&supd, &p, "ls /")["exit-code"], 127);
+    assert_eq!(run(&supd, &p, "/bin/echo ok")["output"], "ok\n");
     let p = exec_path(&app, "web");
     assert_eq!(run(&supd, &p, "id -u")["output"], "1000\n");
     assert_eq!(run(&supd, &p, "id -g")["output"], "1000\n");
@@ -196,6 +207,24 @@ fn user_env_and_working_directory_from_the_container() {
         .to_string();
     assert!(env.lines().any(|l| l == "FOO=bar baz"), "{env}");
     assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    // Groups as the container's first process has them, none of supd's.
+    let groups = |svc: &str| {
+        let v = run(
+            &supd,
+            &exec_path(&app, svc),
+            "sh -c 'grep Groups /proc/1/status; grep Groups /proc/self/status'",
+        );
+        let out = v["output"].as_str().unwrap().to_string();
+        let (first, me) = out.split_once('\n').unwrap();
+        assert_eq!(first.trim(), me.trim(), "{svc}");
+        first.trim().to_string()
+    };
+    assert_eq!(groups("web"), "Groups:\t1000");
+    groups("named");
+    groups("plain");
+    // Supplementary groups of a named user come from the container's /etc/group.
+    let v = run(&supd, &exec_path(&app, "named"), "id -G");
+    assert_eq!(v["output"], "1000 10\n", "{v}");
     let v = run(&supd, &exec_path(&app, "named"), "id");
     assert!(
         v["output"]

@@ -425,3 +425,113 @@ fn pings_idle_timeout_and_background_holders() {
     supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1004"));
     supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
 }
+
+#[test]
+fn client_close_and_isolation_from_a_flood() {
+    let cs = Containers::new("ix-iso");
+    let app = unique("ix");
+    let id = managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+
+    // The client closes first: the command goes.
+    let mut ws = open(&supd, &app, "sh -c 'sleep 1005 & cat'", false);
+    supd.wait_until(Duration::from_secs(10), || top_has(&id, "sleep 1005"));
+    ws.close(None).unwrap();
+    let mut closed = false;
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => closed = true,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(closed, "supd did not answer the close");
+    supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1005"));
+
+    // Floods that nobody reads (output, and input the command never reads) do not delay
+    // anyone else.
+    let _flood_out = open(&supd, &app, "yes", true);
+    let mut flood_in = open(&supd, &app, "sleep 1006", false);
+    let junk = vec![0x10; 64 * 1024];
+    flood_in
+        .get_mut()
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    for _ in 0..32 {
+        if flood_in.send(Message::binary(junk.clone())).is_err() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..10 {
+        let t = Instant::now();
+        let mut ws = open(&supd, &app, &format!("echo {i}"), i % 2 == 0);
+        let (out, _, _) = finish(&mut ws);
+        assert_eq!(String::from_utf8_lossy(&out).replace('\r', ""), format!("{i}\n"));
+        let body = format!(r#"{{"cmd": "echo x{i}"}}"#);
+        let r = supd.post_json(
+            &format!(
+                "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec"
+            ),
+            ADMIN_TOKEN,
+            &body,
+        );
+        assert_eq!(r.json()["output"], format!("x{i}\n"));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn bad_queries_init_containers_and_shutdown() {
+    let cs = Containers::new("ix-misc");
+    let app = unique("ix");
+    let id = managed(&cs, &app, "web", &[]);
+    managed(
+        &cs,
+        &app,
+        "web",
+        &[
+            "--label",
+            "io.supd.init-container=true",
+            "--label",
+            "io.supd.container=setup",
+        ],
+    );
+    docker(&["stop", "-t", "0", &cs.docker(&["ps", "-q", "--filter", "label=io.supd.container=setup", "--filter", &format!("label=io.supd.application={app}")])]);
+    let mut supd = Supd::start();
+    let base = format!("/v1/state/applications/{app}/service-instances/web-1");
+    let upgrade = |p: &str| {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        supd.request(
+            "GET",
+            p,
+            &[
+                ("Authorization", &auth),
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Protocol", PROTOCOL),
+            ],
+            b"",
+        )
+    };
+    let web = format!("{base}/containers/web/exec-interactive");
+    assert_eq!(upgrade(&web).status, 400, "no cmd");
+    assert_eq!(upgrade(&format!("{web}?cmd=id&tty=maybe")).status, 400);
+    let r = upgrade(&format!("{base}/init-containers/setup/exec-interactive?cmd=id"));
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    // supd stopping ends sessions with 1001 and their commands with them.
+    let mut ws = open(&supd, &app, "sleep 1007", true);
+    supd.wait_until(Duration::from_secs(10), || top_has(&id, "sleep 1007"));
+    supd.signal("TERM");
+    let (_, code, _) = finish(&mut ws);
+    assert_eq!(code, 1001);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while supd.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "supd did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1007"));
+}
