@@ -481,3 +481,25 @@ fn a_thousand_execs_leak_nothing() {
         supd.children().is_empty() && supd.fd_count() <= fds
     });
 }
+
+#[test]
+fn many_execs_run_at_once() {
+    let cs = Containers::new("exec-many");
+    let app = unique("ex");
+    managed(&cs, &app, "web", &[], SLEEPER);
+    let supd = Supd::start();
+    let p = exec_path(&app, "web");
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for n in 0..100 {
+            let (supd, p) = (&supd, &p);
+            s.spawn(move || {
+                let v = run(supd, p, &format!("sh -c 'sleep 1; echo {n}'"));
+                assert_eq!(v["output"], format!("{n}\n"));
+            });
+        }
+    });
+    // One after another they would take 100 s.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    supd.wait_until(Duration::from_secs(10), || supd.children().is_empty());
+}

@@ -467,12 +467,13 @@ fn client_close_and_isolation_from_a_flood() {
         let t = Instant::now();
         let mut ws = open(&supd, &app, &format!("echo {i}"), i % 2 == 0);
         let (out, _, _) = finish(&mut ws);
-        assert_eq!(String::from_utf8_lossy(&out).replace('\r', ""), format!("{i}\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&out).replace('\r', ""),
+            format!("{i}\n")
+        );
         let body = format!(r#"{{"cmd": "echo x{i}"}}"#);
         let r = supd.post_json(
-            &format!(
-                "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec"
-            ),
+            &format!("/v1/state/applications/{app}/service-instances/web-1/containers/web/exec"),
             ADMIN_TOKEN,
             &body,
         );
@@ -497,7 +498,19 @@ fn bad_queries_init_containers_and_shutdown() {
             "io.supd.container=setup",
         ],
     );
-    docker(&["stop", "-t", "0", &cs.docker(&["ps", "-q", "--filter", "label=io.supd.container=setup", "--filter", &format!("label=io.supd.application={app}")])]);
+    docker(&[
+        "stop",
+        "-t",
+        "0",
+        &cs.docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            "label=io.supd.container=setup",
+            "--filter",
+            &format!("label=io.supd.application={app}"),
+        ]),
+    ]);
     let mut supd = Supd::start();
     let base = format!("/v1/state/applications/{app}/service-instances/web-1");
     let upgrade = |p: &str| {
@@ -519,7 +532,9 @@ fn bad_queries_init_containers_and_shutdown() {
     let web = format!("{base}/containers/web/exec-interactive");
     assert_eq!(upgrade(&web).status, 400, "no cmd");
     assert_eq!(upgrade(&format!("{web}?cmd=id&tty=maybe")).status, 400);
-    let r = upgrade(&format!("{base}/init-containers/setup/exec-interactive?cmd=id"));
+    let r = upgrade(&format!(
+        "{base}/init-containers/setup/exec-interactive?cmd=id"
+    ));
     assert_eq!(r.status, 409, "{}", r.text());
 
     // supd stopping ends sessions with 1001 and their commands with them.
@@ -534,4 +549,117 @@ fn bad_queries_init_containers_and_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     }
     supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1007"));
+}
+
+/// A masked client frame, as a browser would send it.
+fn client_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x82];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn frames_sent_with_the_upgrade_and_large_stdin() {
+    let cs = Containers::new("ix-stdin");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+
+    // Frames right behind the upgrade request, before the 101, in one write.
+    let mut raw = format!(
+        "GET {} HTTP/1.1\r\nHost: supd\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {PROTOCOL}\r\n\r\n",
+        path(&app, "cat", false)
+    )
+    .into_bytes();
+    raw.extend(client_frame(b"\x10early\n"));
+    raw.extend(client_frame(b"\x12"));
+    let mut stream = TcpStream::connect(supd.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, &raw).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut stream, &mut b).unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut ws = WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Client, None);
+    let (out, code, reason) = finish(&mut ws);
+    assert_eq!(out, b"early\n");
+    assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+
+    // 8 MB of input through a pipe to a command that checks it.
+    let chunk: String = (0..1000).map(|i| format!("{i:07}\n")).collect();
+    let total: String = chunk.repeat(1000);
+    let mut ws = open(&supd, &app, "sha256sum", false);
+    for piece in total.as_bytes().chunks(60_000) {
+        stdin(&mut ws, piece);
+    }
+    close_stdin(&mut ws);
+    let (out, code, _) = finish(&mut ws);
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(supd::auth::hash_hex(&total).as_str())
+    );
+    assert_eq!(code, 1000);
+}
+
+#[test]
+fn all_terminal_output_arrives_before_the_close() {
+    let cs = Containers::new("ix-ttyout");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+    for round in 0..5 {
+        let mut ws = open(&supd, &app, "sh -c 'yes abc | head -c 2000000'", true);
+        if round % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let (out, code, reason) = finish(&mut ws);
+        // The terminal turns each "\n" into "\r\n".
+        assert_eq!(out.len(), 2_000_000 + 500_000, "round {round}");
+        assert!(out.starts_with(b"abc\r\nabc\r\n"));
+        assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
+    }
+}
+
+#[test]
+fn ctrl_c_reaches_a_command_that_does_not_read_input() {
+    let cs = Containers::new("ix-intr2");
+    let app = unique("ix");
+    managed(&cs, &app, "web", &[]);
+    let supd = Supd::start();
+    let mut ws = open(&supd, &app, "sleep 1008", true);
+    ws.get_mut()
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Typed-ahead input the command never reads fills the terminal's buffers first.
+    for _ in 0..8 {
+        stdin(&mut ws, &[b'x'; 60_000]);
+    }
+    let t = Instant::now();
+    stdin(&mut ws, &[0x03]);
+    let (_, code, reason) = finish(&mut ws);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!((code, reason.as_str()), (1000, r#"{"signal":2}"#));
 }
