@@ -76,6 +76,9 @@ fn exit_codes_signal_quoting_and_formats() {
     // Quotes and spaces, split by POSIX rules without a shell.
     let v = run(&supd, &p, r#"echo "a  b" 'c  "d"' e\ f"#);
     assert_eq!(v["output"], "a  b c  \"d\" e f\n", "{v}");
+    // No shell: no expansion, globbing or operators.
+    let v = run(&supd, &p, "echo $HOME /etc/pass* a;b");
+    assert_eq!(v["output"], "$HOME /etc/pass* a;b\n", "{v}");
     // stdout and stderr merged, stdin is /dev/null.
     let v = run(&supd, &p, "sh -c 'echo out; echo err >&2; cat; echo end'");
     assert_eq!(v["output"], "out\nerr\nend\n", "{v}");

@@ -161,6 +161,30 @@ fn terminal_size_tty_and_exit_status() {
     );
     assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":0}"#));
 
+    // tty defaults to true.
+    let mut ws = open(&supd, &app, "tty", true);
+    let url = format!(
+        "ws://{}/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd=tty",
+        supd.addr
+    );
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
+    let (mut default_ws, _) =
+        tungstenite::client(request, TcpStream::connect(supd.addr).unwrap()).unwrap();
+    let (out, _, _) = finish(&mut default_ws);
+    assert!(
+        out.starts_with(b"/dev/pts/"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    drop(finish(&mut ws));
+
     let mut ws = open(&supd, &app, "tty", false);
     let (out, code, reason) = finish(&mut ws);
     assert_eq!(String::from_utf8_lossy(&out), "not a tty\n");
@@ -311,6 +335,7 @@ fn two_hundred_concurrent_sessions() {
             )
         })
         .collect();
+    eprintln!("supd descriptors with 200 sessions: {}", supd.fd_count());
     // All are alive at once; now each gets its own input and answers with its own output.
     for (n, ws) in sessions.iter_mut().rev() {
         stdin(ws, format!("in{n}\n").as_bytes());
