@@ -122,7 +122,7 @@ impl Interactive {
         // Whatever woke us, move every byte that can move now: the order below makes input
         // (Ctrl-C) go before output.
         self.pump_input(me, io);
-        self.write_child();
+        self.write_child(io);
         self.pump_output(me, io);
         self.finish_if_done(me, io)
     }
@@ -185,7 +185,7 @@ impl Interactive {
     }
 
     /// Write pending input to the command; close its stdin when asked and drained.
-    fn write_child(&mut self) {
+    fn write_child(&mut self, io: &mut Io<'_>) {
         let target = if self.pty {
             self.out.as_mut().map(|(f, _)| f)
         } else {
@@ -221,8 +221,10 @@ impl Interactive {
                     let _ = f.write(&[0x04]);
                 }
             } else {
-                // Dropping our end gives the command EOF on stdin.
-                self.stdin = None;
+                // Closing our end gives the command EOF on stdin; its route goes with it.
+                if let Some((f, t)) = self.stdin.take() {
+                    io.deregister(t, &mut SourceFd(&f.as_raw_fd()));
+                }
             }
             self.close_stdin_after = false;
         }
