@@ -62,7 +62,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Each session holds a few descriptors (socket, PTY or pipes, pidfds): take the whole hard
+/// limit so that hundreds of sessions fit under the usual soft limit of 1,024.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        log::warn!("cannot raise the descriptor limit from {soft} to {hard}: {e}");
+    }
+}
+
 fn run(cfg: config::Config) -> ExitCode {
+    raise_nofile();
     let inherited = match systemd::listen_fds() {
         Ok(fds) => fds.into_iter().map(Listener::from).collect::<Vec<_>>(),
         Err(e) => {

@@ -211,11 +211,6 @@ impl HttpConn {
 
     /// Whether the connection has nothing more to do and should be closed.
     pub fn finished(&self) -> bool {
-        // A client that hangs up while its request is handled is gone: closing lets the
-        // operation stop its work (a half-close is taken as a hang-up too, as most servers do).
-        if self.read_eof && matches!(self.phase, Phase::Waiting(_)) {
-            return true;
-        }
         self.pending_output() == 0
             && (self.phase == Phase::Closing
                 || (self.read_eof && self.phase == Phase::Open && self.inbuf.is_empty()))
