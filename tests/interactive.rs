@@ -269,7 +269,7 @@ fn large_output_through_a_slow_reader_with_bounded_memory() {
                 }
                 got += b.len();
                 frames += 1;
-                if frames % 16 == 0 {
+                if frames.is_multiple_of(16) {
                     max_rss = max_rss.max(supd.rss_kib());
                     std::thread::sleep(Duration::from_millis(5));
                 }
