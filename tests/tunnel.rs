@@ -819,3 +819,127 @@ fn restart_graceful_concurrent_and_immediate() {
     );
     assert_eq!(r.status, 204, "{}", r.text());
 }
+
+#[test]
+fn tcp_session_endings_and_pending_connects() {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, setsockopt, socket,
+        sockopt,
+    };
+    let cs = Containers::new("tuntest");
+    let app = unique("tun");
+    let id = sleeper(&cs, &app, "box");
+    let pid = pid_of(&id);
+    // Reset: after the first bytes from the client, close with SO_LINGER 0 (an RST).
+    serve(tcp_listener_in(pid, "127.0.0.1:7"), |mut s| {
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b);
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        setsockopt(&s, sockopt::Linger, &linger).unwrap();
+    });
+    // Reports the bytes it got once it sees EOF.
+    let (eof_tx, eof_rx) = std::sync::mpsc::channel::<usize>();
+    let eof_tx = std::sync::Mutex::new(eof_tx);
+    serve(tcp_listener_in(pid, "127.0.0.1:8"), move |mut s| {
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        let _ = eof_tx.lock().unwrap().send(all.len());
+    });
+    // A listener whose queue is full and never accepted: SYNs to it go unanswered, so a
+    // connect to it stays in progress.
+    let (_full, _queued) = in_netns(pid, || {
+        let l = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&l),
+            &SockaddrIn::new(127, 0, 0, 1, 11),
+        )
+        .unwrap();
+        listen(&l, Backlog::new(0).unwrap()).unwrap();
+        let addr: SocketAddr = "127.0.0.1:11".parse().unwrap();
+        let queued: Vec<TcpStream> = (0..4)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+            .collect();
+        (l, queued)
+    });
+
+    let supd = Supd::start();
+    wait_instance(&supd, &app, "box");
+
+    let mut w = ws(
+        &supd,
+        &connect_path(&app, "box", "protocol=tcp&port=7"),
+        CONNECT,
+    );
+    w.send(Message::binary(b"x".to_vec())).unwrap();
+    let (code, _) = until_close(&mut w);
+    assert_eq!(code, Some(CloseCode::Error));
+
+    let mut w = ws(
+        &supd,
+        &connect_path(&app, "box", "protocol=tcp&port=8"),
+        CONNECT,
+    );
+    w.send(Message::binary(b"abc".to_vec())).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    close(w);
+    assert_eq!(eof_rx.recv_timeout(Duration::from_secs(5)), Ok(3));
+    // After a first connect (supd keeps its own network namespace open from then on).
+    thread::sleep(Duration::from_millis(200));
+    let base = supd.fd_count();
+
+    // A client that resets its connection while the connect is in progress frees it at once;
+    // one that only closes (a FIN, which HTTP allows while waiting for an answer) frees it by
+    // the connect timeout at the latest.
+    let pending = |reset: bool| {
+        let mut c = supd.connect();
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        c.send(
+            "GET",
+            &connect_path(&app, "box", "protocol=tcp&port=11"),
+            &[
+                ("Authorization", &auth),
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Protocol", CONNECT),
+            ],
+            b"",
+        );
+        thread::sleep(Duration::from_millis(300));
+        assert!(supd.fd_count() > base);
+        if reset {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            setsockopt(&c.stream, sockopt::Linger, &linger).unwrap();
+        }
+    };
+    pending(true);
+    supd.wait_until(Duration::from_secs(2), || supd.fd_count() <= base);
+    pending(false);
+    supd.wait_until(Duration::from_secs(8), || supd.fd_count() <= base);
+
+    // One that waits gets 504 after the connect timeout (5 s by default), never a 101.
+    let t = Instant::now();
+    let r = raw_upgrade(
+        &supd,
+        &connect_path(&app, "box", "protocol=tcp&port=11"),
+        ADMIN_TOKEN,
+        CONNECT,
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.error_message().contains("timed out"), "{}", r.text());
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    supd.wait_until(Duration::from_secs(2), || supd.fd_count() <= base);
+}

@@ -39,6 +39,9 @@ pub fn parse_immediate(req: &Request) -> Result<bool, ApiError> {
     }
 }
 
+/// Docker's answer to one call: status and body, or why there was none.
+type DockerReply = Result<(u16, Vec<u8>), String>;
+
 const STEP_RESTART: u8 = 0;
 const STEP_KILL: u8 = 1;
 const STEP_START: u8 = 2;
@@ -56,7 +59,7 @@ pub struct Restart {
     containers: Vec<(String, State)>,
     immediate: bool,
     started: bool,
-    replies: VecDeque<(Purpose, Result<(u16, Vec<u8>), String>)>,
+    replies: VecDeque<(Purpose, DockerReply)>,
     format: Format,
     keep_alive: bool,
     log: Option<RequestLog>,
@@ -88,7 +91,7 @@ impl Restart {
         self.log = Some(log);
     }
 
-    pub fn docker_reply(&mut self, purpose: &Purpose, reply: Result<(u16, Vec<u8>), String>) {
+    pub fn docker_reply(&mut self, purpose: &Purpose, reply: DockerReply) {
         self.replies.push_back((purpose.clone(), reply));
     }
 
