@@ -389,6 +389,63 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
     assert_eq!(sum.finish(), (len, h));
     eprintln!("100 MB up {up:?}, down {:?}", t0.elapsed());
 
+    // Both directions at once through an echo: the client writes without waiting and reads
+    // whatever is there; backpressure on either side must not deadlock or lose a byte.
+    const ECHOED: usize = 20 << 20;
+    let t0 = Instant::now();
+    let mut w = ws(
+        &supd,
+        &connect_path(&app, "box", "protocol=tcp&port=7"),
+        CONNECT,
+    );
+    w.get_mut().set_nonblocking(true).unwrap();
+    let mut chunks = Vec::new();
+    pattern(ECHOED, |c| {
+        chunks.push(c.to_vec());
+        true
+    });
+    let mut next = 0;
+    let mut sum = Sum::default();
+    let mut received = 0;
+    while received < ECHOED {
+        assert!(t0.elapsed() < TIMEOUT, "echo stalled at {received} bytes");
+        let mut idle = true;
+        if next < chunks.len() {
+            match w.write(Message::binary(std::mem::take(&mut chunks[next]))) {
+                Ok(()) => next += 1,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    next += 1
+                }
+                Err(tungstenite::Error::WriteBufferFull(m)) => {
+                    chunks[next] = m.into_data().to_vec();
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        match w.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("flush: {e}"),
+        }
+        match w.read() {
+            Ok(Message::Binary(b)) => {
+                received += b.len();
+                sum.update(&b);
+                idle = false;
+            }
+            Ok(_) => idle = false,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        if idle && next >= chunks.len() {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(sum.finish(), pattern_sum(ECHOED));
+    w.get_mut().set_nonblocking(false).unwrap();
+    close(w);
+    eprintln!("20 MB echoed both ways at once in {:?}", t0.elapsed());
+
     // A text frame is not part of the protocol: 1003.
     let mut w = ws(
         &supd,
@@ -650,6 +707,14 @@ fn tcp_connect_reaches_the_container_ip() {
     let r = raw_upgrade(&supd, &p, ADMIN_TOKEN, TCP_CONNECT);
     assert_eq!(r.status, 409, "{}", r.text());
     r.error_message();
+    let r = raw_upgrade(
+        &supd,
+        &connect_path(&app, "gone", "protocol=tcp&port=7"),
+        ADMIN_TOKEN,
+        CONNECT,
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    r.error_message();
 }
 
 fn instance_path(app: &str, svc: &str) -> String {
@@ -772,8 +837,9 @@ fn restart_graceful_concurrent_and_immediate() {
         took >= Duration::from_millis(1500),
         "graceful restart took {took:?}"
     );
+    // Each container's own stop timeout (2 s), not Docker's default 10 s.
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(8),
         "graceful restart took {took:?}"
     );
     eprintln!("graceful restart {took:?}, state GET during it {get_time:?}");
@@ -784,10 +850,12 @@ fn restart_graceful_concurrent_and_immediate() {
         let now = restarts(&supd, &app, "svc");
         now.iter().zip(&before).all(|(n, b)| n.1 != b.1) && now[0].2 == 0
     });
+    // The totals go on: Docker's restart before plus ours.
+    supd.wait_until(Duration::from_secs(10), || {
+        let now = restarts(&supd, &app, "svc");
+        (now[0].2, now[0].3, now[1].2, now[1].3) == (0, 2, 0, 1)
+    });
     let after = restarts(&supd, &app, "svc");
-    assert_eq!(after[0].2, 0, "{after:?}");
-    assert!(after[0].3 >= before[0].3, "{before:?} -> {after:?}");
-    assert_eq!(after[1].2, 0, "{after:?}");
 
     // Immediate: kill then start, well under the stop timeout.
     let t = Instant::now();
@@ -810,8 +878,10 @@ fn restart_graceful_concurrent_and_immediate() {
         let now = restarts(&supd, &app, "svc");
         now.iter().zip(&after).all(|(n, b)| n.1 != b.1)
     });
-    let last = restarts(&supd, &app, "svc");
-    assert_eq!((last[0].2, last[1].2), (0, 0), "{last:?}");
+    supd.wait_until(Duration::from_secs(10), || {
+        let now = restarts(&supd, &app, "svc");
+        (now[0].2, now[0].3, now[1].2, now[1].3) == (0, 3, 0, 2)
+    });
     let r = supd.post_json(
         &format!("{path}/restart"),
         ADMIN_TOKEN,
@@ -880,8 +950,14 @@ fn tcp_session_endings_and_pending_connects() {
         CONNECT,
     );
     w.send(Message::binary(b"x".to_vec())).unwrap();
-    let (code, _) = until_close(&mut w);
-    assert_eq!(code, Some(CloseCode::Error));
+    let frame = loop {
+        if let Message::Close(f) = w.read().expect("read") {
+            break f.expect("a close frame with a code");
+        }
+    };
+    assert_eq!(frame.code, CloseCode::Error);
+    assert!(!frame.reason.is_empty());
+    close(w);
 
     let mut w = ws(
         &supd,
