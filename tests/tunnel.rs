@@ -578,6 +578,11 @@ fn slow_reader_keeps_memory_bounded() {
             w2.fetch_add(block.len() as u64, Ordering::Relaxed);
         }
     });
+    // A target that accepts and never reads.
+    serve(tcp_listener_in(pid, "127.0.0.1:8"), |s| {
+        thread::sleep(Duration::from_secs(10));
+        drop(s);
+    });
     let supd = Supd::start();
     wait_instance(&supd, &app, "box");
 
@@ -609,6 +614,54 @@ fn slow_reader_keeps_memory_bounded() {
         "target wrote {flooded}, client read {got}"
     );
     close(w);
+
+    // The other way: a target that never reads pauses reading from the client.
+    let mut w = ws(
+        &supd,
+        &connect_path(&app, "box", "protocol=tcp&port=8"),
+        CONNECT,
+    );
+    w.get_mut().set_nonblocking(true).unwrap();
+    // Our own buffer bounded, so what is accepted has left this process.
+    w.set_config(|c| {
+        c.write_buffer_size = 0;
+        c.max_write_buffer_size = 256 * 1024;
+    });
+    let before = supd.rss_kib();
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut accepted = 0u64;
+    let mut msg = Some(Message::binary(vec![0xa5u8; 64 * 1024]));
+    while Instant::now() < end {
+        let m = msg
+            .take()
+            .unwrap_or_else(|| Message::binary(vec![0xa5u8; 64 * 1024]));
+        match w.write(m) {
+            Ok(()) => accepted += 64 * 1024,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                accepted += 64 * 1024;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(tungstenite::Error::WriteBufferFull(m)) => {
+                msg = Some(*m);
+                let _ = w.flush();
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let after = supd.rss_kib();
+    eprintln!(
+        "rss {before} -> {after} KiB; client queued {accepted} bytes to a target that never reads"
+    );
+    assert!(
+        after < before + 8 * 1024,
+        "rss grew from {before} to {after} KiB"
+    );
+    assert!(
+        accepted < 64 * 1024 * 1024,
+        "client queued {accepted} bytes"
+    );
+    drop(w);
 }
 
 #[test]
@@ -676,7 +729,20 @@ fn tcp_connect_reaches_the_container_ip() {
         &["nc", "-ll", "-p", "7", "-e", "cat"],
     );
     let stopped = run_instance(&cs, &app, "gone", &[], &["true"]);
+    let setup = run_instance(
+        &cs,
+        &app,
+        "web",
+        &[
+            "--label",
+            "io.supd.container=setup",
+            "--label",
+            "io.supd.init-container=true",
+        ],
+        &["true"],
+    );
     docker(&["wait", &stopped]);
+    docker(&["wait", &setup]);
     let supd = Supd::start();
     wait_instance(&supd, &app, "web");
 
@@ -707,6 +773,11 @@ fn tcp_connect_reaches_the_container_ip() {
     let r = raw_upgrade(&supd, &p, ADMIN_TOKEN, TCP_CONNECT);
     assert_eq!(r.status, 409, "{}", r.text());
     r.error_message();
+    let p = format!(
+        "/v1/state/applications/{app}/service-instances/web-1/init-containers/setup/tcp-connect?port=7"
+    );
+    let r = raw_upgrade(&supd, &p, ADMIN_TOKEN, TCP_CONNECT);
+    assert_eq!(r.status, 409, "{}", r.text());
     let r = raw_upgrade(
         &supd,
         &connect_path(&app, "gone", "protocol=tcp&port=7"),
