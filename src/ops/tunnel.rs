@@ -53,6 +53,8 @@ pub struct Tunnel {
     keep_alive: bool,
     log: Option<RequestLog>,
     replied: bool,
+    /// The HTTP client left before the upgrade: nobody will ever attach.
+    gone: bool,
 }
 
 pub enum Proto {
@@ -143,6 +145,7 @@ pub fn start(
         keep_alive: req.keep_alive,
         log: None,
         replied: false,
+        gone: false,
     };
     if connecting {
         io.wake_at(me, deadline);
@@ -188,6 +191,11 @@ impl Tunnel {
 
     pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
         let mut p = Progress::default();
+        if self.gone && self.client.is_none() {
+            // Whether the connect finished or not, there is no client to upgrade.
+            p.done = true;
+            return p;
+        }
         if let Some(deadline) = self.connecting {
             return self.drive_connect(deadline);
         }
@@ -378,6 +386,7 @@ impl Tunnel {
     }
 
     pub fn client_gone(&mut self) {
+        self.gone = true;
         if let Sock::Tcp(s) = &self.sock {
             let _ = s.shutdown(Shutdown::Both);
         }

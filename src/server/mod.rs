@@ -584,7 +584,9 @@ impl Server {
                 if let Some(o) = self.ops.get_mut(&op) {
                     o.set_request_log(RequestLog::new(&c.peer, &req, started));
                 }
-                return false;
+                self.drive_op(op, None);
+                // An upgrade in that drive took the connection away.
+                return !self.conns.contains_key(&token);
             }
             Outcome::Upgraded => return true,
         };
@@ -683,8 +685,9 @@ impl Server {
                 if let Some(key) = op.restart_key() {
                     self.restarting.insert(key.to_string());
                 }
+                // Driven first by `handle`, once the connection waits for it: a first drive
+                // may already answer or upgrade (a loopback connect completes at once).
                 self.ops.insert(op_token, op);
-                self.drive_op(op_token, None);
                 Outcome::Pending(op_token)
             }
             Ok(ops::Started::Upgrade(op, head)) => {
