@@ -434,19 +434,14 @@ pub fn start(
                 )));
             }
             // Init containers first, so they run again before the main containers start.
-            let mut ids: Vec<String> = all
-                .iter()
-                .filter(|r| r.identity.init)
-                .map(|r| r.id.clone())
-                .collect();
-            ids.extend(
+            let ids = |init: bool| -> Vec<String> {
                 all.iter()
-                    .filter(|r| !r.identity.init)
-                    .map(|r| r.id.clone()),
-            );
-            Ok(Started::Pending(Op::Restart(restart::Restart::new(
-                key, ids, immediate, format, req,
-            ))))
+                    .filter(|r| r.identity.init == init)
+                    .map(|r| r.id.clone())
+                    .collect()
+            };
+            let op = restart::Restart::new(key, ids(true), ids(false), immediate, format, req);
+            Ok(Started::Pending(Op::Restart(op)))
         }
         Endpoint::List | Endpoint::Get { .. } => Err(ApiError::new(500, "not an operation")),
     }

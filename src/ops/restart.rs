@@ -54,6 +54,10 @@ pub struct Restart {
     /// `<application>/<instance>`: at most one restart per instance at a time.
     pub key: String,
     containers: Vec<(String, State)>,
+    /// The first `inits` containers are init containers: they are restarted first, the
+    /// others once Docker has restarted them all.
+    inits: usize,
+    second_wave_sent: bool,
     immediate: bool,
     started: bool,
     replies: VecDeque<(Purpose, crate::docker::client::Outcome)>,
@@ -64,16 +68,25 @@ pub struct Restart {
 }
 
 impl Restart {
+    /// `inits` then `others`: the instance's init containers and its other containers.
     pub fn new(
         key: String,
-        ids: Vec<String>,
+        inits: Vec<String>,
+        others: Vec<String>,
         immediate: bool,
         format: Format,
         req: &Request,
     ) -> Restart {
+        let n = inits.len();
         Restart {
             key,
-            containers: ids.into_iter().map(|id| (id, State::Waiting)).collect(),
+            containers: inits
+                .into_iter()
+                .chain(others)
+                .map(|id| (id, State::Waiting))
+                .collect(),
+            inits: n,
+            second_wave_sent: n == 0,
             immediate,
             started: false,
             replies: VecDeque::new(),
@@ -94,14 +107,19 @@ impl Restart {
 
     pub fn drive(&mut self, me: Token, env: &mut EnvMut<'_>) -> Progress {
         let mut p = Progress::default();
+        let step = if self.immediate {
+            STEP_KILL
+        } else {
+            STEP_RESTART
+        };
         if !self.started {
             self.started = true;
-            let step = if self.immediate {
-                STEP_KILL
+            let first = if self.inits > 0 {
+                self.inits
             } else {
-                STEP_RESTART
+                self.containers.len()
             };
-            for (id, _) in &self.containers {
+            for (id, _) in &self.containers[..first] {
                 p.wants.push(request(me, id, step));
             }
         }
@@ -131,7 +149,17 @@ impl Restart {
                 }
             }
         }
-        if self.containers.iter().all(|(_, s)| *s != State::Waiting) {
+        if !self.second_wave_sent
+            && self.containers[..self.inits]
+                .iter()
+                .all(|(_, s)| *s != State::Waiting)
+        {
+            self.second_wave_sent = true;
+            for (id, _) in &self.containers[self.inits..] {
+                p.wants.push(request(me, id, step));
+            }
+        }
+        if self.second_wave_sent && self.containers.iter().all(|(_, s)| *s != State::Waiting) {
             if !self.replied {
                 self.replied = true;
                 p.reply = Some(self.reply());
