@@ -18,7 +18,7 @@ use super::wsclient::{Event, WsClient};
 use super::{Io, Progress, Reply, Role};
 use crate::container;
 use crate::http::request::Request;
-use crate::http::{ApiError, Format, Response};
+use crate::http::{ApiError, Format};
 use crate::server::RequestLog;
 use crate::server::net::Stream;
 
@@ -417,7 +417,3 @@ impl Tunnel {
         self.connecting.is_some()
     }
 }
-
-/// The success answer of nothing: a tunnel answers with 101, never 200.
-#[allow(dead_code)]
-fn unused(_: Response) {}
