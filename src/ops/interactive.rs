@@ -19,7 +19,6 @@ use super::proc::Proc;
 use super::wsclient::{Event, WsClient};
 use super::{Io, Progress, Role};
 use crate::container::{self, ExitStatus};
-use crate::server::net::Stream;
 use crate::ws::protocol::{self, ClientFrame};
 
 /// Largest output frame (the limit, and a good PTY read size).
@@ -92,17 +91,9 @@ impl Interactive {
         Ok(op)
     }
 
-    pub fn attach(
-        &mut self,
-        me: Token,
-        stream: Stream,
-        peer: String,
-        head: Vec<u8>,
-        leftover: Vec<u8>,
-        io: &mut Io<'_>,
-    ) -> std::io::Result<()> {
-        self.client = Some(WsClient::attach(me, stream, peer, head, leftover, io)?);
-        Ok(())
+    /// The upgraded client connection, from now on the other end of the session.
+    pub fn attach(&mut self, client: WsClient) {
+        self.client = Some(client);
     }
 
     pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {

@@ -199,10 +199,18 @@ impl Op {
         out.extend_from_slice(&head);
         match self {
             Op::Exec(_) | Op::Restart(_) => Err(io::Error::other("not a websocket operation")),
-            Op::Interactive(s) => s.attach(me, stream, peer, out, leftover, io),
+            Op::Interactive(s) => {
+                s.attach(wsclient::WsClient::attach(
+                    me, stream, peer, out, leftover, io,
+                )?);
+                Ok(())
+            }
             Op::Tunnel(t) => {
                 out.extend_from_slice(&t.take_head());
-                t.attach(me, stream, peer, out, leftover, io)
+                t.attach(wsclient::WsClient::attach(
+                    me, stream, peer, out, leftover, io,
+                )?);
+                Ok(())
             }
         }
     }

@@ -20,7 +20,6 @@ use crate::container;
 use crate::http::request::Request;
 use crate::http::{ApiError, Format};
 use crate::server::RequestLog;
-use crate::server::net::Stream;
 
 /// Largest read from the socket per frame (and the UDP datagram limit, 65,507, fits).
 const CHUNK: usize = 64 * 1024;
@@ -176,17 +175,9 @@ impl Tunnel {
         std::mem::take(&mut self.head)
     }
 
-    pub fn attach(
-        &mut self,
-        me: Token,
-        stream: Stream,
-        peer: String,
-        head: Vec<u8>,
-        leftover: Vec<u8>,
-        io: &mut Io<'_>,
-    ) -> std::io::Result<()> {
-        self.client = Some(WsClient::attach(me, stream, peer, head, leftover, io)?);
-        Ok(())
+    /// The upgraded client connection, from now on the other end of the session.
+    pub fn attach(&mut self, client: WsClient) {
+        self.client = Some(client);
     }
 
     pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
