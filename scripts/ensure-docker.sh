@@ -24,14 +24,26 @@ fi
 
 log_dir=/var/log/supd-ci
 mkdir -p "$log_dir"
-if ! [ -S /run/containerd/containerd.sock ]; then
+
+# A machine image may carry a stale /run/containerd/containerd.sock (and /run/docker.sock) from
+# the time it was made, with nobody listening. Ask the daemons rather than trust the files.
+containerd_up() { ctr --address /run/containerd/containerd.sock version >/dev/null 2>&1; }
+if ! containerd_up; then
+  pkill -x containerd 2>/dev/null || true
+  rm -f /run/containerd/containerd.sock /run/containerd/containerd.sock.ttrpc
   nohup containerd >"$log_dir/containerd.log" 2>&1 &
-  for _ in $(seq 1 50); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done
+  for _ in $(seq 1 300); do containerd_up && break; sleep 0.2; done
+  if ! containerd_up; then
+    echo "ensure-docker: containerd did not come up; see $log_dir/containerd.log" >&2
+    tail -20 "$log_dir/containerd.log" >&2 || true
+    exit 1
+  fi
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
+  rm -f /var/run/docker.sock /var/run/docker.pid
   nohup dockerd --containerd=/run/containerd/containerd.sock >"$log_dir/dockerd.log" 2>&1 &
 fi
-for _ in $(seq 1 150); do
+for _ in $(seq 1 300); do
   docker info >/dev/null 2>&1 && exit 0
   sleep 0.2
 done
