@@ -12,6 +12,7 @@ pub(crate) mod timers;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -107,6 +108,8 @@ pub struct Server {
     restarting: std::collections::HashSet<String>,
     signals: SignalFd,
     accept_paused: bool,
+    /// Connections and operations being driven right now, outermost first (see `contained`).
+    driving: Vec<Token>,
     draining: Option<Instant>,
     notified_ready: bool,
     watchdog: Option<Duration>,
@@ -162,6 +165,7 @@ impl Server {
             restarting: Default::default(),
             signals,
             accept_paused: false,
+            driving: Vec::new(),
             draining: None,
             notified_ready: false,
             watchdog,
@@ -215,18 +219,98 @@ impl Server {
                 return Err(Error::Io("epoll_wait", e));
             }
             for ev in events.iter() {
-                self.dispatch(
-                    ev.token(),
+                let token = ev.token();
+                let (r, w, hup) = (
                     ev.is_readable(),
                     ev.is_writable(),
                     ev.is_read_closed() || ev.is_error(),
                 );
+                self.contained(Some(token), |s| s.dispatch(token, r, w, hup));
             }
             let now = Instant::now();
             while let Some(t) = self.reactor.timers.pop_due(now) {
-                self.on_timer(t, now);
+                let owner = match t {
+                    Timer::Conn(token) | Timer::Op(token) => Some(token),
+                    _ => None,
+                };
+                self.contained(owner, |s| s.on_timer(t, now));
             }
         }
+    }
+
+    /// Run one handler so that a bug in it costs only what it was handling.
+    ///
+    /// A panic is a bug, but one client's request must not end every other client's session
+    /// (and with them the processes supd started in containers). So a panic is caught here,
+    /// the connection or operation that `owner` names is dropped (its descriptors closed, its
+    /// processes killed by their `Drop`), a Docker connection is reset into a full resync, and
+    /// the loop goes on. The forked child of a spawn never unwinds into here: it aborts
+    /// (`sys::process`).
+    fn contained(&mut self, owner: Option<Token>, f: impl FnOnce(&mut Server)) {
+        let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(self))) else {
+            return;
+        };
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("?");
+        log::error!("bug: a handler panicked ({what}); dropping what it was handling");
+        // What was being driven when it panicked (the unwinding skipped the pops), innermost
+        // last: a connection accepted and read at once, an op driven by a connection's request.
+        let mut suspects = std::mem::take(&mut self.driving);
+        suspects.extend(owner);
+        suspects.dedup();
+        for token in suspects {
+            // Dropping may run code of the same broken thing; contain that too, no recursion.
+            let cleanup = panic::catch_unwind(AssertUnwindSafe(|| self.quarantine(token)));
+            if cleanup.is_err() {
+                log::error!("bug: cleaning up after a panic panicked too");
+            }
+        }
+    }
+
+    /// Forget the connection, operation or Docker request behind `token` after a panic.
+    fn quarantine(&mut self, token: Token) {
+        let op = match self.reactor.routes.get(&token).copied() {
+            Some(Target::Conn) => {
+                let c = self.conns.remove(&token);
+                self.reactor.routes.remove(&token);
+                match c.map(|c| c.phase) {
+                    Some(Phase::Waiting(op)) => Some(op),
+                    _ => None,
+                }
+            }
+            Some(Target::Op(op, _)) => Some(op),
+            Some(Target::Docker) => {
+                self.docker_failed(Purpose::Events, "internal error; resynchronising");
+                None
+            }
+            Some(Target::Listener(_)) | None => self.ops.contains_key(&token).then_some(token),
+        };
+        let Some(op) = op else {
+            return;
+        };
+        let waiting: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Waiting(op))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in waiting {
+            self.conns.remove(&t);
+            self.reactor.routes.remove(&t);
+        }
+        if let Some(mut o) = self.ops.remove(&op) {
+            if let Some(key) = o.restart_key() {
+                self.restarting.remove(key);
+            }
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            o.release(&mut io);
+        }
+        self.reactor
+            .routes
+            .retain(|_, t| !matches!(t, Target::Op(o, _) if *o == op));
     }
 
     fn dispatch(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
@@ -474,6 +558,12 @@ impl Server {
 
     /// Read, handle complete requests, write — until nothing more can happen now.
     fn drive_conn(&mut self, token: Token) {
+        self.driving.push(token);
+        self.drive_conn_now(token);
+        self.driving.pop();
+    }
+
+    fn drive_conn_now(&mut self, token: Token) {
         loop {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
@@ -561,6 +651,11 @@ impl Server {
 
     /// Handle one request. Returns true when the connection was upgraded (taken away).
     fn handle(&mut self, token: Token, req: Request) -> bool {
+        // Fault injection for the test of `contained`; compiled out of release builds.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("SUPD_DEBUG_PANIC_PATH").is_some_and(|p| p == req.path.as_str()) {
+            panic!("SUPD_DEBUG_PANIC_PATH was requested");
+        }
         let started = Instant::now();
         let format = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
         let head_only = req.method == Method::Head;
@@ -742,6 +837,12 @@ impl Server {
 
     /// Let an operation make progress; deliver its answer; drop it when it is done.
     fn drive_op(&mut self, op_token: Token, ev: Option<ops::Ready>) {
+        self.driving.push(op_token);
+        self.drive_op_now(op_token, ev);
+        self.driving.pop();
+    }
+
+    fn drive_op_now(&mut self, op_token: Token, ev: Option<ops::Ready>) {
         let Some(op) = self.ops.get_mut(&op_token) else {
             return;
         };
