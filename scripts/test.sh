@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: everything the tests need on a fresh Debian machine, then the tests.
 # Installs and starts the Docker engine when it is missing (leaves a running one alone),
-# builds the busybox test image, checks formatting, lints and unit files, runs every test.
+# builds the busybox test image, checks formatting, lints and unit files, runs every test,
+# then checks the API against docs/openapi.yaml (SUPD_SKIP_API_CHECK=1 skips that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,8 @@ systemd-analyze verify --man=no "$units/supd.service" "$units/supd.socket"
 echo "systemd-analyze verify: ok"
 
 cargo test --all-targets 2>&1
+
+# The live daemon against docs/openapi.yaml (schemathesis) and an outside websocket client.
+if [ "${SUPD_SKIP_API_CHECK:-}" != 1 ]; then
+    scripts/api-check.sh
+fi

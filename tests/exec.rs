@@ -149,6 +149,17 @@ fn bad_requests_not_found_and_permissions() {
     }
     let r = supd.post_json(&p, ADMIN_TOKEN, r#"{"cmd": "echo 'unterminated"}"#);
     assert_eq!(r.status, 400, "{}", r.text());
+    // Blank is what the word splitter skips; anything else makes a word, run as a shell
+    // would: an empty program name or a no-break space is a program that is not found.
+    for body in [r#"{"cmd": " \t\n"}"#, r#"{"cmd": "\\\n"}"#] {
+        let r = supd.post_json(&p, ADMIN_TOKEN, body);
+        assert_eq!(r.status, 400, "{body:?}: {}", r.text());
+    }
+    for cmd in ["''", "\"\" x", "\u{a0}", "\r"] {
+        let v = run(&supd, &p, cmd);
+        assert_eq!(v["exit-code"], 127, "{cmd:?}: {v}");
+        assert!(v["output"].as_str().unwrap().contains("not found"), "{v}");
+    }
 
     let v = run(&supd, &p, "no-such-program --flag");
     assert_eq!(v["exit-code"], 127, "{v}");

@@ -786,6 +786,21 @@ fn tcp_connect_reaches_the_container_ip() {
     );
     assert_eq!(r.status, 409, "{}", r.text());
     r.error_message();
+
+    // vm-container: the handshake, the query and the instance are checked as everywhere
+    // else; only a well-formed request for an existing instance learns it is not available.
+    let vm = |si: &str, q: &str| {
+        format!("/v1/state/applications/{app}/service-instances/{si}/vm-container/tcp-connect?{q}")
+    };
+    let r = supd.get(&vm("web-1", "port=7"), ADMIN_TOKEN);
+    assert_eq!(r.status, 426, "{}", r.text());
+    let r = raw_upgrade(&supd, &vm("web-1", "port=0"), ADMIN_TOKEN, TCP_CONNECT);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = raw_upgrade(&supd, &vm("nosuch-1", "port=7"), ADMIN_TOKEN, TCP_CONNECT);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = raw_upgrade(&supd, &vm("web-1", "port=7"), ADMIN_TOKEN, TCP_CONNECT);
+    assert_eq!(r.status, 501, "{}", r.text());
+    r.error_message();
 }
 
 fn instance_path(app: &str, svc: &str) -> String {
@@ -860,6 +875,8 @@ fn restart_graceful_concurrent_and_immediate() {
     for body in [
         r#"{"no-delayed-shutdown": false}"#,
         r#"{"no-delayed-shutdown": "yes"}"#,
+        r#"{"no-delayed-shutdown": null}"#,
+        "no-delayed-shutdown:\n",
         r#"{"other": true}"#,
         "not: [valid",
     ] {

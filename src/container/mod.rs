@@ -21,7 +21,7 @@ use nix::errno::Errno;
 
 pub use pty::set_winsize;
 pub use spawn::{kill_group, pidfd_open, read_handoff, spawn, try_wait};
-pub use words::split_words;
+pub use words::{is_blank, split_words};
 
 #[derive(Debug)]
 pub enum Error {

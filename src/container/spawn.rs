@@ -85,12 +85,8 @@ struct Plan {
 
 /// Starts `argv` in the container of `target`; see the module documentation.
 pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> {
-    match argv.first() {
-        None => return Err(Error::BadCommand("empty command")),
-        Some(program) if program.is_empty() => {
-            return Err(Error::BadCommand("empty program name"));
-        }
-        Some(_) => {}
+    if argv.is_empty() {
+        return Err(Error::BadCommand("empty command"));
     }
     if argv.len() > MAX_ARGS {
         return Err(Error::BadCommand("too many arguments"));
@@ -251,6 +247,11 @@ fn build_env(container_env: &[String], tty: bool) -> Result<Env> {
 /// directory in order (an empty one meaning the working directory).
 fn program_candidates(program: &str, path: &str) -> Result<Vec<CString>> {
     let nul = || Error::BadCommand("argument holds a NUL byte");
+    // `''` names no file: not found (127), as a shell answers, instead of trying each PATH
+    // directory itself.
+    if program.is_empty() {
+        return Ok(Vec::new());
+    }
     if program.contains('/') {
         return Ok(vec![CString::new(program).map_err(|_| nul())?]);
     }
@@ -691,6 +692,8 @@ mod tests {
         let c = program_candidates("./run", "/bin").unwrap();
         assert_eq!(c[0].to_str().unwrap(), "./run");
         assert_eq!(c.len(), 1);
+        // `''` is no file at all, not each PATH directory.
+        assert!(program_candidates("", "/bin:/usr/bin").unwrap().is_empty());
     }
 
     #[test]
@@ -726,9 +729,10 @@ mod tests {
             spawn(&target, &[], pipes),
             Err(Error::BadCommand(_))
         ));
+        // An empty program name is a program that is not found (127 once started).
         assert!(matches!(
             spawn(&target, &["".into()], pipes),
-            Err(Error::BadCommand(_))
+            Err(Error::ContainerGone { .. })
         ));
         assert!(matches!(
             spawn(&target, &["a\0b".into()], pipes),

@@ -2,6 +2,12 @@
 
 use super::{Error, Result};
 
+/// Whether `cmd` is only word separators, the blanks `split_words` splits on. Any other
+/// character (a no-break space, a carriage return) is part of a word, as in a shell.
+pub fn is_blank(cmd: &str) -> bool {
+    cmd.chars().all(|c| matches!(c, ' ' | '\t' | '\n'))
+}
+
 /// Splits `cmd` into words with POSIX shell quoting: blanks (space, tab, newline) separate
 /// words; a backslash outside quotes takes the next character literally (and drops a
 /// newline); single quotes keep everything literally; inside double quotes a backslash only
@@ -86,6 +92,18 @@ mod tests {
     fn blanks_separate_words() {
         assert_eq!(split("echo hello"), ["echo", "hello"]);
         assert_eq!(split("  ls \t -l\n/tmp  "), ["ls", "-l", "/tmp"]);
+    }
+
+    #[test]
+    fn blank_is_what_separates_words() {
+        for cmd in ["", " ", " \t\n "] {
+            assert!(is_blank(cmd), "{cmd:?}");
+            assert!(split_words(cmd).is_err(), "{cmd:?}");
+        }
+        for cmd in ["\u{a0}", "\r", "''", "x"] {
+            assert!(!is_blank(cmd), "{cmd:?}");
+            assert_eq!(split_words(cmd).unwrap().len(), 1, "{cmd:?}");
+        }
     }
 
     #[test]

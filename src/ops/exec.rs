@@ -57,7 +57,7 @@ pub fn parse_cmd(req: &Request) -> Result<String, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?,
     };
     match body.cmd {
-        Some(c) if !c.trim().is_empty() => Ok(c),
+        Some(c) if !container::is_blank(&c) => Ok(c),
         _ => Err(ApiError::bad_request("cmd must be a non-blank string")),
     }
 }

@@ -25,7 +25,7 @@ use crate::docker::mirror::{Mirror, Want};
 use crate::http::query::Query;
 use crate::http::request::Request;
 use crate::http::response::negotiate;
-use crate::http::router::{ContainerRef, Endpoint, Route};
+use crate::http::router::{Endpoint, Route};
 use crate::http::{ApiError, Format, Response};
 use crate::server::net::Stream;
 use crate::server::{Reactor, RequestLog, Target, timers::Timer};
@@ -314,7 +314,7 @@ pub fn start(
             state::check_site(query, &env.cfg.site)?;
             let cmd = query
                 .single("cmd")?
-                .filter(|c| !c.trim().is_empty())
+                .filter(|c| !container::is_blank(c))
                 .ok_or_else(|| ApiError::bad_request("cmd must be a non-blank string"))?;
             let tty = match query.single("tty")? {
                 None | Some("true") => true,
@@ -341,14 +341,10 @@ pub fn start(
                 handshake::response_head(&accepted, &[]),
             ))
         }
-        Endpoint::TcpConnect {
-            target: ContainerRef::Vm,
-            ..
-        } => Err(ApiError::new(
-            501,
-            "vm-container operations are not available on this host",
-        )),
         Endpoint::TcpConnect { instance, target } => {
+            // As every websocket endpoint: the handshake and the query first, so a malformed
+            // request is 4xx even where the operation is not available (vm-container: 501
+            // from `find`).
             let accepted = upgrade(req, &[protocol::TCP_CONNECT], env.cfg)?;
             state::check_params(query, &["site", "fields", "port"])?;
             state::check_site(query, &env.cfg.site)?;

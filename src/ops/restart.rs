@@ -19,8 +19,17 @@ use crate::server::RequestLog;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
-    #[serde(rename = "no-delayed-shutdown")]
+    // Present means a boolean: `null` is not taken for "absent".
+    #[serde(
+        rename = "no-delayed-shutdown",
+        default,
+        deserialize_with = "present_bool"
+    )]
     no_delayed_shutdown: Option<bool>,
+}
+
+fn present_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
 }
 
 /// `no-delayed-shutdown` from an optional JSON/YAML body: absent or true; anything else 400.
