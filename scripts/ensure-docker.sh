@@ -39,7 +39,8 @@ if ! containerd_up; then
     exit 1
   fi
 fi
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+# Only the engine behind /var/run/docker.sock counts (a test may run a private dockerd).
+if ! { [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; }; then
   rm -f /var/run/docker.sock /var/run/docker.pid
   nohup dockerd --containerd=/run/containerd/containerd.sock >"$log_dir/dockerd.log" 2>&1 &
 fi
