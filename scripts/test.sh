@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: everything the tests need on a fresh Debian machine, then the tests.
 # Installs and starts the Docker engine when it is missing (leaves a running one alone),
-# builds the busybox test image, checks formatting, lints and unit files, runs every test.
+# builds the busybox test image, checks formatting, lints and unit files, runs every test, then
+# checks that the benchmark runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ scripts/build-test-image.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy -p supd-bench --all-targets --quiet -- -D warnings
 cargo build --quiet
 
 # The unit files must pass systemd's own checker. It insists that ExecStart exists, so verify
@@ -22,3 +24,7 @@ systemd-analyze verify --man=no "$units/supd.service" "$units/supd.socket"
 echo "systemd-analyze verify: ok"
 
 cargo test --all-targets 2>&1
+
+# The benchmark only has to run here (few iterations, no timing is judged): scripts/bench.sh
+# is the real thing.
+scripts/bench.sh --quick
