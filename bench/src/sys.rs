@@ -45,6 +45,18 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// SIGTERM to a child of ours.
+pub fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory effects; `pid` is a child we have not reaped, so the id
+    // cannot have been reused by another process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
 /// A TCP listener bound inside the network namespace of process `pid` (a container's): it is
 /// created on a thread that entered that namespace, and stays there for good.
 pub fn listen_in_netns(pid: u32, addr: SocketAddr) -> Result<TcpListener, String> {
