@@ -1019,10 +1019,11 @@ fn open_streams(c: &Ctx, n: usize, stop: &Arc<AtomicBool>) -> Result<Vec<thread:
     let path = c.interactive_path(&format!("sh -c '{cmd}'"));
     let mut hs = Vec::new();
     for _ in 0..n {
-        let s = tcp(c.supd)?;
-        s.set_read_timeout(Some(Duration::from_millis(200)))
+        let mut ws = Ws::open(tcp(c.supd)?, &path, &c.setup.token, INTERACTIVE_PROTO)?;
+        // Short reads from here on, so a reader notices the stop flag.
+        ws.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| e.to_string())?;
-        let mut ws = Ws::open(s, &path, &c.setup.token, INTERACTIVE_PROTO)?;
         let stop = stop.clone();
         let h = thread::Builder::new()
             .stack_size(64 * 1024)
