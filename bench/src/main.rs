@@ -1172,8 +1172,15 @@ fn machine(opts: &Opts) -> String {
         .as_ref()
         .and_then(|p| run(Command::new(p).arg("--version")).ok())
         .unwrap_or_else(|| "not installed".into());
+    // Other work on a shared machine moves the figures; say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
-        "- CPU: {model}, {cores} cores available\n- RAM: {mem}\n- kernel: {kernel}\n- Docker engine: {dv}\n- supd commit: {commit}{dirty}\n- websocat: {ws}\n"
+        "- CPU: {model}, {cores} cores available\n- RAM: {mem}\n- kernel: {kernel}\n- Docker engine: {dv}\n- supd commit: {commit}{dirty}\n- websocat: {ws}\n- load average at the start (1, 5, 15 min): {load}\n"
     )
 }
 
