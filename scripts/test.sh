@@ -2,7 +2,8 @@
 # The test command: everything the tests need on a fresh Debian machine, then the tests.
 # Installs and starts the Docker engine when it is missing (leaves a running one alone),
 # builds the busybox test image, checks formatting, lints and unit files, runs every test,
-# then checks the API against docs/openapi.yaml (SUPD_SKIP_API_CHECK=1 skips that).
+# checks the API against docs/openapi.yaml (SUPD_SKIP_API_CHECK=1 skips that), then checks
+# that the benchmark runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ scripts/build-test-image.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy -p supd-bench --all-targets --quiet -- -D warnings
 cargo build --quiet
 
 # The unit files must pass systemd's own checker. It insists that ExecStart exists, so verify
@@ -28,3 +30,7 @@ cargo test --all-targets 2>&1
 if [ "${SUPD_SKIP_API_CHECK:-}" != 1 ]; then
     scripts/api-check.sh
 fi
+
+# The benchmark only has to run here (few iterations, no timing is judged): scripts/bench.sh
+# is the real thing.
+scripts/bench.sh --quick
