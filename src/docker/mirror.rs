@@ -64,6 +64,8 @@ pub struct Mirror {
     dirty: HashSet<String>,
     /// True once a sync completed at least once (for logging the first READY).
     ever_ready: bool,
+    /// Changes whenever anything a state answer shows may have changed (see `generation`).
+    generation: u64,
 }
 
 impl Default for Mirror {
@@ -82,6 +84,7 @@ impl Mirror {
             inflight: HashSet::new(),
             dirty: HashSet::new(),
             ever_ready: false,
+            generation: 0,
         }
     }
 
@@ -92,6 +95,16 @@ impl Mirror {
             Phase::Syncing => Err("synchronizing with the Docker engine"),
             Phase::Down(why) => Err(why),
         }
+    }
+
+    /// A number that differs from any earlier one once containers, counters or availability
+    /// may have changed: answers computed at the same generation are the same.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -124,6 +137,7 @@ impl Mirror {
 
     /// A restart through the API: it counts in the total; Docker resets the current count.
     pub fn note_api_restart(&mut self, id: &str) {
+        self.changed();
         let c = self.counts.entry(id.to_string()).or_default();
         c.api = c.api.saturating_add(1);
     }
@@ -142,6 +156,7 @@ impl Mirror {
     /// Docker went away: stop serving state until the next sync completes.
     pub fn disconnected(&mut self, why: &str) {
         log::warn!("docker: {why}");
+        self.changed();
         self.phase = Phase::Down(format!("runtime unavailable: {why}"));
         self.sync = None;
         self.inflight.clear();
@@ -176,6 +191,7 @@ impl Mirror {
             return Vec::new();
         };
         log::info!("docker: engine API version {version}");
+        self.changed();
         self.phase = Phase::Syncing;
         self.sync = Some(Sync::default());
         vec![
@@ -228,6 +244,7 @@ impl Mirror {
             wants.push(inspect_want(&id));
         }
         if sync.inflight.is_empty() && sync.queue.is_empty() {
+            self.changed();
             let sync = self.sync.take().unwrap_or_default();
             for (id, rec) in &sync.fresh {
                 self.observe_counts(id, rec);
@@ -279,6 +296,7 @@ impl Mirror {
             return Vec::new();
         }
         self.inflight.remove(&id);
+        self.changed();
         match parsed {
             Some(rec) => {
                 self.observe_counts(&id, &rec);
@@ -314,6 +332,7 @@ impl Mirror {
             return Vec::new();
         }
         if ev.action == "destroy" {
+            self.changed();
             self.containers.remove(&ev.id);
             self.counts.remove(&ev.id);
             return Vec::new();
@@ -350,4 +369,64 @@ fn inspect_want(id: &str) -> Want {
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAIN: &[u8] = include_bytes!("../../tests/fixtures/docker/main.json");
+    const MAIN_ID: &str = "1a3ea50401cf05f9532a5121b35d2d8597b558e5c6e9862be0af9a439a39dd7a";
+
+    fn synced() -> Mirror {
+        let mut m = Mirror::new();
+        m.connect();
+        m.on_reply(Purpose::Version, 200, br#"{"ApiVersion":"1.41"}"#);
+        let list = format!(
+            r#"[{{"Id":"{MAIN_ID}","Labels":{{"io.supd.application":"shop","io.supd.service":"web","io.supd.instance":"1"}}}}]"#
+        );
+        let wants = m.on_reply(Purpose::List, 200, list.as_bytes());
+        assert_eq!(wants, vec![inspect_want(MAIN_ID)]);
+        m.on_reply(Purpose::Inspect(MAIN_ID.into()), 200, MAIN);
+        assert!(m.is_ready());
+        m
+    }
+
+    #[test]
+    fn generation_moves_with_every_visible_change() {
+        let mut m = synced();
+        assert_eq!(m.len(), 1);
+        let g = m.generation();
+
+        // Nothing visible changes: the same generation (answers may be reused).
+        assert!(m.on_event(b"not json").is_empty());
+        assert_eq!(m.generation(), g);
+
+        m.note_api_restart(MAIN_ID);
+        let g2 = m.generation();
+        assert_ne!(g2, g, "counters changed");
+
+        m.on_reply(Purpose::Inspect(MAIN_ID.into()), 404, b"");
+        assert_eq!(m.len(), 0);
+        let g3 = m.generation();
+        assert_ne!(g3, g2, "a container went away");
+
+        m.disconnected("engine gone");
+        assert!(m.available().is_err());
+        assert_ne!(m.generation(), g3, "availability changed");
+    }
+
+    #[test]
+    fn a_finished_sync_is_a_new_generation() {
+        let m = synced();
+        let mut again = Mirror::new();
+        assert_eq!(again.generation(), 0);
+        again.connect();
+        again.on_reply(Purpose::Version, 200, br#"{"ApiVersion":"1.41"}"#);
+        let g = again.generation();
+        again.on_reply(Purpose::List, 200, b"[]");
+        assert!(again.is_ready());
+        assert_ne!(again.generation(), g);
+        assert!(m.generation() > 0);
+    }
 }

@@ -1,6 +1,8 @@
 //! `GET .../service-instances` and `GET .../service-instances/{si}`: answered from the mirror,
 //! never waiting for Docker.
 
+use std::collections::VecDeque;
+
 use serde_json::{Value, json};
 
 use crate::docker::mirror::Mirror;
@@ -107,6 +109,83 @@ pub fn handle(
     }
 }
 
+/// How many state answers are kept, and how many bytes of them at most.
+const CACHE_ENTRIES: usize = 32;
+const CACHE_BYTES: usize = 4 << 20;
+
+/// Recent state answers, reused while the mirror's generation stays the same.
+///
+/// Dashboards and scripts poll the same few URLs; between two changes of the mirror each of
+/// them has one answer, so it is built and serialized once (hundreds of microseconds for an
+/// application of 100 instances) and then only copied. The key is the request target as sent
+/// and the format: tenant, host and site are fixed for the process, and authorization is
+/// checked before the cache is asked.
+#[derive(Default)]
+pub struct Cache {
+    generation: u64,
+    entries: VecDeque<(String, String, Format, Response)>,
+    bytes: usize,
+}
+
+impl Cache {
+    pub fn get(
+        &mut self,
+        generation: u64,
+        path: &str,
+        query: &str,
+        format: Format,
+    ) -> Option<Response> {
+        if generation != self.generation {
+            self.clear(generation);
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|(p, q, f, _)| p == path && q == query && *f == format)
+            .map(|(_, _, _, r)| r.clone())
+    }
+
+    /// Remember a successful answer computed at `generation`.
+    pub fn put(
+        &mut self,
+        generation: u64,
+        path: &str,
+        query: &str,
+        format: Format,
+        resp: &Response,
+    ) {
+        if resp.status != 200 || resp.body.len() > CACHE_BYTES / 4 {
+            return;
+        }
+        if generation != self.generation {
+            self.clear(generation);
+        }
+        while self.entries.len() >= CACHE_ENTRIES || self.bytes + resp.body.len() > CACHE_BYTES {
+            let Some((_, _, _, old)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.body.len();
+        }
+        self.bytes += resp.body.len();
+        self.entries
+            .push_back((path.to_string(), query.to_string(), format, resp.clone()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn clear(&mut self, generation: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.generation = generation;
+    }
+}
+
 pub fn runtime_unavailable(why: &str) -> String {
     if why.starts_with("runtime unavailable") {
         why.to_string()
@@ -152,5 +231,79 @@ fn flag(query: &Query, name: &str) -> Result<bool, ApiError> {
         Some(v) => Err(ApiError::bad_request(format!(
             "{name} must be \"true\" (got {v:?})"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(n: usize) -> Response {
+        Response::bytes(200, "application/json", vec![b'x'; n])
+    }
+
+    #[test]
+    fn cache_answers_only_the_same_request_at_the_same_generation() {
+        let mut c = Cache::default();
+        let p = "/v1/state/applications/shop/service-instances";
+        assert!(c.get(1, p, "", Format::Json).is_none());
+        c.put(1, p, "", Format::Json, &body(10));
+        assert_eq!(c.get(1, p, "", Format::Json).unwrap().body.len(), 10);
+        assert!(
+            c.get(1, p, "", Format::Yaml).is_none(),
+            "format is part of the key"
+        );
+        assert!(
+            c.get(1, p, "keys=true", Format::Json).is_none(),
+            "so is the query"
+        );
+        assert!(
+            c.get(1, "/v1/x", "", Format::Json).is_none(),
+            "and the path"
+        );
+        assert!(
+            c.get(2, p, "", Format::Json).is_none(),
+            "a new generation forgets"
+        );
+        assert!(c.is_empty());
+        assert!(
+            c.get(1, p, "", Format::Json).is_none(),
+            "and never goes back"
+        );
+    }
+
+    #[test]
+    fn cache_keeps_only_successes_and_stays_bounded() {
+        let mut c = Cache::default();
+        c.put(
+            1,
+            "/a",
+            "",
+            Format::Json,
+            &Response::bytes(404, "x", vec![1]),
+        );
+        assert!(c.is_empty(), "errors are not kept");
+        c.put(1, "/big", "", Format::Json, &body(CACHE_BYTES));
+        assert!(c.is_empty(), "an answer too large is not kept");
+        for i in 0..(CACHE_ENTRIES + 5) {
+            c.put(1, &format!("/p{i}"), "", Format::Json, &body(1));
+        }
+        assert_eq!(c.len(), CACHE_ENTRIES);
+        assert!(
+            c.get(1, "/p0", "", Format::Json).is_none(),
+            "oldest went first"
+        );
+        assert!(c.get(1, "/p36", "", Format::Json).is_some());
+        for i in 0..8 {
+            c.put(
+                1,
+                &format!("/q{i}"),
+                "",
+                Format::Json,
+                &body(CACHE_BYTES / 4),
+            );
+        }
+        assert!(c.bytes <= CACHE_BYTES);
+        assert!(c.len() <= 4);
     }
 }

@@ -97,6 +97,7 @@ pub struct Server {
     cfg: Config,
     tokens: TokenState,
     mirror: Mirror,
+    state_cache: ops::state::Cache,
     docker: DockerClient,
     docker_backoff: Duration,
     docker_down: bool,
@@ -155,6 +156,7 @@ impl Server {
             cfg,
             tokens,
             mirror: Mirror::new(),
+            state_cache: ops::state::Cache::default(),
             docker,
             docker_backoff: DOCKER_BACKOFF_MIN,
             docker_down: false,
@@ -715,6 +717,13 @@ impl Server {
         };
         match &route.endpoint {
             Endpoint::List | Endpoint::Get { .. } => {
+                let generation = self.mirror.generation();
+                if let Some(r) = self
+                    .state_cache
+                    .get(generation, &req.path, &req.query, format)
+                {
+                    return Outcome::Respond(r);
+                }
                 let ctx = ops::state::StateCtx {
                     mirror: &self.mirror,
                     tenant: &self.cfg.tenant,
@@ -722,7 +731,11 @@ impl Server {
                     site: &self.cfg.site,
                 };
                 match ops::state::handle(&route, &query, format, &ctx) {
-                    Ok(r) => Outcome::Respond(r),
+                    Ok(r) => {
+                        self.state_cache
+                            .put(generation, &req.path, &req.query, format, &r);
+                        Outcome::Respond(r)
+                    }
                     Err(e) => Outcome::Error(e),
                 }
             }
