@@ -895,7 +895,7 @@ fn restart_graceful_concurrent_and_immediate() {
     // of the same instance is 409.
     let addr = supd.addr;
     let p = path.clone();
-    let t0 = Instant::now();
+    let since = docker_now();
     let first = thread::spawn(move || {
         let mut c = Client::connect(addr);
         let auth = format!("Bearer {ADMIN_TOKEN}");
@@ -905,32 +905,36 @@ fn restart_graceful_concurrent_and_immediate() {
             &[("Authorization", &auth)],
             b"",
         );
-        (c.read_response(false), t0.elapsed())
+        c.read_response(false)
     });
-    thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
+    // Docker has begun stopping `main` (its TERM is ignored for 2 s).
+    supd.wait_until(Duration::from_secs(10), || {
+        !kill_signals(&main, &since).is_empty()
+    });
     let (status, _) = supd.get_json(&path);
     assert_eq!(status, 200);
-    let get_time = t.elapsed();
     let second = supd.post_json(&format!("{path}/restart"), ADMIN_TOKEN, "");
     assert_eq!(second.status, 409, "{}", second.text());
     second.error_message();
-    let (r, took) = first.join().unwrap();
+    assert!(
+        !first.is_finished(),
+        "state and the 409 were answered while the restart was still running"
+    );
+    let r = first.join().unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
-    assert!(
-        get_time < Duration::from_secs(1),
-        "state GET took {get_time:?}"
+    // Docker's own record of the stop: TERM, then KILL after the container's own stop timeout
+    // (2 s), not Docker's default 10 s.
+    let signals = kill_signals(&main, &since);
+    assert_eq!(
+        signals.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["15", "9"],
+        "{signals:?}"
     );
+    let gap = Duration::from_nanos((signals[1].0 - signals[0].0) as u64);
     assert!(
-        took >= Duration::from_millis(1500),
-        "graceful restart took {took:?}"
+        gap >= Duration::from_millis(1500) && gap < Duration::from_secs(8),
+        "TERM to KILL took {gap:?}"
     );
-    // Each container's own stop timeout (2 s), not Docker's default 10 s.
-    assert!(
-        took < Duration::from_secs(8),
-        "graceful restart took {took:?}"
-    );
-    eprintln!("graceful restart {took:?}, state GET during it {get_time:?}");
     for id in [&main, &side] {
         assert_eq!(inspect(id, "{{.State.Running}}"), "true");
     }
@@ -945,8 +949,8 @@ fn restart_graceful_concurrent_and_immediate() {
     });
     let after = restarts(&supd, &app, "svc");
 
-    // Immediate: kill then start, well under the stop timeout.
-    let t = Instant::now();
+    // Immediate: kill then start, without a TERM and its stop timeout.
+    let since = docker_now();
     let r = supd.request(
         "POST",
         &format!("{path}/restart"),
@@ -957,11 +961,14 @@ fn restart_graceful_concurrent_and_immediate() {
         b"no-delayed-shutdown: true\n",
     );
     assert_eq!(r.status, 204, "{}", r.text());
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_millis(1500),
-        "immediate restart took {took:?}"
-    );
+    for id in [&main, &side] {
+        let signals = kill_signals(id, &since);
+        assert_eq!(
+            signals.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+            ["9"],
+            "{signals:?}"
+        );
+    }
     supd.wait_until(Duration::from_secs(10), || {
         let now = restarts(&supd, &app, "svc");
         now.iter().zip(&after).all(|(n, b)| n.1 != b.1)
@@ -1106,4 +1113,35 @@ fn tcp_session_endings_and_pending_connects() {
     assert!(r.error_message().contains("timed out"), "{}", r.text());
     assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
     supd.wait_until(Duration::from_secs(2), || supd.fd_count() <= base);
+}
+
+/// Now, as `docker events --since` takes it.
+fn docker_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+/// The signals Docker sent to container `id` since `since`: (time in ns, signal number).
+fn kill_signals(id: &str, since: &str) -> Vec<(u128, String)> {
+    let out = docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &docker_now(),
+        "--filter",
+        &format!("container={id}"),
+        "--filter",
+        "event=kill",
+        "--format",
+        "{{.TimeNano}} {{.Actor.Attributes.signal}}",
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let (t, s) = l.split_once(' ')?;
+            Some((t.parse().ok()?, s.to_string()))
+        })
+        .collect()
 }

@@ -23,6 +23,7 @@ use crate::ws::protocol::{self, ClientFrame};
 
 /// Largest output frame (the limit, and a good PTY read size).
 const OUT_CHUNK: usize = 64 * 1024;
+const _: () = assert!(OUT_CHUNK <= crate::server::SCRATCH);
 /// Input waiting for the command beyond this stops reading the client.
 const STDIN_LIMIT: usize = 256 * 1024;
 /// After the command exits, how long to wait for the rest of its output.
@@ -233,7 +234,7 @@ impl Interactive {
             self.held = Some(data);
             return;
         }
-        let mut buf = vec![0u8; OUT_CHUNK];
+        let mut buf = io.take_scratch();
         let mut frames = 0;
         let mut eof = false;
         while let Some((f, _)) = self.out.as_mut() {
@@ -245,7 +246,7 @@ impl Interactive {
                 io.wake_at(me, Instant::now());
                 break;
             }
-            match f.read(&mut buf) {
+            match f.read(&mut buf[..OUT_CHUNK]) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -266,6 +267,7 @@ impl Interactive {
                 }
             }
         }
+        io.put_scratch(buf);
         client.pump();
         if eof {
             self.close_output(io);

@@ -68,6 +68,19 @@ impl<'a> Io<'a> {
         Io { reactor, cfg }
     }
 
+    /// Borrow the loop's read buffer (64 KiB, contents meaningless); give it back with
+    /// `put_scratch`. Moving output through it spares every session a buffer of its own.
+    pub fn take_scratch(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.reactor.scratch);
+        // Only if a caller did not give it back: a fresh one, so nothing breaks.
+        buf.resize(crate::server::SCRATCH, 0);
+        buf
+    }
+
+    pub fn put_scratch(&mut self, buf: Vec<u8>) {
+        self.reactor.scratch = buf;
+    }
+
     /// Register a descriptor of operation `op`; returns its new token.
     pub fn register(
         &mut self,

@@ -23,6 +23,7 @@ use crate::server::RequestLog;
 
 /// Largest read from the socket per frame (and the UDP datagram limit, 65,507, fits).
 const CHUNK: usize = 64 * 1024;
+const _: () = assert!(CHUNK <= crate::server::SCRATCH);
 /// Bytes from the client waiting for the socket beyond which the client is not read.
 const TO_SOCKET_LIMIT: usize = 256 * 1024;
 
@@ -40,7 +41,7 @@ pub struct Tunnel {
     head: Vec<u8>,
     to_sock: Vec<u8>,
     /// UDP datagrams from the client not yet sent.
-    datagrams: std::collections::VecDeque<Vec<u8>>,
+    datagrams: std::collections::VecDeque<tungstenite::Bytes>,
     held: Option<Vec<u8>>,
     /// Half-close requested by the client (empty frame).
     shut_write: bool,
@@ -265,8 +266,16 @@ impl Tunnel {
                 return;
             };
             match ev {
-                Event::Message(data) => match &self.sock {
+                Event::Message(data) => match &mut self.sock {
                     Sock::Tcp(_) if data.is_empty() => self.shut_write = true,
+                    // Nothing queued: straight from tungstenite's buffer to the socket, and
+                    // only what the socket did not take is copied.
+                    Sock::Tcp(s) if self.to_sock.is_empty() => match write_some(s, &data) {
+                        Ok(n) => self.to_sock.extend_from_slice(&data[n..]),
+                        Err(e) => {
+                            self.sock_error.get_or_insert_with(|| e.to_string());
+                        }
+                    },
                     Sock::Tcp(_) => self.to_sock.extend_from_slice(&data),
                     Sock::Udp(_) => self.datagrams.push_back(data),
                 },
@@ -286,20 +295,19 @@ impl Tunnel {
     fn write_socket(&mut self) {
         match &mut self.sock {
             Sock::Tcp(s) => {
-                while !self.to_sock.is_empty() {
-                    match s.write(&self.to_sock) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            self.to_sock.drain(..n);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            self.sock_error.get_or_insert_with(|| e.to_string());
-                            self.to_sock.clear();
-                            return;
-                        }
+                match write_some(s, &self.to_sock) {
+                    Ok(n) => {
+                        // One move of the rest per wake-up, not one per write.
+                        self.to_sock.drain(..n);
                     }
+                    Err(e) => {
+                        self.sock_error.get_or_insert_with(|| e.to_string());
+                        self.to_sock.clear();
+                        return;
+                    }
+                }
+                if !self.to_sock.is_empty() {
+                    return;
                 }
                 if self.to_sock.capacity() > TO_SOCKET_LIMIT {
                     self.to_sock.shrink_to(16 * 1024);
@@ -338,7 +346,7 @@ impl Tunnel {
             self.held = Some(data);
             return;
         }
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = io.take_scratch();
         let mut frames = 0;
         while !self.sock_eof && self.sock_error.is_none() && client.can_send() {
             if frames >= 16 {
@@ -346,8 +354,8 @@ impl Tunnel {
                 break;
             }
             let r = match &mut self.sock {
-                Sock::Tcp(s) => s.read(&mut buf),
-                Sock::Udp(s) => s.recv(&mut buf),
+                Sock::Tcp(s) => s.read(&mut buf[..CHUNK]),
+                Sock::Udp(s) => s.recv(&mut buf[..CHUNK]),
             };
             match r {
                 Ok(0) if matches!(self.sock, Sock::Tcp(_)) => self.sock_eof = true,
@@ -373,6 +381,7 @@ impl Tunnel {
                 },
             }
         }
+        io.put_scratch(buf);
         client.pump();
     }
 
@@ -407,4 +416,19 @@ impl Tunnel {
     pub fn is_connecting(&self) -> bool {
         self.connecting.is_some()
     }
+}
+
+/// Write as much of `buf` as the non-blocking socket takes now: how much that was.
+fn write_some(s: &mut impl Write, buf: &[u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match s.write(&buf[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }

@@ -17,6 +17,7 @@ use crate::http::response::Response;
 /// Stop reading while this much output is queued: a client that pipelines without reading
 /// its answers is paused instead of growing our buffer.
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+/// Input may exceed head + body limits by this much (the start of a pipelined request).
 const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +91,11 @@ impl HttpConn {
     }
 
     /// Read until the socket is drained or our buffer is full. Err means the connection broke.
-    pub fn fill(&mut self) -> io::Result<()> {
+    ///
+    /// Reads go through the loop's one `scratch` buffer and only the bytes that arrived are
+    /// kept: a connection holds memory for what it was sent, not for what it might be (with
+    /// 10,000 idle connections, a 16 KiB buffer each would be 160 MiB).
+    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<()> {
         if !self.wants_input() {
             return Ok(());
         }
@@ -100,33 +105,27 @@ impl HttpConn {
                 self.maybe_more_input = true;
                 return Ok(());
             }
-            let start = self.inbuf.len();
-            let take = room.min(READ_CHUNK);
-            self.inbuf.resize(start + take, 0);
-            match self.stream.read(&mut self.inbuf[start..]) {
+            let take = room.min(scratch.len());
+            match self.stream.read(&mut scratch[..take]) {
                 Ok(0) => {
-                    self.inbuf.truncate(start);
                     self.read_eof = true;
                     self.maybe_more_input = false;
                     return Ok(());
                 }
                 Ok(n) => {
-                    self.inbuf.truncate(start + n);
+                    self.inbuf.extend_from_slice(&scratch[..n]);
                     if self.request_started.is_none() {
                         self.request_started = Some(Instant::now());
                     }
                 }
-                Err(e) => {
-                    self.inbuf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            self.maybe_more_input = false;
-                            return Ok(());
-                        }
-                        io::ErrorKind::Interrupted => {}
-                        _ => return Err(e),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.maybe_more_input = false;
+                        return Ok(());
                     }
-                }
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
             }
         }
     }

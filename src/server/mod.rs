@@ -42,6 +42,9 @@ const FIRST_DYNAMIC: usize = 1;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 const DOCKER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const DOCKER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Size of the loop's shared read buffer: a 1 MiB body arrives in a few reads, and the
+/// largest UDP datagram fits.
+pub(crate) const SCRATCH: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub enum Error {
@@ -90,6 +93,10 @@ pub(crate) struct Reactor {
     pub(crate) routes: HashMap<Token, Target>,
     pub(crate) next_token: usize,
     pub(crate) timers: Timers,
+    /// The one read buffer of the loop: client connections read into it (see
+    /// `HttpConn::fill`), operations borrow it to move output (`ops::Io::take_scratch`).
+    /// Nothing keeps a large buffer of its own between wake-ups.
+    pub(crate) scratch: Vec<u8>,
 }
 
 pub struct Server {
@@ -152,6 +159,7 @@ impl Server {
                 routes: HashMap::new(),
                 next_token: FIRST_DYNAMIC,
                 timers: Timers::default(),
+                scratch: vec![0; SCRATCH],
             },
             cfg,
             tokens,
@@ -570,7 +578,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
-            if c.fill().is_err() {
+            if c.fill(&mut self.reactor.scratch).is_err() {
                 self.close_conn(token);
                 return;
             }

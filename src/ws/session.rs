@@ -60,7 +60,7 @@ impl Default for Limits {
             max_message: 1 << 20,
             max_frame: 1 << 20,
             write_buffer: 64 * 1024,
-            read_buffer: 16 * 1024,
+            read_buffer: 4 * 1024,
         }
     }
 }
@@ -203,6 +203,67 @@ impl<S: Write> Outbox<S> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl<S: Write> Outbox<S> {
+    /// Send `head` then `payload`: written at once when nothing is queued (what the socket
+    /// does not take is queued), queued behind older output otherwise.
+    fn write_frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
+        let total = head.len() + payload.len();
+        let mut done = 0;
+        if self.pending() == 0 {
+            while done < total {
+                let r = if done < head.len() {
+                    let bufs = [io::IoSlice::new(&head[done..]), io::IoSlice::new(payload)];
+                    self.stream.write_vectored(&bufs)
+                } else {
+                    self.stream.write(&payload[done - head.len()..])
+                };
+                match r {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if done == total {
+                return Ok(());
+            }
+        }
+        if self.pending() + (total - done) > self.limit {
+            self.overflowed = true;
+            return Err(io::Error::other("websocket outbox over its hard limit"));
+        }
+        if self.sent > 0 {
+            self.queue.drain(..self.sent);
+            self.sent = 0;
+        }
+        if done < head.len() {
+            self.queue.extend_from_slice(&head[done..]);
+            self.queue.extend_from_slice(payload);
+        } else {
+            self.queue.extend_from_slice(&payload[done - head.len()..]);
+        }
+        Ok(())
+    }
+}
+
+/// The header of an unmasked, final binary frame of `len` bytes, in `out`: its length.
+fn binary_frame_header(len: usize, out: &mut [u8; MAX_FRAME_HEADER]) -> usize {
+    out[0] = 0x82;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
 }
 
@@ -356,14 +417,18 @@ impl<S: Read + Write> Session<S> {
         if !self.can_send() {
             return Ok(false);
         }
-        match self.ws.write(Message::Binary(Bytes::copy_from_slice(data))) {
+        // A server's data frame is a header and the payload as is (no mask, no fragments), so
+        // it goes out in one vectored write from the caller's buffer instead of being copied
+        // into a message and again into tungstenite's frame buffer. tungstenite holds no
+        // output of its own (its write buffer size is 0), so nothing it wrote can be overtaken.
+        let mut head = [0u8; MAX_FRAME_HEADER];
+        let n = binary_frame_header(data.len(), &mut head);
+        match self.ws.get_mut().write_frame(&head[..n], data) {
             Ok(()) => Ok(true),
-            Err(e) => match self.outcome(e) {
-                // Not a refusal: tungstenite only reports these after queueing the frame, so
-                // writing it again would send it twice.
-                Outcome::WouldBlock | Outcome::Retry | Outcome::Done => Ok(true),
-                Outcome::Fail(e) => Err(e),
-            },
+            Err(e) => {
+                self.state = State::Dead;
+                Err(Error::Io(e))
+            }
         }
     }
 
@@ -730,7 +795,7 @@ mod tests {
         assert_eq!(c.max_frame_size, Some(600));
         assert!(!c.accept_unmasked_frames);
         let d = config(&Limits::default());
-        assert_eq!(d.read_buffer_size, 16 * 1024);
+        assert_eq!(d.read_buffer_size, 4 * 1024);
         // Would panic in `Session::new` otherwise.
         assert!(d.max_write_buffer_size > d.write_buffer_size);
     }
@@ -1164,5 +1229,20 @@ mod tests {
         s.get_mut().write_budget = usize::MAX;
         assert!(s.flush().unwrap());
         assert!(s.ws.get_ref().queue.capacity() <= OUTBOX_KEEP);
+    }
+
+    #[test]
+    fn binary_frame_headers_use_the_shortest_length_form() {
+        let mut h = [0u8; MAX_FRAME_HEADER];
+        for (len, want) in [
+            (0usize, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65535, vec![0x82, 126, 0xff, 0xff]),
+            (65536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let n = binary_frame_header(len, &mut h);
+            assert_eq!(&h[..n], &want[..], "length {len}");
+        }
     }
 }
