@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: everything the tests need on a fresh Debian machine, then the tests.
 # Installs and starts the Docker engine when it is missing (leaves a running one alone),
-# builds the busybox test image, checks formatting, lints and unit files, runs every test,
-# checks the API against docs/openapi.yaml (SUPD_SKIP_API_CHECK=1 skips that), then checks
-# that the benchmark runs.
+# builds the busybox test image, checks formatting, lints and unit files, fuzzes every parser
+# briefly, runs every test, checks the API against docs/openapi.yaml (SUPD_SKIP_API_CHECK=1
+# skips that), then checks that the benchmark runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,12 @@ sed "s|/usr/local/bin/supd|$PWD/target/debug/supd|" systemd/supd.service >"$unit
 cp systemd/supd.socket "$units/supd.socket"
 systemd-analyze verify --man=no "$units/supd.service" "$units/supd.socket"
 echo "systemd-analyze verify: ok"
+
+# Every fuzz target for a short while (scripts/fuzz.sh runs them for longer); before the tests
+# so that CI time stays bounded. SUPD_SKIP_FUZZ=1 skips it, SUPD_FUZZ_SECONDS changes it.
+if [ "${SUPD_SKIP_FUZZ:-0}" != 1 ]; then
+    scripts/fuzz.sh "${SUPD_FUZZ_SECONDS:-20}"
+fi
 
 cargo test --all-targets 2>&1
 

@@ -356,6 +356,14 @@ pub fn parse_file(yaml: &str, path: &Path) -> Result<FileConfig> {
     })
 }
 
+/// The configuration a file's text gives over the defaults, without reading anything (for
+/// the fuzzer); `path` names the file in errors and anchors its relative paths.
+pub fn from_file_text(yaml: &str, path: &Path) -> Result<Config> {
+    let mut c = Config::with_host("localhost".to_owned());
+    apply_file(&mut c, parse_file(yaml, path)?, path)?;
+    Ok(c)
+}
+
 fn positive_usize(v: usize) -> std::result::Result<usize, String> {
     if v == 0 {
         Err("must be greater than 0".to_owned())
@@ -1130,6 +1138,16 @@ connect: {connect-timeout-ms: 1200}
         assert!(file_err("[1, 2]\n").contains("bad.yaml"));
         assert!(file_err("{{{{").contains("bad.yaml"));
         assert!(file_err("\0\u{7f}").contains("bad.yaml"));
+    }
+
+    #[test]
+    fn from_file_text_applies_and_checks() {
+        let path = Path::new("/etc/supd/supd.yaml");
+        let c = from_file_text("tenant: t1\ntokens: t.yaml\n", path).unwrap();
+        assert_eq!(c.tenant, "t1");
+        assert_eq!(c.tokens, PathBuf::from("/etc/supd/t.yaml"));
+        let e = from_file_text("limits: {head-bytes: 0}\n", path).unwrap_err();
+        assert!(e.to_string().contains("limits.head-bytes"), "{e}");
     }
 
     #[test]

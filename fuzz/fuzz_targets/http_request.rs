@@ -1,0 +1,149 @@
+//! The incremental HTTP request parser, fed as a socket would deliver the bytes: in arbitrary
+//! pieces, several requests pipelined, with the default limits. The same bytes fed at once
+//! must give the same requests and the same error (a differential check for split bugs).
+//! Each request then goes through what the server does with it before any Docker call:
+//! routing, query string, content negotiation, bearer token, body and upgrade parsing.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use supd::auth;
+use supd::config::{Config, Limits};
+use supd::fields::Fields;
+use supd::http::query::{self, Query};
+use supd::http::request::{Error, Parser, Request};
+use supd::http::response::{Format, negotiate};
+use supd::http::router::route;
+use supd::ops;
+use supd::ws::protocol;
+
+/// Everything one feeding produced: the requests (as Debug text, since Request has no Eq),
+/// how many heads asked for 100-continue, and the error that ended it, if any.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    requests: Vec<String>,
+    continues: usize,
+    error: Option<Error>,
+}
+
+/// Feeds `pieces` the way `server::conn` does: append to a buffer, parse until nothing more
+/// is consumed, drop what was consumed.
+fn feed<'a>(
+    pieces: impl Iterator<Item = &'a [u8]>,
+    total: usize,
+    out: &mut Vec<Request>,
+) -> Outcome {
+    let limits = Limits::default();
+    let mut parser = Parser::new(limits.head_bytes, limits.body_bytes);
+    let mut buf = Vec::new();
+    let mut outcome = Outcome {
+        requests: Vec::new(),
+        continues: 0,
+        error: None,
+    };
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            match parser.parse(&buf) {
+                Err(e) => {
+                    outcome.error = Some(e);
+                    return outcome;
+                }
+                Ok(p) => {
+                    assert!(p.consumed <= buf.len(), "consumed more than given");
+                    buf.drain(..p.consumed);
+                    if p.wants_continue {
+                        outcome.continues += 1;
+                    }
+                    if let Some(req) = p.request {
+                        assert!(req.body.len() <= limits.body_bytes, "body over the limit");
+                        // Every request takes at least one byte of input: more requests than
+                        // bytes means the parser returns one without consuming anything.
+                        assert!(outcome.requests.len() < total, "request out of nothing");
+                        outcome.requests.push(format!("{req:?}"));
+                        out.push(req);
+                        continue;
+                    }
+                    if p.consumed == 0 || buf.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// The first byte says how many of the next bytes are piece lengths (0-8); the pieces cycle
+/// through those lengths (1-64 bytes each) over the rest of the input.
+fn split(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&n, rest)) = data.split_first() else {
+        return (Vec::new(), data);
+    };
+    let n = (n as usize % 9).min(rest.len());
+    let lens = rest[..n].iter().map(|&b| b as usize % 64 + 1).collect();
+    (lens, &rest[n..])
+}
+
+fn pieces<'a>(lens: &'a [usize], mut data: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if data.is_empty() {
+            return None;
+        }
+        let len = if lens.is_empty() {
+            data.len()
+        } else {
+            lens[i % lens.len()].min(data.len())
+        };
+        i += 1;
+        let (piece, rest) = data.split_at(len);
+        data = rest;
+        Some(piece)
+    })
+}
+
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let mut c = Config::default();
+        c.ws.allowed_origins = vec!["https://console.example".to_owned()];
+        c
+    })
+}
+
+/// What the server does with a request before it reaches an operation.
+fn dispatch(req: &Request) {
+    let _ = route(&req.path);
+    for seg in req.path.split('/') {
+        let _ = query::decode_path_segment(seg);
+    }
+    let _ = query::redacted(&req.query, &["token"]);
+    if let Ok(q) = Query::parse(&req.query) {
+        if let Ok(Some(fields)) = q.single("fields") {
+            let _ = Fields::parse(fields);
+        }
+        let _ = q.single("port");
+    }
+    let _ = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
+    if let Some(value) = req.header("authorization") {
+        let _ = auth::bearer_token(value);
+    }
+    let _ = req.header_has_token("connection", "upgrade");
+    let _ = ops::exec::parse_cmd(req);
+    let _ = ops::restart::parse_immediate(req);
+    let _ = ops::upgrade(req, &[protocol::EXEC_INTERACTIVE], config());
+    let _ = ops::upgrade(req, &[protocol::CONNECT, protocol::TCP_CONNECT], config());
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (lens, input) = split(data);
+    let mut requests = Vec::new();
+    let split = feed(pieces(&lens, input), input.len(), &mut requests);
+    let whole = feed(pieces(&[], input), input.len(), &mut Vec::new());
+    assert_eq!(split, whole, "split and whole input disagree");
+    for req in &requests {
+        dispatch(req);
+    }
+});

@@ -1,0 +1,72 @@
+//! Query strings (src/http/query.rs), the RESTCONF `fields` language (src/fields.rs) applied to
+//! a resource, and the path-level name parsers the router uses.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Value, json};
+use supd::docker::inspect;
+use supd::fields::{Fields, MAX_DEPTH};
+use supd::http::query::{self, Query};
+use supd::http::router::{Instance, valid_name};
+use supd::model;
+
+fn resource() -> &'static Value {
+    static VALUE: OnceLock<Value> = OnceLock::new();
+    VALUE.get_or_init(|| {
+        json!({
+            "name": "web-1",
+            "state": {"phase": "running", "since": "2026-01-01T00:00:00Z"},
+            "containers": [
+                {"id": "abc", "name": "main", "ports": [{"port": 80, "protocol": "tcp"}],
+                 "labels": {"a": "b"}, "health": null},
+                {"id": "def", "name": "sidecar", "ports": [], "labels": {}, "health": "healthy"}
+            ],
+            "nested": {"a": {"b": {"c": {"d": [1, 2, {"e": true}]}}}},
+            "count": 2
+        })
+    })
+}
+
+/// How deep the selection `value` keeps is, in object members.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) => a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(q) = Query::parse(text) {
+        for name in q.names() {
+            let _ = q.single(name);
+            let _ = q.get(name);
+        }
+        let _ = q.iter().count();
+        if let Ok(Some(expr)) = q.single("fields") {
+            let _ = Fields::parse(expr);
+        }
+    }
+    let _ = query::redacted(text, &["token", "secret"]);
+    let _ = query::decode_path_segment(text);
+    let _ = Instance::parse(text);
+    let _ = valid_name(text);
+    let _ = model::parse_instance_name(text);
+    let _ = inspect::is_name(text);
+    let _ = inspect::parse_instance_number(text);
+    if let Ok(fields) = Fields::parse(text) {
+        let selected = fields.apply(resource());
+        // A selection never adds members: the result is no deeper than the resource.
+        assert!(depth(&selected) <= depth(resource()).max(MAX_DEPTH));
+        assert_eq!(
+            Fields::parse(text).ok(),
+            Some(fields),
+            "parsing is not deterministic"
+        );
+    }
+});
