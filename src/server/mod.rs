@@ -107,6 +107,9 @@ pub struct Server {
     restarting: std::collections::HashSet<String>,
     signals: SignalFd,
     accept_paused: bool,
+    /// Accepting ran out of descriptors and has not succeeded since (to warn once, not every
+    /// retry).
+    accept_exhausted: bool,
     draining: Option<Instant>,
     notified_ready: bool,
     watchdog: Option<Duration>,
@@ -162,6 +165,7 @@ impl Server {
             restarting: Default::default(),
             signals,
             accept_paused: false,
+            accept_exhausted: false,
             draining: None,
             notified_ready: false,
             watchdog,
@@ -389,7 +393,13 @@ impl Server {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Ok((stream, peer)) => {
+                    if self.accept_exhausted {
+                        self.accept_exhausted = false;
+                        log::info!("accept: descriptors available again, accepting");
+                    }
+                    self.add_conn(stream, peer)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -403,7 +413,12 @@ impl Server {
                 {
                     // Out of descriptors: stop accepting for a moment instead of spinning on a
                     // listener that stays readable.
-                    log::warn!("accept: {e}; pausing new connections for 100 ms");
+                    if self.accept_exhausted {
+                        log::debug!("accept: {e}; still pausing new connections");
+                    } else {
+                        log::warn!("accept: {e}; pausing new connections, retrying every 100 ms");
+                        self.accept_exhausted = true;
+                    }
                     self.accept_paused = true;
                     self.reactor
                         .timers
