@@ -91,8 +91,10 @@ fn slowloris_connections_get_408_after_the_head_timeout() {
     let mut slow: Vec<TcpStream> = (0..1000)
         .map(|_| {
             let mut s = TcpStream::connect(supd.addr).unwrap();
-            s.write_all(b"GET /v1/state/applications/none/service-instances HTTP/1.1\r\nHost: x\r\n")
-                .unwrap();
+            s.write_all(
+                b"GET /v1/state/applications/none/service-instances HTTP/1.1\r\nHost: x\r\n",
+            )
+            .unwrap();
             s
         })
         .collect();
@@ -112,7 +114,10 @@ fn slowloris_connections_get_408_after_the_head_timeout() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_healthy(supd.addr);
     let grown = supd.rss_kib().saturating_sub(rss);
-    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB for 1000 slow clients");
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew by {grown} KiB for 1000 slow clients"
+    );
     drop(slow);
     supd.wait_until(Duration::from_secs(10), || supd.fd_count() <= fds);
 }
@@ -169,7 +174,11 @@ fn oversized_heads_and_bodies_get_431_and_413() {
     // Endless heads and bodies streamed at full speed: the answer still arrives, and supd
     // does not keep what it read.
     for (what, status, head) in [
-        ("head", 431, "GET /v1/state/applications HTTP/1.1\r\nX-Endless: ".to_string()),
+        (
+            "head",
+            431,
+            "GET /v1/state/applications HTTP/1.1\r\nX-Endless: ".to_string(),
+        ),
         (
             "body",
             413,
@@ -323,11 +332,7 @@ fn websocket_protocol_abuse_is_closed_with_the_matching_code() {
     let fds = supd.fd_count();
 
     // (what, frames to send, accepted close codes)
-    let big_frame = [
-        frame_head(OP_BINARY, true, 100_000),
-        vec![0u8; 1000],
-    ]
-    .concat();
+    let big_frame = [frame_head(OP_BINARY, true, 100_000), vec![0u8; 1000]].concat();
     let mut big_message = Vec::new();
     for i in 0..5 {
         let op = if i == 0 { OP_BINARY } else { OP_CONT };
@@ -355,7 +360,11 @@ fn websocket_protocol_abuse_is_closed_with_the_matching_code() {
             frame(OP_CLOSE, true, &[0x03, 0xe8, 0xc3, 0x28], true),
             &[1002, 1007],
         ),
-        ("unmasked frame", frame(OP_BINARY, true, b"\x10hi\n", false), &[1002]),
+        (
+            "unmasked frame",
+            frame(OP_BINARY, true, b"\x10hi\n", false),
+            &[1002],
+        ),
         (
             "continuation without a start",
             frame(OP_CONT, true, b"\x10x", true),
@@ -466,7 +475,10 @@ fn ping_floods_are_answered_and_bounded() {
     let finished = flood.join().unwrap();
     assert!(finished, "supd dropped a pinging client");
     let grown = supd.rss_kib().saturating_sub(rss);
-    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB under a ping flood");
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB under a ping flood"
+    );
     let mut seen_last = false;
     while !seen_last {
         match g.next().expect("pongs") {

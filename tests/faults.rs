@@ -34,7 +34,10 @@ fn container_killed_mid_exec_interactive_and_connect() {
         c.send(
             "POST",
             &path,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             br#"{"cmd": "sleep 6101"}"#,
         );
         c.read_response(false)
@@ -71,7 +74,10 @@ fn container_killed_mid_exec_interactive_and_connect() {
         code == 1000 || code == 1011,
         "tunnel closed with {code} {reason:?}"
     );
-    assert!(!reason.is_empty(), "tunnel closed with {code} and no reason");
+    assert!(
+        !reason.is_empty(),
+        "tunnel closed with {code} and no reason"
+    );
 
     supd.wait_until(Duration::from_secs(10), || {
         supd.fd_count() <= fds && supd.children().is_empty()
@@ -96,10 +102,8 @@ impl Proxy {
             for c in l.incoming() {
                 let Ok(c) = c else { return };
                 let s = TcpStream::connect(target).unwrap();
-                for (mut from, mut to) in [
-                    (c.try_clone().unwrap(), s.try_clone().unwrap()),
-                    (s, c),
-                ] {
+                for (mut from, mut to) in [(c.try_clone().unwrap(), s.try_clone().unwrap()), (s, c)]
+                {
                     let f = f.clone();
                     thread::spawn(move || {
                         from.set_read_timeout(Some(Duration::from_millis(50)))
@@ -197,7 +201,10 @@ fn sigterm_with_sessions_open_leaves_no_process_running() {
         c.send(
             "POST",
             &path,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             br#"{"cmd": "sleep 6301"}"#,
         );
         let mut buf = Vec::new();

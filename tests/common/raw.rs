@@ -159,7 +159,10 @@ pub fn try_upgrade(
                 assert!(k > 0, "EOF inside the body");
                 buf.extend_from_slice(&tmp[..k]);
             }
-            return Err((status, String::from_utf8_lossy(&buf[n..n + len]).into_owned()));
+            return Err((
+                status,
+                String::from_utf8_lossy(&buf[n..n + len]).into_owned(),
+            ));
         }
         let k = s.read(&mut tmp).unwrap();
         assert!(k > 0, "EOF before the response head");
