@@ -529,6 +529,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
+            let blocked = c.output_blocked();
             match c.flush() {
                 Ok(_) => {}
                 Err(_) => {
@@ -536,6 +537,10 @@ impl Server {
                     return;
                 }
             }
+            // Pipelined requests already buffered wait for output room, not for new input:
+            // once the client has read enough, handle them now (no readable edge will come
+            // for bytes we already hold).
+            let unblocked = blocked && !c.output_blocked();
             if c.finished() {
                 if c.phase == Phase::Closing {
                     let _ = c.stream.shutdown(std::net::Shutdown::Write);
@@ -551,7 +556,7 @@ impl Server {
                 self.close_conn(token);
                 return;
             }
-            if !(c.should_refill() || (progressed && c.phase == Phase::Open)) {
+            if !(c.should_refill() || (progressed && c.phase == Phase::Open) || unblocked) {
                 let want = c.wanted_interest();
                 if c.interest != Some(want) {
                     if self
