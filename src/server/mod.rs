@@ -359,6 +359,9 @@ impl Server {
             return;
         };
         let deadline = match c.phase {
+            // Complete pipelined requests wait for the client to read its answers: not a slow
+            // head, but a client that stopped reading is dropped after the idle timeout.
+            Phase::Open if c.output_blocked() => Some((c.idle_since + limits.idle_timeout, false)),
             Phase::Open if c.has_partial_request() => {
                 c.request_started.map(|s| (s + limits.head_timeout, true))
             }
