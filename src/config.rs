@@ -103,6 +103,8 @@ impl Default for ExecSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsSettings {
     pub ping_interval: Duration,
+    /// A peer silent this long (no pong, no frame) is gone; None: two and a half intervals.
+    pub ping_timeout: Option<Duration>,
     /// None: a websocket session may stay silent for ever (pings still detect dead peers).
     pub idle_timeout: Option<Duration>,
     pub max_message: usize,
@@ -117,6 +119,7 @@ impl Default for WsSettings {
     fn default() -> WsSettings {
         WsSettings {
             ping_interval: Duration::from_secs(30),
+            ping_timeout: None,
             idle_timeout: None,
             max_message: 1 << 20,
             max_frame: 256 << 10,
@@ -308,6 +311,7 @@ pub struct FileExec {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileWs {
     pub ping_interval_ms: Option<u64>,
+    pub ping_timeout_ms: Option<u64>,
     /// 0 switches the idle timeout off.
     pub idle_timeout_ms: Option<u64>,
     pub max_message: Option<usize>,
@@ -496,6 +500,10 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
         "websocket.ping-interval-ms",
         &mut c.ws.ping_interval,
     )?;
+    if let Some(v) = w.ping_timeout_ms {
+        let t = positive_ms(v).map_err(|m| invalid(at("websocket.ping-timeout-ms"), m))?;
+        c.ws.ping_timeout = Some(t);
+    }
     if let Some(v) = w.idle_timeout_ms {
         c.ws.idle_timeout = (v > 0).then(|| Duration::from_millis(v));
     }
@@ -1023,6 +1031,7 @@ limits: {head-bytes: 100, body-bytes: 200, head-timeout-ms: 300, idle-timeout-ms
 exec: {output-cap: 6, kill-grace-ms: 700}
 websocket:
   ping-interval-ms: 800
+  ping-timeout-ms: 2500
   idle-timeout-ms: 900
   max-message: 1000
   max-frame: 1000
@@ -1068,6 +1077,7 @@ connect: {connect-timeout-ms: 1200}
             c.ws,
             WsSettings {
                 ping_interval: Duration::from_millis(800),
+                ping_timeout: Some(Duration::from_millis(2500)),
                 idle_timeout: Some(Duration::from_millis(900)),
                 max_message: 1000,
                 max_frame: 1000,

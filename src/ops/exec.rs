@@ -248,6 +248,11 @@ impl Exec {
         }
     }
 
+    /// The daemon is stopping: stop the command, and still answer with how it ended.
+    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+        self.proc.terminate(me, Signal::SIGTERM, self.grace, io);
+    }
+
     pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
         self.client_gone = true;
         self.proc.terminate(me, Signal::SIGTERM, self.grace, io);

@@ -263,7 +263,7 @@ impl Op {
     /// The daemon is stopping: wind down (close sessions, kill processes).
     pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
         match self {
-            Op::Exec(e) => e.client_gone(me, io),
+            Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
             Op::Tunnel(t) => t.shutdown(me, io),
             Op::Restart(_) => {}

@@ -205,7 +205,7 @@ impl Tunnel {
             if let Some(why) = self.sock_error.take() {
                 c.close(me, 1011, &why, io);
             } else if self.sock_eof {
-                c.close(me, 1000, "", io);
+                c.close(me, 1000, "the target closed the connection", io);
             }
             c.pump();
         }

@@ -20,6 +20,7 @@ pub struct WsClient {
     head: Vec<u8>,
     pub peer: String,
     ping_interval: Duration,
+    ping_timeout: Duration,
     idle_timeout: Option<Duration>,
     next_ping: Instant,
     last_activity: Instant,
@@ -65,6 +66,9 @@ impl WsClient {
             head,
             peer,
             ping_interval: ws.ping_interval,
+            ping_timeout: ws
+                .ping_timeout
+                .unwrap_or(ws.ping_interval * 2 + ws.ping_interval / 2),
             idle_timeout: ws.idle_timeout,
             next_ping: now + ws.ping_interval,
             last_activity: now,
@@ -195,8 +199,8 @@ impl WsClient {
             return;
         }
         let seen = self.session.last_seen().max(self.last_activity);
-        // A peer that answered none of the last two pings is gone (vanished without a close).
-        if now >= seen + self.ping_interval * 2 + self.ping_interval / 2 {
+        // A peer that answered none of the recent pings is gone (vanished without a close).
+        if now >= seen + self.ping_timeout {
             log::info!("{}: no answer to pings, dropping the session", self.peer);
             self.dead = true;
             return;
@@ -214,7 +218,7 @@ impl WsClient {
             }
             self.next_ping = now + self.ping_interval;
         }
-        let mut next = self.next_ping;
+        let mut next = self.next_ping.min(seen + self.ping_timeout);
         if let Some(idle) = self.idle_timeout {
             next = next.min(self.last_activity + idle);
         }

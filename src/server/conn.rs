@@ -184,6 +184,11 @@ impl HttpConn {
         self.phase = if close { Phase::Closing } else { Phase::Open };
     }
 
+    /// So much output is queued that no further request is read or handled.
+    pub fn output_blocked(&self) -> bool {
+        self.pending_output() >= MAX_PENDING_OUTPUT
+    }
+
     pub fn pending_output(&self) -> usize {
         self.outbuf.len() - self.written
     }

@@ -118,6 +118,9 @@ pub struct Server {
     accept_paused: bool,
     /// Connections and operations being driven right now, outermost first (see `contained`).
     driving: Vec<Token>,
+    /// Accepting ran out of descriptors and has not succeeded since (to warn once, not every
+    /// retry).
+    accept_exhausted: bool,
     draining: Option<Instant>,
     notified_ready: bool,
     watchdog: Option<Duration>,
@@ -176,6 +179,7 @@ impl Server {
             signals,
             accept_paused: false,
             driving: Vec::new(),
+            accept_exhausted: false,
             draining: None,
             notified_ready: false,
             watchdog,
@@ -449,6 +453,9 @@ impl Server {
             return;
         };
         let deadline = match c.phase {
+            // Complete pipelined requests wait for the client to read its answers: not a slow
+            // head, but a client that stopped reading is dropped after the idle timeout.
+            Phase::Open if c.output_blocked() => Some((c.idle_since + limits.idle_timeout, false)),
             Phase::Open if c.has_partial_request() => {
                 c.request_started.map(|s| (s + limits.head_timeout, true))
             }
@@ -483,7 +490,13 @@ impl Server {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Ok((stream, peer)) => {
+                    if self.accept_exhausted {
+                        self.accept_exhausted = false;
+                        log::info!("accept: descriptors available again, accepting");
+                    }
+                    self.add_conn(stream, peer)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -497,7 +510,12 @@ impl Server {
                 {
                     // Out of descriptors: stop accepting for a moment instead of spinning on a
                     // listener that stays readable.
-                    log::warn!("accept: {e}; pausing new connections for 100 ms");
+                    if self.accept_exhausted {
+                        log::debug!("accept: {e}; still pausing new connections");
+                    } else {
+                        log::warn!("accept: {e}; pausing new connections, retrying every 100 ms");
+                        self.accept_exhausted = true;
+                    }
                     self.accept_paused = true;
                     self.reactor
                         .timers
@@ -614,6 +632,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
+            let blocked = c.output_blocked();
             match c.flush() {
                 Ok(_) => {}
                 Err(_) => {
@@ -621,6 +640,10 @@ impl Server {
                     return;
                 }
             }
+            // Pipelined requests already buffered wait for output room, not for new input:
+            // once the client has read enough, handle them now (no readable edge will come
+            // for bytes we already hold).
+            let unblocked = blocked && !c.output_blocked();
             if c.finished() {
                 if c.phase == Phase::Closing {
                     let _ = c.stream.shutdown(std::net::Shutdown::Write);
@@ -636,7 +659,7 @@ impl Server {
                 self.close_conn(token);
                 return;
             }
-            if !(c.should_refill() || (progressed && c.phase == Phase::Open)) {
+            if !(c.should_refill() || (progressed && c.phase == Phase::Open) || unblocked) {
                 let want = c.wanted_interest();
                 if c.interest != Some(want) {
                     if self

@@ -29,8 +29,8 @@ use tungstenite::{Bytes, Message, Utf8Bytes};
 
 /// Largest header of a frame the server sends (unmasked, 64-bit length).
 const MAX_FRAME_HEADER: usize = 10;
-/// Room above the soft limit for control frames that the peer causes (pongs, the close
-/// reply) while it does not read. A peer that exhausts it is flooding: the session dies.
+/// Room above the soft limit for control frames that the peer causes (a pong, the close
+/// reply) while it does not read; pongs beyond the soft limit are coalesced into one.
 const CONTROL_SLACK: usize = 8 * 1024;
 /// tungstenite reads whole frames into its buffer; below this it would read byte by byte.
 const MIN_READ_BUFFER: usize = 1024;
@@ -175,7 +175,18 @@ struct Outbox<S> {
     queue: Vec<u8>,
     sent: usize,
     limit: usize,
+    /// Above this many queued bytes the peer is not reading: pongs are coalesced.
+    soft: usize,
+    /// The latest pong held back while the peer does not read (RFC 6455 section 5.5.3 lets
+    /// a pong answer only the most recent ping), so a ping flood cannot fill the queue.
+    owed_pong: Option<Vec<u8>>,
     overflowed: bool,
+}
+
+/// Whether `buf` is exactly one pong frame as tungstenite writes it for a server: final,
+/// unmasked, a payload of at most 125 bytes. tungstenite writes each reply frame alone.
+fn is_pong(buf: &[u8]) -> bool {
+    buf.len() >= 2 && buf[0] == 0x8a && buf[1] < 126 && buf.len() == 2 + usize::from(buf[1])
 }
 
 impl<S: Write> Outbox<S> {
@@ -183,17 +194,34 @@ impl<S: Write> Outbox<S> {
         self.queue.len() - self.sent
     }
 
+    /// Queue the held-back pong, before anything newer.
+    fn settle_pong(&mut self) {
+        if let Some(pong) = self.owed_pong.take() {
+            if self.sent > 0 {
+                self.queue.drain(..self.sent);
+                self.sent = 0;
+            }
+            self.queue.extend_from_slice(&pong);
+        }
+    }
+
     /// Writes the queue to the stream: `Ok(true)` when it is empty, `Ok(false)` when the
     /// stream returned `WouldBlock`.
     fn drain(&mut self) -> io::Result<bool> {
-        while self.sent < self.queue.len() {
-            match self.stream.write(&self.queue[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
+        loop {
+            while self.sent < self.queue.len() {
+                match self.stream.write(&self.queue[self.sent..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                }
             }
+            if self.owed_pong.is_none() {
+                break;
+            }
+            self.settle_pong();
         }
         self.queue.clear();
         self.sent = 0;
@@ -269,6 +297,11 @@ fn binary_frame_header(len: usize, out: &mut [u8; MAX_FRAME_HEADER]) -> usize {
 
 impl<S: Write> Write for Outbox<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pending() >= self.soft && is_pong(buf) {
+            self.owed_pong = Some(buf.to_vec());
+            return Ok(buf.len());
+        }
+        self.settle_pong();
         if self.pending() == 0 {
             loop {
                 match self.stream.write(buf) {
@@ -339,6 +372,8 @@ impl<S: Read + Write> Session<S> {
             queue: Vec::new(),
             sent: 0,
             limit: limits.hard_write_limit(),
+            soft: limits.write_buffer,
+            owed_pong: None,
             overflowed: false,
         };
         Session {
@@ -1179,22 +1214,31 @@ mod tests {
     }
 
     #[test]
-    fn ping_flood_while_not_reading_kills_the_session() {
+    fn ping_flood_while_not_reading_coalesces_pongs() {
         let mut script = Script::new();
         script.write_budget = 0;
         let mut s = session(script);
-        let ping = client(OP_PING, true, &[0; 125]);
-        let floods = CONTROL_SLACK / 127 + limits().hard_write_limit() / 127 + 2;
-        let mut result = Ok(None);
-        for _ in 0..floods {
-            s.get_mut().feed(&ping);
-            result = s.read();
-            if result.is_err() {
-                break;
-            }
+        let floods = 10 * (CONTROL_SLACK + limits().hard_write_limit()) / 127;
+        for i in 0..floods {
+            let mut payload = [0u8; 125];
+            payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            s.get_mut().feed(&client(OP_PING, true, &payload));
+            assert!(matches!(s.read(), Ok(None)), "ping {i}");
+            assert!(s.pending() <= limits().write_buffer + 127);
         }
-        assert!(matches!(result, Err(Error::WriteQueueFull)), "{result:?}");
-        assert!(s.is_closed());
+        assert!(!s.is_closed());
+        s.get_mut().write_budget = usize::MAX;
+        assert!(s.flush().unwrap());
+        let frames = server_frames(&s.get_mut().take_output());
+        assert!(frames.iter().all(|(op, _)| *op == OP_PONG));
+        let last = &frames.last().unwrap().1;
+        assert_eq!(last[..8], ((floods - 1) as u64).to_be_bytes());
+        // Data flows again after the flood.
+        assert!(s.send_binary(b"after").unwrap());
+        assert_eq!(
+            server_frames(&s.get_mut().take_output()),
+            vec![(OP_BINARY, b"after".to_vec())]
+        );
     }
 
     #[test]

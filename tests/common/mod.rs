@@ -363,6 +363,14 @@ impl Client {
         }
     }
 
+    /// A client on a stream opened elsewhere (its timeouts left as they are).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: supd\r\n");
         for (k, v) in headers {
