@@ -149,7 +149,12 @@ fn start<'a>(cs: &Containers, supd: &'a Supd, extra: &[&str]) -> Option<Target<'
         .arg(format!("supd.test={}", cs.label))
         .arg("--label")
         .arg(format!("io.supd.application={app}"))
-        .args(["--label", "io.supd.service=web", "--label", "io.supd.instance=1"])
+        .args([
+            "--label",
+            "io.supd.service=web",
+            "--label",
+            "io.supd.instance=1",
+        ])
         .args(extra)
         .args([IMAGE, "sleep", "3600"]);
     let out = cmd.output().unwrap();
@@ -199,7 +204,10 @@ fn assert_confined_like_init(t: &Target<'_>, what: &str) {
             "{context}: LSM label"
         );
         if theirs.0 != 0 {
-            eprintln!("{context}: no LSM label on this kernel ({}), skipped", theirs.1.trim());
+            eprintln!(
+                "{context}: no LSM label on this kernel ({}), skipped",
+                theirs.1.trim()
+            );
         }
         // Only stdio, plus the directory ls itself opens.
         let fds: BTreeSet<String> = t
@@ -218,8 +226,14 @@ fn assert_confined_like_init(t: &Target<'_>, what: &str) {
     // The init was neither left stopped nor traced by the filter copy.
     let status = host_file(pid, "status");
     assert!(status.contains("TracerPid:\t0\n"), "{what}: {status}");
-    let state = status.lines().find(|l| l.starts_with("State:")).unwrap();
-    assert!(!state.contains('t') && !state.contains('T'), "{what}: {state}");
+    let state = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .unwrap();
+    assert!(
+        !matches!(state.split_whitespace().next(), Some("t" | "T")),
+        "{what}: {state}"
+    );
 }
 
 /// Lowers supd's soft limits (as if it had raised them: any difference will do) so that a
@@ -264,7 +278,7 @@ fn default_container() {
     supd.wait_until(Duration::from_secs(20), || {
         t.init_pid() != old && {
             let (code, out) = t.run(Via::Exec, "cat /proc/1/status");
-            code == 0 && out.contains(&format!("PPid:\t0"))
+            code == 0 && out.contains("PPid:\t0")
         }
     });
     assert_confined_like_init(&t, "default, restarted");

@@ -32,7 +32,6 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
-use super::ns::proc_error;
 use super::{Error, Result};
 use crate::sys::confine::{self as sys, BPF_MAX_INSTRUCTIONS, BpfInstruction, Limit, Stop};
 use crate::sys::process;
@@ -118,7 +117,10 @@ fn parse_status(text: &str) -> Result<Status> {
     };
     Ok(Status {
         bounding: caps("CapBnd", "no capability bounding set in /proc/<pid>/status")?,
-        inheritable: caps("CapInh", "no inheritable capabilities in /proc/<pid>/status")?,
+        inheritable: caps(
+            "CapInh",
+            "no inheritable capabilities in /proc/<pid>/status",
+        )?,
         no_new_privs: field("NoNewPrivs") == Some("1"),
         seccomp: number("Seccomp")?,
         filters: number("Seccomp_filters")?,
@@ -183,14 +185,57 @@ pub fn read(pid: i32) -> Result<Confinement> {
     })
 }
 
+/// The rows of `/proc/<pid>/limits`, by resource number (the kernel's `lnames`).
+const LIMIT_NAMES: [&str; RESOURCES] = [
+    "Max cpu time",
+    "Max file size",
+    "Max data size",
+    "Max stack size",
+    "Max core file size",
+    "Max resident set",
+    "Max processes",
+    "Max open files",
+    "Max locked memory",
+    "Max address space",
+    "Max file locks",
+    "Max pending signals",
+    "Max msgqueue size",
+    "Max nice priority",
+    "Max realtime priority",
+    "Max realtime timeout",
+];
+
+/// From `/proc/<pid>/limits`, which root may read for any process; `prlimit` on another
+/// process would need CAP_SYS_RESOURCE when its user differs, and supd may lack it.
 fn read_limits(pid: i32) -> Result<[Option<Limit>; RESOURCES]> {
+    parse_limits(&read_proc(pid, "limits", "read process limits")?)
+}
+
+fn parse_limits(text: &str) -> Result<[Option<Limit>; RESOURCES]> {
+    let bad = || Error::BadTarget("unreadable /proc/<pid>/limits");
+    let value = |v: Option<&str>| match v {
+        Some("unlimited") => Ok(libc::RLIM_INFINITY),
+        Some(n) => n.parse().map_err(|_| bad()),
+        None => Err(bad()),
+    };
     let mut limits = [None; RESOURCES];
-    for (resource, limit) in limits.iter_mut().enumerate() {
-        *limit = match sys::process_limit(pid, resource as u32) {
-            Ok(l) => Some(l),
-            Err(Errno::EINVAL) => None,
-            Err(e) => return Err(proc_error(pid, "prlimit", e)),
+    for line in text.lines() {
+        let Some((resource, rest)) = LIMIT_NAMES
+            .iter()
+            .enumerate()
+            .find_map(|(i, name)| Some((i, line.strip_prefix(name)?)))
+        else {
+            continue;
         };
+        // A whole name is followed by the column's padding.
+        if !rest.starts_with(' ') {
+            continue;
+        }
+        let mut columns = rest.split_whitespace();
+        limits[resource] = Some((value(columns.next())?, value(columns.next())?));
+    }
+    if limits.iter().all(Option::is_none) {
+        return Err(bad());
     }
     Ok(limits)
 }
@@ -300,7 +345,8 @@ fn receive(reader: BorrowedFd<'_>) -> Result<Vec<u8>> {
         let left = deadline
             .checked_duration_since(Instant::now())
             .ok_or_else(timeout)?;
-        let millis = PollTimeout::try_from(left.as_millis().max(1) as i32).map_err(|_| timeout())?;
+        let millis =
+            PollTimeout::try_from(left.as_millis().max(1) as i32).map_err(|_| timeout())?;
         let mut fds = [PollFd::new(reader, PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, millis) {
             Ok(0) => return Err(timeout()),
@@ -570,12 +616,34 @@ mod tests {
 
     #[test]
     fn start_time_survives_odd_command_names() {
-        let rest = (3..=21).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+        let rest = (3..=21)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
         let stat = format!("42 (a) b (c) {rest} 987654 23 24\n");
         assert_eq!(parse_start_time(&stat), Some(987654));
         assert_eq!(parse_start_time("42 (a"), None);
         let own = start_time(std::process::id() as i32).unwrap();
         assert!(own > 0);
+    }
+
+    #[test]
+    fn limits_of_a_process() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n\
+                    Max open files            1024                 1048576              files     \n\
+                    Max nice priority         0                    0                    \n";
+        let limits = parse_limits(text).unwrap();
+        assert_eq!(limits[0], Some((libc::RLIM_INFINITY, libc::RLIM_INFINITY)));
+        assert_eq!(limits[libc::RLIMIT_NOFILE as usize], Some((1024, 1048576)));
+        assert_eq!(limits[libc::RLIMIT_NICE as usize], Some((0, 0)));
+        assert_eq!(limits[1], None);
+        assert!(parse_limits("Max open files  x 1\n").is_err());
+        assert!(parse_limits("").is_err());
+        let own = read_limits(std::process::id() as i32).unwrap();
+        let nofile = crate::sys::confine::process_limit(0, libc::RLIMIT_NOFILE).unwrap();
+        assert_eq!(own[libc::RLIMIT_NOFILE as usize], Some(nofile));
+        assert!(own.iter().all(Option::is_some));
     }
 
     #[test]
@@ -647,8 +715,7 @@ mod tests {
             }
         }
         let child = process::fork_child(|| {
-            if nix::sys::prctl::set_no_new_privs().is_err() || apply_filters(&programs).is_err()
-            {
+            if nix::sys::prctl::set_no_new_privs().is_err() || apply_filters(&programs).is_err() {
                 return 1;
             }
             let _ = nix::unistd::write(&ready_write, b"r");

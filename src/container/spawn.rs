@@ -477,11 +477,11 @@ fn command(plan: &mut Plan) -> i32 {
     {
         return fail(err, "drop capabilities", errno);
     }
-    // The inheritable set survives the uid change, but may only be set before it.
-    if let Err(errno) =
-        process::limit_capabilities(confinement.bounding, confinement.inheritable)
-    {
-        return fail(err, "limit capabilities", errno);
+    // The inheritable set survives the uid change but may only grow before it; the
+    // effective set keeps CAP_SETUID and CAP_SETGID for the change.
+    let inheritable = confinement.inheritable & confinement.bounding;
+    if let Err(errno) = process::limit_capabilities(u64::MAX, inheritable) {
+        return fail(err, "set inheritable capabilities", errno);
     }
     if let Err(errno) = nix::unistd::setgroups(&id.groups) {
         return fail(err, "setgroups", errno);
@@ -492,9 +492,7 @@ fn command(plan: &mut Plan) -> i32 {
     if let Err(errno) = nix::unistd::setuid(uid) {
         return fail(err, "setuid", errno);
     }
-    if let Err(errno) =
-        process::limit_capabilities(confinement.bounding, confinement.inheritable)
-    {
+    if let Err(errno) = process::limit_capabilities(confinement.bounding, inheritable) {
         return fail(err, "limit capabilities", errno);
     }
     if let Err(errno) = crate::sys::confine::clear_ambient_capabilities() {

@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn own_limits_read_back() {
         let own = process_limit(0, libc::RLIMIT_NOFILE).unwrap();
-        assert_eq!(process_limit(std::process::id() as i32, libc::RLIMIT_NOFILE), Ok(own));
+        assert_eq!(
+            process_limit(std::process::id() as i32, libc::RLIMIT_NOFILE),
+            Ok(own)
+        );
         assert!(process_limit(0, 1000).is_err());
     }
 
