@@ -7,6 +7,7 @@
 //! or changes supd's own namespaces. See [`spawn`] for the life cycle.
 
 pub mod cgroup;
+pub mod confine;
 pub mod netns;
 pub mod ns;
 pub mod pty;

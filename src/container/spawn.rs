@@ -4,17 +4,25 @@
 //! supd ──fork──> intermediate: not dumpable, join cgroups, setns user..mnt
 //!   │                 └──clone(CLONE_PARENT)──> command (supd's child, in the container's
 //!   │                 waits for the command's setsid  PID namespace): setsid, stdio, user,
-//!   │                 writes the command's pid to     caps, env, cwd, close fds, execve
-//!   │                 the handoff pipe, _exit(0)
+//!   │                 writes the command's pid to     LSM label, rlimits, [seccomp], caps,
+//!   │                 the handoff pipe, _exit(0)      uid, env, cwd, no_new_privs, close
+//!   │                                                 fds, [seccomp], execve
 //!   └─ returns at once; later reaps the intermediate, reads the pid, waits on a pidfd
 //! ```
 //!
 //! Everything the children use is prepared in [`Plan`] before the first fork, so they never
 //! allocate. A child that fails writes `supd: <step>: <reason>` to the command's output and
 //! exits with 126; a program that is not found exits with 127, like a shell.
+//!
+//! The command is confined like the container's first process (see [`super::confine`]). Its
+//! seccomp filters go in before the capabilities drop when the container lacks
+//! no_new_privs (installing them then needs CAP_SYS_ADMIN), else last before execve, as
+//! runc does. Both children are non-dumpable until execve (CVE-2016-9962, CVE-2019-5736): no
+//! process of the container may ptrace them or open their `/proc/<pid>/exe` (supd's binary)
+//! or `fd/`; and the command closes every descriptor but its stdio and checks that its
+//! working directory lies inside the container's root (CVE-2024-21626).
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -25,6 +33,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
+use super::confine::{self, Confinement};
 use super::ns::{self, NamespaceFd};
 use super::user::{self, FileLines, Identity};
 use super::{Error, ExitStatus, Io, Result, Spawned, Stdio, Target, cgroup, pty};
@@ -38,8 +47,6 @@ const MAX_ENV: usize = 4096;
 const MAX_PATH_DIRS: usize = 128;
 /// Room for `HOME=<home>\0`.
 const HOME_ENTRY: usize = 5 + 4096 + 1;
-/// Bound on what is read of `/proc/<pid>/status`.
-const MAX_STATUS: u64 = 64 << 10;
 
 /// The command's ends of its stdio, as the children see them.
 enum ChildStdio {
@@ -77,10 +84,8 @@ struct Plan {
     candidates: Vec<CString>,
     working_dir: CString,
     cwd_buffer: Vec<u8>,
-    /// The container's bounding set; the command keeps no capability outside it.
-    bounding: u64,
-    last_cap: u32,
-    no_new_privs: bool,
+    /// What confines the container's first process, taken over by the command.
+    confinement: Confinement,
 }
 
 /// Starts `argv` in the container of `target`; see the module documentation.
@@ -116,8 +121,7 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
     let container = process::pidfd_open(pid).map_err(|e| ns::proc_error(pid, "pidfd_open", e))?;
     let namespaces = ns::open_namespaces(pid)?;
     let cgroup_procs = cgroup::open_cgroup_procs(pid)?;
-    let (bounding, no_new_privs) = read_status(pid)?;
-    let last_cap = read_last_cap()?;
+    let confinement = confine::read(pid)?;
     let (io, child_stdio) = open_stdio(pid, stdio)?;
     if exited(container.as_fd())? {
         return Err(Error::ContainerGone { pid });
@@ -143,9 +147,7 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
         candidates,
         working_dir,
         cwd_buffer: vec![0; libc::PATH_MAX as usize + 1],
-        bounding,
-        last_cap,
-        no_new_privs,
+        confinement,
     };
     let intermediate_pid = process::fork_child(|| intermediate(&mut plan)).map_err(sys("fork"))?;
     // Dropping the plan closes the children's ends here, so EOF on the output means the
@@ -266,43 +268,6 @@ fn program_candidates(program: &str, path: &str) -> Result<Vec<CString>> {
             CString::new(format!("{dir}/{program}")).map_err(|_| nul())
         })
         .collect()
-}
-
-/// The container's capability bounding set and no_new_privs flag, from its first process.
-fn read_status(pid: i32) -> Result<(u64, bool)> {
-    let mut text = String::new();
-    std::fs::File::open(format!("/proc/{pid}/status"))
-        .and_then(|file| file.take(MAX_STATUS).read_to_string(&mut text))
-        .map_err(|source| match source.raw_os_error() {
-            Some(libc::ENOENT | libc::ESRCH) => Error::ContainerGone { pid },
-            _ => Error::Io {
-                op: "read process status",
-                source,
-            },
-        })?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-    };
-    let bounding = field("CapBnd")
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .ok_or(Error::BadTarget(
-            "no capability bounding set in /proc/<pid>/status",
-        ))?;
-    let no_new_privs = field("NoNewPrivs") == Some("1");
-    Ok((bounding, no_new_privs))
-}
-
-fn read_last_cap() -> Result<u32> {
-    let text =
-        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").map_err(|source| Error::Io {
-            op: "read cap_last_cap",
-            source,
-        })?;
-    text.trim()
-        .parse()
-        .map_err(|_| Error::BadTarget("unreadable /proc/sys/kernel/cap_last_cap"))
 }
 
 fn open_stdio(pid: i32, stdio: Stdio) -> Result<(Io, ChildStdio)> {
@@ -489,9 +454,35 @@ fn command(plan: &mut Plan) -> i32 {
     {
         return fail(err, "chown terminal", errno);
     }
+    let confinement = &plan.confinement;
+    // Before the limits: a lower descriptor limit would refuse the open.
+    if let Some(label) = &confinement.label
+        && let Err(errno) = confine::apply_label(label)
+    {
+        return fail(err, "set LSM exec label", errno);
+    }
+    // While root: raising a hard limit back to the container's needs CAP_SYS_RESOURCE.
+    if let Err(errno) = confine::apply_limits(&confinement.limits) {
+        return fail(err, "set resource limits", errno);
+    }
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which is about to go;
+    // with it, the filters wait until just before execve, as runc does.
+    if !confinement.no_new_privs
+        && let Err(errno) = confine::apply_filters(&confinement.filters)
+    {
+        return fail(err, "seccomp", errno);
+    }
     // Needs CAP_SETPCAP, which the uid change below takes away from a non-root user.
-    if let Err(errno) = process::drop_bounding_capabilities(plan.bounding, plan.last_cap) {
+    if let Err(errno) =
+        process::drop_bounding_capabilities(confinement.bounding, confinement.last_cap)
+    {
         return fail(err, "drop capabilities", errno);
+    }
+    // The inheritable set survives the uid change but may only grow before it; the
+    // effective set keeps CAP_SETUID and CAP_SETGID for the change.
+    let inheritable = confinement.inheritable & confinement.bounding;
+    if let Err(errno) = process::limit_capabilities(u64::MAX, inheritable) {
+        return fail(err, "set inheritable capabilities", errno);
     }
     if let Err(errno) = nix::unistd::setgroups(&id.groups) {
         return fail(err, "setgroups", errno);
@@ -502,8 +493,11 @@ fn command(plan: &mut Plan) -> i32 {
     if let Err(errno) = nix::unistd::setuid(uid) {
         return fail(err, "setuid", errno);
     }
-    if let Err(errno) = process::limit_capabilities(plan.bounding) {
+    if let Err(errno) = process::limit_capabilities(confinement.bounding, inheritable) {
         return fail(err, "limit capabilities", errno);
+    }
+    if let Err(errno) = crate::sys::confine::clear_ambient_capabilities() {
+        return fail(err, "clear ambient capabilities", errno);
     }
     if plan.needs_home && !plan.env.append_within_capacity(&[b"HOME=", &id.home]) {
         return fail(err, "HOME", Errno::ENAMETOOLONG);
@@ -528,13 +522,18 @@ fn command(plan: &mut Plan) -> i32 {
         Ok(_) => return fail(err, "getcwd", Errno::ENOENT),
         Err(errno) => return fail(err, "getcwd", errno),
     }
-    if plan.no_new_privs
+    if confinement.no_new_privs
         && let Err(errno) = nix::sys::prctl::set_no_new_privs()
     {
         return fail(err, "prctl(PR_SET_NO_NEW_PRIVS)", errno);
     }
     if let Err(errno) = process::close_from(3) {
         return fail(err, "close_range", errno);
+    }
+    if confinement.no_new_privs
+        && let Err(errno) = confine::apply_filters(&confinement.filters)
+    {
+        return fail(err, "seccomp", errno);
     }
     let program = plan
         .argv

@@ -238,9 +238,9 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Limits the effective and permitted sets to `mask` and empties the inheritable set (which
-/// also empties the ambient set).
-pub fn limit_capabilities(mask: u64) -> nix::Result<()> {
+/// Limits the effective and permitted sets to `mask` and sets the inheritable set to
+/// `inheritable` (the kernel drops ambient capabilities that leave it).
+pub fn limit_capabilities(mask: u64, inheritable: u64) -> nix::Result<()> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
@@ -252,7 +252,7 @@ pub fn limit_capabilities(mask: u64) -> nix::Result<()> {
         let m = (mask >> (32 * word)) as u32;
         d.effective &= m;
         d.permitted &= m;
-        d.inheritable = 0;
+        d.inheritable = (inheritable >> (32 * word)) as u32;
     }
     // SAFETY: version 3 reads the header and two `CapData`, both valid for the call.
     Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)

@@ -1,0 +1,739 @@
+//! What confines the container's first process (its init, Docker's `State.Pid`), read before
+//! a spawn so that the command is confined at least as tightly.
+//!
+//! - Capabilities. The command gets the init's bounding and inheritable sets and an empty
+//!   ambient set; its permitted and effective sets are limited to the bounding set before
+//!   execve, and execve then computes them for the command's user as it did for the init's:
+//!   uid 0 gets bounding | inheritable, any other uid gets nothing (ambient is empty), both
+//!   widened only by file capabilities or set-user-ID bits of the program, as for any process
+//!   of the container. So a command run as the init's user has the init's four sets, and a
+//!   command run as another user has what `docker exec --user` gives it (runc's exec applies
+//!   the container's sets and lets execve do the same computation).
+//! - `no_new_privs` when the init has it.
+//! - The init's seccomp filters, all of them, installed in the order the init got them.
+//!   They are read with `PTRACE_SECCOMP_GET_FILTER` by a short-lived helper process forked
+//!   from supd (see [`read_filters`] for why there) and cached per init.
+//! - The init's LSM label, when the kernel has AppArmor or SELinux.
+//! - The init's resource limits, not supd's own (supd raises its descriptor limit).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+use super::{Error, Result};
+use crate::sys::confine::{self as sys, BPF_MAX_INSTRUCTIONS, BpfInstruction, Limit, Stop};
+use crate::sys::process;
+
+/// `RLIMIT_NLIMITS`: resources 0 to 15.
+pub const RESOURCES: usize = 16;
+/// Bound on what is read of `/proc/<pid>/status`, `stat` and `attr/current`.
+const MAX_PROC_FILE: u64 = 64 << 10;
+/// How long supd waits for the init to stop and hand over its filters. The init stops at
+/// once unless it is frozen or in an uninterruptible sleep; the loop is blocked meanwhile,
+/// once per init.
+const FILTER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// The kernel caps all filters of a process at 32,768 instructions plus 4 per filter.
+const MAX_FILTERS: usize = 1024;
+const MAX_FILTER_BYTES: usize = 512 << 10;
+/// Inits whose filters are kept; beyond this, entries of processes gone are dropped.
+const MAX_CACHED: usize = 64;
+
+/// Records the tracer helper writes: a filter is its length then its instructions.
+const RECORD_END: u32 = u32::MAX;
+const RECORD_ERROR: u32 = u32::MAX - 1;
+/// Steps of the tracer helper, as its error record names them.
+const TRACER_STEPS: [&str; 6] = [
+    "prctl(PR_SET_DUMPABLE)",
+    "ptrace(PTRACE_SEIZE) the container's first process",
+    "ptrace(PTRACE_INTERRUPT)",
+    "wait for the container's first process to stop",
+    "ptrace(PTRACE_SECCOMP_GET_FILTER)",
+    "write seccomp filter",
+];
+
+/// The init's seccomp filters, in the order they were installed (oldest first).
+pub type Filters = Vec<Vec<BpfInstruction>>;
+
+/// An LSM label to change onto at execve: `value` written to `attr` under the host's /proc.
+pub struct Label {
+    /// The host's /proc, so that a container cannot stand in its own /proc for the write.
+    pub proc: OwnedFd,
+    pub attr: &'static CStr,
+    pub value: Vec<u8>,
+}
+
+/// Everything the command takes over from the init.
+pub struct Confinement {
+    pub bounding: u64,
+    pub inheritable: u64,
+    pub last_cap: u32,
+    pub no_new_privs: bool,
+    /// Shared with the cache; empty when the init has no filter.
+    pub filters: Rc<Filters>,
+    /// By resource number; `None` where the kernel does not know the resource.
+    pub limits: [Option<Limit>; RESOURCES],
+    pub label: Option<Label>,
+}
+
+/// The fields of `/proc/<pid>/status` that confinement uses.
+#[derive(Debug, PartialEq, Eq)]
+struct Status {
+    bounding: u64,
+    inheritable: u64,
+    no_new_privs: bool,
+    /// 0 none, 1 strict, 2 filter.
+    seccomp: u32,
+    filters: u32,
+}
+
+fn parse_status(text: &str) -> Result<Status> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let caps = |name: &str, missing: &'static str| {
+        field(name)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or(Error::BadTarget(missing))
+    };
+    let number = |name: &str| {
+        field(name).map_or(Ok(0), |n| {
+            n.parse::<u32>()
+                .map_err(|_| Error::BadTarget("unreadable seccomp fields in /proc/<pid>/status"))
+        })
+    };
+    Ok(Status {
+        bounding: caps("CapBnd", "no capability bounding set in /proc/<pid>/status")?,
+        inheritable: caps(
+            "CapInh",
+            "no inheritable capabilities in /proc/<pid>/status",
+        )?,
+        no_new_privs: field("NoNewPrivs") == Some("1"),
+        seccomp: number("Seccomp")?,
+        filters: number("Seccomp_filters")?,
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat`, the start time: with the pid, it names one process.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses; it ends at the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn read_proc(pid: i32, file: &str, op: &'static str) -> Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(format!("/proc/{pid}/{file}"))
+        .and_then(|f| f.take(MAX_PROC_FILE).read_to_string(&mut text))
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ENOENT | libc::ESRCH) => Error::ContainerGone { pid },
+            _ => Error::Io { op, source },
+        })?;
+    Ok(text)
+}
+
+fn start_time(pid: i32) -> Result<u64> {
+    let stat = read_proc(pid, "stat", "read process stat")?;
+    parse_start_time(&stat).ok_or(Error::BadTarget("unreadable /proc/<pid>/stat"))
+}
+
+fn read_last_cap() -> Result<u32> {
+    let text =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").map_err(|source| Error::Io {
+            op: "read cap_last_cap",
+            source,
+        })?;
+    text.trim()
+        .parse()
+        .map_err(|_| Error::BadTarget("unreadable /proc/sys/kernel/cap_last_cap"))
+}
+
+/// Reads the confinement of process `pid`. The caller holds a pidfd of it and checks that it
+/// is still alive afterwards, so that nothing read here belongs to a successor.
+pub fn read(pid: i32) -> Result<Confinement> {
+    let status = parse_status(&read_proc(pid, "status", "read process status")?)?;
+    let filters = match status.seccomp {
+        0 => Rc::new(Vec::new()),
+        2 => cached_filters(pid, status.filters)?,
+        _ => {
+            return Err(Error::BadTarget(
+                "the container's first process is in seccomp strict mode",
+            ));
+        }
+    };
+    Ok(Confinement {
+        bounding: status.bounding,
+        inheritable: status.inheritable,
+        last_cap: read_last_cap()?,
+        no_new_privs: status.no_new_privs,
+        filters,
+        limits: read_limits(pid)?,
+        label: read_label(pid)?,
+    })
+}
+
+/// The rows of `/proc/<pid>/limits`, by resource number (the kernel's `lnames`).
+const LIMIT_NAMES: [&str; RESOURCES] = [
+    "Max cpu time",
+    "Max file size",
+    "Max data size",
+    "Max stack size",
+    "Max core file size",
+    "Max resident set",
+    "Max processes",
+    "Max open files",
+    "Max locked memory",
+    "Max address space",
+    "Max file locks",
+    "Max pending signals",
+    "Max msgqueue size",
+    "Max nice priority",
+    "Max realtime priority",
+    "Max realtime timeout",
+];
+
+/// From `/proc/<pid>/limits`, which root may read for any process; `prlimit` on another
+/// process would need CAP_SYS_RESOURCE when its user differs, and supd may lack it.
+fn read_limits(pid: i32) -> Result<[Option<Limit>; RESOURCES]> {
+    parse_limits(&read_proc(pid, "limits", "read process limits")?)
+}
+
+fn parse_limits(text: &str) -> Result<[Option<Limit>; RESOURCES]> {
+    let bad = || Error::BadTarget("unreadable /proc/<pid>/limits");
+    let value = |v: Option<&str>| match v {
+        Some("unlimited") => Ok(libc::RLIM_INFINITY),
+        Some(n) => n.parse().map_err(|_| bad()),
+        None => Err(bad()),
+    };
+    let mut limits = [None; RESOURCES];
+    for line in text.lines() {
+        let Some((resource, rest)) = LIMIT_NAMES
+            .iter()
+            .enumerate()
+            .find_map(|(i, name)| Some((i, line.strip_prefix(name)?)))
+        else {
+            continue;
+        };
+        // A whole name is followed by the column's padding.
+        if !rest.starts_with(' ') {
+            continue;
+        }
+        let mut columns = rest.split_whitespace();
+        limits[resource] = Some((value(columns.next())?, value(columns.next())?));
+    }
+    if limits.iter().all(Option::is_none) {
+        return Err(bad());
+    }
+    Ok(limits)
+}
+
+// ---- seccomp filters ----------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FilterKey {
+    pid: i32,
+    start_time: u64,
+    /// A process may stack more filters on itself; a new count means a new read.
+    count: u32,
+}
+
+thread_local! {
+    /// supd's loop is one thread; per-thread, tests that spawn from several threads stay
+    /// independent.
+    static FILTER_CACHE: RefCell<HashMap<FilterKey, Rc<Filters>>> = RefCell::new(HashMap::new());
+}
+
+fn cached_filters(pid: i32, count: u32) -> Result<Rc<Filters>> {
+    let key = FilterKey {
+        pid,
+        start_time: start_time(pid)?,
+        count,
+    };
+    if let Some(filters) = FILTER_CACHE.with_borrow(|cache| cache.get(&key).cloned()) {
+        return Ok(filters);
+    }
+    let filters = Rc::new(read_filters(pid)?);
+    // The same process, or the pid was reused meanwhile and the filters are someone else's.
+    if start_time(pid)? != key.start_time {
+        return Err(Error::ContainerGone { pid });
+    }
+    let key = FilterKey {
+        count: filters.len() as u32,
+        ..key
+    };
+    FILTER_CACHE.with_borrow_mut(|cache| {
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|k, _| start_time(k.pid).ok() == Some(k.start_time));
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, Rc::clone(&filters));
+    });
+    Ok(filters)
+}
+
+/// Reads every seccomp filter of process `pid`, oldest first.
+///
+/// The tracer is a helper process forked for the purpose, not the loop and not the exec
+/// children:
+/// - the filters must be known before the exec children fork, which never allocate;
+/// - a stop that never comes (a frozen init) is bounded by killing the helper, and the
+///   kernel detaches a tracer's tracees when it exits, so no path leaves the init stopped or
+///   traced, whatever happens to supd;
+/// - the stop is reported to the helper's `waitpid(pid, __WALL)`, never to supd, whose own
+///   waits name their pids, so nothing in the loop sees a ptrace stop or a traced non-child;
+/// - the cost (a fork and a few ptrace calls) is paid once per init, then cached.
+fn read_filters(pid: i32) -> Result<Filters> {
+    let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_error("pipe2"))?;
+    let mut buffer = vec![
+        BpfInstruction {
+            code: 0,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        };
+        BPF_MAX_INSTRUCTIONS
+    ];
+    let helper = process::fork_child(|| tracer(pid, writer.as_fd(), &mut buffer))
+        .map_err(sys_error("fork"))?;
+    drop(writer);
+    let received = receive(reader.as_fd());
+    let helper = Pid::from_raw(helper);
+    if received.is_err() {
+        let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
+    }
+    // Short: the helper has written its end record or was just killed.
+    let reaped = loop {
+        match nix::sys::wait::waitpid(helper, None) {
+            Err(Errno::EINTR) => {}
+            other => break other,
+        }
+    };
+    let bytes = received?;
+    reaped.map_err(sys_error("waitpid"))?;
+    parse_records(&bytes, pid)
+}
+
+fn sys_error(op: &'static str) -> impl Fn(Errno) -> Error {
+    move |errno| Error::Sys { op, errno }
+}
+
+/// Everything the helper writes, until EOF or the deadline.
+fn receive(reader: BorrowedFd<'_>) -> Result<Vec<u8>> {
+    let timeout = || Error::Sys {
+        op: "read the seccomp filters of the container's first process",
+        errno: Errno::ETIMEDOUT,
+    };
+    let deadline = Instant::now() + FILTER_READ_TIMEOUT;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .ok_or_else(timeout)?;
+        let millis =
+            PollTimeout::try_from(left.as_millis().max(1) as i32).map_err(|_| timeout())?;
+        let mut fds = [PollFd::new(reader, PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, millis) {
+            Ok(0) => return Err(timeout()),
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(Error::Sys { op: "poll", errno }),
+        }
+        match nix::unistd::read(reader, &mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) if bytes.len() + n <= MAX_FILTER_BYTES => bytes.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err(Error::BadTarget("too many seccomp filters")),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(errno) => return Err(Error::Sys { op: "read", errno }),
+        }
+    }
+}
+
+fn parse_records(mut bytes: &[u8], pid: i32) -> Result<Filters> {
+    let truncated = || Error::BadTarget("truncated seccomp filters from the tracer");
+    let take_u32 = |bytes: &mut &[u8]| -> Option<u32> {
+        let (head, rest) = bytes.split_first_chunk::<4>()?;
+        *bytes = rest;
+        Some(u32::from_ne_bytes(*head))
+    };
+    let mut filters = Vec::new();
+    loop {
+        match take_u32(&mut bytes) {
+            None => return Err(truncated()),
+            Some(RECORD_END) if bytes.is_empty() => return Ok(filters),
+            Some(RECORD_END) => return Err(truncated()),
+            Some(RECORD_ERROR) => {
+                let errno = take_u32(&mut bytes).ok_or_else(truncated)?;
+                let step = take_u32(&mut bytes).ok_or_else(truncated)?;
+                let op = TRACER_STEPS.get(step as usize).copied().unwrap_or("ptrace");
+                let errno = Errno::from_raw(errno as i32);
+                return Err(match errno {
+                    Errno::ESRCH => Error::ContainerGone { pid },
+                    errno => Error::Sys { op, errno },
+                });
+            }
+            Some(len) => {
+                let len = len as usize;
+                if len == 0 || len > BPF_MAX_INSTRUCTIONS || filters.len() == MAX_FILTERS {
+                    return Err(Error::BadTarget("malformed seccomp filter"));
+                }
+                let (program, rest) = bytes.split_at_checked(len * 8).ok_or_else(truncated)?;
+                bytes = rest;
+                filters.push(
+                    program
+                        .chunks_exact(8)
+                        .map(|i| BpfInstruction {
+                            code: u16::from_ne_bytes([i[0], i[1]]),
+                            jt: i[2],
+                            jf: i[3],
+                            k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+}
+
+/// The tracer helper (a forked child: no allocation). Writes each filter, oldest first, then
+/// an end record, or an error record. Every exit detaches: explicitly once stopped, else by
+/// the kernel when the helper exits.
+fn tracer(pid: i32, out: BorrowedFd<'_>, buffer: &mut [BpfInstruction]) -> i32 {
+    let fail = |step: u32, errno: Errno| {
+        let mut record = [0u8; 12];
+        record[..4].copy_from_slice(&RECORD_ERROR.to_ne_bytes());
+        record[4..8].copy_from_slice(&(errno as i32 as u32).to_ne_bytes());
+        record[8..].copy_from_slice(&step.to_ne_bytes());
+        let _ = write_all(out, &record);
+        process::EXIT_SETUP_FAILED
+    };
+    // It holds all of supd's descriptors: nobody may ptrace it or open its /proc/<pid>/fd.
+    if let Err(errno) = nix::sys::prctl::set_dumpable(false) {
+        return fail(0, errno);
+    }
+    if let Err(errno) = sys::ptrace_seize(pid) {
+        return fail(1, errno);
+    }
+    if let Err(errno) = sys::ptrace_interrupt(pid) {
+        return fail(2, errno);
+    }
+    let signal = match sys::wait_for_stop(pid) {
+        Ok(Stop::Stopped { signal }) => signal,
+        Ok(Stop::Exited) => return fail(3, Errno::ESRCH),
+        Err(errno) => return fail(3, errno),
+    };
+    let copied = copy_filters(pid, out, buffer);
+    let detached = sys::ptrace_detach(pid, signal);
+    if let Err((step, errno)) = copied {
+        return fail(step, errno);
+    }
+    if let Err(errno) = detached {
+        return fail(2, errno);
+    }
+    match write_all(out, &RECORD_END.to_ne_bytes()) {
+        Ok(()) => 0,
+        Err(errno) => fail(5, errno),
+    }
+}
+
+fn copy_filters(
+    pid: i32,
+    out: BorrowedFd<'_>,
+    buffer: &mut [BpfInstruction],
+) -> std::result::Result<(), (u32, Errno)> {
+    for index in 0..MAX_FILTERS {
+        let len = match sys::read_seccomp_filter(pid, index, buffer) {
+            Ok(len) => len,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(errno) => return Err((4, errno)),
+        };
+        write_all(out, &(len as u32).to_ne_bytes()).map_err(|e| (5, e))?;
+        write_all(out, sys::instruction_bytes(&buffer[..len])).map_err(|e| (5, e))?;
+    }
+    Err((4, Errno::E2BIG))
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(errno),
+        }
+    }
+    Ok(())
+}
+
+// ---- LSM labels ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lsm {
+    None,
+    AppArmor,
+    SeLinux,
+}
+
+/// The kernel's labelling LSM, which cannot change while it runs.
+fn lsm() -> Lsm {
+    static LSM: OnceLock<Lsm> = OnceLock::new();
+    *LSM.get_or_init(|| {
+        let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|v| v.starts_with('Y'));
+        if apparmor {
+            Lsm::AppArmor
+        } else if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+            Lsm::SeLinux
+        } else {
+            Lsm::None
+        }
+    })
+}
+
+/// What to write to `attr/exec` for the command to get the init's label, as runc does.
+fn read_label(pid: i32) -> Result<Option<Label>> {
+    let (attr, value) = match lsm() {
+        Lsm::None => return Ok(None),
+        Lsm::AppArmor => {
+            // The per-LSM file (Linux 5.8) is right even when another LSM owns attr/current.
+            let (current, attr) = match read_proc(pid, "attr/apparmor/current", "read label") {
+                Ok(text) => (text, c"thread-self/attr/apparmor/exec"),
+                Err(Error::ContainerGone { .. }) => (
+                    read_proc(pid, "attr/current", "read label")?,
+                    c"thread-self/attr/exec",
+                ),
+                Err(e) => return Err(e),
+            };
+            match apparmor_profile(&current) {
+                None => return Ok(None),
+                Some(profile) => (attr, format!("exec {profile}").into_bytes()),
+            }
+        }
+        Lsm::SeLinux => {
+            let current = read_proc(pid, "attr/current", "read label")?;
+            let context = current.trim_end_matches(['\0', '\n']);
+            if context.is_empty() {
+                return Ok(None);
+            }
+            (c"thread-self/attr/exec", context.as_bytes().to_vec())
+        }
+    };
+    let proc = nix::fcntl::open(
+        c"/proc",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_error("open /proc"))?;
+    Ok(Some(Label { proc, attr, value }))
+}
+
+/// The profile of an AppArmor `attr/current` ("name (mode)"); `None` when unconfined.
+fn apparmor_profile(current: &str) -> Option<&str> {
+    let current = current.trim_end_matches(['\0', '\n']);
+    let profile = match current.strip_suffix(')').and_then(|c| c.rsplit_once(" (")) {
+        Some((profile, _mode)) => profile,
+        None => current,
+    };
+    (!profile.is_empty() && profile != "unconfined").then_some(profile)
+}
+
+// ---- applied by the command, just before execve (no allocation) ---------------------------
+
+/// Sets the init's resource limits. Raising a hard limit above supd's needs
+/// CAP_SYS_RESOURCE; without it the command keeps the lower hard limit, which is tighter.
+pub fn apply_limits(limits: &[Option<Limit>; RESOURCES]) -> std::result::Result<(), Errno> {
+    for (resource, limit) in limits.iter().enumerate() {
+        let Some((soft, hard)) = *limit else { continue };
+        let resource = resource as u32;
+        match sys::set_own_limit(resource, (soft, hard)) {
+            Ok(()) => {}
+            Err(Errno::EPERM) => {
+                let (_, own_hard) = sys::process_limit(0, resource)?;
+                let hard = hard.min(own_hard);
+                sys::set_own_limit(resource, (soft.min(hard), hard))?;
+            }
+            Err(errno) => return Err(errno),
+        }
+    }
+    Ok(())
+}
+
+/// Asks for the init's LSM label at the next execve.
+pub fn apply_label(label: &Label) -> std::result::Result<(), Errno> {
+    let attr = sys::open_for_write(label.proc.as_fd(), label.attr)?;
+    let written = nix::unistd::write(&attr, &label.value)?;
+    if written != label.value.len() {
+        return Err(Errno::EIO);
+    }
+    Ok(())
+}
+
+/// Installs the init's filters in the order it got them.
+pub fn apply_filters(filters: &Filters) -> std::result::Result<(), Errno> {
+    filters
+        .iter()
+        .try_for_each(|program| sys::install_seccomp_filter(program))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tsleep\nCapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\n\
+                    CapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\n";
+        assert_eq!(
+            parse_status(text).unwrap(),
+            Status {
+                bounding: 0xa80425fb,
+                inheritable: 0,
+                no_new_privs: true,
+                seccomp: 2,
+                filters: 3,
+            }
+        );
+        // Kernels before 5.9 have no Seccomp_filters line.
+        let old = "CapInh:\t0\nCapBnd:\tff\nSeccomp:\t0\n";
+        assert_eq!(parse_status(old).unwrap().filters, 0);
+        assert!(parse_status("CapInh:\t0\n").is_err());
+        assert!(parse_status("CapInh:\t0\nCapBnd:\t0\nSeccomp:\tx\n").is_err());
+    }
+
+    #[test]
+    fn start_time_survives_odd_command_names() {
+        let rest = (3..=21)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let stat = format!("42 (a) b (c) {rest} 987654 23 24\n");
+        assert_eq!(parse_start_time(&stat), Some(987654));
+        assert_eq!(parse_start_time("42 (a"), None);
+        let own = start_time(std::process::id() as i32).unwrap();
+        assert!(own > 0);
+    }
+
+    #[test]
+    fn limits_of_a_process() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n\
+                    Max open files            1024                 1048576              files     \n\
+                    Max nice priority         0                    0                    \n";
+        let limits = parse_limits(text).unwrap();
+        assert_eq!(limits[0], Some((libc::RLIM_INFINITY, libc::RLIM_INFINITY)));
+        assert_eq!(limits[libc::RLIMIT_NOFILE as usize], Some((1024, 1048576)));
+        assert_eq!(limits[libc::RLIMIT_NICE as usize], Some((0, 0)));
+        assert_eq!(limits[1], None);
+        assert!(parse_limits("Max open files  x 1\n").is_err());
+        assert!(parse_limits("").is_err());
+        let own = read_limits(std::process::id() as i32).unwrap();
+        let nofile = crate::sys::confine::process_limit(0, libc::RLIMIT_NOFILE).unwrap();
+        assert_eq!(own[libc::RLIMIT_NOFILE as usize], Some(nofile));
+        assert!(own.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn apparmor_profiles() {
+        assert_eq!(
+            apparmor_profile("docker-default (enforce)\n"),
+            Some("docker-default")
+        );
+        assert_eq!(apparmor_profile("a (b) (complain)"), Some("a (b)"));
+        assert_eq!(apparmor_profile("unconfined\n"), None);
+        assert_eq!(apparmor_profile(""), None);
+    }
+
+    #[test]
+    fn records_parse_and_refuse_garbage() {
+        let mut bytes = Vec::new();
+        for len in [1u32, 2] {
+            bytes.extend_from_slice(&len.to_ne_bytes());
+            bytes.extend_from_slice(&vec![7u8; 8 * len as usize]);
+        }
+        bytes.extend_from_slice(&RECORD_END.to_ne_bytes());
+        let filters = parse_records(&bytes, 1).unwrap();
+        assert_eq!(filters.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(filters[0][0].k, u32::from_ne_bytes([7; 4]));
+        assert!(parse_records(&bytes[..bytes.len() - 1], 1).is_err());
+        assert!(parse_records(&bytes[..12], 1).is_err());
+        assert!(parse_records(&0u32.to_ne_bytes(), 1).is_err());
+        let mut error = RECORD_ERROR.to_ne_bytes().to_vec();
+        error.extend_from_slice(&(libc::EPERM as u32).to_ne_bytes());
+        error.extend_from_slice(&1u32.to_ne_bytes());
+        assert!(matches!(
+            parse_records(&error, 1),
+            Err(Error::Sys {
+                errno: Errno::EPERM,
+                ..
+            })
+        ));
+    }
+
+    /// A process with two stacked filters of its own: both come back, oldest first, and the
+    /// process runs on afterwards.
+    #[test]
+    fn filters_are_read_from_a_live_process_and_it_resumes() {
+        // Allow everything; the two programs differ in a dead instruction so their order shows.
+        let allow = |marker: u32| {
+            vec![
+                BpfInstruction {
+                    code: (libc::BPF_RET | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ALLOW,
+                },
+                BpfInstruction {
+                    code: (libc::BPF_RET | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: marker,
+                },
+            ]
+        };
+        let programs = vec![allow(1), allow(2)];
+        let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        /// Ends the filtered process even when an assertion fails.
+        struct Reaped(Pid);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                let _ = nix::sys::signal::kill(self.0, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(self.0, None);
+            }
+        }
+        let child = process::fork_child(|| {
+            if nix::sys::prctl::set_no_new_privs().is_err() || apply_filters(&programs).is_err() {
+                return 1;
+            }
+            let _ = nix::unistd::write(&ready_write, b"r");
+            loop {
+                nix::unistd::pause();
+            }
+        })
+        .unwrap();
+        let _reaped = Reaped(Pid::from_raw(child));
+        drop(ready_write);
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(&ready_read, &mut byte), Ok(1));
+
+        let filters = read_filters(child).unwrap();
+        let markers: Vec<u32> = filters.iter().map(|f| f[1].k).collect();
+        assert_eq!(markers, [1, 2]);
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+        assert!(status.contains("TracerPid:\t0\n"), "{status}");
+        assert!(!status.contains("State:\tt"), "{status}");
+    }
+}
