@@ -26,6 +26,12 @@ fn home() -> Result<&'static File> {
     }
 }
 
+/// Open supd's own namespace handle now, at start-up, while the loop is certainly at home
+/// (and so that its descriptor is there from the start, not from the first tunnel on).
+pub fn open_home() -> Result<()> {
+    home().map(|_| ())
+}
+
 /// Open the network namespace of process `pid`.
 pub fn open(pid: i32) -> Result<File> {
     File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {

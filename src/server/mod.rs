@@ -199,6 +199,9 @@ impl Server {
         if let Some(w) = server.watchdog {
             server.reactor.timers.after(w / 2, Timer::Watchdog);
         }
+        if let Err(e) = crate::container::netns::open_home() {
+            log::warn!("connect and tcp-connect will fail: {e}");
+        }
         let wants = server.mirror.connect();
         server.apply_wants(wants);
         Ok(server)
