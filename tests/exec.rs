@@ -276,6 +276,14 @@ fn descriptors_cgroup_and_namespaces_are_the_containers() {
     let long = long["output"].as_str().unwrap();
     assert!(long.contains("0 -> /dev/null"), "{long}");
 
+    // Signals as a new program expects them: none blocked, none ignored (supd blocks what it
+    // reads from its signalfd, and Rust ignores SIGPIPE).
+    let v = run(&supd, &p, "grep -E '^Sig(Blk|Ign)' /proc/self/status");
+    assert_eq!(
+        v["output"], "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{v}"
+    );
+
     let v = run(
         &supd,
         &p,

@@ -127,6 +127,8 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
         return Err(Error::ContainerGone { pid });
     }
 
+    // Found in the parent, so the child only reads them.
+    process::ignored_signals();
     let (handoff, handoff_child) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     set_nonblocking(handoff.as_fd())?;
     let (session_read, session_write) =
