@@ -273,6 +273,10 @@ impl Server {
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("?");
         log::error!("bug: a handler panicked ({what}); dropping what it was handling");
+        // An operation may have been holding the loop's scratch buffer (`Io::take_scratch`).
+        if self.reactor.scratch.len() < SCRATCH {
+            self.reactor.scratch = vec![0; SCRATCH];
+        }
         // What was being driven when it panicked (the unwinding skipped the pops), innermost
         // last: a connection accepted and read at once, an op driven by a connection's request.
         let mut suspects = std::mem::take(&mut self.driving);
