@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers on /var/run/docker.sock, installing Debian's docker.io and
 # starting containerd + dockerd in the background when it is missing. An engine that is already
-# running is left alone. Also installs what the tests need (busybox-static, iproute2, and
-# systemd for systemd-analyze).
+# running is left alone. Also installs what the tests need (busybox-static, iproute2, systemd
+# for systemd-analyze, curl and python3-venv for the API check, util-linux, procps).
 set -euo pipefail
 
 need_pkgs=()
@@ -11,6 +11,12 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# scripts/api-check.sh: curl, and a python3 that can make a venv (Debian splits that out).
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
+# prlimit and nsenter (tests, bench), pkill (below).
+command -v prlimit >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v pkill >/dev/null 2>&1 || need_pkgs+=(procps)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "ensure-docker: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
