@@ -16,7 +16,7 @@ use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
 use super::proc::Proc;
-use super::wsclient::{Event, WsClient};
+use super::wsclient::{Event, Forwarded, WsClient};
 use super::{Io, Progress, Role};
 use crate::container::{self, ExitStatus};
 use crate::ws::protocol::{self, ClientFrame};
@@ -227,50 +227,20 @@ impl Interactive {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        client.pump();
-        if let Some(data) = self.held.take()
-            && !client.send(&data)
-        {
-            self.held = Some(data);
+        let Some((f, _)) = self.out.as_mut() else {
+            client.send_held(&mut self.held);
+            client.pump();
             return;
-        }
-        let mut buf = io.take_scratch();
-        let mut frames = 0;
-        let mut eof = false;
-        while let Some((f, _)) = self.out.as_mut() {
-            if !client.can_send() {
-                break;
-            }
-            if frames >= 16 {
-                // Fairness: let other sessions run; we come back at once.
-                io.wake_at(me, Instant::now());
-                break;
-            }
-            match f.read(&mut buf[..OUT_CHUNK]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    frames += 1;
-                    if !client.send(&buf[..n]) {
-                        self.held = Some(buf[..n].to_vec());
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // EIO: every holder of the PTY's slave side is gone.
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        io.put_scratch(buf);
-        client.pump();
-        if eof {
-            self.close_output(io);
+        };
+        let read = |buf: &mut [u8]| match f.read(buf) {
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(e) => Err(e),
+        };
+        match client.forward(me, io, &mut self.held, OUT_CHUNK, read) {
+            Forwarded::Paused => {}
+            // EIO: every holder of the PTY's slave side is gone; that is the end too.
+            Forwarded::Ended | Forwarded::Failed(_) => self.close_output(io),
         }
     }
 

@@ -14,7 +14,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 use nix::sys::socket::{AddressFamily, SockType};
 
-use super::wsclient::{Event, WsClient};
+use super::wsclient::{Event, Forwarded, WsClient};
 use super::{Io, Progress, Reply, Role};
 use crate::container;
 use crate::http::request::Request;
@@ -339,50 +339,43 @@ impl Tunnel {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        client.pump();
-        if let Some(data) = self.held.take()
-            && !client.send(&data)
-        {
-            self.held = Some(data);
+        if self.sock_eof || self.sock_error.is_some() {
+            client.send_held(&mut self.held);
+            client.pump();
             return;
         }
-        let mut buf = io.take_scratch();
-        let mut frames = 0;
-        while !self.sock_eof && self.sock_error.is_none() && client.can_send() {
-            if frames >= 16 {
-                io.wake_at(me, Instant::now());
-                break;
-            }
-            let r = match &mut self.sock {
-                Sock::Tcp(s) => s.read(&mut buf[..CHUNK]),
-                Sock::Udp(s) => s.recv(&mut buf[..CHUNK]),
-            };
-            match r {
-                Ok(0) if matches!(self.sock, Sock::Tcp(_)) => self.sock_eof = true,
-                Ok(n) => {
-                    frames += 1;
-                    if !client.send(&buf[..n]) {
-                        self.held = Some(buf[..n].to_vec());
-                        break;
+        let target = self.target;
+        let read = |buf: &mut [u8]| match &mut self.sock {
+            Sock::Tcp(s) => match s.read(buf) {
+                Ok(0) => Ok(None),
+                r => r.map(Some),
+            },
+            // A datagram may be empty; the errors recv reports are ICMP news of earlier
+            // datagrams, and UDP carries on.
+            Sock::Udp(s) => loop {
+                match s.recv(buf) {
+                    Err(e)
+                        if !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        log::debug!("udp recv from {target}: {e}");
                     }
+                    r => break r.map(Some),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => match self.sock {
-                    Sock::Udp(_) => log::debug!("udp recv from {}: {e}", self.target),
-                    Sock::Tcp(_) => {
-                        self.sock_error = Some(match e.kind() {
-                            std::io::ErrorKind::ConnectionReset => {
-                                "connection reset by the target".into()
-                            }
-                            _ => e.to_string(),
-                        })
-                    }
-                },
+            },
+        };
+        match client.forward(me, io, &mut self.held, CHUNK, read) {
+            Forwarded::Paused => {}
+            Forwarded::Ended => self.sock_eof = true,
+            Forwarded::Failed(e) => {
+                self.sock_error = Some(match e.kind() {
+                    std::io::ErrorKind::ConnectionReset => "connection reset by the target".into(),
+                    _ => e.to_string(),
+                })
             }
         }
-        io.put_scratch(buf);
-        client.pump();
     }
 
     pub fn client_gone(&mut self) {

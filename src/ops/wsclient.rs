@@ -13,6 +13,17 @@ use crate::ws::session::{self, Incoming, Session};
 /// A peer that does not answer our close within this long is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How `WsClient::forward` stopped.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// Nothing more to read now, the client is full, or the turn is over: wait for events.
+    Paused,
+    /// The source ended.
+    Ended,
+    /// The source failed.
+    Failed(std::io::Error),
+}
+
 pub struct WsClient {
     pub session: Session<Stream>,
     token: Token,
@@ -184,6 +195,63 @@ impl WsClient {
         if self.session.is_closed() && !self.session.wants_write() && self.head.is_empty() {
             self.dead = true;
         }
+    }
+
+    /// Send the frame the client refused last time, if any: false while it still refuses.
+    pub fn send_held(&mut self, held: &mut Option<Vec<u8>>) -> bool {
+        self.pump();
+        match held.take() {
+            Some(data) if !self.send(&data) => {
+                *held = Some(data);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Move what `read` yields to the client, a frame per read (at most `chunk` bytes), while
+    /// the client accepts more. `read` answers `Ok(None)` at the end of its source. A frame the
+    /// client refuses is kept in `held` and goes first next time. After 16 frames `me` is woken
+    /// again at once instead, so that one busy source cannot starve the other sessions.
+    pub fn forward(
+        &mut self,
+        me: Token,
+        io: &mut Io<'_>,
+        held: &mut Option<Vec<u8>>,
+        chunk: usize,
+        mut read: impl FnMut(&mut [u8]) -> std::io::Result<Option<usize>>,
+    ) -> Forwarded {
+        if !self.send_held(held) {
+            return Forwarded::Paused;
+        }
+        let mut buf = io.take_scratch();
+        let chunk = chunk.min(buf.len());
+        let mut frames = 0;
+        let end = loop {
+            if !self.can_send() {
+                break Forwarded::Paused;
+            }
+            if frames >= 16 {
+                io.wake_at(me, Instant::now());
+                break Forwarded::Paused;
+            }
+            match read(&mut buf[..chunk]) {
+                Ok(None) => break Forwarded::Ended,
+                Ok(Some(n)) => {
+                    frames += 1;
+                    if !self.send(&buf[..n]) {
+                        *held = Some(buf[..n].to_vec());
+                        break Forwarded::Paused;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Forwarded::Paused,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Forwarded::Failed(e),
+            }
+        };
+        io.put_scratch(buf);
+        self.pump();
+        end
     }
 
     /// Timer work: pings, ping timeout, idle timeout, close timeout.
