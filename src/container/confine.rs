@@ -150,15 +150,23 @@ fn start_time(pid: i32) -> Result<u64> {
     parse_start_time(&stat).ok_or(Error::BadTarget("unreadable /proc/<pid>/stat"))
 }
 
+/// The highest capability this kernel knows; it cannot change while the kernel runs, so it is
+/// read once, not on every exec.
 fn read_last_cap() -> Result<u32> {
+    static LAST_CAP: OnceLock<u32> = OnceLock::new();
+    if let Some(last) = LAST_CAP.get() {
+        return Ok(*last);
+    }
     let text =
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").map_err(|source| Error::Io {
             op: "read cap_last_cap",
             source,
         })?;
-    text.trim()
+    let last = text
+        .trim()
         .parse()
-        .map_err(|_| Error::BadTarget("unreadable /proc/sys/kernel/cap_last_cap"))
+        .map_err(|_| Error::BadTarget("unreadable /proc/sys/kernel/cap_last_cap"))?;
+    Ok(*LAST_CAP.get_or_init(|| last))
 }
 
 /// Reads the confinement of process `pid`. The caller holds a pidfd of it and checks that it
