@@ -99,6 +99,17 @@ pub(crate) struct Reactor {
     pub(crate) scratch: Vec<u8>,
 }
 
+impl Reactor {
+    /// The loop's read buffer, whole again if an operation that borrowed it
+    /// (`ops::Io::take_scratch`) never gave it back (a panic in between).
+    pub(crate) fn scratch(&mut self) -> &mut [u8] {
+        if self.scratch.len() < SCRATCH {
+            self.scratch.resize(SCRATCH, 0);
+        }
+        &mut self.scratch
+    }
+}
+
 pub struct Server {
     reactor: Reactor,
     cfg: Config,
@@ -273,10 +284,6 @@ impl Server {
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("?");
         log::error!("bug: a handler panicked ({what}); dropping what it was handling");
-        // An operation may have been holding the loop's scratch buffer (`Io::take_scratch`).
-        if self.reactor.scratch.len() < SCRATCH {
-            self.reactor.scratch = vec![0; SCRATCH];
-        }
         // What was being driven when it panicked (the unwinding skipped the pops), innermost
         // last: a connection accepted and read at once, an op driven by a connection's request.
         let mut suspects = std::mem::take(&mut self.driving);
@@ -603,7 +610,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
-            if c.fill(&mut self.reactor.scratch).is_err() {
+            if c.fill(self.reactor.scratch()).is_err() {
                 self.close_conn(token);
                 return;
             }
