@@ -750,6 +750,66 @@ fn measure_exec(c: &Ctx, t: &mut Table) -> Result<()> {
         Some(cli_med / s_med >= 20.0),
     ));
     t.add(row("Docker API exec create+start", &api, "", None));
+
+    // The same exec in a container without a seccomp filter: supd copies a container's filter
+    // into every process it starts there (issue 5), and the kernel takes 1-2 ms to attach
+    // Docker's default profile (974 instructions) each time; nsenter attaches none. This row
+    // shows supd's own cost without that part.
+    let app = "bench-unconfined";
+    docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--label",
+        "supd.test=bench",
+        "--label",
+        "supd.bench=1",
+        "--label",
+        &format!("io.supd.application={app}"),
+        "--label",
+        &format!("io.supd.service={SVC}"),
+        "--label",
+        "io.supd.instance=1",
+        IMAGE,
+        "sleep",
+        "3600",
+    ])?;
+    let path = format!("/v1/state/applications/{app}/service-instances/{SVC}-1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Http::new(tcp(c.supd)?)
+        .request(&c.get_head(&path), b"")?
+        .status
+        != 200
+    {
+        if Instant::now() > deadline {
+            return Err(format!("supd never saw {app}"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let head = format!(
+        "POST {path}/containers/{SVC}/exec HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
+        c.setup.token
+    );
+    let unconfined = sample(c.sizes.exec_supd, || {
+        let r = Http::new(tcp(c.supd)?).request(&head, br#"{"cmd":"true"}"#)?;
+        if r.status != 200 {
+            return Err(format!("supd exec answered {}", r.status));
+        }
+        Ok(())
+    })?;
+    let u_med = pct(&unconfined, 0.5).as_secs_f64();
+    t.add(Row {
+        measure: "one-shot exec of `true`, container without a seccomp filter".into(),
+        supd: lat(&unconfined),
+        peer: "nsenter -t PID -a true".into(),
+        peer_figure: lat(&nsenter),
+        ratio: times(ns_med / u_med),
+        target: "≤ 2× nsenter".into(),
+        verdict: Some(u_med <= 2.0 * ns_med),
+    });
     Ok(())
 }
 
