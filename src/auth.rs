@@ -7,7 +7,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -107,6 +107,19 @@ pub enum Error {
         path: PathBuf,
         mode: u32,
     },
+    /// The file belongs to a user other than root and supd's own, who could change it.
+    Owner {
+        path: PathBuf,
+        uid: u32,
+    },
+    /// The directory holding the file lets a user other than root and supd's own replace it
+    /// (owned by another user, or group- or other-writable).
+    InsecureDir {
+        path: PathBuf,
+        dir: PathBuf,
+        uid: u32,
+        mode: u32,
+    },
     Random(io::Error),
     Serialize(serde_yaml::Error),
 }
@@ -145,6 +158,26 @@ impl fmt::Display for Error {
                 f,
                 "{}: mode {mode:04o} lets others than the owner write it",
                 path.display()
+            ),
+            Error::Owner { path, uid } => write!(
+                f,
+                "{}: owned by uid {uid}, neither root nor supd's own user (uid {}), who could \
+                 grant themselves a token",
+                path.display(),
+                own_uid()
+            ),
+            Error::InsecureDir {
+                path,
+                dir,
+                uid,
+                mode,
+            } => write!(
+                f,
+                "{}: its directory {} (owner uid {uid}, mode {mode:04o}) lets others than root \
+                 and supd's own user (uid {}) replace it",
+                path.display(),
+                dir.display(),
+                own_uid()
             ),
             Error::Random(e) => write!(f, "getrandom: {e}"),
             Error::Serialize(e) => write!(f, "serializing tokens: {e}"),
@@ -615,10 +648,14 @@ fn add_entry(
     ensure_parent_dir(path)?;
     let existing = match read_bounded(path) {
         Ok(text) => Some(text),
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            check_dir(path, parent_dir(path))?;
+            None
+        }
         Err(e) => return Err(e),
     };
     let text = match existing {
+        // A new file: not where others could replace it (an existing one was checked).
         None => Tokens {
             entries: vec![entry],
         }
@@ -683,6 +720,7 @@ fn read_bounded(path: &Path) -> Result<String> {
             mode,
         });
     }
+    check_trusted(path, &meta)?;
     let mut text = String::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_string(&mut text)
@@ -693,6 +731,46 @@ fn read_bounded(path: &Path) -> Result<String> {
         });
     }
     Ok(text)
+}
+
+fn own_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Whoever can change the tokens file can grant themselves any operation, so only root and
+/// supd's own user may: the file must be theirs, and so must the directory holding it, which
+/// nobody else may write either (whoever writes a directory can rename another file over
+/// the tokens file). A sticky world-writable directory such as /tmp is refused too: a file
+/// of supd's there is safe from others, but one missing for a moment (before the first
+/// write) is not, and a tokens file has no business there. Both the directory named and,
+/// when the path goes through symbolic links, the one the file really lies in are checked.
+fn check_trusted(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    let trusted = |uid: u32| uid == 0 || uid == own_uid();
+    if !trusted(meta.uid()) {
+        return Err(Error::Owner {
+            path: path.to_owned(),
+            uid: meta.uid(),
+        });
+    }
+    let real = fs::canonicalize(path).map_err(io_err(path))?;
+    check_dir(path, parent_dir(path))?;
+    check_dir(path, parent_dir(&real))
+}
+
+/// The directory `dir` holding the tokens file `path` is root's or supd's, and only its owner
+/// writes it.
+fn check_dir(path: &Path, dir: &Path) -> Result<()> {
+    let d = fs::metadata(dir).map_err(io_err(dir))?;
+    let mode = d.mode() & 0o7777;
+    if (d.uid() != 0 && d.uid() != own_uid()) || mode & 0o022 != 0 {
+        return Err(Error::InsecureDir {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            uid: d.uid(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -759,6 +837,8 @@ mod tests {
         getrandom(&mut r).unwrap();
         let dir = std::env::temp_dir().join(format!("supd-auth-{tag}-{}", hex(&r)));
         fs::create_dir_all(&dir).unwrap();
+        // Whatever the umask: only the owner writes it, as a tokens file's directory must.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         dir
     }
 
@@ -948,6 +1028,69 @@ mod tests {
             Tokens::load(&path).unwrap_err(),
             Error::TooLarge { .. }
         ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file or directory that a user other than root and supd's own could change is refused,
+    /// whatever the file's mode. The tests run as root, so chown works.
+    #[test]
+    fn foreign_owners_and_open_directories_are_refused() {
+        assert_eq!(own_uid(), 0, "these checks need root");
+        let dir = temp_dir("owner");
+        let path = dir.join("tokens.yaml");
+        fs::write(&path, "tokens: []\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Tokens::load(&path).is_ok());
+
+        std::os::unix::fs::chown(&path, Some(1000), Some(1000)).unwrap();
+        let err = Tokens::load(&path).unwrap_err();
+        assert!(matches!(err, Error::Owner { uid: 1000, .. }), "{err}");
+        assert!(err.to_string().contains("owned by uid 1000"), "{err}");
+        // Adding a token to it is refused alike.
+        assert!(matches!(
+            create_token(&path, "x", &[Operation::Read], &["*".into()]),
+            Err(Error::Owner { .. })
+        ));
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+        assert!(Tokens::load(&path).is_ok());
+
+        for mode in [0o777, 0o1777, 0o775, 0o757] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let err = Tokens::load(&path).unwrap_err();
+            assert!(
+                matches!(&err, Error::InsecureDir { dir: d, mode: m, .. } if *d == dir && *m == mode),
+                "{mode:o}: {err}"
+            );
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Tokens::load(&path).is_ok());
+        std::os::unix::fs::chown(&dir, Some(1000), None).unwrap();
+        let err = Tokens::load(&path).unwrap_err();
+        assert!(matches!(err, Error::InsecureDir { uid: 1000, .. }), "{err}");
+        std::os::unix::fs::chown(&dir, Some(0), None).unwrap();
+
+        // Through a symbolic link the real directory counts too.
+        let open = dir.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let real = open.join("tokens.yaml");
+        fs::rename(&path, &real).unwrap();
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        assert!(matches!(
+            Tokens::load(&path).unwrap_err(),
+            Error::InsecureDir { dir: d, .. } if d == open
+        ));
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(Tokens::load(&path).is_ok());
+
+        // A new tokens file is not created where others could replace it.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        let new = open.join("new.yaml");
+        assert!(matches!(
+            create_token(&new, "x", &[Operation::Read], &["*".into()]),
+            Err(Error::InsecureDir { .. })
+        ));
+        assert!(!new.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

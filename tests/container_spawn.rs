@@ -183,9 +183,14 @@ fn drive(mut spawned: container::Spawned, stdin: &[u8], mid: impl FnOnce(&OwnedF
     }
 }
 
+/// The init's seccomp filters, read as the loop would but waiting here.
+fn filters(target: &Target) -> container::confine::InitFilters {
+    container::confine::lookup_blocking(target.pid).expect("read the init's seccomp filters")
+}
+
 fn run_with(target: &Target, argv: &[&str], stdio: Stdio, stdin: &[u8]) -> Run {
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let spawned = container::spawn(target, &argv, stdio).expect("spawn");
+    let spawned = container::spawn(target, &filters(target), &argv, stdio).expect("spawn");
     drive(spawned, stdin, |_, _| {})
 }
 
@@ -372,7 +377,7 @@ fn commands_run_inside_containers() {
     assert_eq!(&lines[1..], ["24 80", "xterm", ""]);
 
     let argv: Vec<String> = ["sh", "-c", "read x; stty size"].map(String::from).to_vec();
-    let spawned = container::spawn(&plain, &argv, pty).unwrap();
+    let spawned = container::spawn(&plain, &filters(&plain), &argv, pty).unwrap();
     let r = drive(spawned, b"go\n", |master, _| {
         container::set_winsize(master.as_fd(), 40, 100).unwrap();
     });
@@ -384,7 +389,13 @@ fn commands_run_inside_containers() {
     let argv: Vec<String> = ["sh", "-c", "sleep 100 & sleep 100"]
         .map(String::from)
         .to_vec();
-    let spawned = container::spawn(&plain, &argv, Stdio::Pipes { stdin: false }).unwrap();
+    let spawned = container::spawn(
+        &plain,
+        &filters(&plain),
+        &argv,
+        Stdio::Pipes { stdin: false },
+    )
+    .unwrap();
     let r = drive(spawned, b"", |_, pid| {
         container::kill_group(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     });
@@ -398,7 +409,9 @@ fn commands_run_inside_containers() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let err = container::spawn(&gone, &["true".into()], Stdio::Pipes { stdin: false }).unwrap_err();
+    let err = container::confine::lookup_blocking(gone.pid)
+        .and_then(|f| container::spawn(&gone, &f, &["true".into()], Stdio::Pipes { stdin: false }))
+        .unwrap_err();
     assert!(
         matches!(err, container::Error::ContainerGone { .. }),
         "{err}"

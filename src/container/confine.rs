@@ -12,7 +12,8 @@
 //! - `no_new_privs` when the init has it.
 //! - The init's seccomp filters, all of them, installed in the order the init got them.
 //!   They are read with `PTRACE_SECCOMP_GET_FILTER` by a short-lived helper process forked
-//!   from supd (see [`read_filters`] for why there) and cached per init.
+//!   from supd (see [`Reading::start`] for why there), which the loop waits for like any other
+//!   descriptor ([`lookup`]); they are cached per init, and so is a failure, for a while.
 //! - The init's LSM label, when the kernel has AppArmor or SELinux.
 //! - The init's resource limits, not supd's own (supd raises its descriptor limit).
 
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -41,9 +42,18 @@ pub const RESOURCES: usize = 16;
 /// Bound on what is read of `/proc/<pid>/status`, `stat` and `attr/current`.
 const MAX_PROC_FILE: u64 = 64 << 10;
 /// How long supd waits for the init to stop and hand over its filters. The init stops at
-/// once unless it is frozen or in an uninterruptible sleep; the loop is blocked meanwhile,
-/// once per init.
-const FILTER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// once unless it is frozen or in an uninterruptible sleep (a process parked in vfork never
+/// stops for PTRACE_INTERRUPT); the requests waiting for it fail then, the loop goes on.
+pub const FILTER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a failed read of an init's filters is remembered, answering every exec into that
+/// init with the same error at once. An init that did not stop within the timeout is parked
+/// where a ptrace stop cannot reach it (an uninterruptible sleep, a frozen cgroup) and is most
+/// likely still there a moment later: without this memory each exec would fork another
+/// helper and hold its client for the full timeout, which a container can provoke at will.
+/// Half a minute keeps that to one helper per init per 30 s, yet an init that was only
+/// briefly stuck is usable again soon; a new init (a restart: new pid or start time) starts
+/// clean.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(30);
 /// The kernel caps all filters of a process at 32,768 instructions plus 4 per filter.
 const MAX_FILTERS: usize = 1024;
 const MAX_FILTER_BYTES: usize = 512 << 10;
@@ -169,19 +179,30 @@ fn read_last_cap() -> Result<u32> {
     Ok(*LAST_CAP.get_or_init(|| last))
 }
 
-/// Reads the confinement of process `pid`. The caller holds a pidfd of it and checks that it
-/// is still alive afterwards, so that nothing read here belongs to a successor.
-pub fn read(pid: i32) -> Result<Confinement> {
+/// Reads the confinement of process `pid`, whose seccomp filters `seccomp` holds (from
+/// [`lookup`]). The caller holds a pidfd of it and checks that it is still alive afterwards,
+/// so that nothing read here belongs to a successor.
+pub fn read(pid: i32, seccomp: &InitFilters) -> Result<Confinement> {
     let status = parse_status(&read_proc(pid, "status", "read process status")?)?;
-    let filters = match status.seccomp {
-        0 => Rc::new(Vec::new()),
-        2 => cached_filters(pid, status.filters)?,
-        _ => {
-            return Err(Error::BadTarget(
-                "the container's first process is in seccomp strict mode",
-            ));
-        }
+    if status.seccomp == 1 {
+        return Err(strict_mode());
+    }
+    // The filters were read a moment ago, maybe while the request waited: from this very
+    // process, and it has not stacked another one since (kernels before 5.9 do not count).
+    if seccomp.pid != pid || start_time(pid)? != seccomp.start_time {
+        return Err(Error::ContainerGone { pid });
+    }
+    let have = seccomp.filters.len();
+    let changed = match status.seccomp {
+        0 => have != 0,
+        _ => have == 0 || (status.filters != 0 && status.filters as usize != have),
     };
+    if changed {
+        return Err(Error::BadTarget(
+            "the container's first process changed its seccomp filters meanwhile; try again",
+        ));
+    }
+    let filters = Rc::clone(&seccomp.filters);
     Ok(Confinement {
         bounding: status.bounding,
         inheritable: status.inheritable,
@@ -258,118 +279,376 @@ struct FilterKey {
     count: u32,
 }
 
+/// Why a read of one init's filters failed, kept to answer later requests the same way.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Sys { op: &'static str, errno: Errno },
+    BadTarget(&'static str),
+    Gone,
+}
+
+impl Failure {
+    fn of(error: &Error) -> Failure {
+        match error {
+            Error::ContainerGone { .. } => Failure::Gone,
+            Error::Sys { op, errno } => Failure::Sys { op, errno: *errno },
+            Error::Io { op, source } => Failure::Sys {
+                op,
+                errno: Errno::from_raw(source.raw_os_error().unwrap_or(libc::EIO)),
+            },
+            Error::BadTarget(why) | Error::BadCommand(why) => Failure::BadTarget(why),
+            Error::BadHandoff => Failure::BadTarget("malformed seccomp filters"),
+        }
+    }
+
+    fn error(self, pid: i32) -> Error {
+        match self {
+            Failure::Sys { op, errno } => Error::Sys { op, errno },
+            Failure::BadTarget(why) => Error::BadTarget(why),
+            Failure::Gone => Error::ContainerGone { pid },
+        }
+    }
+}
+
 thread_local! {
     /// supd's loop is one thread; per-thread, tests that spawn from several threads stay
     /// independent.
     static FILTER_CACHE: RefCell<HashMap<FilterKey, Rc<Filters>>> = RefCell::new(HashMap::new());
+    /// Failed reads by init (pid, start time), with when they failed; see [`FAILURE_MEMORY`].
+    static FAILED: RefCell<HashMap<(i32, u64), (Failure, Instant)>> =
+        RefCell::new(HashMap::new());
+    /// Reads in progress, so that requests for one init share one helper.
+    static IN_FLIGHT: RefCell<HashMap<FilterKey, Weak<RefCell<Reading>>>> =
+        RefCell::new(HashMap::new());
 }
 
-fn cached_filters(pid: i32, count: u32) -> Result<Rc<Filters>> {
+/// The seccomp filters of one process (pid and start time), as read from it.
+pub struct InitFilters {
+    pid: i32,
+    start_time: u64,
+    filters: Rc<Filters>,
+}
+
+#[cfg(test)]
+impl InitFilters {
+    /// No filter, for tests that never get as far as reading them.
+    pub(crate) fn none(pid: i32) -> InitFilters {
+        InitFilters {
+            pid,
+            start_time: 0,
+            filters: Rc::new(Vec::new()),
+        }
+    }
+}
+
+/// What [`lookup`] found.
+pub enum Lookup {
+    /// Known now: the init has no filter, or they were read before.
+    Ready(InitFilters),
+    /// A helper is reading them; wait for [`FilterRead::watch`] to be readable or for
+    /// [`FilterRead::deadline`], then ask [`FilterRead::progress`].
+    Reading(FilterRead),
+}
+
+/// Finds the seccomp filters of process `pid`, never blocking: from the cache, a failure of
+/// the last [`FAILURE_MEMORY`], a read already in progress for the same process, or a new
+/// read by a helper process.
+pub fn lookup(pid: i32) -> Result<Lookup> {
+    let status = parse_status(&read_proc(pid, "status", "read process status")?)?;
+    let start_time = start_time(pid)?;
+    match status.seccomp {
+        0 => {
+            return Ok(Lookup::Ready(InitFilters {
+                pid,
+                start_time,
+                filters: Rc::new(Vec::new()),
+            }));
+        }
+        2 => {}
+        _ => return Err(strict_mode()),
+    }
     let key = FilterKey {
         pid,
-        start_time: start_time(pid)?,
-        count,
+        start_time,
+        count: status.filters,
     };
     if let Some(filters) = FILTER_CACHE.with_borrow(|cache| cache.get(&key).cloned()) {
-        return Ok(filters);
+        return Ok(Lookup::Ready(InitFilters {
+            pid,
+            start_time,
+            filters,
+        }));
     }
-    let filters = Rc::new(read_filters(pid)?);
-    // The same process, or the pid was reused meanwhile and the filters are someone else's.
-    if start_time(pid)? != key.start_time {
-        return Err(Error::ContainerGone { pid });
+    let failed = FAILED.with_borrow(|failed| failed.get(&(pid, start_time)).copied());
+    if let Some((failure, at)) = failed
+        && at.elapsed() < FAILURE_MEMORY
+    {
+        return Err(failure.error(pid));
     }
-    let key = FilterKey {
-        count: filters.len() as u32,
-        ..key
-    };
-    FILTER_CACHE.with_borrow_mut(|cache| {
-        if cache.len() >= MAX_CACHED {
-            cache.retain(|k, _| start_time(k.pid).ok() == Some(k.start_time));
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-        }
-        cache.insert(key, Rc::clone(&filters));
+    let joined = IN_FLIGHT.with_borrow(|reads| {
+        reads
+            .get(&key)
+            .and_then(Weak::upgrade)
+            .filter(|r| r.borrow().outcome.is_none())
     });
-    Ok(filters)
+    if let Some(reading) = joined {
+        return Ok(Lookup::Reading(FilterRead(reading)));
+    }
+    let reading = Rc::new(RefCell::new(Reading::start(key)?));
+    IN_FLIGHT.with_borrow_mut(|reads| {
+        reads.retain(|_, r| r.strong_count() > 0);
+        reads.insert(key, Rc::downgrade(&reading));
+    });
+    Ok(Lookup::Reading(FilterRead(reading)))
 }
 
-/// Reads every seccomp filter of process `pid`, oldest first.
-///
-/// The tracer is a helper process forked for the purpose, not the loop and not the exec
-/// children:
-/// - the filters must be known before the exec children fork, which never allocate;
-/// - a stop that never comes (a frozen init) is bounded by killing the helper, and the
-///   kernel detaches a tracer's tracees when it exits, so no path leaves the init stopped or
-///   traced, whatever happens to supd;
-/// - the stop is reported to the helper's `waitpid(pid, __WALL)`, never to supd, whose own
-///   waits name their pids, so nothing in the loop sees a ptrace stop or a traced non-child;
-/// - the cost (a fork and a few ptrace calls) is paid once per init, then cached.
-fn read_filters(pid: i32) -> Result<Filters> {
-    let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_error("pipe2"))?;
-    let mut buffer = vec![
-        BpfInstruction {
-            code: 0,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        };
-        BPF_MAX_INSTRUCTIONS
-    ];
-    let helper = process::fork_child(|| tracer(pid, writer.as_fd(), &mut buffer))
-        .map_err(sys_error("fork"))?;
-    drop(writer);
-    let received = receive(reader.as_fd());
-    let helper = Pid::from_raw(helper);
-    if received.is_err() {
-        let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
+/// [`lookup`], then waits for the read: blocks up to [`FILTER_READ_TIMEOUT`], so never on
+/// supd's loop (for tests and tools).
+pub fn lookup_blocking(pid: i32) -> Result<InitFilters> {
+    match lookup(pid)? {
+        Lookup::Ready(filters) => Ok(filters),
+        Lookup::Reading(read) => read.wait(),
     }
-    // Short: the helper has written its end record or was just killed.
-    let reaped = loop {
-        match nix::sys::wait::waitpid(helper, None) {
-            Err(Errno::EINTR) => {}
-            other => break other,
+}
+
+fn strict_mode() -> Error {
+    Error::BadTarget("the container's first process is in seccomp strict mode")
+}
+
+/// A shared handle on one read in progress; the helper is killed and reaped when the last
+/// handle goes before the read has finished.
+pub struct FilterRead(Rc<RefCell<Reading>>);
+
+impl FilterRead {
+    /// A descriptor of the helper's pipe for the caller's poller (one per caller: the same
+    /// descriptor cannot be registered twice): readable when there is news.
+    pub fn watch(&self) -> Result<OwnedFd> {
+        self.0
+            .borrow()
+            .pipe
+            .try_clone()
+            .map_err(|source| Error::Io {
+                op: "dup the seccomp helper's pipe",
+                source,
+            })
+    }
+
+    /// When the read fails if the helper has not finished.
+    pub fn deadline(&self) -> Instant {
+        self.0.borrow().deadline
+    }
+
+    /// Reads what the helper wrote, without blocking: `None` while it works.
+    pub fn progress(&self) -> Option<Result<InitFilters>> {
+        let mut reading = self.0.borrow_mut();
+        if reading.outcome.is_none() {
+            reading.pump();
         }
-    };
-    let bytes = received?;
-    reaped.map_err(sys_error("waitpid"))?;
-    parse_records(&bytes, pid)
+        let key = reading.key;
+        reading.outcome.as_ref().map(|outcome| match outcome {
+            Ok(filters) => Ok(InitFilters {
+                pid: key.pid,
+                start_time: key.start_time,
+                filters: Rc::clone(filters),
+            }),
+            Err(failure) => Err(failure.error(key.pid)),
+        })
+    }
+
+    /// Blocks until the read has finished (off the loop only).
+    pub fn wait(self) -> Result<InitFilters> {
+        loop {
+            if let Some(outcome) = self.progress() {
+                return outcome;
+            }
+            let left = self.deadline().saturating_duration_since(Instant::now());
+            let millis = PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let reading = self.0.borrow();
+            let mut fds = [PollFd::new(reading.pipe.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, millis) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(errno) => return Err(Error::Sys { op: "poll", errno }),
+            }
+        }
+    }
+}
+
+/// One helper at work on one init's filters.
+struct Reading {
+    key: FilterKey,
+    /// Until reaped.
+    helper: Option<Pid>,
+    /// Non-blocking.
+    pipe: OwnedFd,
+    bytes: Vec<u8>,
+    deadline: Instant,
+    outcome: Option<std::result::Result<Rc<Filters>, Failure>>,
+}
+
+impl Reading {
+    /// Forks the helper that reads the filters ([`tracer`]).
+    ///
+    /// The tracer is a helper process forked for the purpose, not the loop and not the exec
+    /// children:
+    /// - the filters must be known before the exec children fork, which never allocate;
+    /// - a stop that never comes (an init frozen, or asleep uninterruptibly as in vfork) is
+    ///   bounded by killing the helper, and the kernel detaches a tracer's tracees when it
+    ///   exits, so no path leaves the init stopped or traced, whatever happens to supd;
+    /// - the stop is reported to the helper's `waitpid(pid, __WALL)`, never to supd, whose own
+    ///   waits name their pids, so nothing in the loop sees a ptrace stop or a traced non-child;
+    /// - its pipe is all the loop waits on, so a helper that never finishes costs the loop
+    ///   nothing but a timer;
+    /// - the cost (a fork and a few ptrace calls) is paid once per init, then cached.
+    fn start(key: FilterKey) -> Result<Reading> {
+        let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_error("pipe2"))?;
+        // The reader only: the helper's writes may block until the loop reads.
+        let flags = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(sys_error("fcntl"))?;
+        nix::fcntl::fcntl(
+            &reader,
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        )
+        .map_err(sys_error("fcntl"))?;
+        let mut buffer = vec![
+            BpfInstruction {
+                code: 0,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            };
+            BPF_MAX_INSTRUCTIONS
+        ];
+        let helper = process::fork_child(|| tracer(key.pid, writer.as_fd(), &mut buffer))
+            .map_err(sys_error("fork"))?;
+        log::debug!(
+            "reading the seccomp filters of process {} (helper {helper})",
+            key.pid
+        );
+        Ok(Reading {
+            key,
+            helper: Some(Pid::from_raw(helper)),
+            pipe: reader,
+            bytes: Vec::new(),
+            deadline: Instant::now() + FILTER_READ_TIMEOUT,
+            outcome: None,
+        })
+    }
+
+    /// Takes what the pipe holds; finishes at EOF, on an error or past the deadline.
+    fn pump(&mut self) {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match nix::unistd::read(&self.pipe, &mut chunk) {
+                Ok(0) => {
+                    let result = self.reap(false).and_then(|()| self.parse());
+                    return self.finish(result);
+                }
+                Ok(n) if self.bytes.len() + n <= MAX_FILTER_BYTES => {
+                    self.bytes.extend_from_slice(&chunk[..n])
+                }
+                Ok(_) => return self.finish(Err(Error::BadTarget("too many seccomp filters"))),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => return self.finish(Err(Error::Sys { op: "read", errno })),
+            }
+        }
+        if Instant::now() >= self.deadline {
+            self.finish(Err(Error::Sys {
+                op: "read the seccomp filters of the container's first process",
+                errno: Errno::ETIMEDOUT,
+            }));
+        }
+    }
+
+    fn parse(&self) -> Result<Filters> {
+        let filters = parse_records(&self.bytes, self.key.pid)?;
+        // The same process, or the pid was reused meanwhile and the filters are someone else's.
+        if start_time(self.key.pid)? != self.key.start_time {
+            return Err(Error::ContainerGone { pid: self.key.pid });
+        }
+        Ok(filters)
+    }
+
+    /// Reaps the helper: short, as it has closed its pipe by exiting or is killed first.
+    fn reap(&mut self, kill: bool) -> Result<()> {
+        let Some(helper) = self.helper.take() else {
+            return Ok(());
+        };
+        if kill {
+            let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
+        }
+        loop {
+            match nix::sys::wait::waitpid(helper, None) {
+                Err(Errno::EINTR) => {}
+                Ok(_) => return Ok(()),
+                Err(errno) => {
+                    return Err(Error::Sys {
+                        op: "waitpid",
+                        errno,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Settles the read for every request waiting on it and for those within the next
+    /// [`FAILURE_MEMORY`].
+    fn finish(&mut self, result: Result<Filters>) {
+        let key = self.key;
+        let reaped = self.reap(true);
+        let result = result.and_then(|filters| reaped.map(|()| filters));
+        self.bytes = Vec::new();
+        IN_FLIGHT.with_borrow_mut(|reads| reads.remove(&key));
+        match result {
+            Ok(filters) => {
+                let filters = Rc::new(filters);
+                let key = FilterKey {
+                    count: filters.len() as u32,
+                    ..key
+                };
+                FILTER_CACHE.with_borrow_mut(|cache| {
+                    if cache.len() >= MAX_CACHED {
+                        cache.retain(|k, _| start_time(k.pid).ok() == Some(k.start_time));
+                        if cache.len() >= MAX_CACHED {
+                            cache.clear();
+                        }
+                    }
+                    cache.insert(key, Rc::clone(&filters));
+                });
+                self.outcome = Some(Ok(filters));
+            }
+            Err(error) => {
+                log::warn!(
+                    "seccomp filters of process {}: {error}; execs into it fail for {:?}",
+                    key.pid,
+                    FAILURE_MEMORY
+                );
+                let failure = Failure::of(&error);
+                FAILED.with_borrow_mut(|failed| {
+                    failed.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+                    if failed.len() >= MAX_CACHED {
+                        failed.clear();
+                    }
+                    failed.insert((key.pid, key.start_time), (failure, Instant::now()));
+                });
+                self.outcome = Some(Err(failure));
+            }
+        }
+    }
+}
+
+impl Drop for Reading {
+    /// Nobody waits any more (clients gone, supd stopping): the helper goes now.
+    fn drop(&mut self) {
+        if let Err(e) = self.reap(true) {
+            log::warn!("seccomp helper of process {}: {e}", self.key.pid);
+        }
+    }
 }
 
 fn sys_error(op: &'static str) -> impl Fn(Errno) -> Error {
     move |errno| Error::Sys { op, errno }
-}
-
-/// Everything the helper writes, until EOF or the deadline.
-fn receive(reader: BorrowedFd<'_>) -> Result<Vec<u8>> {
-    let timeout = || Error::Sys {
-        op: "read the seccomp filters of the container's first process",
-        errno: Errno::ETIMEDOUT,
-    };
-    let deadline = Instant::now() + FILTER_READ_TIMEOUT;
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 16 << 10];
-    loop {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .ok_or_else(timeout)?;
-        let millis =
-            PollTimeout::try_from(left.as_millis().max(1) as i32).map_err(|_| timeout())?;
-        let mut fds = [PollFd::new(reader, PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, millis) {
-            Ok(0) => return Err(timeout()),
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(Error::Sys { op: "poll", errno }),
-        }
-        match nix::unistd::read(reader, &mut chunk) {
-            Ok(0) => return Ok(bytes),
-            Ok(n) if bytes.len() + n <= MAX_FILTER_BYTES => bytes.extend_from_slice(&chunk[..n]),
-            Ok(_) => return Err(Error::BadTarget("too many seccomp filters")),
-            Err(Errno::EINTR | Errno::EAGAIN) => {}
-            Err(errno) => return Err(Error::Sys { op: "read", errno }),
-        }
-    }
 }
 
 fn parse_records(mut bytes: &[u8], pid: i32) -> Result<Filters> {
@@ -737,8 +1016,8 @@ mod tests {
         let mut byte = [0u8; 1];
         assert_eq!(nix::unistd::read(&ready_read, &mut byte), Ok(1));
 
-        let filters = read_filters(child).unwrap();
-        let markers: Vec<u32> = filters.iter().map(|f| f[1].k).collect();
+        let read = lookup_blocking(child).unwrap();
+        let markers: Vec<u32> = read.filters.iter().map(|f| f[1].k).collect();
         assert_eq!(markers, [1, 2]);
         let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
         assert!(status.contains("TracerPid:\t0\n"), "{status}");

@@ -88,8 +88,14 @@ struct Plan {
     confinement: Confinement,
 }
 
-/// Starts `argv` in the container of `target`; see the module documentation.
-pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> {
+/// Starts `argv` in the container of `target`, whose first process's seccomp filters
+/// `seccomp` holds ([`confine::lookup`]); see the module documentation.
+pub fn spawn(
+    target: &Target,
+    seccomp: &confine::InitFilters,
+    argv: &[String],
+    stdio: Stdio,
+) -> Result<Spawned> {
     if argv.is_empty() {
         return Err(Error::BadCommand("empty command"));
     }
@@ -121,7 +127,7 @@ pub fn spawn(target: &Target, argv: &[String], stdio: Stdio) -> Result<Spawned> 
     let container = process::pidfd_open(pid).map_err(|e| ns::proc_error(pid, "pidfd_open", e))?;
     let namespaces = ns::open_namespaces(pid)?;
     let cgroup_procs = cgroup::open_cgroup_procs(pid)?;
-    let confinement = confine::read(pid)?;
+    let confinement = confine::read(pid, seccomp)?;
     let (io, child_stdio) = open_stdio(pid, stdio)?;
     if exited(container.as_fd())? {
         return Err(Error::ContainerGone { pid });
@@ -726,21 +732,22 @@ mod tests {
             working_dir: String::new(),
         };
         let pipes = Stdio::Pipes { stdin: false };
+        let none = confine::InitFilters::none(i32::MAX);
         assert!(matches!(
-            spawn(&target, &[], pipes),
+            spawn(&target, &none, &[], pipes),
             Err(Error::BadCommand(_))
         ));
         // An empty program name is a program that is not found (127 once started).
         assert!(matches!(
-            spawn(&target, &["".into()], pipes),
+            spawn(&target, &none, &["".into()], pipes),
             Err(Error::ContainerGone { .. })
         ));
         assert!(matches!(
-            spawn(&target, &["a\0b".into()], pipes),
+            spawn(&target, &none, &["a\0b".into()], pipes),
             Err(Error::BadCommand(_))
         ));
         assert!(matches!(
-            spawn(&target, &["true".into()], pipes),
+            spawn(&target, &none, &["true".into()], pipes),
             Err(Error::ContainerGone { .. })
         ));
     }

@@ -94,7 +94,7 @@ impl Exec {
         me: Token,
         spawned: container::Spawned,
         format: Format,
-        req: &Request,
+        keep_alive: bool,
         io: &mut Io<'_>,
     ) -> std::io::Result<Exec> {
         let (proc, stdio) = Proc::from_spawned(me, spawned, io)?;
@@ -117,7 +117,7 @@ impl Exec {
             exited_at: None,
             format,
             head_only: false,
-            keep_alive: req.keep_alive,
+            keep_alive,
             log: None,
             replied: false,
             client_gone: false,

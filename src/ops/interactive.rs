@@ -19,6 +19,7 @@ use super::proc::Proc;
 use super::wsclient::{Event, Forwarded, WsClient};
 use super::{Io, Progress, Role};
 use crate::container::{self, ExitStatus};
+use crate::server::RequestLog;
 use crate::ws::protocol::{self, ClientFrame};
 
 /// Largest output frame (the limit, and a good PTY read size).
@@ -44,12 +45,17 @@ pub struct Interactive {
     exited_at: Option<Instant>,
     grace: Duration,
     closing: bool,
+    /// The 101 answer, written first when the client is attached.
+    head: Vec<u8>,
+    /// The request's log line, when the upgrade waited for the spawn (`super::prepare`).
+    log: Option<RequestLog>,
 }
 
 impl Interactive {
     pub fn start(
         me: Token,
         spawned: container::Spawned,
+        head: Vec<u8>,
         io: &mut Io<'_>,
     ) -> std::io::Result<Interactive> {
         let (proc, stdio) = Proc::from_spawned(me, spawned, io)?;
@@ -71,6 +77,8 @@ impl Interactive {
             exited_at: None,
             grace: io.cfg.exec.kill_grace,
             closing: false,
+            head,
+            log: None,
         };
         // Output is not read until the client is attached (nothing to send it to yet).
         let interest = if pty {
@@ -90,6 +98,18 @@ impl Interactive {
             op.stdin = Some((s, t));
         }
         Ok(op)
+    }
+
+    pub fn take_head(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.head)
+    }
+
+    pub fn set_log(&mut self, log: RequestLog) {
+        self.log = Some(log);
+    }
+
+    pub fn take_log(&mut self) -> Option<RequestLog> {
+        self.log.take()
     }
 
     /// The upgraded client connection, from now on the other end of the session.

@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod interactive;
+pub mod prepare;
 pub mod proc;
 pub mod restart;
 pub mod state;
@@ -46,6 +47,8 @@ pub enum Role {
     Stdin,
     /// The tunnel's socket inside the instance's namespace.
     Socket,
+    /// The pipe of the helper reading the container init's seccomp filters (`prepare`).
+    Filters,
 }
 
 /// A readiness event for one of an operation's descriptors.
@@ -164,6 +167,8 @@ pub enum Started {
 
 /// The long-lived operations.
 pub enum Op {
+    /// An exec or session waiting for the init's seccomp filters; becomes one of them.
+    Preparing(Box<prepare::Preparing>),
     Exec(exec::Exec),
     Interactive(Box<interactive::Interactive>),
     Tunnel(Box<tunnel::Tunnel>),
@@ -179,6 +184,13 @@ impl Op {
         _env: &mut EnvMut<'_>,
     ) -> Progress {
         match self {
+            Op::Preparing(p) => {
+                let (next, progress) = p.drive(me, io);
+                if let Some(next) = next {
+                    *self = next;
+                }
+                progress
+            }
             Op::Exec(e) => e.drive(me, ev.map(|e| e.role), io),
             Op::Interactive(s) => s.drive(me, ev.map(|e| e.role), io),
             Op::Tunnel(t) => t.drive(me, ev.map(|e| e.role), io),
@@ -188,8 +200,10 @@ impl Op {
 
     pub fn set_request_log(&mut self, log: RequestLog) {
         match self {
+            Op::Preparing(p) => p.set_log(log),
             Op::Exec(e) => e.set_log(log),
-            Op::Interactive(_) => drop(log),
+            // Only an upgrade that waited for a spawn has it (`prepare`); it logs the 101.
+            Op::Interactive(s) => s.set_log(log),
             Op::Tunnel(t) => t.set_log(log),
             Op::Restart(r) => r.set_log(log),
         }
@@ -211,8 +225,11 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
-            Op::Exec(_) | Op::Restart(_) => Err(io::Error::other("not a websocket operation")),
+            Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) => {
+                Err(io::Error::other("not a websocket operation"))
+            }
             Op::Interactive(s) => {
+                out.extend_from_slice(&s.take_head());
                 s.attach(wsclient::WsClient::attach(
                     me, stream, peer, out, leftover, io,
                 )?);
@@ -238,6 +255,7 @@ impl Op {
     pub fn take_log(&mut self) -> Option<RequestLog> {
         match self {
             Op::Tunnel(t) => t.take_log(),
+            Op::Interactive(s) => s.take_log(),
             _ => None,
         }
     }
@@ -253,6 +271,7 @@ impl Op {
     /// The HTTP client that waits for this operation went away.
     pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
         match self {
+            Op::Preparing(p) => p.client_gone(io),
             Op::Exec(e) => e.client_gone(me, io),
             Op::Tunnel(t) => t.client_gone(),
             // A restart runs to its end even if nobody waits for the answer.
@@ -263,6 +282,7 @@ impl Op {
     /// The daemon is stopping: wind down (close sessions, kill processes).
     pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
         match self {
+            Op::Preparing(p) => p.shutdown(),
             Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
             Op::Tunnel(t) => t.shutdown(me, io),
@@ -273,6 +293,7 @@ impl Op {
     /// Deregister everything (the op is done).
     pub fn release(&mut self, io: &mut Io<'_>) {
         match self {
+            Op::Preparing(p) => p.release(io),
             Op::Exec(e) => e.release(io),
             Op::Interactive(s) => s.release(io),
             Op::Tunnel(t) => t.release(io),
@@ -285,7 +306,8 @@ impl Op {
         match self {
             Op::Exec(e) => e.abandon(),
             Op::Interactive(s) => s.abandon(),
-            Op::Tunnel(_) | Op::Restart(_) => {}
+            // A helper reading filters is killed when the operation is dropped.
+            Op::Preparing(_) | Op::Tunnel(_) | Op::Restart(_) => {}
         }
     }
 }
@@ -308,18 +330,25 @@ pub fn start(
             let rec = target::find(env.mirror, &route.application, instance, target)?;
             target::require_running(rec)?;
             let argv = container::split_words(&cmd)?;
-            let spawned = container::spawn(
-                &target::exec_target(rec),
-                &argv,
-                container::Stdio::Pipes { stdin: false },
-            )?;
-            let format = negotiate(
+            let output = negotiate(
                 req.header("accept"),
                 &[Format::Json, Format::Yaml, Format::OctetStream],
             );
-            let op = exec::Exec::start(me, spawned, format, req, io)
-                .map_err(|e| ApiError::new(500, format!("cannot follow the command: {e}")))?;
-            Ok(Started::Pending(Op::Exec(op)))
+            let start = prepare::Start {
+                target: target::exec_target(rec),
+                argv,
+                stdio: container::Stdio::Pipes { stdin: false },
+                then: prepare::Then::Exec {
+                    output,
+                    keep_alive: req.keep_alive,
+                },
+            };
+            Ok(Started::Pending(
+                match prepare::begin(me, start, format, req.keep_alive, io)? {
+                    prepare::Begun::Now(op) => op,
+                    prepare::Begun::Later(p) => Op::Preparing(p),
+                },
+            ))
         }
         Endpoint::ExecInteractive { instance, target } => {
             let accepted = upgrade(req, &[protocol::EXEC_INTERACTIVE], env.cfg)?;
@@ -346,13 +375,21 @@ pub fn start(
             } else {
                 container::Stdio::Pipes { stdin: true }
             };
-            let spawned = container::spawn(&target::exec_target(rec), &argv, stdio)?;
-            let op = interactive::Interactive::start(me, spawned, io)
-                .map_err(|e| ApiError::new(500, format!("cannot follow the command: {e}")))?;
-            Ok(Started::Upgrade(
-                Op::Interactive(Box::new(op)),
-                handshake::response_head(&accepted, &[]),
-            ))
+            let start = prepare::Start {
+                target: target::exec_target(rec),
+                argv,
+                stdio,
+                then: prepare::Then::Interactive {
+                    head: handshake::response_head(&accepted, &[]),
+                },
+            };
+            Ok(
+                match prepare::begin(me, start, format, req.keep_alive, io)? {
+                    // The op holds its 101 head and writes it when attached.
+                    prepare::Begun::Now(op) => Started::Upgrade(op, Vec::new()),
+                    prepare::Begun::Later(p) => Started::Pending(Op::Preparing(p)),
+                },
+            )
         }
         Endpoint::TcpConnect { instance, target } => {
             // As every websocket endpoint: the handshake and the query first, so a malformed

@@ -1,0 +1,176 @@
+//! Before an exec or exec-interactive spawns: waiting for the seccomp filters of the
+//! container's first process, which a helper process reads
+//! ([`container::confine::lookup`]). The request waits here like any other operation, on the
+//! helper's pipe and a timer, so a container whose init never stops for the helper delays
+//! only its own requests; several requests for one init share one helper. Once the filters
+//! are there the operation becomes the exec or session it was asked for.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+
+use super::{Io, Op, Progress, Reply, Role, exec, interactive};
+use crate::container::{self, confine};
+use crate::http::{ApiError, Format};
+use crate::server::RequestLog;
+
+/// What to run, and which operation follows it.
+pub struct Start {
+    pub target: container::Target,
+    pub argv: Vec<String>,
+    pub stdio: container::Stdio,
+    pub then: Then,
+}
+
+pub enum Then {
+    /// A one-shot exec answering in `output` (JSON, YAML or raw bytes).
+    Exec { output: Format, keep_alive: bool },
+    /// An interactive session; `head` is its 101 answer.
+    Interactive { head: Vec<u8> },
+}
+
+/// What [`begin`] produced: the operation itself, or a wait for the filters first.
+pub enum Begun {
+    Now(Op),
+    Later(Box<Preparing>),
+}
+
+/// Starts `start` at once when the init's filters are known (no filter, or cached), else
+/// waits for them. `format` and `keep_alive` are for an error answered later.
+pub fn begin(
+    me: Token,
+    start: Start,
+    format: Format,
+    keep_alive: bool,
+    io: &mut Io<'_>,
+) -> Result<Begun, ApiError> {
+    match confine::lookup(start.target.pid)? {
+        confine::Lookup::Ready(filters) => Ok(Begun::Now(launch(me, start, &filters, io)?)),
+        confine::Lookup::Reading(read) => {
+            let watch = read.watch()?;
+            let token = io
+                .register(
+                    me,
+                    Role::Filters,
+                    &mut SourceFd(&watch.as_raw_fd()),
+                    Interest::READABLE,
+                )
+                .map_err(|e| ApiError::new(500, format!("cannot follow the filter read: {e}")))?;
+            io.wake_at(me, read.deadline());
+            Ok(Begun::Later(Box::new(Preparing {
+                start: Some(start),
+                read: Some((read, watch, token)),
+                format,
+                keep_alive,
+                log: None,
+                gone: false,
+                stopping: false,
+            })))
+        }
+    }
+}
+
+fn launch(
+    me: Token,
+    start: Start,
+    filters: &confine::InitFilters,
+    io: &mut Io<'_>,
+) -> Result<Op, ApiError> {
+    let spawned = container::spawn(&start.target, filters, &start.argv, start.stdio)?;
+    let follow = |e: std::io::Error| ApiError::new(500, format!("cannot follow the command: {e}"));
+    Ok(match start.then {
+        Then::Exec { output, keep_alive } => {
+            Op::Exec(exec::Exec::start(me, spawned, output, keep_alive, io).map_err(follow)?)
+        }
+        Then::Interactive { head } => Op::Interactive(Box::new(
+            interactive::Interactive::start(me, spawned, head, io).map_err(follow)?,
+        )),
+    })
+}
+
+/// An exec or session waiting for the init's filters.
+pub struct Preparing {
+    /// Until launched.
+    start: Option<Start>,
+    /// The shared read, this operation's own descriptor of its pipe, and its token.
+    read: Option<(confine::FilterRead, OwnedFd, Token)>,
+    format: Format,
+    keep_alive: bool,
+    log: Option<RequestLog>,
+    /// The HTTP client left: nothing to start.
+    gone: bool,
+    stopping: bool,
+}
+
+impl Preparing {
+    pub fn set_log(&mut self, log: RequestLog) {
+        self.log = Some(log);
+    }
+
+    /// Looks at the read (pipe readable, deadline, or any wake-up). Returns the operation
+    /// that replaces this one once the command is spawned.
+    pub fn drive(&mut self, me: Token, io: &mut Io<'_>) -> (Option<Op>, Progress) {
+        let mut progress = Progress::default();
+        if self.gone {
+            progress.done = true;
+            return (None, progress);
+        }
+        let outcome = match (&self.read, self.stopping) {
+            (_, true) => Err(ApiError::new(503, "supd is shutting down")),
+            (Some((read, _, _)), false) => match read.progress() {
+                None => return (None, progress),
+                Some(result) => {
+                    self.stop_reading(io);
+                    result.map_err(ApiError::from).and_then(|filters| {
+                        let start = self.start.take().expect("launched once");
+                        launch(me, start, &filters, io)
+                    })
+                }
+            },
+            (None, false) => Err(ApiError::new(500, "the filter read was lost")),
+        };
+        match outcome {
+            Ok(mut op) => {
+                if let Some(log) = self.log.take() {
+                    op.set_request_log(log);
+                }
+                // A session answers 101 now; the connection is handed over.
+                progress.upgrade = matches!(op, Op::Interactive(_));
+                (Some(op), progress)
+            }
+            Err(e) => {
+                progress.reply = Some(Reply {
+                    response: e.into_response(self.format),
+                    head_only: false,
+                    keep_alive: self.keep_alive,
+                    log: self.log.take(),
+                });
+                progress.done = true;
+                (None, progress)
+            }
+        }
+    }
+
+    /// The client left: this operation stops waiting (the helper is killed with the last
+    /// waiter gone).
+    pub fn client_gone(&mut self, io: &mut Io<'_>) {
+        self.gone = true;
+        self.stop_reading(io);
+    }
+
+    pub fn shutdown(&mut self) {
+        self.stopping = true;
+    }
+
+    pub fn release(&mut self, io: &mut Io<'_>) {
+        self.stop_reading(io);
+    }
+
+    fn stop_reading(&mut self, io: &mut Io<'_>) {
+        if let Some((read, watch, token)) = self.read.take() {
+            io.deregister(token, &mut SourceFd(&watch.as_raw_fd()));
+            drop(read);
+        }
+    }
+}
