@@ -307,6 +307,7 @@ pub fn start(
             let cmd = exec::parse_cmd(req)?;
             let rec = target::find(env.mirror, &route.application, instance, target)?;
             target::require_running(rec)?;
+            target::require_sealed_binary()?;
             let argv = container::split_words(&cmd)?;
             let spawned = container::spawn(
                 &target::exec_target(rec),
@@ -340,6 +341,7 @@ pub fn start(
             };
             let rec = target::find(env.mirror, &route.application, instance, target)?;
             target::require_running(rec)?;
+            target::require_sealed_binary()?;
             let argv = container::split_words(cmd)?;
             let stdio = if tty {
                 container::Stdio::Pty { rows: 24, cols: 80 }
