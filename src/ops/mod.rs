@@ -424,7 +424,7 @@ pub fn start(
             let head = handshake::response_head(&accepted, &[]);
             let begun = tunnel::start(
                 me,
-                Some(owner.pid),
+                Some((owner.pid, owner.id.as_str())),
                 proto,
                 SocketAddr::new(ip, port),
                 head,

@@ -106,6 +106,7 @@ pub fn require_sealed_binary() -> Result<(), ApiError> {
 pub fn exec_target(rec: &ContainerRecord) -> container::Target {
     container::Target {
         pid: rec.pid,
+        container_id: rec.id.clone(),
         user: rec.user.clone(),
         env: rec.env.clone(),
         working_dir: rec.working_dir.clone(),
