@@ -164,7 +164,7 @@ while :; do
     kill -9 ${d#/proc/}
     touch /tmp/opened
     while [ ! -e /tmp/go ]; do sleep 0.1; done
-    if printf 'echo pwned\n' > /proc/self/fd/3 2> /tmp/err; then
+    if { printf 'echo pwned\n' > /proc/self/fd/3; } 2> /tmp/err; then
       echo written > /tmp/result
     else
       echo refused > /tmp/result
@@ -232,6 +232,7 @@ fn a_container_cannot_overwrite_the_supd_binary() {
         result, "refused",
         "a write through {link} went through: {err}"
     );
+    eprintln!("the container held {link} ({ino}); its write failed: {err}");
     assert_eq!(sha256_file(&binary), before, "the binary changed");
 
     // And the next start is supd, working as before.
