@@ -428,3 +428,74 @@ fn a_ptmx_the_container_made_is_never_opened() {
     wait_exec_ready(&supd, &app, "web");
     assert_eq!(interactive_status(&supd, &app).0, 101);
 }
+
+/// The re-execution from a sealed copy keeps what systemd hands over: fexecve keeps the pid,
+/// so LISTEN_PID still names the process, the inherited listener (fd 3) is served, and
+/// READY=1 reaches NOTIFY_SOCKET.
+#[test]
+fn socket_activation_and_notify_survive_the_reexec() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = TempDir::new();
+    let tokens = dir.path().join("tokens.yaml");
+    write_tokens(&tokens);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Inheritable, for the shell to put on fd 3.
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let script = format!(
+        "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"",
+        fd = listener.as_raw_fd()
+    );
+    let log = dir.path().join("supd.log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_supd"))
+        .args(["--config", "/dev/null", "--tokens"])
+        .arg(&tokens)
+        .args(["--docker-socket", "/nonexistent/docker.sock"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
+        .spawn()
+        .unwrap();
+    drop(listener);
+    let mut buf = [0u8; 256];
+    let got = notify.recv(&mut buf);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id()));
+    let mut client = Client::from_stream(TcpStream::connect(addr).unwrap());
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.send(
+        "GET",
+        "/v1/state/applications/none/service-instances",
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    );
+    let status = client.read_response(false).status;
+    let _ = child.kill();
+    let _ = child.wait();
+    let n = got.expect("READY=1 on NOTIFY_SOCKET");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let exe = exe.unwrap().to_string_lossy().into_owned();
+    assert!(exe.starts_with("/memfd:supd"), "{exe}");
+    // Served on the inherited listener (503 while Docker is unreachable).
+    assert!(status == 200 || status == 503, "{status}");
+}
