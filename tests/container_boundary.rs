@@ -499,3 +499,25 @@ fn socket_activation_and_notify_survive_the_reexec() {
     // Served on the inherited listener (503 while Docker is unreachable).
     assert!(status == 200 || status == 503, "{status}");
 }
+
+/// When the sealed re-execution did not happen (here: the marker says it was tried), supd
+/// serves on but refuses to start anything in a container rather than run unprotected.
+#[test]
+fn without_a_sealed_copy_exec_is_refused() {
+    let cs = Containers::new("boundary-unsealed");
+    let app = unique("bunsealed");
+    run_managed(&cs, &app, "web", &[IMAGE, "sleep", "3600"]);
+    let supd = Supd::start_with(SupdOptions {
+        env: vec![("_SUPD_SEALED_REEXEC".into(), "1".into())],
+        ..Default::default()
+    });
+    let mut r = exec(&supd, &app, "web", "true");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.status == 404 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        r = exec(&supd, &app, "web", "true");
+    }
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error_message().contains("sealed"), "{}", r.text());
+    assert_eq!(interactive_status(&supd, &app).0, 503);
+}
