@@ -8,4 +8,8 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-docker.sh
 cargo build --release --quiet
+# target/release/supd stays writable by root here: supd re-executes itself from a sealed
+# in-memory copy at start-up, so what a container could reach through /proc/<pid>/exe is that
+# copy, never this file (CVE-2019-5736). Installed, the binary lives under /usr/local/bin,
+# read-only for supd under systemd's ProtectSystem=full.
 exec target/release/supd "$@"

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use supd::config::{self, Command};
 use supd::server::{Server, net::Listener};
+use supd::sys::exe::{self, Sealed};
 use supd::{auth, systemd};
 
 fn main() -> ExitCode {
@@ -58,7 +59,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(cfg) => run(cfg),
+        Command::Run(cfg) => {
+            run_from_sealed_copy();
+            run(cfg)
+        }
+    }
+}
+
+/// Before anything else: the daemon re-executes itself from a sealed memfd (see
+/// `supd::sys::exe`), so no process it starts in a container is backed by the binary on the
+/// host's disk. Returns only when no re-execution happened. When it is impossible, supd still
+/// serves what does not enter containers, and refuses exec and terminals (503) rather than
+/// running them unprotected.
+fn run_from_sealed_copy() {
+    match exe::ensure_sealed() {
+        Ok(Sealed::Already) => {
+            // fexecve names the process after its descriptor: give it its name back for ps,
+            // top and the journal.
+            let _ = nix::sys::prctl::set_name(c"supd");
+        }
+        Ok(Sealed::Failed) => log::error!(
+            "supd is not running from a sealed copy of its binary after re-executing; exec into containers is disabled"
+        ),
+        Err(e) => log::error!(
+            "cannot re-execute supd from a sealed copy of its binary ({e}); exec into containers is disabled"
+        ),
     }
 }
 

@@ -52,6 +52,7 @@ impl Containers {
         };
         Target {
             pid: c["State"]["Pid"].as_i64().unwrap() as i32,
+            container_id: c["Id"].as_str().unwrap().to_owned(),
             user: c["Config"]["User"].as_str().unwrap_or("").to_owned(),
             env: strings(&c["Config"]["Env"]),
             working_dir: c["Config"]["WorkingDir"].as_str().unwrap_or("").to_owned(),

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod confine;
+pub mod identity;
 pub mod netns;
 pub mod ns;
 pub mod pty;
@@ -73,6 +74,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Target {
     /// `State.Pid`: the container's first process, as supd's PID namespace sees it.
     pub pid: i32,
+    /// Docker's full container id: the process at `pid` must be that container's (see
+    /// [`identity`]), else nothing is entered.
+    pub container_id: String,
     /// `Config.User`: empty (root), `name`, `uid`, `name:group`, `uid:gid`.
     pub user: String,
     /// `Config.Env`: `KEY=value` entries.

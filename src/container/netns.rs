@@ -9,10 +9,11 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
-use super::{Error, Result};
+use super::{Error, Result, identity};
 
 /// supd's own network namespace, opened once.
 fn home() -> Result<&'static File> {
@@ -32,9 +33,13 @@ pub fn open_home() -> Result<()> {
     home().map(|_| ())
 }
 
-/// Open the network namespace of process `pid`.
-pub fn open(pid: i32) -> Result<File> {
-    File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+/// Open the network namespace of process `pid`, the first process of container
+/// `container_id`. The process is pinned and proved to be the container's before the open
+/// (see [`identity`]), and still alive after it, so the namespace is the container's and not
+/// that of a host process that reused the pid.
+pub fn open(pid: i32, container_id: &str) -> Result<File> {
+    let pinned = identity::pin(pid, container_id)?;
+    let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::ContainerGone { pid }
         } else {
@@ -43,7 +48,13 @@ pub fn open(pid: i32) -> Result<File> {
                 source: e,
             }
         }
-    })
+    })?;
+    let mut fds = [PollFd::new(pinned.as_fd(), PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => Ok(ns),
+        Ok(_) => Err(Error::ContainerGone { pid }),
+        Err(errno) => Err(Error::Sys { op: "poll", errno }),
+    }
 }
 
 /// A non-blocking, close-on-exec socket created inside `ns`.

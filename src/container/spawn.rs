@@ -18,9 +18,12 @@
 //! seccomp filters go in before the capabilities drop when the container lacks
 //! no_new_privs (installing them then needs CAP_SYS_ADMIN), else last before execve, as
 //! runc does. Both children are non-dumpable until execve (CVE-2016-9962, CVE-2019-5736): no
-//! process of the container may ptrace them or open their `/proc/<pid>/exe` (supd's binary)
-//! or `fd/`; and the command closes every descriptor but its stdio and checks that its
-//! working directory lies inside the container's root (CVE-2024-21626).
+//! process of the container may ptrace them or open their `/proc/<pid>/exe` or `fd/`; and the
+//! command closes every descriptor but its stdio and checks that its working directory lies
+//! inside the container's root (CVE-2024-21626). Non-dumpability ends at execve, and a command
+//! that is a `#!/proc/self/exe` script execs supd's image again, inside the container: that
+//! image is a sealed memfd, not the host's file (see `crate::sys::exe`). The pid is trusted
+//! only once [`identity::pin`] proved it is still the container's first process.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,7 +39,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use super::confine::{self, Confinement};
 use super::ns::{self, NamespaceFd};
 use super::user::{self, FileLines, Identity};
-use super::{Error, ExitStatus, Io, Result, Spawned, Stdio, Target, cgroup, pty};
+use super::{Error, ExitStatus, Io, Result, Spawned, Stdio, Target, cgroup, identity, pty};
 use crate::sys::process::{self, CStrArray, EXIT_SETUP_FAILED};
 
 /// The search path when the container's environment has none (Docker's default).
@@ -119,12 +122,11 @@ pub fn spawn(
     }
 
     let pid = target.pid;
-    if pid <= 0 {
-        return Err(Error::ContainerGone { pid });
-    }
     // Held across the reads below: if the process is still alive afterwards, every file of
-    // /proc/<pid> read in between was its own and not a successor's with a reused pid.
-    let container = process::pidfd_open(pid).map_err(|e| ns::proc_error(pid, "pidfd_open", e))?;
+    // /proc/<pid> read in between was its own and not a successor's with a reused pid. And the
+    // process it pins is proved to be the container's, not a host process that took over the
+    // pid of a first process that died.
+    let container = identity::pin(pid, &target.container_id)?;
     let namespaces = ns::open_namespaces(pid)?;
     let cgroup_procs = cgroup::open_cgroup_procs(pid)?;
     let confinement = confine::read(pid, seccomp)?;
@@ -727,6 +729,7 @@ mod tests {
     fn bad_commands_are_refused_before_forking() {
         let target = Target {
             pid: i32::MAX,
+            container_id: "0123456789ab".into(),
             user: String::new(),
             env: Vec::new(),
             working_dir: String::new(),

@@ -337,6 +337,18 @@ impl Mirror {
             self.counts.remove(&ev.id);
             return Vec::new();
         }
+        if ev.action == "die"
+            && let Some(rec) = self.containers.get_mut(&ev.id)
+            && (rec.running || rec.pid != 0)
+        {
+            // The first process is gone now, and its pid may be reused by a host process
+            // before the re-inspect answers: nothing may use it from here on.
+            rec.running = false;
+            rec.paused = false;
+            rec.pid = 0;
+            rec.status = "exited".to_owned();
+            self.changed();
+        }
         self.refresh(ev.id)
     }
 
@@ -414,6 +426,23 @@ mod tests {
         m.disconnected("engine gone");
         assert!(m.available().is_err());
         assert_ne!(m.generation(), g3, "availability changed");
+    }
+
+    #[test]
+    fn die_stops_the_record_before_the_reinspect() {
+        let mut m = synced();
+        let rec = m.get(MAIN_ID).unwrap();
+        assert!(rec.running && rec.pid > 0);
+        let g = m.generation();
+        let die = format!(
+            r#"{{"Type":"container","Action":"die","id":"{MAIN_ID}","Actor":{{"ID":"{MAIN_ID}","Attributes":{{"io.supd.application":"shop","io.supd.service":"web","io.supd.instance":"1","exitCode":"137"}}}},"timeNano":1}}"#
+        );
+        let wants = m.on_event(die.as_bytes());
+        assert_eq!(wants, vec![inspect_want(MAIN_ID)]);
+        let rec = m.get(MAIN_ID).unwrap();
+        assert!(!rec.running, "running until the re-inspect answers");
+        assert_eq!(rec.pid, 0);
+        assert_ne!(m.generation(), g);
     }
 
     #[test]

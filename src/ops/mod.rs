@@ -329,6 +329,7 @@ pub fn start(
             let cmd = exec::parse_cmd(req)?;
             let rec = target::find(env.mirror, &route.application, instance, target)?;
             target::require_running(rec)?;
+            target::require_sealed_binary()?;
             let argv = container::split_words(&cmd)?;
             let output = negotiate(
                 req.header("accept"),
@@ -369,6 +370,7 @@ pub fn start(
             };
             let rec = target::find(env.mirror, &route.application, instance, target)?;
             target::require_running(rec)?;
+            target::require_sealed_binary()?;
             let argv = container::split_words(cmd)?;
             let stdio = if tty {
                 container::Stdio::Pty { rows: 24, cols: 80 }
@@ -459,7 +461,7 @@ pub fn start(
             let head = handshake::response_head(&accepted, &[]);
             let begun = tunnel::start(
                 me,
-                Some(owner.pid),
+                Some((owner.pid, owner.id.as_str())),
                 proto,
                 SocketAddr::new(ip, port),
                 head,

@@ -88,10 +88,25 @@ pub fn require_running(rec: &ContainerRecord) -> Result<(), ApiError> {
     Err(ApiError::conflict(why).info("container-id", rec.id.get(..12).unwrap_or(&rec.id)))
 }
 
+/// A process that supd starts in a container runs supd's own image until it execs, and a
+/// container can reach that image through `/proc/<pid>/exe` (CVE-2019-5736). The daemon runs
+/// from a sealed in-memory copy for that reason (see `main`); without one, nothing is started
+/// in containers: 503.
+pub fn require_sealed_binary() -> Result<(), ApiError> {
+    if crate::sys::exe::running_sealed() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        503,
+        "exec is disabled: supd could not re-execute itself from a sealed copy of its binary (see its log)",
+    ))
+}
+
 /// What entering the container needs.
 pub fn exec_target(rec: &ContainerRecord) -> container::Target {
     container::Target {
         pid: rec.pid,
+        container_id: rec.id.clone(),
         user: rec.user.clone(),
         env: rec.env.clone(),
         working_dir: rec.working_dir.clone(),

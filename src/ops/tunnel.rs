@@ -71,7 +71,7 @@ pub enum Begun {
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     me: Token,
-    netns_of: Option<i32>,
+    netns_of: Option<(i32, &str)>,
     proto: Proto,
     target: SocketAddr,
     head: Vec<u8>,
@@ -89,8 +89,8 @@ pub fn start(
         Proto::Udp => SockType::Datagram,
     };
     let fd = match netns_of {
-        Some(pid) => {
-            let ns = container::netns::open(pid)?;
+        Some((pid, container_id)) => {
+            let ns = container::netns::open(pid, container_id)?;
             container::netns::socket_in(&ns, family, ty)?
         }
         None => nix::sys::socket::socket(

@@ -2,5 +2,6 @@
 //! `// SAFETY:` comment.
 
 pub mod confine;
+pub mod exe;
 pub mod fd;
 pub mod process;

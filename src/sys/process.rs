@@ -118,10 +118,43 @@ struct OpenHow {
 /// as if `dir` were `/`, so absolute symlinks and `..` inside another root (a container's,
 /// through `/proc/<pid>/root`) cannot escape it, and `/proc/*/fd` links are refused.
 pub fn open_in_root(dir: BorrowedFd<'_>, path: &CStr, flags: OFlag) -> nix::Result<OwnedFd> {
+    openat2(
+        dir,
+        path,
+        flags,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// `openat2(dir, path, O_PATH | O_NOFOLLOW, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS)`: a handle on what is at `path` inside another root, following no
+/// link of any kind, and opening nothing (no device's open runs). Reopen it with
+/// [`reopen`] once it is known to be what was wanted.
+pub fn open_path_in_root(dir: BorrowedFd<'_>, path: &CStr) -> nix::Result<OwnedFd> {
+    openat2(
+        dir,
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
+/// through `/proc/self/fd`: no path of anyone else's is resolved again.
+pub fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    nix::fcntl::open(
+        path.as_str(),
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | OFlag::O_CLOEXEC).bits() as u64,
         mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     // SAFETY: `path` is NUL-terminated and `how` is a valid `open_how` whose size we pass;
     // both outlive the call.

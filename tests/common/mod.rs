@@ -103,6 +103,9 @@ pub struct SupdOptions {
     pub docker_socket: Option<PathBuf>,
     pub wait_ready: bool,
     pub env: Vec<(String, String)>,
+    /// Run this copy of the binary instead of the one cargo built (a test that lets a
+    /// container try to overwrite it must not damage the build).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for SupdOptions {
@@ -113,6 +116,7 @@ impl Default for SupdOptions {
             docker_socket: None,
             wait_ready: true,
             env: Vec::new(),
+            binary: None,
         }
     }
 }
@@ -132,7 +136,11 @@ impl Supd {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.path().join("supd.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_supd"));
+        let binary = opts
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_supd")));
+        let mut cmd = Command::new(binary);
         cmd.arg("--listen")
             .arg(addr.to_string())
             .arg("--tokens")
