@@ -5,6 +5,7 @@
 //! and are answered strictly in order. After a websocket upgrade the stream leaves this type.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use mio::{Interest, Token};
@@ -49,18 +50,30 @@ pub struct HttpConn {
     pub interest: Option<Interest>,
     limits_head: usize,
     limits_body: usize,
+    /// The peer's address, for the per-peer cap on unauthenticated connections (None for a
+    /// unix-socket peer).
+    pub peer_ip: Option<IpAddr>,
+    /// When the connection was accepted: the pre-auth limit counts from here, and nothing an
+    /// unauthenticated client does (an OPTIONS, a 404) moves it.
+    pub opened: Instant,
+    /// A request on this connection has passed auth.
+    pub authenticated: bool,
 }
 
 pub enum Next {
     /// Nothing complete yet.
     Nothing,
     Request(Request),
+    /// The head of a request with a body: the server decides whether the body is read
+    /// (`continue_body`) or the request refused before it is.
+    Head(Request),
     /// The input is not a valid request: answer with this error and close.
     Invalid(request::Error),
 }
 
 impl HttpConn {
-    pub fn new(stream: Stream, peer: String, limits: &Limits) -> HttpConn {
+    pub fn new(stream: Stream, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn {
+        let now = Instant::now();
         HttpConn {
             stream,
             peer,
@@ -70,12 +83,15 @@ impl HttpConn {
             parser: Parser::new(limits.head_bytes, limits.body_bytes),
             phase: Phase::Open,
             request_started: None,
-            idle_since: Instant::now(),
+            idle_since: now,
             read_eof: false,
             maybe_more_input: true,
             interest: None,
             limits_head: limits.head_bytes,
             limits_body: limits.body_bytes,
+            peer_ip,
+            opened: now,
+            authenticated: false,
         }
     }
 
@@ -149,9 +165,12 @@ impl HttpConn {
                 }
                 Ok(p) => {
                     self.inbuf.drain(..p.consumed);
-                    if p.wants_continue {
-                        self.outbuf
-                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    if self.inbuf.is_empty() && self.inbuf.capacity() > READ_CHUNK {
+                        // A large read is consumed: don't keep its buffer.
+                        self.inbuf = Vec::new();
+                    }
+                    if let Some(head) = p.head {
+                        return Next::Head(head);
                     }
                     if let Some(req) = p.request {
                         return Next::Request(req);
@@ -165,6 +184,24 @@ impl HttpConn {
                 }
             }
         }
+    }
+
+    /// Read the body of the request `head` (from `Next::Head`), at most `limit` bytes; a
+    /// client that waits for `100 Continue` gets it now, not before the request was admitted.
+    pub fn continue_body(&mut self, head: Request, limit: usize) -> Result<(), request::Error> {
+        let wants_continue = head.expect_continue;
+        self.parser.continue_body(head, limit)?;
+        if wants_continue {
+            self.outbuf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        Ok(())
+    }
+
+    /// The current request is refused before its body: drop what was read of it and read no
+    /// more (the caller answers with `close`, as the body's framing is lost).
+    pub fn discard_input(&mut self) {
+        self.inbuf = Vec::new();
     }
 
     /// Bytes of a request (or a partial one) are buffered.
