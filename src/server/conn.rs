@@ -18,7 +18,8 @@ use crate::http::response::Response;
 /// Stop reading while this much output is queued: a client that pipelines without reading
 /// its answers is paused instead of growing our buffer.
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
-/// Input may exceed head + body limits by this much (the start of a pipelined request).
+/// Input may exceed the head limit by this much (the start of a body or of a pipelined
+/// request).
 const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,6 @@ pub struct HttpConn {
     maybe_more_input: bool,
     pub interest: Option<Interest>,
     limits_head: usize,
-    limits_body: usize,
     /// The peer's address, for the per-peer cap on unauthenticated connections (None for a
     /// unix-socket peer).
     pub peer_ip: Option<IpAddr>,
@@ -88,15 +88,17 @@ impl HttpConn {
             maybe_more_input: true,
             interest: None,
             limits_head: limits.head_bytes,
-            limits_body: limits.body_bytes,
             peer_ip,
             opened: now,
             authenticated: false,
         }
     }
 
+    /// Read no further ahead than one head: a body is consumed by the parser as it arrives
+    /// (once the request is admitted), so buffering more of it would only hold memory for
+    /// bytes a refused request never needed.
     fn input_cap(&self) -> usize {
-        self.limits_head + self.limits_body + READ_CHUNK
+        self.limits_head + READ_CHUNK
     }
 
     fn wants_input(&self) -> bool {
