@@ -1,7 +1,9 @@
 //! One HTTP/1.1 client connection as an explicit state machine.
 //!
 //! Bytes come in until a request is complete; the request is handed to the server, which
-//! answers at once or later (an exec, a restart). Pipelined requests wait in the input buffer
+//! answers at once or later (an exec, a restart). A request with a body is handed over twice:
+//! its head first, so that the server can refuse it before a byte of the body is read, then
+//! whole. Pipelined requests wait in the input buffer
 //! and are answered strictly in order. After a websocket upgrade the stream leaves this type.
 
 use std::io::{self, Read, Write};
