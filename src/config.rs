@@ -68,6 +68,15 @@ pub struct Limits {
     pub head_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// A connection none of whose requests has passed auth yet is closed this long after
+    /// it was accepted (an OPTIONS or a refused request does not extend it).
+    pub preauth_timeout: Duration,
+    /// Unauthenticated connections one peer address may hold at once (unix-socket peers
+    /// are exempt).
+    pub preauth_per_peer: usize,
+    /// Connection slots unauthenticated connections may not take (at most half of
+    /// `max_connections`): when the rest is full, the oldest unauthenticated one is closed.
+    pub reserved_connections: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +87,9 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            preauth_timeout: Duration::from_secs(5),
+            preauth_per_peer: 128,
+            reserved_connections: 128,
         }
     }
 }
@@ -298,6 +310,9 @@ pub struct FileLimits {
     pub head_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
+    pub preauth_timeout_ms: Option<u64>,
+    pub preauth_connections_per_peer: Option<usize>,
+    pub reserved_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,6 +502,20 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
         "limits.max-connections",
         &mut c.limits.max_connections,
     )?;
+    ms(
+        l.preauth_timeout_ms,
+        "limits.preauth-timeout-ms",
+        &mut c.limits.preauth_timeout,
+    )?;
+    size(
+        l.preauth_connections_per_peer,
+        "limits.preauth-connections-per-peer",
+        &mut c.limits.preauth_per_peer,
+    )?;
+    // No reserve at all is a valid choice.
+    if let Some(v) = l.reserved_connections {
+        c.limits.reserved_connections = v;
+    }
     let e = file.exec.unwrap_or_default();
     size(e.output_cap, "exec.output-cap", &mut c.exec.output_cap)?;
     ms(
@@ -1027,7 +1056,8 @@ docker-socket: /run/docker.sock
 tenant: t1
 site: s1
 host: h1
-limits: {head-bytes: 100, body-bytes: 200, head-timeout-ms: 300, idle-timeout-ms: 400, max-connections: 5}
+limits: {head-bytes: 100, body-bytes: 200, head-timeout-ms: 300, idle-timeout-ms: 400, max-connections: 5,
+  preauth-timeout-ms: 250, preauth-connections-per-peer: 3, reserved-connections: 2}
 exec: {output-cap: 6, kill-grace-ms: 700}
 websocket:
   ping-interval-ms: 800
@@ -1063,7 +1093,10 @@ connect: {connect-timeout-ms: 1200}
                 body_bytes: 200,
                 head_timeout: Duration::from_millis(300),
                 idle_timeout: Duration::from_millis(400),
-                max_connections: 5
+                max_connections: 5,
+                preauth_timeout: Duration::from_millis(250),
+                preauth_per_peer: 3,
+                reserved_connections: 2,
             }
         );
         assert_eq!(

@@ -29,6 +29,7 @@ const LIMITS: &str = "limits:
   body-bytes: 65536
   head-timeout-ms: 1000
   max-connections: 5000
+  preauth-connections-per-peer: 5000
 websocket:
   max-frame: 65536
   max-message: 262144
@@ -234,7 +235,8 @@ fn idle_connections_exhausting_descriptors_pause_accepting() {
     // stayed paused for 30 s after the flood ended); the default is 60 s.
     let cfg = config_file(
         &dir,
-        "limits:\n  max-connections: 100000\n  idle-timeout-ms: 3000\n",
+        "limits:\n  max-connections: 100000\n  idle-timeout-ms: 3000\n  \
+         preauth-connections-per-peer: 100000\n",
     );
     let supd = Supd::start_with(SupdOptions {
         extra_args: vec!["--config".into(), cfg],

@@ -695,14 +695,22 @@ fn connection_limit_answers_503_and_recovers() {
         wait_ready: false,
         ..Default::default()
     });
-    let a = supd.connect();
-    let b = supd.connect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Both slots held by authenticated connections (a silent one would be closed to make
+    // room for a newcomer: tests/conn_hardening.rs).
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let held: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = supd.connect();
+            c.send("GET", &list_path("x"), &[("Authorization", &auth)], b"");
+            c.read_response(false);
+            c
+        })
+        .collect();
     let mut c = supd.connect();
     let r = c.read_response(false);
     assert_eq!(r.status, 503);
     assert!(r.error_message().contains("too many connections"));
-    drop((a, b));
+    drop(held);
     supd.wait_until(Duration::from_secs(5), || {
         supd.get(&list_path("x"), ADMIN_TOKEN).status != 503
     });

@@ -53,8 +53,15 @@ fn feed<'a>(
                 Ok(p) => {
                     assert!(p.consumed <= buf.len(), "consumed more than given");
                     buf.drain(..p.consumed);
-                    if p.wants_continue {
-                        outcome.continues += 1;
+                    if let Some(head) = p.head {
+                        if head.expect_continue {
+                            outcome.continues += 1;
+                        }
+                        if let Err(e) = parser.continue_body(head, limits.body_bytes) {
+                            outcome.error = Some(e);
+                            return outcome;
+                        }
+                        continue;
                     }
                     if let Some(req) = p.request {
                         assert!(req.body.len() <= limits.body_bytes, "body over the limit");

@@ -140,8 +140,17 @@ impl Request {
 #[derive(Debug)]
 enum State {
     Head,
-    Body { request: Request, remaining: usize },
-    Chunked { request: Request, chunk: Chunk },
+    /// The head of a request with a body was handed out; nothing more is read until
+    /// `continue_body` gives it back.
+    AwaitingBody(Framing),
+    Body {
+        request: Request,
+        remaining: usize,
+    },
+    Chunked {
+        request: Request,
+        chunk: Chunk,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +189,11 @@ pub struct Parsed {
     pub consumed: usize,
     /// A complete request, if these bytes finished one.
     pub request: Option<Request>,
-    /// The head just finished and asked for `100 Continue` before its body.
-    pub wants_continue: bool,
+    /// The head of a request that has a body (its `body` still empty). The parser reads no
+    /// further until [`Parser::continue_body`] hands it back: the caller decides first
+    /// whether the body is wanted at all (route, method, credentials, the endpoint's limit),
+    /// so that a request that will be refused costs no memory for its body.
+    pub head: Option<Request>,
 }
 
 #[derive(Debug)]
@@ -189,6 +201,8 @@ pub struct Parser {
     state: State,
     head_limit: usize,
     body_limit: usize,
+    /// The limit of the body being read: the endpoint's, at most `body_limit`.
+    request_body_limit: usize,
 }
 
 impl Parser {
@@ -197,7 +211,33 @@ impl Parser {
             state: State::Head,
             head_limit,
             body_limit,
+            request_body_limit: body_limit,
         }
+    }
+
+    /// Read the body of the request whose head `parse` handed out, at most `limit` bytes of
+    /// it (never more than the parser's own body limit). A declared length over the limit is
+    /// refused here, before any of it is read.
+    pub fn continue_body(&mut self, request: Request, limit: usize) -> Result<()> {
+        let State::AwaitingBody(framing) = std::mem::replace(&mut self.state, State::Head) else {
+            return Err(Error::Malformed("no request head awaits its body".into()));
+        };
+        let limit = limit.min(self.body_limit);
+        self.request_body_limit = limit;
+        self.state = match framing {
+            Framing::Length(len) if len > limit => return Err(Error::BodyTooLarge),
+            // The body grows as its bytes arrive: a declared length reserves nothing.
+            Framing::Length(len) => State::Body {
+                request,
+                remaining: len,
+            },
+            Framing::Chunked => State::Chunked {
+                request,
+                chunk: CHUNK_SIZE_START,
+            },
+            Framing::None => return Err(Error::Malformed("no body to read".into())),
+        };
+        Ok(())
     }
 
     /// Whether part of a request has been seen (used for the head timeout and for deciding
@@ -208,63 +248,49 @@ impl Parser {
 
     /// Consume as much of `input` as belongs to the current request.
     pub fn parse(&mut self, input: &[u8]) -> Result<Parsed> {
-        let mut consumed = 0;
-        let mut wants_continue = false;
-        if let State::Head = self.state {
-            match self.parse_head(input)? {
-                None => {
-                    return Ok(Parsed {
-                        consumed: 0,
-                        request: None,
-                        wants_continue: false,
-                    });
-                }
-                Some((n, request, framing)) => {
-                    consumed = n;
-                    match framing {
-                        Framing::None => {
-                            return Ok(Parsed {
-                                consumed,
-                                request: Some(request),
-                                wants_continue: false,
-                            });
-                        }
-                        Framing::Length(len) => {
-                            wants_continue = request.expect_continue;
-                            self.state = State::Body {
-                                request,
-                                remaining: len,
-                            }
-                        }
-                        Framing::Chunked => {
-                            wants_continue = request.expect_continue;
-                            self.state = State::Chunked {
-                                request,
-                                chunk: CHUNK_SIZE_START,
-                            }
-                        }
+        let nothing = Parsed {
+            consumed: 0,
+            request: None,
+            head: None,
+        };
+        match self.state {
+            State::AwaitingBody(_) => return Ok(nothing),
+            State::Head => {
+                return match self.parse_head(input)? {
+                    None => Ok(nothing),
+                    Some((consumed, request, Framing::None)) => Ok(Parsed {
+                        consumed,
+                        request: Some(request),
+                        head: None,
+                    }),
+                    Some((consumed, request, framing)) => {
+                        self.state = State::AwaitingBody(framing);
+                        Ok(Parsed {
+                            consumed,
+                            request: None,
+                            head: Some(request),
+                        })
                     }
-                }
+                };
             }
+            State::Body { .. } | State::Chunked { .. } => {}
         }
-        let rest = &input[consumed..];
-        let (n, done) = match &mut self.state {
-            State::Head => unreachable_state(),
+        let (consumed, done) = match &mut self.state {
+            State::Head | State::AwaitingBody(_) => unreachable_state(),
             State::Body { request, remaining } => {
-                let take = rest.len().min(*remaining);
-                request.body.extend_from_slice(&rest[..take]);
+                let take = input.len().min(*remaining);
+                request.body.extend_from_slice(&input[..take]);
                 *remaining -= take;
                 (take, *remaining == 0)
             }
             State::Chunked { request, chunk } => {
-                decode_chunked(chunk, rest, &mut request.body, self.body_limit)?
+                decode_chunked(chunk, input, &mut request.body, self.request_body_limit)?
             }
         };
-        consumed += n;
         let request = if done {
             match std::mem::replace(&mut self.state, State::Head) {
                 State::Body { request, .. } | State::Chunked { request, .. } => Some(request),
-                State::Head => None,
+                State::Head | State::AwaitingBody(_) => None,
             }
         } else {
             None
@@ -272,7 +298,7 @@ impl Parser {
         Ok(Parsed {
             consumed,
             request,
-            wants_continue,
+            head: None,
         })
     }
 
@@ -374,13 +400,11 @@ impl Parser {
             (false, Some(len)) if len > self.body_limit => return Err(Error::BodyTooLarge),
             (false, Some(len)) => Framing::Length(len),
         };
-        if let Framing::Length(len) = framing {
-            request.body.reserve_exact(len);
-        }
         Ok(Some((n, request, framing)))
     }
 }
 
+#[derive(Debug)]
 enum Framing {
     None,
     Length(usize),
@@ -389,7 +413,8 @@ enum Framing {
 
 #[cold]
 fn unreachable_state() -> (usize, bool) {
-    // parse() leaves the Head state before reaching the body step, so this cannot be hit;
+    // parse() returns in the Head and AwaitingBody states before the body step, so this
+    // cannot be hit;
     // answering "nothing consumed, not done" keeps the parser total anyway.
     (0, false)
 }
@@ -518,6 +543,21 @@ fn decode_chunked(
 mod tests {
     use super::*;
 
+    /// One `parse` over `input`, the body admitted (with no limit of its own) when the head
+    /// is handed out.
+    fn parse_whole(p: &mut Parser, input: &[u8]) -> Result<Parsed> {
+        let r = p.parse(input)?;
+        match r.head {
+            Some(head) => {
+                p.continue_body(head, usize::MAX)?;
+                let mut rest = p.parse(&input[r.consumed..])?;
+                rest.consumed += r.consumed;
+                Ok(rest)
+            }
+            None => Ok(r),
+        }
+    }
+
     fn parse_all(input: &[u8]) -> Result<Vec<Request>> {
         let mut p = Parser::new(16 * 1024, 1024 * 1024);
         let mut buf = input.to_vec();
@@ -525,6 +565,10 @@ mod tests {
         loop {
             let r = p.parse(&buf)?;
             buf.drain(..r.consumed);
+            if let Some(head) = r.head {
+                p.continue_body(head, usize::MAX)?;
+                continue;
+            }
             match r.request {
                 Some(req) => out.push(req),
                 None if r.consumed == 0 => break,
@@ -547,6 +591,10 @@ mod tests {
                 loop {
                     let r = p.parse(&buf).unwrap();
                     buf.drain(..r.consumed);
+                    if let Some(head) = r.head {
+                        p.continue_body(head, usize::MAX).unwrap();
+                        continue;
+                    }
                     match r.request {
                         Some(req) => out.push(req),
                         None if r.consumed == 0 => break,
@@ -608,13 +656,17 @@ mod tests {
         );
         let mut p = Parser::new(1024, 10);
         assert_eq!(
-            p.parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n")
-                .unwrap_err(),
+            parse_whole(
+                &mut p,
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n"
+            )
+            .unwrap_err(),
             Error::BodyTooLarge
         );
         let mut p = Parser::new(1024, 10);
         assert_eq!(
-            p.parse(
+            parse_whole(
+                &mut p,
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n"
             )
             .unwrap_err(),
@@ -648,7 +700,7 @@ mod tests {
         ] {
             let mut p = Parser::new(1024, 1024);
             assert!(
-                matches!(p.parse(bad), Err(Error::Malformed(_))),
+                matches!(parse_whole(&mut p, bad), Err(Error::Malformed(_))),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -667,16 +719,48 @@ mod tests {
     }
 
     #[test]
-    fn expect_continue_is_reported_once() {
+    fn body_waits_for_continue_body() {
         let mut p = Parser::new(1024, 1024);
-        let r = p
-            .parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
-            .unwrap();
-        assert!(r.wants_continue);
-        assert!(r.request.is_none());
-        let r = p.parse(b"ok").unwrap();
-        assert!(!r.wants_continue);
+        let input = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok";
+        let r = p.parse(input).unwrap();
+        let head = r.head.expect("the head is handed out before the body");
+        assert!(head.expect_continue);
+        assert!(head.body.is_empty() && r.request.is_none());
+        // Nothing of the body is read until the head comes back.
+        let rest = &input[r.consumed..];
+        assert_eq!(p.parse(rest).unwrap().consumed, 0);
+        assert!(p.in_body());
+        p.continue_body(head, 2).unwrap();
+        let r = p.parse(rest).unwrap();
+        assert!(r.head.is_none());
         assert_eq!(r.request.unwrap().body, b"ok");
+    }
+
+    #[test]
+    fn endpoint_limit_refuses_a_declared_length_and_bounds_chunks() {
+        let mut p = Parser::new(1024, 1 << 20);
+        let r = p
+            .parse(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+            .unwrap();
+        let head = r.head.unwrap();
+        assert_eq!(p.continue_body(head, 10).unwrap_err(), Error::BodyTooLarge);
+        let mut p = Parser::new(1024, 1 << 20);
+        let r = p
+            .parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        p.continue_body(r.head.unwrap(), 10).unwrap();
+        assert_eq!(p.parse(b"b\r\n").unwrap_err(), Error::BodyTooLarge);
+        // A declared length reserves nothing: the body grows with what arrives.
+        let mut p = Parser::new(1024, 1 << 20);
+        let r = p
+            .parse(b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n")
+            .unwrap();
+        p.continue_body(r.head.unwrap(), 1 << 20).unwrap();
+        p.parse(b"abc").unwrap();
+        let State::Body { request, .. } = &p.state else {
+            panic!("not reading the body");
+        };
+        assert!(request.body.capacity() < 4096);
     }
 
     #[test]

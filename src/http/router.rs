@@ -13,6 +13,11 @@ pub enum ContainerRef {
     Vm,
 }
 
+/// The largest body an exec request may have: a command line, as JSON or YAML.
+pub const EXEC_BODY_LIMIT: usize = 64 * 1024;
+/// The largest body a restart request may have (`no-delayed-shutdown: true` is all it says).
+pub const RESTART_BODY_LIMIT: usize = 4 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     List,
@@ -37,6 +42,22 @@ pub enum Endpoint {
         instance: Instance,
         target: ContainerRef,
     },
+}
+
+impl Endpoint {
+    /// The most body bytes a request to this endpoint may carry. State requests and websocket
+    /// upgrades take none: a body there is refused (413) before it is read.
+    pub fn body_limit(&self) -> usize {
+        match self {
+            Endpoint::Exec { .. } => EXEC_BODY_LIMIT,
+            Endpoint::Restart { .. } => RESTART_BODY_LIMIT,
+            Endpoint::List
+            | Endpoint::Get { .. }
+            | Endpoint::Connect { .. }
+            | Endpoint::ExecInteractive { .. }
+            | Endpoint::TcpConnect { .. } => 0,
+        }
+    }
 }
 
 /// A short instance name `<service>-<N>`, already validated.

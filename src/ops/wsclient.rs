@@ -1,7 +1,6 @@
 //! The client side of a websocket operation: the upgraded connection, its 101 head, pings,
 //! and the close handshake, driven by the loop's readiness events.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
@@ -27,8 +26,6 @@ pub enum Forwarded {
 pub struct WsClient {
     pub session: Session<Stream>,
     token: Token,
-    /// The 101 head (and anything queued before it) still to write, raw, before any frame.
-    head: Vec<u8>,
     pub peer: String,
     ping_interval: Duration,
     ping_timeout: Duration,
@@ -72,9 +69,9 @@ impl WsClient {
         let token = io.register(me, Role::Client, &mut stream, interest)?;
         let now = Instant::now();
         let client = WsClient {
-            session: Session::new(stream, leftover, &limits),
+            // The head (and anything queued before it) leads the session's one output queue.
+            session: Session::with_preface(stream, head, leftover, &limits),
             token,
-            head,
             peer,
             ping_interval: ws.ping_interval,
             ping_timeout: ws
@@ -167,17 +164,6 @@ impl WsClient {
 
     /// Write the head, then queued frames. Ok(true) when everything is out.
     pub fn flush(&mut self) -> std::io::Result<bool> {
-        while !self.head.is_empty() {
-            match self.session.get_mut().write(&self.head) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.head.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
         match self.session.flush() {
             Ok(done) => Ok(done),
             Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -192,7 +178,7 @@ impl WsClient {
         if self.flush().is_err() {
             self.dead = true;
         }
-        if self.session.is_closed() && !self.session.wants_write() && self.head.is_empty() {
+        if self.session.is_closed() && !self.session.wants_write() {
             self.dead = true;
         }
     }

@@ -1,10 +1,13 @@
 //! One HTTP/1.1 client connection as an explicit state machine.
 //!
 //! Bytes come in until a request is complete; the request is handed to the server, which
-//! answers at once or later (an exec, a restart). Pipelined requests wait in the input buffer
+//! answers at once or later (an exec, a restart). A request with a body is handed over twice:
+//! its head first, so that the server can refuse it before a byte of the body is read, then
+//! whole. Pipelined requests wait in the input buffer
 //! and are answered strictly in order. After a websocket upgrade the stream leaves this type.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use mio::{Interest, Token};
@@ -17,7 +20,8 @@ use crate::http::response::Response;
 /// Stop reading while this much output is queued: a client that pipelines without reading
 /// its answers is paused instead of growing our buffer.
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
-/// Input may exceed head + body limits by this much (the start of a pipelined request).
+/// Input may exceed the head limit by this much (the start of a body or of a pipelined
+/// request).
 const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +52,30 @@ pub struct HttpConn {
     maybe_more_input: bool,
     pub interest: Option<Interest>,
     limits_head: usize,
-    limits_body: usize,
+    /// The peer's address, for the per-peer cap on unauthenticated connections (None for a
+    /// unix-socket peer).
+    pub peer_ip: Option<IpAddr>,
+    /// When the connection was accepted: the pre-auth limit counts from here, and nothing an
+    /// unauthenticated client does (an OPTIONS, a 404) moves it.
+    pub opened: Instant,
+    /// A request on this connection has passed auth.
+    pub authenticated: bool,
 }
 
 pub enum Next {
     /// Nothing complete yet.
     Nothing,
     Request(Request),
+    /// The head of a request with a body: the server decides whether the body is read
+    /// (`continue_body`) or the request refused before it is.
+    Head(Request),
     /// The input is not a valid request: answer with this error and close.
     Invalid(request::Error),
 }
 
 impl HttpConn {
-    pub fn new(stream: Stream, peer: String, limits: &Limits) -> HttpConn {
+    pub fn new(stream: Stream, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn {
+        let now = Instant::now();
         HttpConn {
             stream,
             peer,
@@ -70,17 +85,22 @@ impl HttpConn {
             parser: Parser::new(limits.head_bytes, limits.body_bytes),
             phase: Phase::Open,
             request_started: None,
-            idle_since: Instant::now(),
+            idle_since: now,
             read_eof: false,
             maybe_more_input: true,
             interest: None,
             limits_head: limits.head_bytes,
-            limits_body: limits.body_bytes,
+            peer_ip,
+            opened: now,
+            authenticated: false,
         }
     }
 
+    /// Read no further ahead than one head: a body is consumed by the parser as it arrives
+    /// (once the request is admitted), so buffering more of it would only hold memory for
+    /// bytes a refused request never needed.
     fn input_cap(&self) -> usize {
-        self.limits_head + self.limits_body + READ_CHUNK
+        self.limits_head + READ_CHUNK
     }
 
     fn wants_input(&self) -> bool {
@@ -149,9 +169,12 @@ impl HttpConn {
                 }
                 Ok(p) => {
                     self.inbuf.drain(..p.consumed);
-                    if p.wants_continue {
-                        self.outbuf
-                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    if self.inbuf.is_empty() && self.inbuf.capacity() > READ_CHUNK {
+                        // A large read is consumed: don't keep its buffer.
+                        self.inbuf = Vec::new();
+                    }
+                    if let Some(head) = p.head {
+                        return Next::Head(head);
                     }
                     if let Some(req) = p.request {
                         return Next::Request(req);
@@ -165,6 +188,24 @@ impl HttpConn {
                 }
             }
         }
+    }
+
+    /// Read the body of the request `head` (from `Next::Head`), at most `limit` bytes; a
+    /// client that waits for `100 Continue` gets it now, not before the request was admitted.
+    pub fn continue_body(&mut self, head: Request, limit: usize) -> Result<(), request::Error> {
+        let wants_continue = head.expect_continue;
+        self.parser.continue_body(head, limit)?;
+        if wants_continue {
+            self.outbuf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        Ok(())
+    }
+
+    /// The current request is refused before its body: drop what was read of it and read no
+    /// more (the caller answers with `close`, as the body's framing is lost).
+    pub fn discard_input(&mut self) {
+        self.inbuf = Vec::new();
     }
 
     /// Bytes of a request (or a partial one) are buffered.

@@ -5,6 +5,7 @@
 //! one event (an exec, a websocket session, a restart) are kept in `ops` and own their
 //! descriptors. Docker traffic goes through the same loop.
 
+mod admission;
 mod conn;
 pub mod net;
 pub(crate) mod timers;
@@ -32,6 +33,7 @@ use crate::http::{ApiError, Format, Method, Response};
 use crate::ops;
 use crate::systemd;
 
+use admission::{Admission, Verdict};
 use conn::{HttpConn, Next, Phase};
 use net::{Listener, Stream};
 use timers::{Timer, Timers};
@@ -122,6 +124,8 @@ pub struct Server {
     reconnect_scheduled: bool,
     listeners: Vec<Option<Listener>>,
     conns: HashMap<Token, HttpConn>,
+    /// Which of `conns` have not passed auth yet, and who may open another.
+    admission: Admission,
     ops: HashMap<Token, ops::Op>,
     /// Instances with a restart in progress (at most one each).
     restarting: std::collections::HashSet<String>,
@@ -185,6 +189,7 @@ impl Server {
             reconnect_scheduled: false,
             listeners: Vec::new(),
             conns: HashMap::new(),
+            admission: Admission::default(),
             ops: HashMap::new(),
             restarting: Default::default(),
             signals,
@@ -303,6 +308,7 @@ impl Server {
         let op = match self.reactor.routes.get(&token).copied() {
             Some(Target::Conn) => {
                 let c = self.conns.remove(&token);
+                self.admission.remove(token);
                 self.reactor.routes.remove(&token);
                 match c.map(|c| c.phase) {
                     Some(Phase::Waiting(op)) => Some(op),
@@ -327,6 +333,7 @@ impl Server {
             .collect();
         for t in waiting {
             self.conns.remove(&t);
+            self.admission.remove(t);
             self.reactor.routes.remove(&t);
         }
         if let Some(mut o) = self.ops.remove(&op) {
@@ -466,6 +473,29 @@ impl Server {
         let Some(c) = self.conns.get(&token) else {
             return;
         };
+        // Until a request passes auth a connection lives only briefly, whatever it does.
+        if !c.authenticated && !matches!(c.phase, Phase::Waiting(_)) {
+            let until = c.opened + limits.preauth_timeout;
+            if now >= until {
+                log::debug!("{}: no authenticated request in time, closing", c.peer);
+                if c.phase == Phase::Open && c.has_partial_request() {
+                    let err = ApiError::new(408, "request not received in time");
+                    self.fail_conn(token, err);
+                    // A client that does not read its 408 is not waited for.
+                    if self
+                        .conns
+                        .get(&token)
+                        .is_some_and(|c| c.pending_output() > 0)
+                    {
+                        self.close_conn(token);
+                    }
+                } else {
+                    self.close_conn(token);
+                }
+                return;
+            }
+            self.reactor.timers.at(until, Timer::Conn(token));
+        }
         let deadline = match c.phase {
             // Complete pipelined requests wait for the client to read its answers: not a slow
             // head, but a client that stopped reading is dropped after the idle timeout.
@@ -504,12 +534,12 @@ impl Server {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => {
+                Ok((stream, peer, ip)) => {
                     if self.accept_exhausted {
                         self.accept_exhausted = false;
                         log::info!("accept: descriptors available again, accepting");
                     }
-                    self.add_conn(stream, peer)
+                    self.add_conn(stream, peer, ip)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -544,15 +574,30 @@ impl Server {
         }
     }
 
-    fn add_conn(&mut self, stream: Stream, peer: String) {
-        let over = self.conns.len() + self.ops.len() >= self.cfg.limits.max_connections;
-        let mut conn = HttpConn::new(stream, peer, &self.cfg.limits);
-        if over {
-            // A canned answer, best effort: the socket is new, so its buffer has room.
-            let resp = ApiError::new(503, "too many connections").into_response(Format::Json);
-            conn.respond(&resp, false, true);
-            let _ = conn.flush();
-            return;
+    fn add_conn(&mut self, stream: Stream, peer: String, ip: Option<std::net::IpAddr>) {
+        let open = self.conns.len() + self.ops.len();
+        let mut conn = HttpConn::new(stream, peer, ip, &self.cfg.limits);
+        match self.admission.admit(ip, open, &self.cfg.limits) {
+            Verdict::Admit => {}
+            Verdict::Evict(oldest) => {
+                if let Some(c) = self.conns.get_mut(&oldest) {
+                    log::debug!("{}: unauthenticated, closed to make room", c.peer);
+                    let resp =
+                        ApiError::new(503, "too many connections").into_response(Format::Json);
+                    c.discard_input();
+                    c.respond(&resp, false, true);
+                    let _ = c.flush();
+                }
+                self.close_conn(oldest);
+            }
+            Verdict::Refuse(why) => {
+                // A canned answer, best effort: the socket is new, so its buffer has room.
+                log::debug!("{}: refused: {why}", conn.peer);
+                let resp = ApiError::new(503, why).into_response(Format::Json);
+                conn.respond(&resp, false, true);
+                let _ = conn.flush();
+                return;
+            }
         }
         let token = self.token();
         if let Err(e) =
@@ -566,13 +611,15 @@ impl Server {
         }
         conn.interest = Some(Interest::READABLE);
         self.reactor.routes.insert(token, Target::Conn);
+        let limits = &self.cfg.limits;
         self.reactor.timers.after(
-            self.cfg
-                .limits
+            limits
                 .head_timeout
-                .min(self.cfg.limits.idle_timeout),
+                .min(limits.idle_timeout)
+                .min(limits.preauth_timeout),
             Timer::Conn(token),
         );
+        self.admission.add(token, conn.peer_ip);
         self.conns.insert(token, conn);
         // Data may already be there (edge-triggered registration sees only new readiness on
         // some kernels' paths); reading now costs one syscall.
@@ -580,6 +627,7 @@ impl Server {
     }
 
     fn close_conn(&mut self, token: Token) {
+        self.admission.remove(token);
         if let Some(mut c) = self.conns.remove(&token) {
             let _ = self.reactor.poll.registry().deregister(&mut c.stream);
             self.reactor.routes.remove(&token);
@@ -633,6 +681,10 @@ impl Server {
                         log::info!("{} - {} {}", c.peer, err.status, err.message);
                         c.respond(&err.into_response(Format::Json), false, true);
                         break;
+                    }
+                    Next::Head(head) => {
+                        progressed = true;
+                        self.admit_body(token, head);
                     }
                     Next::Request(req) => {
                         progressed = true;
@@ -718,6 +770,9 @@ impl Server {
             }
             Outcome::Error(err) => {
                 let status = err.status;
+                // A client without a valid token gets one answer per connection: retrying on
+                // it must not keep a slot.
+                let close = close || status == 401;
                 c.respond(&err.into_response(format), head_only, close);
                 status
             }
@@ -736,26 +791,72 @@ impl Server {
         false
     }
 
-    fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
-        let route = match router::route(&req.path) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Error(e),
+    /// A request with a body, its head complete: its body is read only if the request would
+    /// be served (route, method, credentials) and its declared length fits the endpoint;
+    /// otherwise it is answered now, the body unread, and the connection closed (the body's
+    /// bytes would otherwise be taken for the next request).
+    fn admit_body(&mut self, token: Token, head: Request) {
+        let started = Instant::now();
+        let format = negotiate(head.header("accept"), &[Format::Json, Format::Yaml]);
+        let limit = match self.gate(token, &head) {
+            Ok(Gate::Route(route)) => Ok(route.endpoint.body_limit()),
+            // OPTIONS is answered without credentials; it has no use for a body.
+            Ok(Gate::Options(_)) => Ok(0),
+            Err(e) => Err(e),
         };
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let head_only = head.method == Method::Head;
+        let log = RequestLog::new(&c.peer, &head, started);
+        // A limit of 0 refuses any declared length at once; an empty chunked body passes.
+        let refused = match limit {
+            Ok(limit) => c
+                .continue_body(head, limit.min(self.cfg.limits.body_bytes))
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(err) = refused {
+            let status = err.status;
+            c.discard_input();
+            c.respond(&err.into_response(format), head_only, true);
+            log.done(status);
+        }
+    }
+
+    /// What every request passes before anything is done for it: its route, its method and
+    /// its credentials, in that order. OPTIONS needs no credentials (and does not count as
+    /// authenticated activity).
+    fn gate(&mut self, token: Token, req: &Request) -> std::result::Result<Gate, ApiError> {
+        let route = router::route(&req.path)?;
         if req.method == Method::Options {
-            return Outcome::Respond(Response::new(204).header("Allow", route.allow()));
+            return Ok(Gate::Options(
+                Response::new(204).header("Allow", route.allow()),
+            ));
         }
         if !route.allows(req.method) {
-            return Outcome::Error(
-                ApiError::new(
-                    405,
-                    format!("method {} not allowed here", req.method.as_str()),
-                )
-                .header("Allow", route.allow()),
-            );
+            return Err(ApiError::new(
+                405,
+                format!("method {} not allowed here", req.method.as_str()),
+            )
+            .header("Allow", route.allow()));
         }
-        if let Err(e) = self.authorize(req, &route) {
-            return Outcome::Error(e);
+        self.authorize(req, &route)?;
+        if let Some(c) = self.conns.get_mut(&token)
+            && !c.authenticated
+        {
+            c.authenticated = true;
+            self.admission.remove(token);
         }
+        Ok(Gate::Route(route))
+    }
+
+    fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
+        let route = match self.gate(token, req) {
+            Ok(Gate::Route(route)) => route,
+            Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
+            Err(e) => return Outcome::Error(e),
+        };
         let query = match Query::parse(&req.query) {
             Ok(q) => q,
             Err(e) => return Outcome::Error(e.into()),
@@ -864,6 +965,7 @@ impl Server {
         head: Vec<u8>,
         log: Option<RequestLog>,
     ) {
+        self.admission.remove(token);
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
@@ -1091,6 +1193,13 @@ impl Server {
             let _ = systemd::notify("READY=1");
         }
     }
+}
+
+/// A request that passed `Server::gate`.
+enum Gate {
+    /// OPTIONS: the answer.
+    Options(Response),
+    Route(Route),
 }
 
 enum Outcome {

@@ -1,7 +1,7 @@
 //! Listeners and client streams over TCP or unix sockets, as one type each.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -37,18 +37,22 @@ impl Listener {
         }
     }
 
-    pub fn accept(&self) -> io::Result<(Stream, String)> {
+    /// A new connection, its peer as logged, and the peer's IP address (None for a unix
+    /// socket, whose peers are local processes).
+    pub fn accept(&self) -> io::Result<(Stream, String, Option<IpAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept()?;
                 // Small interactive writes (keystrokes, 1-byte tunnels) must not wait for
                 // Nagle's timer.
                 s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), peer.to_string()))
+                // A v4 client of a dual-stack socket is the same peer as over v4.
+                let ip = peer.ip().to_canonical();
+                Ok((Stream::Tcp(s), peer.to_string(), Some(ip)))
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept()?;
-                Ok((Stream::Unix(s), "unix".to_string()))
+                Ok((Stream::Unix(s), "unix".to_string(), None))
             }
         }
     }

@@ -367,11 +367,21 @@ impl<S: Read + Write> Session<S> {
     /// Starts a server session on a stream whose 101 response has been sent; `leftover` is
     /// what was read past the request head (the first frames, possibly).
     pub fn new(stream: S, leftover: Vec<u8>, limits: &Limits) -> Self {
+        Session::with_preface(stream, Vec::new(), leftover, limits)
+    }
+
+    /// Starts a server session whose first output is `preface`, raw: the 101 head and any
+    /// earlier pipelined answers not yet written. It heads the outbox, so every frame (a pong
+    /// to a ping that came with the upgrade request, say) goes out after it, never before.
+    pub fn with_preface(stream: S, preface: Vec<u8>, leftover: Vec<u8>, limits: &Limits) -> Self {
+        // The preface is bounded by the connection's own output cap; it must not count
+        // against the frames' hard limit, or a large one would make the first close fail.
+        let limit = limits.hard_write_limit() + preface.len();
         let outbox = Outbox {
             stream,
-            queue: Vec::new(),
+            queue: preface,
             sent: 0,
-            limit: limits.hard_write_limit(),
+            limit,
             soft: limits.write_buffer,
             owed_pong: None,
             overflowed: false,

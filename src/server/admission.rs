@@ -1,0 +1,148 @@
+//! Which connections get in while nobody has shown a token yet.
+//!
+//! A connection is unauthenticated from its accept until one of its requests passes auth.
+//! Such connections cost nothing to open, so they get less than authenticated ones: a share of
+//! the connection slots (the rest is reserved for authenticated traffic), a cap per peer
+//! address, and a short life (`Limits::preauth_timeout`, enforced by the server's timers).
+//! When their share is full, the oldest of them makes room for a new one: a client that sends
+//! its request at once is authenticated long before a flood can push it out, while a silent
+//! connection is what gets dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use mio::Token;
+
+use crate::config::Limits;
+
+/// What to do with a newly accepted connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// Admit it after closing this older unauthenticated connection.
+    Evict(Token),
+    /// Refuse it (503): its peer has too many unauthenticated connections already, or every
+    /// slot is taken by authenticated ones.
+    Refuse(&'static str),
+}
+
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Unauthenticated connections, oldest first (tokens only grow), with their peer.
+    pending: BTreeMap<Token, Option<IpAddr>>,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+impl Admission {
+    /// The most unauthenticated connections at once: the slots minus the reserve, which is at
+    /// most half of them.
+    pub fn share(limits: &Limits) -> usize {
+        let reserve = limits.reserved_connections.min(limits.max_connections / 2);
+        (limits.max_connections - reserve).max(1)
+    }
+
+    /// Decide on a new connection from `peer` while `open` slots are taken (connections and
+    /// operations). Unix-socket peers (None) are local processes and exempt from the per-peer
+    /// cap, not from the share.
+    pub fn admit(&self, peer: Option<IpAddr>, open: usize, limits: &Limits) -> Verdict {
+        if let Some(ip) = peer
+            && self.per_peer.get(&ip).copied().unwrap_or(0) >= limits.preauth_per_peer
+        {
+            return Verdict::Refuse("too many unauthenticated connections from this address");
+        }
+        if open < limits.max_connections && self.pending.len() < Admission::share(limits) {
+            return Verdict::Admit;
+        }
+        match self.pending.keys().next() {
+            Some(&oldest) => Verdict::Evict(oldest),
+            None => Verdict::Refuse("too many connections"),
+        }
+    }
+
+    pub fn add(&mut self, token: Token, peer: Option<IpAddr>) {
+        self.pending.insert(token, peer);
+        if let Some(ip) = peer {
+            *self.per_peer.entry(ip).or_insert(0) += 1;
+        }
+    }
+
+    /// The connection is gone, or passed auth: it no longer counts as unauthenticated.
+    pub fn remove(&mut self, token: Token) {
+        let Some(Some(ip)) = self.pending.remove(&token) else {
+            return;
+        };
+        if let Some(n) = self.per_peer.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, reserve: usize, per_peer: usize) -> Limits {
+        Limits {
+            max_connections: max,
+            reserved_connections: reserve,
+            preauth_per_peer: per_peer,
+            ..Limits::default()
+        }
+    }
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, last]))
+    }
+
+    #[test]
+    fn the_oldest_unauthenticated_connection_makes_room() {
+        let l = limits(4, 2, 10);
+        let mut a = Admission::default();
+        a.add(Token(1), ip(1));
+        a.add(Token(2), ip(2));
+        // The share (2) is full: a new one evicts the oldest, even with slots free.
+        assert_eq!(a.admit(ip(3), 2, &l), Verdict::Evict(Token(1)));
+        a.remove(Token(1));
+        a.add(Token(3), ip(3));
+        // Token 2 authenticates: it leaves the share, a newcomer gets in.
+        a.remove(Token(2));
+        assert_eq!(a.admit(ip(4), 2, &l), Verdict::Admit);
+    }
+
+    #[test]
+    fn all_slots_authenticated_is_a_refusal() {
+        let l = limits(4, 2, 10);
+        let a = Admission::default();
+        assert_eq!(
+            a.admit(ip(1), 4, &l),
+            Verdict::Refuse("too many connections")
+        );
+    }
+
+    #[test]
+    fn per_peer_cap_counts_unauthenticated_connections_of_one_address() {
+        let l = limits(100, 10, 2);
+        let mut a = Admission::default();
+        a.add(Token(1), ip(1));
+        a.add(Token(2), ip(1));
+        assert!(matches!(a.admit(ip(1), 2, &l), Verdict::Refuse(_)));
+        assert_eq!(a.admit(ip(2), 2, &l), Verdict::Admit);
+        // Unix-socket peers are not capped per peer.
+        a.add(Token(3), None);
+        a.add(Token(4), None);
+        assert_eq!(a.admit(None, 4, &l), Verdict::Admit);
+        a.remove(Token(1));
+        assert_eq!(a.admit(ip(1), 3, &l), Verdict::Admit);
+        assert_eq!(a.pending.len(), 3);
+    }
+
+    #[test]
+    fn the_reserve_is_at_most_half() {
+        assert_eq!(Admission::share(&limits(5, 128, 1)), 3);
+        assert_eq!(Admission::share(&limits(1024, 128, 1)), 896);
+        assert_eq!(Admission::share(&limits(1, 128, 1)), 1);
+    }
+}
