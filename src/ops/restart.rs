@@ -16,6 +16,9 @@ use crate::http::request::Request;
 use crate::http::{ApiError, Format, Response};
 use crate::server::RequestLog;
 
+/// Largest restart body: it holds one boolean. Bigger is a 413 before any parsing.
+pub const MAX_BODY: usize = 4 * 1024;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
@@ -37,6 +40,8 @@ pub fn parse_immediate(req: &Request) -> Result<bool, ApiError> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(false);
     }
+    // Size and nesting first: the YAML parser's time grows with the depth on every token.
+    crate::http::body::check(&req.body, MAX_BODY)?;
     let body: Body = serde_yaml::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?;
     match body.no_delayed_shutdown {
