@@ -45,7 +45,7 @@ fn nesting(body: &[u8]) -> Result<(), String> {
     let openers = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
     if openers > MAX_OPENERS {
         return Err(format!(
-            "request body holds more than {MAX_OPENERS} '[' or '{{' characters"
+            "request body nested too deeply: more than {MAX_OPENERS} '[' or '{{' characters"
         ));
     }
     let mut state = In::Plain;
@@ -269,6 +269,40 @@ mod tests {
             let t = Instant::now();
             let _ = serde_yaml::from_slice::<serde_yaml::Value>(body);
             assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+        }
+    }
+
+    /// "Billion laughs": anchors and aliases pass the scan (they nest nothing), and serde_yaml
+    /// bounds what they cost: alias expansion is capped in proportion to the document's
+    /// events, and the API's bodies are flat structs that refuse a collection where they want
+    /// a string or a boolean, or a key they do not know.
+    #[test]
+    fn aliases_cost_linear_time() {
+        use std::time::{Duration, Instant};
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            cmd: Option<String>,
+        }
+        let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            laughs.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                vec![format!("*a{}", i - 1); 9].join(", ")
+            ));
+        }
+        let inside = format!(
+            "cmd: [{}]\n",
+            laughs.lines().map(|l| l.split_once(": ").unwrap().1).collect::<Vec<_>>().join(", ")
+        );
+        let last = format!("{laughs}cmd: *a9\n");
+        for body in [laughs.clone(), inside, last] {
+            check(body.as_bytes(), 64 * 1024).unwrap();
+            let t = Instant::now();
+            let r = serde_yaml::from_slice::<Body>(body.as_bytes());
+            assert!(r.is_err());
+            assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
         }
     }
 }
