@@ -488,10 +488,14 @@ fn push_body(events: &mut Vec<Event>, bytes: &[u8]) {
     }
 }
 
-/// The non-empty elements of a comma-separated header value.
+/// The non-empty elements of a comma-separated header value, trimmed of SP and HTAB only:
+/// a Unicode space (`str::trim` would drop NBSP) stays, and makes the element invalid.
 fn list(value: &[u8]) -> Result<impl Iterator<Item = &str>> {
     let value = std::str::from_utf8(value).map_err(|_| Error::MalformedHead)?;
-    Ok(value.split(',').map(str::trim).filter(|s| !s.is_empty()))
+    Ok(value
+        .split(',')
+        .map(|s| s.trim_matches([' ', '\t']))
+        .filter(|s| !s.is_empty()))
 }
 
 fn parse_decimal(s: &str) -> Result<u64> {
@@ -1023,6 +1027,8 @@ mod tests {
             "Content-Length: 99999999999999999999999",
             "Content-Length: ",
             "Content-Length: ,",
+            "Content-Length: 3\u{a0}",
+            "Content-Length: \u{85}3",
         ] {
             let raw = format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\n");
             assert!(
@@ -1047,6 +1053,7 @@ mod tests {
             "chunked, chunked",
             "",
             " , ",
+            "chunked\u{a0}",
         ] {
             let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
             assert!(
