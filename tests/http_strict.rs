@@ -27,7 +27,10 @@ fn follow_up() -> String {
 
 /// Sends `bytes` on a fresh connection, reads until supd closes it (or 5 s pass), and returns
 /// the responses read (status and headers) and whether the connection was closed.
-fn exchange(supd: &Supd, bytes: &[u8]) -> (Vec<(u16, Vec<(String, String)>)>, bool) {
+/// A response's status and headers (names lower-cased).
+type Answer = (u16, Vec<(String, String)>);
+
+fn exchange(supd: &Supd, bytes: &[u8]) -> (Vec<Answer>, bool) {
     let mut s = TcpStream::connect(supd.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(bytes).unwrap();
@@ -49,7 +52,10 @@ fn exchange(supd: &Supd, bytes: &[u8]) -> (Vec<(u16, Vec<(String, String)>)>, bo
         let mut resp = httparse::Response::new(&mut headers);
         let n = match resp.parse(rest) {
             Ok(httparse::Status::Complete(n)) => n,
-            other => panic!("bad response bytes {other:?}: {:?}", String::from_utf8_lossy(rest)),
+            other => panic!(
+                "bad response bytes {other:?}: {:?}",
+                String::from_utf8_lossy(rest)
+            ),
         };
         let hs: Vec<(String, String)> = resp
             .headers
@@ -114,7 +120,10 @@ fn framing_fields_with_unicode_spaces_or_repeats_are_refused() {
         ]
         .concat(),
     );
-    assert_eq!(responses.iter().map(|r| r.0).collect::<Vec<_>>(), [405, 200, 401]);
+    assert_eq!(
+        responses.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [405, 200, 401]
+    );
     assert!(closed);
 
     for (what, framing, body) in [
@@ -164,7 +173,10 @@ fn funky_chunks_are_refused() {
         ("bare LF line ends", b"1\nx\n0\n\n"),
         ("bare LF after the data", b"1\r\nx\n0\r\n\r\n"),
         ("space inside the size", b"1 1\r\nx\r\n0\r\n\r\n"),
-        ("whitespace before an extension", b"1 ;a=b\r\nx\r\n0\r\n\r\n"),
+        (
+            "whitespace before an extension",
+            b"1 ;a=b\r\nx\r\n0\r\n\r\n",
+        ),
         ("bare CR in an extension", b"1;a\rb\r\nx\r\n0\r\n\r\n"),
         ("0x prefix", b"0x1\r\nx\r\n0\r\n\r\n"),
         ("17 size digits", b"00000000000000001\r\nx\r\n0\r\n\r\n"),
@@ -198,7 +210,8 @@ fn refused_upgrades_and_host_faults_close_the_connection() {
         format!("GET {LIST} HTTP/1.1\r\nHost: a\r\nHost: b\r\n{auth}\r\n").as_bytes(),
         400,
     );
-    let ws = "/v1/state/applications/x/service-instances/web-1/containers/web/exec-interactive?cmd=sh";
+    let ws =
+        "/v1/state/applications/x/service-instances/web-1/containers/web/exec-interactive?cmd=sh";
     let handshake = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     assert_refused(
@@ -213,8 +226,10 @@ fn refused_upgrades_and_host_faults_close_the_connection() {
     assert_refused(
         &supd,
         "unknown subprotocol",
-        format!("GET {ws} HTTP/1.1\r\nHost: x\r\n{auth}{handshake}Sec-WebSocket-Protocol: nope\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET {ws} HTTP/1.1\r\nHost: x\r\n{auth}{handshake}Sec-WebSocket-Protocol: nope\r\n\r\n"
+        )
+        .as_bytes(),
         400,
     );
     assert_refused(
@@ -227,8 +242,10 @@ fn refused_upgrades_and_host_faults_close_the_connection() {
     assert_refused(
         &supd,
         "upgrade to a plain endpoint",
-        format!("GET {LIST} HTTP/1.1\r\nHost: x\r\n{auth}Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET {LIST} HTTP/1.1\r\nHost: x\r\n{auth}Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+        .as_bytes(),
         200,
     );
 }
@@ -267,33 +284,73 @@ fn deeply_nested_bodies_are_refused_at_once() {
     let exec = exec_path("nest");
     let restart = "/v1/state/applications/nest/service-instances/web-1/restart";
     let mib = 1 << 20;
-    let block: String = (0..200).map(|d| format!("{}k{d}:\n", " ".repeat(d))).collect();
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
-        ("1 MiB of [", exec.as_str(), None, [b"cmd: ".repeat(1), b"[".repeat(mib - 5)].concat(), 413),
-        ("60 K of [", exec.as_str(), None, [b"cmd: ".repeat(1), b"[".repeat(60_000)].concat(), 400),
-        ("15 K of {a: ", exec.as_str(), None, [b"cmd: ".repeat(1), b"{a: ".repeat(15_000)].concat(), 400),
-        ("1 MiB of {", exec.as_str(), None, [b"cmd: ".repeat(1), b"{".repeat(mib - 5)].concat(), 413),
-        ("block nesting", exec.as_str(), Some("application/yaml"), block.into_bytes(), 400),
-        ("- - - -", exec.as_str(), None, [b"cmd: ".repeat(1), b"- ".repeat(20_000)].concat(), 400),
+    let block: String = (0..200)
+        .map(|d| format!("{}k{d}:\n", " ".repeat(d)))
+        .collect();
+    // What, where, Content-Type, body, expected status.
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "1 MiB of [",
+            exec.as_str(),
+            None,
+            [b"cmd: ".to_vec(), b"[".repeat(mib - 5)].concat(),
+            413,
+        ),
+        (
+            "60 K of [",
+            exec.as_str(),
+            None,
+            [b"cmd: ".to_vec(), b"[".repeat(60_000)].concat(),
+            400,
+        ),
+        (
+            "15 K of {a: ",
+            exec.as_str(),
+            None,
+            [b"cmd: ".to_vec(), b"{a: ".repeat(15_000)].concat(),
+            400,
+        ),
+        (
+            "1 MiB of {",
+            exec.as_str(),
+            None,
+            [b"cmd: ".to_vec(), b"{".repeat(mib - 5)].concat(),
+            413,
+        ),
+        (
+            "block nesting",
+            exec.as_str(),
+            Some("application/yaml"),
+            block.into_bytes(),
+            400,
+        ),
+        (
+            "- - - -",
+            exec.as_str(),
+            None,
+            [b"cmd: ".to_vec(), b"- ".repeat(20_000)].concat(),
+            400,
+        ),
         (
             "JSON",
             exec.as_str(),
             Some("application/json"),
-            [b"{\"cmd\":".repeat(1), b"[".repeat(60_000)].concat(),
+            [b"{\"cmd\":".to_vec(), b"[".repeat(60_000)].concat(),
             400,
         ),
         (
             "restart, 4 K of [",
             restart,
             None,
-            [b"no-delayed-shutdown: ".repeat(1), b"[".repeat(4000)].concat(),
+            [b"no-delayed-shutdown: ".to_vec(), b"[".repeat(4000)].concat(),
             400,
         ),
         (
             "restart, 60 K of [",
             restart,
             None,
-            [b"no-delayed-shutdown: ".repeat(1), b"[".repeat(60_000)].concat(),
+            [b"no-delayed-shutdown: ".to_vec(), b"[".repeat(60_000)].concat(),
             413,
         ),
     ];
@@ -324,17 +381,29 @@ fn deeply_nested_bodies_are_refused_at_once() {
         let r = c.read_response(false);
         let took = t.elapsed();
         eprintln!("{what}: state GET behind it in {probed:?}");
-        assert!(probed < Duration::from_millis(250), "{what}: state GET took {probed:?}");
+        assert!(
+            probed < Duration::from_millis(250),
+            "{what}: state GET took {probed:?}"
+        );
         eprintln!("{what}: {} in {took:?}", r.status);
         assert_eq!(r.status, status, "{what}: {}", r.text());
         let msg = r.error_message();
-        let why = if status == 413 { "larger than" } else { "nested" };
+        let why = if status == 413 {
+            "larger than"
+        } else {
+            "nested"
+        };
         assert!(msg.contains(why), "{what}: {msg}");
         assert!(took < Duration::from_secs(1), "{what} took {took:?}");
     }
     stop.store(true, Ordering::Relaxed);
-    let (worst, n) = prober.join().expect("the other client's GETs were answered");
+    let (worst, n) = prober
+        .join()
+        .expect("the other client's GETs were answered");
     eprintln!("{n} state GETs meanwhile, slowest {worst:?}");
     assert!(n > 0);
-    assert!(worst < Duration::from_millis(250), "slowest state GET {worst:?}");
+    assert!(
+        worst < Duration::from_millis(250),
+        "slowest state GET {worst:?}"
+    );
 }

@@ -31,12 +31,16 @@ pub fn check(body: &[u8], max_len: usize) -> Result<(), ApiError> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum In {
     Plain,
-    Double { escaped: bool },
+    Double {
+        escaped: bool,
+    },
     Single,
     Comment,
     /// A `|` or `>` block scalar whose parent line is indented `parent` columns: its content
     /// is every following line indented deeper (or blank).
-    BlockScalar { parent: usize },
+    BlockScalar {
+        parent: usize,
+    },
 }
 
 /// The linear nesting scan. An error says what was too deep.
@@ -163,7 +167,8 @@ fn nesting(body: &[u8]) -> Result<(), String> {
             _ if token_start && flow == 0 => in_scalar = true,
             _ => {}
         }
-        token_start = matches!(b, b'[' | b'{' | b',') && flow > 0;
+        // In a flow collection a value may follow `:` at once, as in compact JSON.
+        token_start = matches!(b, b'[' | b'{' | b',' | b':') && flow > 0;
         if indents.len() + entries + flow > MAX_NESTING {
             return Err(too_deep());
         }
@@ -180,13 +185,18 @@ mod tests {
     }
 
     fn deep(body: &[u8]) {
-        assert!(nesting(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        assert!(
+            nesting(body).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
     }
 
     #[test]
     fn ordinary_bodies_pass() {
         ok("cmd: ls -l");
         ok("{\"cmd\": \"echo [[[[[[[[[[[[[[[[[[[[\"}");
+        ok("{\"cmd\":\"echo [[[[[[[[[[[[[[[[[[[[\",\"x\":[\"{{{{{{{{{{{{{{{{{{{{\"]}");
         ok("cmd: 'it''s [[[[[[[[[[[[[[[[[[[['");
         ok("cmd: echo [[[[[[[[[[[[[[[[[[[[ # [[[[[[[[[[[[[[[[[[[[");
         ok("# {{{{{{{{{{{{{{{{{{{{\ncmd: x\n");
@@ -196,7 +206,10 @@ mod tests {
         // A script as a block scalar: its own indentation and brackets are content.
         let mut script = String::from("cmd: |\n");
         for d in 0..40 {
-            script.push_str(&format!("{}if [ -f /x{d} ]; then {{ [\n", " ".repeat(2 + d)));
+            script.push_str(&format!(
+                "{}if [ -f /x{d} ]; then {{ [\n",
+                " ".repeat(2 + d)
+            ));
         }
         ok(&script);
         ok("cmd: ls\nother: [a, [b, {c: d}]]\n");
@@ -237,9 +250,9 @@ mod tests {
 
     #[test]
     fn size_is_checked_first() {
-        let e = check(&vec![b'['; 100], 10).unwrap_err();
+        let e = check(&[b'['; 100], 10).unwrap_err();
         assert_eq!(e.status, 413);
-        let e = check(&vec![b'['; 100], 1000).unwrap_err();
+        let e = check(&[b'['; 100], 1000).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(check(b"cmd: x", 10).is_ok());
     }
@@ -268,7 +281,11 @@ mod tests {
             }
             let t = Instant::now();
             let _ = serde_yaml::from_slice::<serde_yaml::Value>(body);
-            assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                t.elapsed()
+            );
         }
     }
 
@@ -294,7 +311,11 @@ mod tests {
         }
         let inside = format!(
             "cmd: [{}]\n",
-            laughs.lines().map(|l| l.split_once(": ").unwrap().1).collect::<Vec<_>>().join(", ")
+            laughs
+                .lines()
+                .map(|l| l.split_once(": ").unwrap().1)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let last = format!("{laughs}cmd: *a9\n");
         for body in [laughs.clone(), inside, last] {
@@ -302,7 +323,11 @@ mod tests {
             let t = Instant::now();
             let r = serde_yaml::from_slice::<Body>(body.as_bytes());
             assert!(r.is_err());
-            assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_millis(100),
+                "{:?}",
+                t.elapsed()
+            );
         }
     }
 }

@@ -152,11 +152,20 @@ enum State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
     /// Collecting a chunk-size line, up to its LF (at most `MAX_CHUNK_LINE` bytes).
-    Size { line: Vec<u8> },
-    Data { remaining: usize },
-    DataEnd { seen_cr: bool },
+    Size {
+        line: Vec<u8>,
+    },
+    Data {
+        remaining: usize,
+    },
+    DataEnd {
+        seen_cr: bool,
+    },
     /// Collecting a trailer line; `total` bytes of trailers so far.
-    Trailers { line: Vec<u8>, total: usize },
+    Trailers {
+        line: Vec<u8>,
+        total: usize,
+    },
 }
 
 const CHUNK_SIZE_START: Chunk = Chunk::Size { line: Vec::new() };
@@ -527,7 +536,10 @@ fn take_line(data: &[u8]) -> (&[u8], bool) {
 fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |e| e + 1);
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |e| e + 1);
     &value[start..end]
 }
 
@@ -687,7 +699,9 @@ mod tests {
     fn expect_continue_is_reported_once() {
         let mut p = Parser::new(1024, 1024);
         let r = p
-            .parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+            .parse(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+            )
             .unwrap();
         assert!(r.wants_continue);
         assert!(r.request.is_none());
@@ -780,7 +794,8 @@ mod tests {
         ] {
             assert_status(both, 400);
         }
-        let (status, reqs) = answer(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 003\r\n\r\nabc");
+        let (status, reqs) =
+            answer(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 003\r\n\r\nabc");
         assert_eq!((status, reqs[0].body.as_slice()), (200, &b"abc"[..]));
     }
 
@@ -881,7 +896,10 @@ mod tests {
             400,
         );
         assert_status(b"GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", 400);
-        assert_status(b"GET / HTTP/1.0\r\nConnection: keep-alive, upgrade\r\n\r\n", 400);
+        assert_status(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive, upgrade\r\n\r\n",
+            400,
+        );
         for upgrading in [
             &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
