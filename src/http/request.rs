@@ -137,7 +137,7 @@ impl Request {
             .iter()
             .filter(|(n, _)| n == name)
             .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
     }
 }
 
@@ -329,10 +329,7 @@ impl Parser {
             if matches!(name.as_str(), "content-length" | "transfer-encoding")
                 && !raw.iter().all(|&b| b.is_ascii_graphic() || b == b' ')
             {
-                return Err(Error::Malformed(format!(
-                    "invalid byte in {}",
-                    h.name.to_ascii_lowercase()
-                )));
+                return Err(Error::Malformed(format!("invalid byte in {name}")));
             }
             let value = String::from_utf8_lossy(raw).into_owned();
             match name.as_str() {
