@@ -370,7 +370,7 @@ fn auth_and_http_errors() {
     // 413: a body over the limit is refused from its Content-Length, before it is sent.
     let mut c = supd.connect();
     c.send_raw(
-        format!("POST {exec} HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Length: 2000000\r\n\r\n")
+        format!("POST {exec} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 2000000\r\n\r\n")
             .as_bytes(),
     );
     let r = c.read_response(false);
@@ -379,7 +379,7 @@ fn auth_and_http_errors() {
     // 431: a head over 16 KiB.
     let mut c = supd.connect();
     let big = "x".repeat(20 * 1024);
-    c.send_raw(format!("GET {p} HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    c.send_raw(format!("GET {p} HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
     let r = c.read_response(false);
     assert_eq!(r.status, 431);
     // 400: garbage.
@@ -398,13 +398,13 @@ fn keep_alive_and_pipelining_in_order() {
     let mut batch = String::new();
     for app in ["pa", "pb", "pc"] {
         batch.push_str(&format!(
-            "GET {}?count=true HTTP/1.1\r\n{auth}\r\n",
+            "GET {}?count=true HTTP/1.1\r\nHost: x\r\n{auth}\r\n",
             list_path(app)
         ));
     }
-    batch.push_str(&format!("GET /v1/nope HTTP/1.1\r\n{auth}\r\n"));
+    batch.push_str(&format!("GET /v1/nope HTTP/1.1\r\nHost: x\r\n{auth}\r\n"));
     batch.push_str(&format!(
-        "GET {}?keys=true HTTP/1.1\r\n{auth}\r\n",
+        "GET {}?keys=true HTTP/1.1\r\nHost: x\r\n{auth}\r\n",
         list_path("pd")
     ));
     c.send_raw(batch.as_bytes());
@@ -419,7 +419,7 @@ fn keep_alive_and_pipelining_in_order() {
     // Connection: close is honoured.
     c.send_raw(
         format!(
-            "GET {} HTTP/1.1\r\n{auth}Connection: close\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n",
             list_path("pe")
         )
         .as_bytes(),
@@ -431,7 +431,7 @@ fn keep_alive_and_pipelining_in_order() {
     let mut c = supd.connect();
     c.send_raw(
         format!(
-            "GET {} HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             list_path("pf")
         )
         .as_bytes(),
@@ -728,7 +728,7 @@ fn unix_socket_listener() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {}?count=true HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n",
+        "GET {}?count=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n",
         list_path("ux")
     )
     .unwrap();

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::http::chunked;
+
 /// Longest accepted response head (status line and headers), and trailer section.
 pub const MAX_HEAD: usize = 64 * 1024;
 
@@ -30,7 +32,7 @@ pub enum Error {
     /// A chunk's data was not followed by CRLF.
     BadChunkEnd,
     TrailersTooLarge,
-    /// A trailer line did not end with CRLF.
+    /// A trailer line that is not a header field ended by CRLF.
     BadTrailer,
     /// Bytes after the end of the response (supd never pipelines requests).
     TrailingData,
@@ -62,7 +64,7 @@ impl fmt::Display for Error {
             Error::BadChunkSize => f.write_str("invalid chunk-size line"),
             Error::BadChunkEnd => f.write_str("chunk data not followed by CRLF"),
             Error::TrailersTooLarge => write!(f, "trailer section longer than {MAX_HEAD} bytes"),
-            Error::BadTrailer => f.write_str("trailer line not ended by CRLF"),
+            Error::BadTrailer => f.write_str("invalid trailer line"),
             Error::TrailingData => f.write_str("data after the end of the response"),
             Error::Incomplete => f.write_str("connection closed before the response was complete"),
             Error::Failed => f.write_str("response parser used after an error"),
@@ -328,11 +330,12 @@ impl ResponseParser {
                 self.buf.extend_from_slice(line);
                 self.state = State::Trailers { seen };
                 if complete {
-                    if !self.buf.ends_with(b"\r\n") {
-                        return Err(Error::BadTrailer);
-                    }
-                    if self.buf.len() == 2 {
+                    let content =
+                        chunked::line_content(&self.buf).map_err(|_| Error::BadTrailer)?;
+                    if content.is_empty() {
                         self.end(events);
+                    } else {
+                        chunked::check_trailer_line(content).map_err(|_| Error::BadTrailer)?;
                     }
                     self.buf.clear();
                 }
@@ -485,10 +488,14 @@ fn push_body(events: &mut Vec<Event>, bytes: &[u8]) {
     }
 }
 
-/// The non-empty elements of a comma-separated header value.
+/// The non-empty elements of a comma-separated header value, trimmed of SP and HTAB only:
+/// a Unicode space (`str::trim` would drop NBSP) stays, and makes the element invalid.
 fn list(value: &[u8]) -> Result<impl Iterator<Item = &str>> {
     let value = std::str::from_utf8(value).map_err(|_| Error::MalformedHead)?;
-    Ok(value.split(',').map(str::trim).filter(|s| !s.is_empty()))
+    Ok(value
+        .split(',')
+        .map(|s| s.trim_matches([' ', '\t']))
+        .filter(|s| !s.is_empty()))
 }
 
 fn parse_decimal(s: &str) -> Result<u64> {
@@ -498,32 +505,11 @@ fn parse_decimal(s: &str) -> Result<u64> {
     s.parse().map_err(|_| Error::BadContentLength)
 }
 
-/// `chunk-size [ chunk-ext ] CRLF`, where the extensions (`;name[=value]`, after optional
-/// whitespace) are ignored.
+/// `chunk-size [ chunk-ext ] CRLF`, by the strict rules the server side uses too
+/// (`http::chunked`): extensions are checked, then ignored.
 fn parse_chunk_size(line: &[u8]) -> Result<u64> {
-    let line = line.strip_suffix(b"\r\n").ok_or(Error::BadChunkSize)?;
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(Error::BadChunkSize);
-    }
-    let mut size: u64 = 0;
-    for &b in &line[..digits] {
-        let digit = (b as char).to_digit(16).ok_or(Error::BadChunkSize)?;
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(u64::from(digit)))
-            .ok_or(Error::BadChunkSize)?;
-    }
-    let ext = &line[digits..];
-    let ws = ext.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    let ext = &ext[ws..];
-    if !ext.is_empty() && ext[0] != b';' {
-        return Err(Error::BadChunkSize);
-    }
-    if ext.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
-        return Err(Error::BadChunkSize);
-    }
-    Ok(size)
+    let content = chunked::line_content(line).map_err(|_| Error::BadChunkSize)?;
+    chunked::parse_size_line(content).map_err(|_| Error::BadChunkSize)
 }
 
 /// Splits Docker's `/events` body (a stream of JSON objects, one per line, '\n'-separated,
@@ -839,7 +825,7 @@ mod tests {
     fn chunk_extensions_and_trailers() {
         let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
             5;name=value\r\nhello\r\n\
-            6 ; a ; b=\"q;x\"\r\n world\r\n\
+            6;a;b=\"q;x\"\r\n world\r\n\
             000A\r\n0123456789\r\n\
             0;last\r\nX-Trailer: 1\r\nOther: two\r\n\r\n";
         let want = check_splits(response, false);
@@ -881,6 +867,14 @@ mod tests {
             b"5;a\x00b\r\n",
             b"10000000000000000\r\n",
             b"ffffffffffffffff0\r\n",
+            // "Funky chunks": whatever a lenient parser reads one way and another the other.
+            b"1\r1\r\n",
+            b"1 ;a\r\n",
+            b"1; a\r\n",
+            b"1;a =b\r\n",
+            b"1;a\rb\r\n",
+            b" 1\r\n",
+            b"1\t\r\n",
         ] {
             let e = err(&[head, bad], false);
             assert!(matches!(e, Error::BadChunkSize), "{bad:?}: {e}");
@@ -939,6 +933,20 @@ mod tests {
         ));
         assert!(matches!(err(&[head, b"\n"], false), Error::BadTrailer));
         assert!(matches!(err(&[head, b"X: 1\r\n"], true), Error::Incomplete));
+        // Trailers are header fields: a name, a colon, a value without CR, LF or NUL.
+        for bad in [
+            &b"X 1\r\n\r\n"[..],
+            b": 1\r\n\r\n",
+            b"X : 1\r\n\r\n",
+            b"X: a\rb\r\n\r\n",
+            b"X: a\x00b\r\n\r\n",
+            b"\r\r\n",
+        ] {
+            assert!(
+                matches!(err(&[head, bad], false), Error::BadTrailer),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -1019,6 +1027,8 @@ mod tests {
             "Content-Length: 99999999999999999999999",
             "Content-Length: ",
             "Content-Length: ,",
+            "Content-Length: 3\u{a0}",
+            "Content-Length: \u{85}3",
         ] {
             let raw = format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\n");
             assert!(
@@ -1043,6 +1053,7 @@ mod tests {
             "chunked, chunked",
             "",
             " , ",
+            "chunked\u{a0}",
         ] {
             let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
             assert!(

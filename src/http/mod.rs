@@ -1,5 +1,7 @@
 //! HTTP/1.1 server side: request parsing, query strings, responses, routing, negotiation.
 
+pub mod body;
+pub mod chunked;
 pub mod error;
 pub mod query;
 pub mod request;

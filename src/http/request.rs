@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::chunked;
+
 /// At most this many headers in one request; more is a 431, like an oversized head.
 pub const MAX_HEADERS: usize = 64;
 /// A chunk-size line (with extensions) longer than this is malformed.
@@ -97,10 +99,13 @@ pub struct Request {
     pub query: String,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    /// Header names lower-cased, values as sent (lossy UTF-8 for obs-text).
+    /// Header names lower-cased, values without surrounding SP/HTAB (lossy UTF-8 for
+    /// obs-text).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Whether the connection may carry another request after this one.
+    /// Whether the connection may carry another request after this one: never after one
+    /// that asked for a protocol upgrade (`Upgrade`, or `Connection: upgrade`) unless the
+    /// upgrade happens.
     pub keep_alive: bool,
     /// The client sent `Expect: 100-continue`.
     pub expect_continue: bool,
@@ -132,7 +137,7 @@ impl Request {
             .iter()
             .filter(|(n, _)| n == name)
             .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
     }
 }
 
@@ -153,14 +158,11 @@ enum State {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
-    /// Reading a chunk-size line; bytes of it seen so far (we keep only its value).
+    /// Collecting a chunk-size line, up to its LF (at most `MAX_CHUNK_LINE` bytes).
     Size {
-        len: usize,
-        value: usize,
-        digits: usize,
-        in_ext: bool,
+        line: Vec<u8>,
     },
     Data {
         remaining: usize,
@@ -168,19 +170,14 @@ enum Chunk {
     DataEnd {
         seen_cr: bool,
     },
+    /// Collecting a trailer line; `total` bytes of trailers so far.
     Trailers {
-        line_len: usize,
+        line: Vec<u8>,
         total: usize,
-        seen_cr: bool,
     },
 }
 
-const CHUNK_SIZE_START: Chunk = Chunk::Size {
-    len: 0,
-    value: 0,
-    digits: 0,
-    in_ext: false,
-};
+const CHUNK_SIZE_START: Chunk = Chunk::Size { line: Vec::new() };
 
 /// What one call to [`Parser::parse`] did.
 #[derive(Debug)]
@@ -348,16 +345,28 @@ impl Parser {
         };
         let mut content_length: Option<usize> = None;
         let mut chunked = false;
+        let mut hosts = 0;
+        let mut upgrade = false;
         for h in req.headers.iter() {
             let name = h.name.to_ascii_lowercase();
-            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            let raw = trim_ows(h.value);
+            // The framing fields decide where this request ends: a byte another parser could
+            // read differently (a Unicode space it trims, say) must not get this far.
+            if matches!(name.as_str(), "content-length" | "transfer-encoding")
+                && !raw.iter().all(|&b| b.is_ascii_graphic() || b == b' ')
+            {
+                return Err(Error::Malformed(format!("invalid byte in {name}")));
+            }
+            let value = String::from_utf8_lossy(raw).into_owned();
             match name.as_str() {
                 "content-length" => {
-                    let len = parse_content_length(&value)?;
-                    if content_length.is_some_and(|l| l != len) {
-                        return Err(Error::Malformed("conflicting Content-Length".into()));
+                    // One field with one value: even identical repeats ("3, 3", or the field
+                    // twice) are refused, as RFC 9110 section 8.6 allows, since an
+                    // intermediary may have combined them differently.
+                    if content_length.is_some() {
+                        return Err(Error::Malformed("several Content-Length fields".into()));
                     }
-                    content_length = Some(len);
+                    content_length = Some(parse_content_length(&value)?);
                 }
                 "transfer-encoding" => {
                     // Only `chunked` alone is supported; anything layered under it could not
@@ -368,14 +377,18 @@ impl Parser {
                     chunked = true;
                 }
                 "connection" => {
-                    for token in value.split(',').map(str::trim) {
+                    for token in value.split(',').map(|t| t.trim_matches([' ', '\t'])) {
                         if token.eq_ignore_ascii_case("close") {
                             request.keep_alive = false;
                         } else if token.eq_ignore_ascii_case("keep-alive") && minor == 0 {
                             request.keep_alive = true;
+                        } else if token.eq_ignore_ascii_case("upgrade") {
+                            upgrade = true;
                         }
                     }
                 }
+                "upgrade" => upgrade = true,
+                "host" => hosts += 1,
                 "expect" => {
                     if value.eq_ignore_ascii_case("100-continue") {
                         request.expect_continue = minor == 1;
@@ -388,6 +401,23 @@ impl Parser {
                 _ => {}
             }
             request.headers.push((name, value));
+        }
+        // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, never more than one.
+        if hosts > 1 || (hosts == 0 && minor == 1) {
+            return Err(Error::Malformed(
+                "an HTTP/1.1 request needs exactly one Host field".into(),
+            ));
+        }
+        if upgrade {
+            // HTTP/1.0 has no Upgrade (RFC 9110 section 7.8).
+            if minor == 0 {
+                return Err(Error::Malformed("no protocol upgrade over HTTP/1.0".into()));
+            }
+            // A proxy may switch to tunnelling on the request alone; if supd then refuses the
+            // upgrade and reads on, the "tunnel" carries requests the proxy never checked.
+            // So whatever answers a request that asked to switch protocols, other than the
+            // switch, ends the connection.
+            request.keep_alive = false;
         }
         let framing = match (chunked, content_length) {
             (true, Some(_)) => {
@@ -436,58 +466,42 @@ fn parse_content_length(value: &str) -> Result<usize> {
 }
 
 /// Decode as much of a chunked body as `input` holds. Returns (consumed, finished).
+///
+/// Strict, as `http::chunked` says: every line ends with CRLF, sizes are bare hex, extensions
+/// well-formed, trailers real header fields. Any leniency here is a way to read a body other
+/// than the one a proxy in front of supd read.
 fn decode_chunked(
     state: &mut Chunk,
     input: &[u8],
     body: &mut Vec<u8>,
     limit: usize,
 ) -> Result<(usize, bool)> {
+    let malformed = |e: chunked::Error| Error::Malformed(e.to_string());
     let mut i = 0;
     while i < input.len() {
         match state {
-            Chunk::Size {
-                len,
-                value,
-                digits,
-                in_ext,
-            } => {
-                let b = input[i];
-                i += 1;
-                *len += 1;
-                if *len > MAX_CHUNK_LINE {
+            Chunk::Size { line } => {
+                let (part, complete) = take_line(&input[i..]);
+                if line.len() + part.len() > MAX_CHUNK_LINE {
                     return Err(Error::Malformed("chunk size line too long".into()));
                 }
-                match b {
-                    b'\n' => {
-                        if *digits == 0 {
-                            return Err(Error::Malformed("missing chunk size".into()));
-                        }
-                        *state = if *value == 0 {
-                            Chunk::Trailers {
-                                line_len: 0,
-                                total: 0,
-                                seen_cr: false,
-                            }
-                        } else {
-                            Chunk::Data { remaining: *value }
-                        };
+                line.extend_from_slice(part);
+                i += part.len();
+                if complete {
+                    let content = chunked::line_content(line).map_err(malformed)?;
+                    let size = chunked::parse_size_line(content).map_err(malformed)?;
+                    let size = usize::try_from(size).map_err(|_| Error::BodyTooLarge)?;
+                    if size > limit.saturating_sub(body.len()) {
+                        return Err(Error::BodyTooLarge);
                     }
-                    b'\r' => {}
-                    _ if *in_ext => {}
-                    b';' | b' ' | b'\t' => *in_ext = true,
-                    _ => {
-                        let digit = (b as char)
-                            .to_digit(16)
-                            .ok_or_else(|| Error::Malformed("bad chunk size".into()))?;
-                        *digits += 1;
-                        *value = value
-                            .checked_mul(16)
-                            .and_then(|v| v.checked_add(digit as usize))
-                            .ok_or(Error::BodyTooLarge)?;
-                        if body.len().saturating_add(*value) > limit {
-                            return Err(Error::BodyTooLarge);
+                    *state = if size == 0 {
+                        Chunk::Trailers {
+                            line: Vec::new(),
+                            total: 0,
                         }
-                    }
+                    } else {
+                        Chunk::Data { remaining: size }
+                    };
                 }
             }
             Chunk::Data { remaining } => {
@@ -504,39 +518,51 @@ fn decode_chunked(
                 i += 1;
                 match (b, *seen_cr) {
                     (b'\r', false) => *seen_cr = true,
-                    (b'\n', _) => *state = CHUNK_SIZE_START,
+                    (b'\n', true) => *state = CHUNK_SIZE_START,
                     _ => return Err(Error::Malformed("chunk data not followed by CRLF".into())),
                 }
             }
-            Chunk::Trailers {
-                line_len,
-                total,
-                seen_cr,
-            } => {
-                let b = input[i];
-                i += 1;
-                *total += 1;
+            Chunk::Trailers { line, total } => {
+                let (part, complete) = take_line(&input[i..]);
+                *total += part.len();
                 if *total > MAX_TRAILERS {
                     return Err(Error::HeadTooLarge);
                 }
-                match b {
-                    b'\n' if *line_len == 0 => return Ok((i, true)),
-                    b'\n' => {
-                        *line_len = 0;
-                        *seen_cr = false;
+                line.extend_from_slice(part);
+                i += part.len();
+                if complete {
+                    let content = chunked::line_content(line).map_err(malformed)?;
+                    if content.is_empty() {
+                        return Ok((i, true));
                     }
-                    b'\r' if *line_len == 0 => *seen_cr = true,
-                    _ => {
-                        if *seen_cr {
-                            return Err(Error::Malformed("stray CR in trailers".into()));
-                        }
-                        *line_len += 1;
-                    }
+                    chunked::check_trailer_line(content).map_err(malformed)?;
+                    line.clear();
                 }
             }
         }
     }
     Ok((i, false))
+}
+
+/// The first line of `data` with its LF, or all of `data` if it holds no LF; and whether the
+/// line is complete.
+fn take_line(data: &[u8]) -> (&[u8], bool) {
+    match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..=i], true),
+        None => (data, false),
+    }
+}
+
+/// A field value without the optional whitespace around it: SP and HTAB only (RFC 9110
+/// section 5.5), never Unicode spaces, which another parser would keep as part of the value.
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |e| e + 1);
+    &value[start..end]
 }
 
 #[cfg(test)]
@@ -626,7 +652,7 @@ mod tests {
 
     #[test]
     fn pipelined_with_bodies() {
-        let input = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\nGET /c HTTP/1.0\r\n\r\n";
+        let input = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\nGET /c HTTP/1.0\r\n\r\n";
         let reqs = parse_split(input);
         assert_eq!(reqs.len(), 3);
         assert_eq!(reqs[0].body, b"hello");
@@ -639,7 +665,7 @@ mod tests {
     fn http10_keep_alive_and_close() {
         let r = parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(r[0].keep_alive);
-        let r = parse_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let r = parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         assert!(!r[0].keep_alive);
     }
 
@@ -650,7 +676,7 @@ mod tests {
         assert_eq!(p.parse(&big).unwrap_err(), Error::HeadTooLarge);
         let mut p = Parser::new(1024, 10);
         assert_eq!(
-            p.parse(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+            p.parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
                 .unwrap_err(),
             Error::BodyTooLarge
         );
@@ -658,7 +684,7 @@ mod tests {
         assert_eq!(
             parse_whole(
                 &mut p,
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n"
             )
             .unwrap_err(),
             Error::BodyTooLarge
@@ -667,7 +693,7 @@ mod tests {
         assert_eq!(
             parse_whole(
                 &mut p,
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"
             )
             .unwrap_err(),
             Error::BodyTooLarge
@@ -676,7 +702,7 @@ mod tests {
 
     #[test]
     fn too_many_headers() {
-        let mut s = String::from("GET / HTTP/1.1\r\n");
+        let mut s = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
         for i in 0..(MAX_HEADERS + 1) {
             s.push_str(&format!("X-{i}: v\r\n"));
         }
@@ -688,15 +714,15 @@ mod tests {
     #[test]
     fn smuggling_and_malformed() {
         for bad in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
-            b"GET http://x/ HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
-            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
         ] {
             let mut p = Parser::new(1024, 1024);
             assert!(
@@ -707,7 +733,7 @@ mod tests {
         }
         let mut p = Parser::new(1024, 1024);
         assert_eq!(
-            p.parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            p.parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
                 .unwrap_err(),
             Error::UnsupportedTransferEncoding
         );
@@ -721,7 +747,8 @@ mod tests {
     #[test]
     fn body_waits_for_continue_body() {
         let mut p = Parser::new(1024, 1024);
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok";
+        let input =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok";
         let r = p.parse(input).unwrap();
         let head = r.head.expect("the head is handed out before the body");
         assert!(head.expect_continue);
@@ -740,20 +767,20 @@ mod tests {
     fn endpoint_limit_refuses_a_declared_length_and_bounds_chunks() {
         let mut p = Parser::new(1024, 1 << 20);
         let r = p
-            .parse(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+            .parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
             .unwrap();
         let head = r.head.unwrap();
         assert_eq!(p.continue_body(head, 10).unwrap_err(), Error::BodyTooLarge);
         let mut p = Parser::new(1024, 1 << 20);
         let r = p
-            .parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap();
         p.continue_body(r.head.unwrap(), 10).unwrap();
         assert_eq!(p.parse(b"b\r\n").unwrap_err(), Error::BodyTooLarge);
         // A declared length reserves nothing: the body grows with what arrives.
         let mut p = Parser::new(1024, 1 << 20);
         let r = p
-            .parse(b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n")
+            .parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
             .unwrap();
         p.continue_body(r.head.unwrap(), 1 << 20).unwrap();
         p.parse(b"abc").unwrap();
@@ -766,7 +793,7 @@ mod tests {
     #[test]
     fn joined_and_token_headers() {
         let r = parse_all(
-            b"GET / HTTP/1.1\r\nSec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b, c\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b, c\r\nConnection: keep-alive, Upgrade\r\n\r\n",
         )
         .unwrap();
         assert_eq!(
@@ -775,5 +802,195 @@ mod tests {
         );
         assert!(r[0].header_has_token("connection", "upgrade"));
         assert!(!r[0].header_has_token("connection", "close"));
+    }
+
+    /// What the server would answer to `input`: the status of the error ending the parse, or
+    /// 200 with the requests parsed.
+    fn answer(input: &[u8]) -> (u16, Vec<Request>) {
+        match parse_all(input) {
+            Ok(reqs) => (200, reqs),
+            Err(e) => (crate::http::ApiError::from(e).status, Vec::new()),
+        }
+    }
+
+    fn assert_status(input: &[u8], status: u16) {
+        assert_eq!(
+            answer(input).0,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    /// Finding 9: framing fields are trimmed of SP and HTAB only, on the raw bytes; a Unicode
+    /// space (NBSP, NEL) is not whitespace to them but a reason to refuse the request.
+    #[test]
+    fn framing_fields_are_trimmed_of_sp_and_htab_only() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\xc2\xa0\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \xc2\xa0chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\xc2\xa0\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\xc2\x85\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xa03\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\xff\r\n\r\nabc",
+        ] {
+            assert_status(bad, 400);
+        }
+        let (status, reqs) = answer(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked \t\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        );
+        assert_eq!((status, reqs[0].body.as_slice()), (200, &b"a"[..]));
+        let (status, reqs) =
+            answer(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \t 3 \t\r\n\r\nabc");
+        assert_eq!((status, reqs[0].body.as_slice()), (200, &b"abc"[..]));
+    }
+
+    #[test]
+    fn content_length_forms() {
+        for bad in [
+            &b"+3"[..],
+            b"-3",
+            b"0x3",
+            b"3, 3",
+            b"3,3",
+            b"3 3",
+            b"",
+            b"3;",
+            b"99999999999999999999",
+        ] {
+            let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ".to_vec();
+            req.extend_from_slice(bad);
+            req.extend_from_slice(b"\r\n\r\nabc");
+            assert_status(&req, 400);
+        }
+        // The same value twice is refused too: safer than trusting every hop to agree.
+        assert_status(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            400,
+        );
+        for both in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        ] {
+            assert_status(both, 400);
+        }
+        let (status, reqs) =
+            answer(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 003\r\n\r\nabc");
+        assert_eq!((status, reqs[0].body.as_slice()), (200, &b"abc"[..]));
+    }
+
+    #[test]
+    fn transfer_encoding_forms() {
+        for te in [
+            &b"chunked, chunked"[..],
+            b"identity",
+            b"chunked, identity",
+            b"gzip, chunked",
+            b"chunked\r\nTransfer-Encoding: chunked",
+            b"chunked;q=1",
+            b"\"chunked\"",
+        ] {
+            let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ".to_vec();
+            req.extend_from_slice(te);
+            req.extend_from_slice(b"\r\n\r\n0\r\n\r\n");
+            assert_status(&req, 501);
+        }
+        // obs-fold and whitespace before the colon: refused by the head parser.
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n 0\r\n\r\nabcdefghij",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            assert_status(bad, 400);
+        }
+    }
+
+    /// Finding 10: "funky chunks" — every line ends with CRLF, sizes are bare hex, extensions
+    /// and trailers well-formed.
+    #[test]
+    fn funky_chunks_are_refused() {
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            &b"1\r1\r\nx\r\n0\r\n\r\n"[..],
+            b"1\r1\n_________________\r\n0\r\n\r\n",
+            b"1\nx\r\n0\r\n\r\n",
+            b"1\r\nx\n0\r\n\r\n",
+            b"1\r\nx\r0\r\n\r\n",
+            b"1\r\nx\r\n0\n\r\n",
+            b"1\r\nx\r\n0\r\n\n",
+            b"1\r\nx\r\n0\r\n\r\r\n",
+            b"1 1\r\nx\r\n0\r\n\r\n",
+            b"1\t\r\nx\r\n0\r\n\r\n",
+            b" 1\r\nx\r\n0\r\n\r\n",
+            b"0x1\r\nx\r\n0\r\n\r\n",
+            b"+1\r\nx\r\n0\r\n\r\n",
+            b"1 ;a\r\nx\r\n0\r\n\r\n",
+            b"1;a\rb\r\nx\r\n0\r\n\r\n",
+            b"1;a b\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"b\r\nx\r\n0\r\n\r\n",
+            b"1;\r\nx\r\n0\r\n\r\n",
+            b"00000000000000001\r\nx\r\n0\r\n\r\n",
+            b"\r\n1\r\nx\r\n0\r\n\r\n",
+            b"1\r\nx\r\n0\r\nX\r\n\r\n",
+            b"1\r\nx\r\n0\r\n: v\r\n\r\n",
+            b"1\r\nx\r\n0\r\nX : v\r\n\r\n",
+            b"1\r\nx\r\n0\r\nX: a\rb\r\n\r\n",
+            b"1\r\nx\r\n0\r\nX: a\x00b\r\n\r\n",
+            b"1\r\nx\r\n0\r\nX: 1\nY: 2\r\n\r\n",
+        ] {
+            let input = [&head[..], body].concat();
+            assert_status(&input, 400);
+        }
+        let (status, reqs) = answer(
+            &[
+                &head[..],
+                b"3;a=b;c=\"d; \\\" e\"\r\nabc\r\n0000000000000002\r\nde\r\n0;z\r\nX-T: 1\r\nY:\r\n\r\n",
+            ]
+            .concat(),
+        );
+        assert_eq!((status, reqs[0].body.as_slice()), (200, &b"abcde"[..]));
+    }
+
+    #[test]
+    fn trailers_stay_capped() {
+        let mut input =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        for _ in 0..(MAX_TRAILERS / 10 + 1) {
+            input.extend_from_slice(b"X: 45678\r\n");
+        }
+        assert_status(&input, 431);
+    }
+
+    /// Finding 12: one Host in HTTP/1.1; no upgrade over HTTP/1.0; a request asking for an
+    /// upgrade ends its connection unless the upgrade happens.
+    #[test]
+    fn host_and_upgrade_rules() {
+        assert_status(b"GET / HTTP/1.1\r\n\r\n", 400);
+        assert_status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+        assert_status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400);
+        assert_status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+        assert_eq!(answer(b"GET / HTTP/1.0\r\n\r\n").0, 200);
+        assert_status(
+            b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            400,
+        );
+        assert_status(b"GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", 400);
+        assert_status(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive, upgrade\r\n\r\n",
+            400,
+        );
+        for upgrading in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive,upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+        ] {
+            let (status, reqs) = answer(upgrading);
+            assert_eq!(status, 200);
+            assert!(!reqs[0].keep_alive, "{:?}", String::from_utf8_lossy(upgrading));
+        }
+        let (_, reqs) = answer(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+        assert!(reqs[0].keep_alive);
     }
 }

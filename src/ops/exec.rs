@@ -26,6 +26,9 @@ const READ_BUDGET: usize = 256 * 1024;
 /// After the command exits, how long to wait for the output pipe to close (a background
 /// child may keep it open; the answer must not hang on it).
 const OUTPUT_LINGER: Duration = Duration::from_millis(500);
+/// Largest exec body: a command line with room to spare. Bigger is a 413 before any parsing
+/// (the connection may refuse a larger declared Content-Length earlier; this holds anyway).
+pub const MAX_BODY: usize = crate::http::router::EXEC_BODY_LIMIT;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +48,8 @@ pub fn parse_cmd(req: &Request) -> Result<String, ApiError> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("a body with cmd is required"));
     }
+    // Size and nesting first: the YAML parser's time grows with the depth on every token.
+    crate::http::body::check(&req.body, MAX_BODY)?;
     let body: Body = match ct.as_deref() {
         Some("application/json") => serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?,

@@ -16,6 +16,10 @@ use crate::http::request::Request;
 use crate::http::{ApiError, Format, Response};
 use crate::server::RequestLog;
 
+/// Largest restart body: it holds one boolean. Bigger is a 413 before any parsing (the
+/// connection refuses a larger declared length on the head; a chunked body is checked here).
+pub const MAX_BODY: usize = crate::http::router::RESTART_BODY_LIMIT;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
@@ -37,6 +41,8 @@ pub fn parse_immediate(req: &Request) -> Result<bool, ApiError> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(false);
     }
+    // Size and nesting first: the YAML parser's time grows with the depth on every token.
+    crate::http::body::check(&req.body, MAX_BODY)?;
     let body: Body = serde_yaml::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?;
     match body.no_delayed_shutdown {

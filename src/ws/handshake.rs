@@ -149,9 +149,11 @@ pub fn response_head(a: &Accepted, extra: &[(&str, &str)]) -> Vec<u8> {
     head.into_bytes()
 }
 
+/// Whether a comma-separated list holds `token`, around which only SP and HTAB are optional
+/// whitespace (as the request parser reads `Connection`): a Unicode space makes another token.
 fn has_token(list: &str, token: &str) -> bool {
     list.split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
 }
 
 fn valid_key(key: &str) -> bool {

@@ -1,0 +1,64 @@
+//! The request-body decoders on their own, with bodies up to the largest any endpoint takes:
+//! `ops::exec::parse_cmd` (no Content-Type, JSON and YAML) and `ops::restart::parse_immediate`,
+//! behind `http::body::check` (size and nesting). The property besides no panic: every input
+//! is decided in linear time — run with `-timeout=1` and a `-max_len` above
+//! `ops::exec::MAX_BODY`, an input that makes the YAML parser's time grow with its nesting
+//! is a finding (a timeout). On JSON, where the scan's reading of quotes is exact, a body the
+//! check lets through nests at most `MAX_NESTING` deep.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use supd::http::body::{self, MAX_NESTING};
+use supd::http::request::{Method, Request};
+use supd::ops;
+
+fn request(content_type: Option<&str>, body: &[u8]) -> Request {
+    let mut headers = vec![("host".to_owned(), "x".to_owned())];
+    if let Some(ct) = content_type {
+        headers.push(("content-type".to_owned(), ct.to_owned()));
+    }
+    Request {
+        method: Method::Post,
+        path: "/".to_owned(),
+        query: String::new(),
+        minor: 1,
+        headers,
+        body: body.to_vec(),
+        keep_alive: true,
+        expect_continue: false,
+    }
+}
+
+/// Nesting depth of the parsed value, for the check's promise.
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let content_type = match selector % 4 {
+        0 => None,
+        1 => Some("application/json"),
+        2 => Some("application/yaml"),
+        _ => Some("text/plain"),
+    };
+    let req = request(content_type, body);
+    let _ = ops::exec::parse_cmd(&req);
+    let _ = ops::restart::parse_immediate(&req);
+    if body::check(body, ops::exec::MAX_BODY).is_ok() {
+        // JSON is YAML too; the check must bound what serde_json sees as well.
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            assert!(
+                depth(&v) <= MAX_NESTING,
+                "accepted a body nested {} deep",
+                depth(&v)
+            );
+        }
+    }
+});
