@@ -114,9 +114,12 @@ done
 grep -E '^CONFIG_(SERIAL_8250_CONSOLE|DEVTMPFS|BLK_DEV_INITRD|RD_GZIP)=y' "$kconfig" | wc -l | grep -qx 4 ||
     { log "$kver lacks a built-in 8250 console, devtmpfs or gzip initramfs"; exit 1; }
 
+# acpid: ACPI power button (QMP system_powerdown, sent by the launcher on docker stop) runs
+# /etc/acpi/PWRF/00000080 -> poweroff. (Its default log, /var/log/acpid.log, does not exist here.)
 cat >"$initrd/etc/inittab" <<'EOF'
 ::sysinit:/etc/init.d/rcS
 ::respawn:/sbin/start-qga
+::respawn:/sbin/acpid -f -l /run/acpid.log
 ttyS0::respawn:-/bin/sh
 ::shutdown:/bin/sync
 EOF
@@ -144,8 +147,6 @@ ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 echo nameserver 10.0.2.3 >/etc/resolv.conf
-# ACPI power button (QMP system_powerdown, used by the launcher on docker stop) -> poweroff.
-acpid
 EOF
 
 cat >"$initrd/sbin/start-qga" <<'EOF'
@@ -275,18 +276,18 @@ stop() {
         i=$((i + 1))
     done
     kill -TERM "$qemu" 2>/dev/null
+    finish
 }
-trap stop TERM INT
-
-# wait returns early when a trapped signal arrives: loop until QEMU is really gone.
-while :; do
+finish() {
+    # wait also collects the status of a child the shell already reaped while sleeping.
     wait "$qemu"
     rc=$?
-    kill -0 "$qemu" 2>/dev/null || break
-done
-kill "$drain" 2>/dev/null
-log "qemu exited ($rc)"
-exit "$rc"
+    kill "$drain" 2>/dev/null
+    log "qemu exited ($rc)"
+    exit "$rc"
+}
+trap stop TERM INT
+finish
 EOF
 chmod 755 "$rootfs/usr/local/bin/supd-vm-launch"
 
