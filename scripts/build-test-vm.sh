@@ -42,14 +42,19 @@ initrd=$work/initramfs
 # --- launcher root filesystem ----------------------------------------------------------------
 # qemu-guest-agent and busybox-static are installed only so that their binaries (and the exact
 # shared libraries qemu-ga links against, resolved by the rootfs's own ldd) can be copied into the
-# guest's initramfs; they cost ~3 MB in the launcher image.
+# guest's initramfs; they cost ~3 MB in the launcher image. mmdebstrap's merged-usr hook merges /usr
+# itself and installs a dummy usr-is-merged, so that apt does not satisfy init-system-helpers'
+# "usrmerge | usr-is-merged" with usrmerge, which pulls in the whole of perl (~50 MB). iso-codes
+# (a libgstreamer dependency of QEMU's spice) is never read.
 log "mmdebstrap $SUITE (qemu-system-x86, qemu-guest-agent, busybox-static)"
 mmdebstrap --quiet --variant=minbase \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --include=qemu-system-x86,qemu-guest-agent,busybox-static \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/iso-codes/*' \
     "$SUITE" "$rootfs"
 rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
 
