@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::{Io, Role};
-use crate::server::net::Stream;
+use crate::reactor::net::{ByteStream, Stream};
 use crate::ws::session::{self, Incoming, Session};
 
 /// A peer that does not answer our close within this long is dropped.
@@ -23,8 +23,8 @@ pub enum Forwarded {
     Failed(std::io::Error),
 }
 
-pub struct WsClient {
-    pub session: Session<Stream>,
+pub struct WsClient<S: ByteStream = Stream> {
+    pub session: Session<S>,
     token: Token,
     pub peer: String,
     ping_interval: Duration,
@@ -46,15 +46,15 @@ pub enum Event {
     Closed { code: u16, reason: String },
 }
 
-impl WsClient {
+impl<S: ByteStream> WsClient<S> {
     pub fn attach(
         me: Token,
-        mut stream: Stream,
+        mut stream: S,
         peer: String,
         head: Vec<u8>,
         leftover: Vec<u8>,
         io: &mut Io<'_>,
-    ) -> std::io::Result<WsClient> {
+    ) -> std::io::Result<WsClient<S>> {
         let ws = &io.cfg.ws;
         let limits = session::Limits {
             max_message: ws.max_message,

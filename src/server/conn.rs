@@ -6,16 +6,17 @@
 //! whole. Pipelined requests wait in the input buffer
 //! and are answered strictly in order. After a websocket upgrade the stream leaves this type.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use mio::{Interest, Token};
 
-use super::net::Stream;
 use crate::config::Limits;
 use crate::http::request::{self, Parser, Request};
 use crate::http::response::Response;
+use crate::reactor::log::RequestLog;
+use crate::reactor::net::{ByteStream, Stream};
 
 /// Stop reading while this much output is queued: a client that pipelines without reading
 /// its answers is paused instead of growing our buffer.
@@ -34,14 +35,23 @@ pub enum Phase {
     Closing,
 }
 
-pub struct HttpConn {
-    pub stream: Stream,
+/// What a connection keeps of the request an operation will answer: its log line, written
+/// with the answer's status (or 101), and whether the connection stays open after it.
+pub struct Awaiting {
+    pub log: RequestLog,
+    pub keep_alive: bool,
+}
+
+pub struct HttpConn<S: ByteStream = Stream> {
+    pub stream: S,
     pub peer: String,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     written: usize,
     parser: Parser,
     pub phase: Phase,
+    /// In `Phase::Waiting`: the request being answered by the operation.
+    pub awaiting: Option<Awaiting>,
     /// When the current request's first byte arrived (head timeout), if one is in progress.
     pub request_started: Option<Instant>,
     /// Last time a request completed or the connection opened (idle timeout).
@@ -73,8 +83,8 @@ pub enum Next {
     Invalid(request::Error),
 }
 
-impl HttpConn {
-    pub fn new(stream: Stream, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn {
+impl<S: ByteStream> HttpConn<S> {
+    pub fn new(stream: S, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn<S> {
         let now = Instant::now();
         HttpConn {
             stream,
@@ -84,6 +94,7 @@ impl HttpConn {
             written: 0,
             parser: Parser::new(limits.head_bytes, limits.body_bytes),
             phase: Phase::Open,
+            awaiting: None,
             request_started: None,
             idle_since: now,
             read_eof: false,
@@ -275,7 +286,7 @@ impl HttpConn {
 
     /// Take the stream and any bytes that followed the upgrade request (websocket frames the
     /// client sent without waiting for the 101).
-    pub fn into_upgraded(self) -> (Stream, Vec<u8>, Vec<u8>) {
+    pub fn into_upgraded(self) -> (S, Vec<u8>, Vec<u8>) {
         let pending = self.outbuf[self.written..].to_vec();
         (self.stream, self.inbuf, pending)
     }
