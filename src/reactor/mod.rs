@@ -181,3 +181,46 @@ impl<'a> Io<'a> {
         self.reactor.timers.at(when, Timer::Op(op));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use mio::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn a_descriptor_is_routed_to_its_operation_until_deregistered() {
+        let mut reactor = Reactor::new(5).unwrap();
+        let cfg = Config::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let op = Token(1);
+        let mut io = Io::new(&mut reactor, &cfg);
+        let t = io
+            .register_fd(op, Role::Output, a.as_fd(), Interest::READABLE)
+            .unwrap();
+        assert_eq!(t, Token(5));
+        assert!(matches!(
+            reactor.routes.get(&t),
+            Some(Target::Op(o, Role::Output)) if *o == op
+        ));
+        let mut io = Io::new(&mut reactor, &cfg);
+        io.deregister_fd(t, a.as_fd());
+        assert!(reactor.routes.is_empty());
+        // Tokens are never reused.
+        assert_eq!(reactor.token(), Token(6));
+    }
+
+    #[test]
+    fn the_scratch_buffer_survives_a_borrower_that_never_returns_it() {
+        let mut reactor = Reactor::new(1).unwrap();
+        let cfg = Config::default();
+        let mut io = Io::new(&mut reactor, &cfg);
+        let buf = io.take_scratch();
+        assert_eq!(buf.len(), SCRATCH);
+        drop(buf);
+        assert_eq!(io.take_scratch().len(), SCRATCH);
+        assert_eq!(reactor.scratch().len(), SCRATCH);
+    }
+}
