@@ -9,6 +9,7 @@ pub mod fields;
 pub mod http;
 pub mod model;
 pub mod ops;
+pub mod reactor;
 pub mod server;
 pub mod sys;
 pub mod systemd;

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use supd::config::{self, Command};
-use supd::server::{Server, net::Listener};
+use supd::reactor::net::Listener;
+use supd::server::Server;
 use supd::sys::exe::{self, Sealed};
 use supd::{auth, systemd};
 

@@ -6,10 +6,9 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,6 @@ use super::{Io, Progress, Reply, Role};
 use crate::container::{self, ExitStatus};
 use crate::http::request::Request;
 use crate::http::{ApiError, Format, Response};
-use crate::server::RequestLog;
 
 /// Most output read per wake-up, so one chatty command cannot hold the loop.
 const READ_BUDGET: usize = 256 * 1024;
@@ -86,9 +84,6 @@ pub struct Exec {
     truncated: bool,
     exited_at: Option<Instant>,
     format: Format,
-    head_only: bool,
-    keep_alive: bool,
-    log: Option<RequestLog>,
     replied: bool,
     client_gone: bool,
     grace: Duration,
@@ -99,7 +94,6 @@ impl Exec {
         me: Token,
         spawned: container::Spawned,
         format: Format,
-        keep_alive: bool,
         io: &mut Io<'_>,
     ) -> std::io::Result<Exec> {
         let (proc, stdio) = Proc::from_spawned(me, spawned, io)?;
@@ -107,12 +101,7 @@ impl Exec {
             container::Io::Pipes { output, .. } => output,
             container::Io::Pty { master } => master,
         };
-        let token = io.register(
-            me,
-            Role::Output,
-            &mut SourceFd(&output.as_raw_fd()),
-            Interest::READABLE,
-        )?;
+        let token = io.register_fd(me, Role::Output, output.as_fd(), Interest::READABLE)?;
         Ok(Exec {
             proc,
             output: Some((File::from(output), token)),
@@ -121,17 +110,10 @@ impl Exec {
             truncated: false,
             exited_at: None,
             format,
-            head_only: false,
-            keep_alive,
-            log: None,
             replied: false,
             client_gone: false,
             grace: io.cfg.exec.kill_grace,
         })
-    }
-
-    pub fn set_log(&mut self, log: RequestLog) {
-        self.log = Some(log);
     }
 
     pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
@@ -159,7 +141,7 @@ impl Exec {
             && output_done
         {
             if let Some((fd, token)) = self.output.take() {
-                io.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
+                io.deregister_fd(token, fd.as_fd());
             }
             if !self.replied && !self.client_gone {
                 self.replied = true;
@@ -208,7 +190,7 @@ impl Exec {
         if eof {
             let token = *token;
             if let Some((fd, _)) = self.output.take() {
-                io.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
+                io.deregister_fd(token, fd.as_fd());
             }
         }
     }
@@ -245,12 +227,7 @@ impl Exec {
                 self.format,
             )
         };
-        Reply {
-            response,
-            head_only: self.head_only,
-            keep_alive: self.keep_alive,
-            log: self.log.take(),
-        }
+        Reply { response }
     }
 
     /// The daemon is stopping: stop the command, and still answer with how it ended.
@@ -265,7 +242,7 @@ impl Exec {
 
     pub fn release(&mut self, io: &mut Io<'_>) {
         if let Some((fd, token)) = self.output.take() {
-            io.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
+            io.deregister_fd(token, fd.as_fd());
         }
         self.proc.release(io);
     }

@@ -8,10 +8,9 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
@@ -19,12 +18,11 @@ use super::proc::Proc;
 use super::wsclient::{Event, Forwarded, WsClient};
 use super::{Io, Progress, Role};
 use crate::container::{self, ExitStatus};
-use crate::server::RequestLog;
 use crate::ws::protocol::{self, ClientFrame};
 
 /// Largest output frame (the limit, and a good PTY read size).
 const OUT_CHUNK: usize = 64 * 1024;
-const _: () = assert!(OUT_CHUNK <= crate::server::SCRATCH);
+const _: () = assert!(OUT_CHUNK <= crate::reactor::SCRATCH);
 /// Input waiting for the command beyond this stops reading the client.
 const STDIN_LIMIT: usize = 256 * 1024;
 /// After the command exits, how long to wait for the rest of its output.
@@ -47,8 +45,6 @@ pub struct Interactive {
     closing: bool,
     /// The 101 answer, written first when the client is attached.
     head: Vec<u8>,
-    /// The request's log line, when the upgrade waited for the spawn (`super::prepare`).
-    log: Option<RequestLog>,
 }
 
 impl Interactive {
@@ -78,7 +74,6 @@ impl Interactive {
             grace: io.cfg.exec.kill_grace,
             closing: false,
             head,
-            log: None,
         };
         // Output is not read until the client is attached (nothing to send it to yet).
         let interest = if pty {
@@ -86,15 +81,10 @@ impl Interactive {
         } else {
             Interest::READABLE
         };
-        let t = io.register(me, Role::Output, &mut SourceFd(&out.as_raw_fd()), interest)?;
+        let t = io.register_fd(me, Role::Output, out.as_fd(), interest)?;
         op.out = Some((out, t));
         if let Some(s) = stdin {
-            let t = io.register(
-                me,
-                Role::Stdin,
-                &mut SourceFd(&s.as_raw_fd()),
-                Interest::WRITABLE,
-            )?;
+            let t = io.register_fd(me, Role::Stdin, s.as_fd(), Interest::WRITABLE)?;
             op.stdin = Some((s, t));
         }
         Ok(op)
@@ -102,14 +92,6 @@ impl Interactive {
 
     pub fn take_head(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.head)
-    }
-
-    pub fn set_log(&mut self, log: RequestLog) {
-        self.log = Some(log);
-    }
-
-    pub fn take_log(&mut self) -> Option<RequestLog> {
-        self.log.take()
     }
 
     /// The upgraded client connection, from now on the other end of the session.
@@ -235,7 +217,7 @@ impl Interactive {
             } else {
                 // Closing our end gives the command EOF on stdin; its route goes with it.
                 if let Some((f, t)) = self.stdin.take() {
-                    io.deregister(t, &mut SourceFd(&f.as_raw_fd()));
+                    io.deregister_fd(t, f.as_fd());
                 }
             }
             self.close_stdin_after = false;
@@ -266,7 +248,7 @@ impl Interactive {
 
     fn close_output(&mut self, io: &mut Io<'_>) {
         if let Some((f, t)) = self.out.take() {
-            io.deregister(t, &mut SourceFd(&f.as_raw_fd()));
+            io.deregister_fd(t, f.as_fd());
         }
     }
 
@@ -311,7 +293,7 @@ impl Interactive {
     pub fn release(&mut self, io: &mut Io<'_>) {
         self.close_output(io);
         if let Some((f, t)) = self.stdin.take() {
-            io.deregister(t, &mut SourceFd(&f.as_raw_fd()));
+            io.deregister_fd(t, f.as_fd());
         }
         if let Some(c) = self.client.as_mut() {
             c.release(io);

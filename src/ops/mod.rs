@@ -14,10 +14,8 @@ pub mod wsclient;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 
-use mio::event::Source;
-use mio::{Interest, Token};
+use mio::Token;
 
 use crate::config::Config;
 use crate::container;
@@ -28,100 +26,10 @@ use crate::http::request::Request;
 use crate::http::response::negotiate;
 use crate::http::router::{Endpoint, Route};
 use crate::http::{ApiError, Format, Response};
-use crate::server::net::Stream;
-use crate::server::{Reactor, RequestLog, Target, timers::Timer};
+use crate::reactor::net::Stream;
 use crate::ws::{handshake, protocol};
 
-/// Which of an operation's descriptors an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The client's socket (websocket sessions).
-    Client,
-    /// The intermediate child of a spawn (its pidfd).
-    Intermediate,
-    /// The command's pidfd.
-    Process,
-    /// The command's output (pipe or PTY master).
-    Output,
-    /// The command's stdin pipe.
-    Stdin,
-    /// The tunnel's socket inside the instance's namespace.
-    Socket,
-    /// The pipe of the helper reading the container init's seccomp filters (`prepare`).
-    Filters,
-}
-
-/// A readiness event for one of an operation's descriptors.
-#[derive(Debug, Clone, Copy)]
-pub struct Ready {
-    pub role: Role,
-    pub readable: bool,
-    pub writable: bool,
-    pub hup: bool,
-}
-
-/// What operations may do with the loop: register descriptors and set timers.
-pub struct Io<'a> {
-    reactor: &'a mut Reactor,
-    pub cfg: &'a Config,
-}
-
-impl<'a> Io<'a> {
-    pub(crate) fn new(reactor: &'a mut Reactor, cfg: &'a Config) -> Io<'a> {
-        Io { reactor, cfg }
-    }
-
-    /// Borrow the loop's read buffer (64 KiB, contents meaningless); give it back with
-    /// `put_scratch`. Moving output through it spares every session a buffer of its own.
-    pub fn take_scratch(&mut self) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.reactor.scratch);
-        // Only if a caller did not give it back: a fresh one, so nothing breaks.
-        buf.resize(crate::server::SCRATCH, 0);
-        buf
-    }
-
-    pub fn put_scratch(&mut self, buf: Vec<u8>) {
-        self.reactor.scratch = buf;
-    }
-
-    /// Register a descriptor of operation `op`; returns its new token.
-    pub fn register(
-        &mut self,
-        op: Token,
-        role: Role,
-        source: &mut impl Source,
-        interest: Interest,
-    ) -> io::Result<Token> {
-        let r = &mut *self.reactor;
-        let t = Token(r.next_token);
-        r.next_token += 1;
-        r.poll.registry().register(source, t, interest)?;
-        r.routes.insert(t, Target::Op(op, role));
-        Ok(t)
-    }
-
-    pub fn reregister(
-        &mut self,
-        token: Token,
-        source: &mut impl Source,
-        interest: Interest,
-    ) -> io::Result<()> {
-        self.reactor
-            .poll
-            .registry()
-            .reregister(source, token, interest)
-    }
-
-    pub fn deregister(&mut self, token: Token, source: &mut impl Source) {
-        let _ = self.reactor.poll.registry().deregister(source);
-        self.reactor.routes.remove(&token);
-    }
-
-    /// Wake operation `op` at `when` (it checks its own deadlines then).
-    pub fn wake_at(&mut self, op: Token, when: Instant) {
-        self.reactor.timers.at(when, Timer::Op(op));
-    }
-}
+pub use crate::reactor::{Io, Ready, Role};
 
 /// What operations read when they start.
 pub struct Env<'a> {
@@ -137,12 +45,10 @@ pub struct EnvMut<'a> {
     pub docker: &'a mut DockerClient,
 }
 
-/// An HTTP answer an operation produced later.
+/// An HTTP answer an operation produced later. The waiting connection keeps the request's
+/// log line and keep-alive decision.
 pub struct Reply {
     pub response: Response,
-    pub head_only: bool,
-    pub keep_alive: bool,
-    pub log: Option<RequestLog>,
 }
 
 #[derive(Default)]
@@ -198,17 +104,6 @@ impl Op {
         }
     }
 
-    pub fn set_request_log(&mut self, log: RequestLog) {
-        match self {
-            Op::Preparing(p) => p.set_log(log),
-            Op::Exec(e) => e.set_log(log),
-            // Only an upgrade that waited for a spawn has it (`prepare`); it logs the 101.
-            Op::Interactive(s) => s.set_log(log),
-            Op::Tunnel(t) => t.set_log(log),
-            Op::Restart(r) => r.set_log(log),
-        }
-    }
-
     /// Hand the upgraded connection to a websocket operation. `pending` is HTTP output not
     /// yet written (earlier pipelined answers); it goes out before the 101 `head`.
     #[allow(clippy::too_many_arguments)]
@@ -248,15 +143,6 @@ impl Op {
     pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
         if let Op::Restart(r) = self {
             r.docker_reply(purpose, reply);
-        }
-    }
-
-    /// The request log line of an operation that upgrades late (a tunnel after its connect).
-    pub fn take_log(&mut self) -> Option<RequestLog> {
-        match self {
-            Op::Tunnel(t) => t.take_log(),
-            Op::Interactive(s) => s.take_log(),
-            _ => None,
         }
     }
 
@@ -339,13 +225,10 @@ pub fn start(
                 target: target::exec_target(rec),
                 argv,
                 stdio: container::Stdio::Pipes { stdin: false },
-                then: prepare::Then::Exec {
-                    output,
-                    keep_alive: req.keep_alive,
-                },
+                then: prepare::Then::Exec { output },
             };
             Ok(Started::Pending(
-                match prepare::begin(me, start, format, req.keep_alive, io)? {
+                match prepare::begin(me, start, format, io)? {
                     prepare::Begun::Now(op) => op,
                     prepare::Begun::Later(p) => Op::Preparing(p),
                 },
@@ -385,13 +268,11 @@ pub fn start(
                     head: handshake::response_head(&accepted, &[]),
                 },
             };
-            Ok(
-                match prepare::begin(me, start, format, req.keep_alive, io)? {
-                    // The op holds its 101 head and writes it when attached.
-                    prepare::Begun::Now(op) => Started::Upgrade(op, Vec::new()),
-                    prepare::Begun::Later(p) => Started::Pending(Op::Preparing(p)),
-                },
-            )
+            Ok(match prepare::begin(me, start, format, io)? {
+                // The op holds its 101 head and writes it when attached.
+                prepare::Begun::Now(op) => Started::Upgrade(op, Vec::new()),
+                prepare::Begun::Later(p) => Started::Pending(Op::Preparing(p)),
+            })
         }
         Endpoint::TcpConnect { instance, target } => {
             // As every websocket endpoint: the handshake and the query first, so a malformed
@@ -418,7 +299,6 @@ pub fn start(
                 SocketAddr::new(ip, port),
                 head,
                 format,
-                req,
                 io,
             )?;
             Ok(tunnel_started(begun))
@@ -466,7 +346,6 @@ pub fn start(
                 SocketAddr::new(ip, port),
                 head,
                 format,
-                req,
                 io,
             )?;
             Ok(tunnel_started(begun))
@@ -496,7 +375,7 @@ pub fn start(
                     .map(|r| r.id.clone())
                     .collect()
             };
-            let op = restart::Restart::new(key, ids(true), ids(false), immediate, format, req);
+            let op = restart::Restart::new(key, ids(true), ids(false), immediate, format);
             Ok(Started::Pending(Op::Restart(op)))
         }
         Endpoint::List | Endpoint::Get { .. } => Err(ApiError::new(500, "not an operation")),

@@ -5,15 +5,13 @@
 //! only its own requests; several requests for one init share one helper. Once the filters
 //! are there the operation becomes the exec or session it was asked for.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
-use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use super::{Io, Op, Progress, Reply, Role, exec, interactive};
 use crate::container::{self, confine};
 use crate::http::{ApiError, Format};
-use crate::server::RequestLog;
 
 /// What to run, and which operation follows it.
 pub struct Start {
@@ -25,7 +23,7 @@ pub struct Start {
 
 pub enum Then {
     /// A one-shot exec answering in `output` (JSON, YAML or raw bytes).
-    Exec { output: Format, keep_alive: bool },
+    Exec { output: Format },
     /// An interactive session; `head` is its 101 answer.
     Interactive { head: Vec<u8> },
 }
@@ -37,33 +35,20 @@ pub enum Begun {
 }
 
 /// Starts `start` at once when the init's filters are known (no filter, or cached), else
-/// waits for them. `format` and `keep_alive` are for an error answered later.
-pub fn begin(
-    me: Token,
-    start: Start,
-    format: Format,
-    keep_alive: bool,
-    io: &mut Io<'_>,
-) -> Result<Begun, ApiError> {
+/// waits for them. `format` is for an error answered later.
+pub fn begin(me: Token, start: Start, format: Format, io: &mut Io<'_>) -> Result<Begun, ApiError> {
     match confine::lookup(start.target.pid)? {
         confine::Lookup::Ready(filters) => Ok(Begun::Now(launch(me, start, &filters, io)?)),
         confine::Lookup::Reading(read) => {
             let watch = read.watch()?;
             let token = io
-                .register(
-                    me,
-                    Role::Filters,
-                    &mut SourceFd(&watch.as_raw_fd()),
-                    Interest::READABLE,
-                )
+                .register_fd(me, Role::Filters, watch.as_fd(), Interest::READABLE)
                 .map_err(|e| ApiError::new(500, format!("cannot follow the filter read: {e}")))?;
             io.wake_at(me, read.deadline());
             Ok(Begun::Later(Box::new(Preparing {
                 start: Some(start),
                 read: Some((read, watch, token)),
                 format,
-                keep_alive,
-                log: None,
                 gone: false,
                 stopping: false,
             })))
@@ -80,8 +65,8 @@ fn launch(
     let spawned = container::spawn(&start.target, filters, &start.argv, start.stdio)?;
     let follow = |e: std::io::Error| ApiError::new(500, format!("cannot follow the command: {e}"));
     Ok(match start.then {
-        Then::Exec { output, keep_alive } => {
-            Op::Exec(exec::Exec::start(me, spawned, output, keep_alive, io).map_err(follow)?)
+        Then::Exec { output } => {
+            Op::Exec(exec::Exec::start(me, spawned, output, io).map_err(follow)?)
         }
         Then::Interactive { head } => Op::Interactive(Box::new(
             interactive::Interactive::start(me, spawned, head, io).map_err(follow)?,
@@ -96,18 +81,12 @@ pub struct Preparing {
     /// The shared read, this operation's own descriptor of its pipe, and its token.
     read: Option<(confine::FilterRead, OwnedFd, Token)>,
     format: Format,
-    keep_alive: bool,
-    log: Option<RequestLog>,
     /// The HTTP client left: nothing to start.
     gone: bool,
     stopping: bool,
 }
 
 impl Preparing {
-    pub fn set_log(&mut self, log: RequestLog) {
-        self.log = Some(log);
-    }
-
     /// Looks at the read (pipe readable, deadline, or any wake-up). Returns the operation
     /// that replaces this one once the command is spawned.
     pub fn drive(&mut self, me: Token, io: &mut Io<'_>) -> (Option<Op>, Progress) {
@@ -131,10 +110,7 @@ impl Preparing {
             (None, false) => Err(ApiError::new(500, "the filter read was lost")),
         };
         match outcome {
-            Ok(mut op) => {
-                if let Some(log) = self.log.take() {
-                    op.set_request_log(log);
-                }
+            Ok(op) => {
                 // A session answers 101 now; the connection is handed over.
                 progress.upgrade = matches!(op, Op::Interactive(_));
                 (Some(op), progress)
@@ -142,9 +118,6 @@ impl Preparing {
             Err(e) => {
                 progress.reply = Some(Reply {
                     response: e.into_response(self.format),
-                    head_only: false,
-                    keep_alive: self.keep_alive,
-                    log: self.log.take(),
                 });
                 progress.done = true;
                 (None, progress)
@@ -169,7 +142,7 @@ impl Preparing {
 
     fn stop_reading(&mut self, io: &mut Io<'_>) {
         if let Some((read, watch, token)) = self.read.take() {
-            io.deregister(token, &mut SourceFd(&watch.as_raw_fd()));
+            io.deregister_fd(token, watch.as_fd());
             drop(read);
         }
     }

@@ -5,10 +5,9 @@
 //! tells the command's pid; a pidfd for the command then says when it ends. Either child's
 //! exit is reaped here, so no zombie survives an operation.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
@@ -43,10 +42,10 @@ impl Proc {
         handoff: OwnedFd,
         io: &mut Io<'_>,
     ) -> std::io::Result<Proc> {
-        let token = io.register(
+        let token = io.register_fd(
             me,
             Role::Intermediate,
-            &mut SourceFd(&intermediate_pidfd.as_raw_fd()),
+            intermediate_pidfd.as_fd(),
             Interest::READABLE,
         )?;
         Ok(Proc {
@@ -118,7 +117,7 @@ impl Proc {
             }
         };
         let child = self.intermediate.take().expect("checked above");
-        io.deregister(child.token, &mut SourceFd(&child.pidfd.as_raw_fd()));
+        io.deregister_fd(child.token, child.pidfd.as_fd());
         let handoff = self.handoff.take();
         let pid = match handoff.as_ref().map(container::read_handoff) {
             Some(Ok(Some(pid))) => pid,
@@ -135,12 +134,7 @@ impl Proc {
         };
         self.pid = Some(pid);
         match container::pidfd_open(pid) {
-            Ok(fd) => match io.register(
-                me,
-                Role::Process,
-                &mut SourceFd(&fd.as_raw_fd()),
-                Interest::READABLE,
-            ) {
+            Ok(fd) => match io.register_fd(me, Role::Process, fd.as_fd(), Interest::READABLE) {
                 Ok(token) => {
                     self.command = Some(Child {
                         pid,
@@ -183,7 +177,7 @@ impl Proc {
         match container::try_wait(child.pid) {
             Ok(Some(s)) => {
                 let child = self.command.take().expect("checked above");
-                io.deregister(child.token, &mut SourceFd(&child.pidfd.as_raw_fd()));
+                io.deregister_fd(child.token, child.pidfd.as_fd());
                 self.status = Some(s);
                 self.kill_at = None;
                 true
@@ -233,10 +227,10 @@ impl Proc {
 
     pub fn release(&mut self, io: &mut Io<'_>) {
         if let Some(c) = self.intermediate.take() {
-            io.deregister(c.token, &mut SourceFd(&c.pidfd.as_raw_fd()));
+            io.deregister_fd(c.token, c.pidfd.as_fd());
         }
         if let Some(c) = self.command.take() {
-            io.deregister(c.token, &mut SourceFd(&c.pidfd.as_raw_fd()));
+            io.deregister_fd(c.token, c.pidfd.as_fd());
         }
     }
 

@@ -14,7 +14,6 @@ use crate::docker::client::Purpose;
 use crate::docker::mirror::Want;
 use crate::http::request::Request;
 use crate::http::{ApiError, Format, Response};
-use crate::server::RequestLog;
 
 /// Largest restart body: it holds one boolean. Bigger is a 413 before any parsing (the
 /// connection refuses a larger declared length on the head; a chunked body is checked here).
@@ -77,8 +76,6 @@ pub struct Restart {
     started: bool,
     replies: VecDeque<(Purpose, crate::docker::client::Outcome)>,
     format: Format,
-    keep_alive: bool,
-    log: Option<RequestLog>,
     replied: bool,
 }
 
@@ -90,7 +87,6 @@ impl Restart {
         others: Vec<String>,
         immediate: bool,
         format: Format,
-        req: &Request,
     ) -> Restart {
         let n = inits.len();
         Restart {
@@ -106,14 +102,8 @@ impl Restart {
             started: false,
             replies: VecDeque::new(),
             format,
-            keep_alive: req.keep_alive,
-            log: None,
             replied: false,
         }
-    }
-
-    pub fn set_log(&mut self, log: RequestLog) {
-        self.log = Some(log);
     }
 
     pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
@@ -199,12 +189,7 @@ impl Restart {
             ApiError::new(502, format!("restart failed: {}", failures.join("; ")))
                 .into_response(self.format)
         };
-        Reply {
-            response,
-            head_only: false,
-            keep_alive: self.keep_alive,
-            log: self.log.take(),
-        }
+        Reply { response }
     }
 }
 

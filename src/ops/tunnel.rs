@@ -17,13 +17,11 @@ use nix::sys::socket::{AddressFamily, SockType};
 use super::wsclient::{Event, Forwarded, WsClient};
 use super::{Io, Progress, Reply, Role};
 use crate::container;
-use crate::http::request::Request;
 use crate::http::{ApiError, Format};
-use crate::server::RequestLog;
 
 /// Largest read from the socket per frame (and the UDP datagram limit, 65,507, fits).
 const CHUNK: usize = 64 * 1024;
-const _: () = assert!(CHUNK <= crate::server::SCRATCH);
+const _: () = assert!(CHUNK <= crate::reactor::SCRATCH);
 /// Bytes from the client waiting for the socket beyond which the client is not read.
 const TO_SOCKET_LIMIT: usize = 256 * 1024;
 
@@ -50,8 +48,6 @@ pub struct Tunnel {
     sock_error: Option<String>,
     target: SocketAddr,
     format: Format,
-    keep_alive: bool,
-    log: Option<RequestLog>,
     replied: bool,
     /// The HTTP client left before the upgrade: nobody will ever attach.
     gone: bool,
@@ -76,7 +72,6 @@ pub fn start(
     target: SocketAddr,
     head: Vec<u8>,
     format: Format,
-    req: &Request,
     io: &mut Io<'_>,
 ) -> Result<Begun, ApiError> {
     let family = if target.is_ipv4() {
@@ -142,8 +137,6 @@ pub fn start(
         sock_error: None,
         target,
         format,
-        keep_alive: req.keep_alive,
-        log: None,
         replied: false,
         gone: false,
     };
@@ -163,14 +156,6 @@ fn connect_error(target: SocketAddr, errno: i32) -> ApiError {
 }
 
 impl Tunnel {
-    pub fn set_log(&mut self, log: RequestLog) {
-        self.log = Some(log);
-    }
-
-    pub fn take_log(&mut self) -> Option<RequestLog> {
-        self.log.take()
-    }
-
     /// The 101 head, taken when the HTTP connection is upgraded.
     pub fn take_head(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.head)
@@ -244,9 +229,6 @@ impl Tunnel {
             self.replied = true;
             p.reply = Some(Reply {
                 response: err.into_response(self.format),
-                head_only: false,
-                keep_alive: self.keep_alive,
-                log: self.log.take(),
             });
             p.done = true;
         }

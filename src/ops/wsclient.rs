@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::{Io, Role};
-use crate::server::net::Stream;
+use crate::reactor::net::{ByteStream, Stream};
 use crate::ws::session::{self, Incoming, Session};
 
 /// A peer that does not answer our close within this long is dropped.
@@ -23,8 +23,8 @@ pub enum Forwarded {
     Failed(std::io::Error),
 }
 
-pub struct WsClient {
-    pub session: Session<Stream>,
+pub struct WsClient<S: ByteStream = Stream> {
+    pub session: Session<S>,
     token: Token,
     pub peer: String,
     ping_interval: Duration,
@@ -46,15 +46,15 @@ pub enum Event {
     Closed { code: u16, reason: String },
 }
 
-impl WsClient {
+impl<S: ByteStream> WsClient<S> {
     pub fn attach(
         me: Token,
-        mut stream: Stream,
+        mut stream: S,
         peer: String,
         head: Vec<u8>,
         leftover: Vec<u8>,
         io: &mut Io<'_>,
-    ) -> std::io::Result<WsClient> {
+    ) -> std::io::Result<WsClient<S>> {
         let ws = &io.cfg.ws;
         let limits = session::Limits {
             max_message: ws.max_message,
@@ -281,5 +281,163 @@ impl WsClient {
 
     pub fn release(&mut self, io: &mut Io<'_>) {
         io.deregister(self.token, self.session.get_mut());
+    }
+}
+
+/// The websocket client side over a socket pair: no daemon, no Docker, no root.
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read, Write};
+
+    use mio::net::UnixStream;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::reactor::Reactor;
+
+    const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+
+    /// A masked binary frame, as a client sends it.
+    fn client_frame(payload: &[u8]) -> Vec<u8> {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let mut f = vec![0x82];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    /// Unmasked server frames in `bytes`: (opcode, payload).
+    fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while bytes.len() >= 2 {
+            let op = bytes[0] & 0x0f;
+            let (len, at) = match bytes[1] & 0x7f {
+                126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            assert!(bytes.len() >= at + len, "truncated frame");
+            out.push((op, bytes[at..at + len].to_vec()));
+            bytes = &bytes[at + len..];
+        }
+        assert!(bytes.is_empty());
+        out
+    }
+
+    fn drain(peer: &mut UnixStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+                Err(e) => panic!("peer read: {e}"),
+            }
+        }
+    }
+
+    fn attached(
+        reactor: &mut Reactor,
+        cfg: &Config,
+        leftover: Vec<u8>,
+    ) -> (WsClient<UnixStream>, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let mut io = Io::new(reactor, cfg);
+        let c = WsClient::attach(
+            Token(1),
+            ours,
+            "test".into(),
+            HEAD.to_vec(),
+            leftover,
+            &mut io,
+        );
+        (c.unwrap(), peer)
+    }
+
+    fn message(c: &mut WsClient<UnixStream>) -> Option<Vec<u8>> {
+        match c.read() {
+            Some(Event::Message(b)) => Some(b.to_vec()),
+            None => None,
+            Some(_) => panic!("not a binary message"),
+        }
+    }
+
+    #[test]
+    fn the_101_goes_out_before_any_frame() {
+        let (mut reactor, cfg) = (Reactor::new(1).unwrap(), Config::default());
+        let (mut c, mut peer) = attached(&mut reactor, &cfg, Vec::new());
+        assert!(c.send(b"hi"));
+        c.pump();
+        assert!(!c.dead);
+        let got = drain(&mut peer);
+        assert!(got.starts_with(HEAD), "{got:?}");
+        assert_eq!(server_frames(&got[HEAD.len()..]), [(2, b"hi".to_vec())]);
+    }
+
+    #[test]
+    fn a_frame_split_across_reads() {
+        let (mut reactor, cfg) = (Reactor::new(1).unwrap(), Config::default());
+        let payload: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+        let frame = client_frame(&payload);
+        // Its first bytes came with the HTTP request (the leftover of the upgrade).
+        let (mut c, mut peer) = attached(&mut reactor, &cfg, frame[..3].to_vec());
+        assert_eq!(message(&mut c), None);
+        for (i, b) in frame[3..].iter().enumerate() {
+            assert_eq!(message(&mut c), None, "complete after {} bytes", i + 3);
+            peer.write_all(&[*b]).unwrap();
+        }
+        assert_eq!(message(&mut c).as_deref(), Some(payload.as_slice()));
+        assert!(!c.dead);
+        // Two frames in one read come out one by one.
+        peer.write_all(&[client_frame(b"a"), client_frame(b"b")].concat())
+            .unwrap();
+        assert_eq!(message(&mut c).as_deref(), Some(&b"a"[..]));
+        assert_eq!(message(&mut c).as_deref(), Some(&b"b"[..]));
+        assert_eq!(message(&mut c), None);
+    }
+
+    #[test]
+    fn a_full_socket_holds_frames_until_the_peer_reads() {
+        let (mut reactor, cfg) = (Reactor::new(1).unwrap(), Config::default());
+        let (mut c, mut peer) = attached(&mut reactor, &cfg, Vec::new());
+        let chunk = vec![7u8; 60 * 1024];
+        let mut sent = 0;
+        // Until the socket buffer is full and the session's queue over its limit.
+        while c.send(&chunk) {
+            c.pump();
+            sent += 1;
+            assert!(sent < 1000, "never refused");
+        }
+        assert!(!c.can_send());
+        assert!(!c.flush().unwrap(), "the socket took everything");
+        assert!(!c.dead);
+        // The peer reads; flushing resumes where the socket stopped, then sending again.
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while !c.can_send() || c.session.wants_write() {
+            got.extend(drain(&mut peer));
+            c.pump();
+            rounds += 1;
+            assert!(rounds < 10_000);
+        }
+        assert!(c.send(b"end"));
+        c.pump();
+        got.extend(drain(&mut peer));
+        assert!(got.starts_with(HEAD));
+        let frames = server_frames(&got[HEAD.len()..]);
+        assert_eq!(frames.len(), sent + 1);
+        assert!(frames[..sent].iter().all(|(op, p)| *op == 2 && *p == chunk));
+        assert_eq!(frames[sent], (2, b"end".to_vec()));
     }
 }

@@ -6,16 +6,17 @@
 //! whole. Pipelined requests wait in the input buffer
 //! and are answered strictly in order. After a websocket upgrade the stream leaves this type.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use mio::{Interest, Token};
 
-use super::net::Stream;
 use crate::config::Limits;
 use crate::http::request::{self, Parser, Request};
 use crate::http::response::Response;
+use crate::reactor::log::RequestLog;
+use crate::reactor::net::{ByteStream, Stream};
 
 /// Stop reading while this much output is queued: a client that pipelines without reading
 /// its answers is paused instead of growing our buffer.
@@ -34,14 +35,23 @@ pub enum Phase {
     Closing,
 }
 
-pub struct HttpConn {
-    pub stream: Stream,
+/// What a connection keeps of the request an operation will answer: its log line, written
+/// with the answer's status (or 101), and whether the connection stays open after it.
+pub struct Awaiting {
+    pub log: RequestLog,
+    pub keep_alive: bool,
+}
+
+pub struct HttpConn<S: ByteStream = Stream> {
+    pub stream: S,
     pub peer: String,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     written: usize,
     parser: Parser,
     pub phase: Phase,
+    /// In `Phase::Waiting`: the request being answered by the operation.
+    pub awaiting: Option<Awaiting>,
     /// When the current request's first byte arrived (head timeout), if one is in progress.
     pub request_started: Option<Instant>,
     /// Last time a request completed or the connection opened (idle timeout).
@@ -73,8 +83,8 @@ pub enum Next {
     Invalid(request::Error),
 }
 
-impl HttpConn {
-    pub fn new(stream: Stream, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn {
+impl<S: ByteStream> HttpConn<S> {
+    pub fn new(stream: S, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn<S> {
         let now = Instant::now();
         HttpConn {
             stream,
@@ -84,6 +94,7 @@ impl HttpConn {
             written: 0,
             parser: Parser::new(limits.head_bytes, limits.body_bytes),
             phase: Phase::Open,
+            awaiting: None,
             request_started: None,
             idle_since: now,
             read_eof: false,
@@ -275,7 +286,7 @@ impl HttpConn {
 
     /// Take the stream and any bytes that followed the upgrade request (websocket frames the
     /// client sent without waiting for the 101).
-    pub fn into_upgraded(self) -> (Stream, Vec<u8>, Vec<u8>) {
+    pub fn into_upgraded(self) -> (S, Vec<u8>, Vec<u8>) {
         let pending = self.outbuf[self.written..].to_vec();
         (self.stream, self.inbuf, pending)
     }
@@ -285,5 +296,319 @@ impl HttpConn {
         if self.inbuf.is_empty() {
             self.inbuf = Vec::new();
         }
+    }
+}
+
+/// The connection state machine over a socket pair: no daemon, no Docker, no root.
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use mio::net::UnixStream;
+
+    use super::*;
+    use crate::reactor::SCRATCH;
+
+    const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    fn pair() -> (HttpConn<UnixStream>, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let conn = HttpConn::new(ours, "test".into(), None, &Limits::default());
+        (conn, peer)
+    }
+
+    fn get(path: &str) -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+    }
+
+    fn request(conn: &mut HttpConn<UnixStream>, scratch: &mut [u8]) -> Option<Request> {
+        conn.fill(scratch).unwrap();
+        match conn.next_request() {
+            Next::Request(r) => Some(r),
+            Next::Nothing => None,
+            Next::Head(_) => panic!("unexpected head"),
+            Next::Invalid(e) => panic!("invalid: {e:?}"),
+        }
+    }
+
+    /// Everything the peer can read now (non-blocking).
+    fn drain(peer: &mut UnixStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+                Err(e) => panic!("peer read: {e}"),
+            }
+        }
+    }
+
+    /// The statuses and bodies of the complete responses in `bytes`.
+    fn responses(mut bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            let n = match resp.parse(bytes).unwrap() {
+                httparse::Status::Complete(n) => n,
+                httparse::Status::Partial => panic!("partial response"),
+            };
+            let len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |h| {
+                    std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                });
+            out.push((resp.code.unwrap(), bytes[n..n + len].to_vec()));
+            bytes = &bytes[n + len..];
+        }
+        out
+    }
+
+    fn answer(status: u16, body: &str) -> Response {
+        Response::bytes(status, "text/plain", body.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_request_split_at_every_byte_boundary() {
+        let mut scratch = vec![0; SCRATCH];
+        let req = b"POST /x?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        for cut in 1..req.len() {
+            let (mut conn, mut peer) = pair();
+            peer.write_all(&req[..cut]).unwrap();
+            conn.fill(&mut scratch).unwrap();
+            let head = match conn.next_request() {
+                Next::Nothing => {
+                    peer.write_all(&req[cut..]).unwrap();
+                    conn.fill(&mut scratch).unwrap();
+                    match conn.next_request() {
+                        Next::Head(h) => h,
+                        _ => panic!("cut {cut}: no head after the rest"),
+                    }
+                }
+                Next::Head(h) => {
+                    // The head was whole: the body's first bytes (if any) wait for admission.
+                    peer.write_all(&req[cut..]).unwrap();
+                    conn.fill(&mut scratch).unwrap();
+                    h
+                }
+                _ => panic!("cut {cut}: unexpected"),
+            };
+            assert_eq!(head.path, "/x", "cut {cut}");
+            conn.continue_body(head, 1024).unwrap();
+            match conn.next_request() {
+                Next::Request(r) => assert_eq!(r.body, b"hello", "cut {cut}"),
+                _ => panic!("cut {cut}: no request"),
+            }
+            assert!(!conn.has_partial_request(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn bytes_trickling_in_one_at_a_time() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        for (i, b) in GET.iter().enumerate() {
+            peer.write_all(&[*b]).unwrap();
+            let got = request(&mut conn, &mut scratch);
+            assert_eq!(got.is_some(), i == GET.len() - 1, "after byte {i}");
+            if i < GET.len() - 1 {
+                assert!(conn.has_partial_request());
+                assert!(conn.request_started.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        let all = [get("/1"), get("/2"), get("/3")].concat();
+        peer.write_all(&all).unwrap();
+        let first = request(&mut conn, &mut scratch).unwrap();
+        assert_eq!(first.path, "/1");
+        // An operation answers the first later: the others wait, unread, in order.
+        conn.phase = Phase::Waiting(Token(9));
+        assert!(matches!(conn.next_request(), Next::Nothing));
+        conn.respond(&answer(200, "one"), false, false);
+        for (path, body) in [("/2", "two"), ("/3", "three")] {
+            let r = request(&mut conn, &mut scratch).unwrap();
+            assert_eq!(r.path, path);
+            conn.respond(&answer(200, body), false, false);
+        }
+        assert!(conn.flush().unwrap());
+        let got = responses(&drain(&mut peer));
+        let bodies: Vec<&[u8]> = got.iter().map(|(_, b)| b.as_slice()).collect();
+        assert_eq!(bodies, [&b"one"[..], b"two", b"three"]);
+        assert!(!conn.finished());
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(GET).unwrap();
+        request(&mut conn, &mut scratch).unwrap();
+        // Far more than a unix socket buffers: the first flush stops at WouldBlock.
+        let body: String = (0..600_000)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        conn.respond(&answer(200, &body), false, false);
+        assert!(!conn.flush().unwrap());
+        assert_eq!(
+            conn.wanted_interest(),
+            Interest::READABLE | Interest::WRITABLE
+        );
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        loop {
+            got.extend(drain(&mut peer));
+            if conn.flush().unwrap() {
+                got.extend(drain(&mut peer));
+                break;
+            }
+            rounds += 1;
+            assert!(rounds < 10_000);
+        }
+        assert!(rounds > 0, "one write took it all");
+        assert_eq!(conn.pending_output(), 0);
+        let r = responses(&got);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1, body.as_bytes());
+    }
+
+    #[test]
+    fn half_close_still_gets_the_queued_answer() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(GET).unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let req = request(&mut conn, &mut scratch).unwrap();
+        assert!(conn.read_eof);
+        assert!(req.keep_alive);
+        // The answer is queued but not written: not finished yet.
+        conn.respond(&answer(200, "late"), false, false);
+        assert!(!conn.finished());
+        assert!(conn.flush().unwrap());
+        // Written, input at its end: nothing more to do.
+        assert!(conn.finished());
+        let r = responses(&drain(&mut peer));
+        assert_eq!(r, [(200, b"late".to_vec())]);
+    }
+
+    #[test]
+    fn eof_while_an_operation_works_is_seen() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(GET).unwrap();
+        request(&mut conn, &mut scratch).unwrap();
+        conn.phase = Phase::Waiting(Token(3));
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        conn.fill(&mut scratch).unwrap();
+        // The server cancels the operation on this (`drive_conn`).
+        assert!(conn.read_eof);
+        assert!(!conn.finished());
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_stops_our_reading() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&[get("/1"), get("/2")].concat()).unwrap();
+        request(&mut conn, &mut scratch).unwrap();
+        let big = "x".repeat(MAX_PENDING_OUTPUT + 300_000);
+        conn.respond(&answer(200, &big), false, false);
+        assert!(!conn.flush().unwrap());
+        assert!(conn.output_blocked());
+        // The second request is buffered but not handed out, and no more input is read.
+        assert!(matches!(conn.next_request(), Next::Nothing));
+        assert_eq!(conn.wanted_interest(), Interest::WRITABLE);
+        peer.write_all(&get("/3")).unwrap();
+        let before = conn.inbuf.len();
+        conn.fill(&mut scratch).unwrap();
+        assert_eq!(conn.inbuf.len(), before, "read while blocked");
+        assert!(!conn.should_refill());
+        // The peer reads: output drains below the mark, the pipelined requests come in order.
+        let mut got = Vec::new();
+        while !conn.flush().unwrap() {
+            got.extend(drain(&mut peer));
+        }
+        got.extend(drain(&mut peer));
+        assert!(!conn.output_blocked());
+        assert_eq!(request(&mut conn, &mut scratch).unwrap().path, "/2");
+        conn.respond(&answer(200, "2"), false, false);
+        assert_eq!(request(&mut conn, &mut scratch).unwrap().path, "/3");
+        conn.respond(&answer(200, "3"), false, true);
+        assert!(conn.flush().unwrap());
+        got.extend(drain(&mut peer));
+        let r = responses(&got);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].1.len(), big.len());
+        assert_eq!(
+            (r[1].1.as_slice(), r[2].1.as_slice()),
+            (&b"2"[..], &b"3"[..])
+        );
+        assert!(conn.finished());
+    }
+
+    #[test]
+    fn the_head_is_handed_over_before_the_body_is_read() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(
+            b"POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        )
+        .unwrap();
+        conn.fill(&mut scratch).unwrap();
+        let head = match conn.next_request() {
+            Next::Head(h) => h,
+            _ => panic!("no head"),
+        };
+        assert!(head.body.is_empty());
+        // Nothing (not even the 100) goes out before the server admits the body.
+        assert_eq!(conn.pending_output(), 0);
+        conn.continue_body(head, 16).unwrap();
+        assert!(conn.flush().unwrap());
+        assert_eq!(drain(&mut peer), b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(matches!(conn.next_request(), Next::Nothing));
+        peer.write_all(b"body").unwrap();
+        let req = request(&mut conn, &mut scratch).unwrap();
+        assert_eq!(req.body, b"body");
+    }
+
+    #[test]
+    fn a_refused_head_reads_no_body() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .unwrap();
+        conn.fill(&mut scratch).unwrap();
+        let head = match conn.next_request() {
+            Next::Head(h) => h,
+            _ => panic!("no head"),
+        };
+        // Too long for the endpoint: refused before a byte of the body is taken.
+        assert!(conn.continue_body(head, 10).is_err());
+        conn.discard_input();
+        conn.respond(&answer(413, ""), false, true);
+        assert!(!conn.has_partial_request());
+        assert!(conn.flush().unwrap());
+        assert!(conn.finished());
+        assert_eq!(responses(&drain(&mut peer))[0].0, 413);
+    }
+
+    #[test]
+    fn upgrade_hands_over_the_stream_leftover_and_queued_output() {
+        let mut scratch = vec![0; SCRATCH];
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&[GET, b"\x82\x80"].concat()).unwrap();
+        request(&mut conn, &mut scratch).unwrap();
+        conn.outbuf.extend_from_slice(b"earlier");
+        let (_stream, leftover, pending) = conn.into_upgraded();
+        assert_eq!(leftover, b"\x82\x80");
+        assert_eq!(pending, b"earlier");
     }
 }

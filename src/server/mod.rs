@@ -1,42 +1,46 @@
-//! The event loop: one thread, one `mio::Poll`, everything that waits registered with it.
+//! The server: one thread, one `mio::Poll` (`crate::reactor`), everything that waits
+//! registered with it.
 //!
-//! Tokens come from a counter and are never reused; `routes` says what each one is for.
 //! Client connections speak HTTP until they are answered or upgraded; operations that outlive
 //! one event (an exec, a websocket session, a restart) are kept in `ops` and own their
-//! descriptors. Docker traffic goes through the same loop.
+//! descriptors. Docker traffic goes through the same loop. The `impl Server` is split by
+//! concern: `accept` (new connections), `drive` (a connection's reads, writes and deadlines),
+//! `request` (a request's path to its answer or operation), `docker` (the Docker link),
+//! `signals` (signals, token reload, readiness, shutdown); this file holds the state, the
+//! loop and the dispatch of its events.
 
+mod accept;
 mod admission;
 mod conn;
-pub mod net;
-pub(crate) mod timers;
+mod docker;
+mod drive;
+mod request;
+mod signals;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::auth::{self, Decision, Tokens};
+use crate::auth::Tokens;
 use crate::config::Config;
-use crate::docker::client::{Client as DockerClient, Purpose, Reply};
-use crate::docker::mirror::{Mirror, Want};
-use crate::http::query::Query;
-use crate::http::request::Request;
-use crate::http::response::negotiate;
-use crate::http::router::{self, Endpoint, Route};
-use crate::http::{ApiError, Format, Method, Response};
+use crate::docker::client::{Client as DockerClient, Purpose};
+use crate::docker::mirror::Mirror;
 use crate::ops;
+use crate::reactor::net::Listener;
+use crate::reactor::timers::Timer;
+use crate::reactor::{Reactor, Target};
 use crate::systemd;
 
-use admission::{Admission, Verdict};
-use conn::{HttpConn, Next, Phase};
-use net::{Listener, Stream};
-use timers::{Timer, Timers};
+use admission::Admission;
+use conn::{HttpConn, Phase};
+pub use signals::load_tokens;
 
 const SIGNAL: Token = Token(0);
 const FIRST_DYNAMIC: usize = 1;
@@ -44,9 +48,6 @@ const FIRST_DYNAMIC: usize = 1;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 const DOCKER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const DOCKER_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Size of the loop's shared read buffer: a 1 MiB body arrives in a few reads, and the
-/// largest UDP datagram fits.
-pub(crate) const SCRATCH: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub enum Error {
@@ -73,43 +74,38 @@ impl std::error::Error for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// What a token is for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Target {
-    Listener(usize),
-    Conn,
-    Docker,
-    /// A descriptor of an operation: the op's token and which of its descriptors.
-    Op(Token, ops::Role),
-}
-
 /// The tokens file as loaded, or why it could not be.
 pub enum TokenState {
     Ready(Tokens),
     Sealed(String),
 }
 
-/// What operations may touch of the loop: the poller, the token table, the timers.
-pub(crate) struct Reactor {
-    pub(crate) poll: Poll,
-    pub(crate) routes: HashMap<Token, Target>,
-    pub(crate) next_token: usize,
-    pub(crate) timers: Timers,
-    /// The one read buffer of the loop: client connections read into it (see
-    /// `HttpConn::fill`), operations borrow it to move output (`ops::Io::take_scratch`).
-    /// Nothing keeps a large buffer of its own between wake-ups.
-    pub(crate) scratch: Vec<u8>,
+/// The Docker connection: the client and how reconnecting after a loss goes.
+struct DockerLink {
+    client: DockerClient,
+    backoff: Duration,
+    /// The connection was lost and not yet resynchronised.
+    down: bool,
+    reconnect_scheduled: bool,
 }
 
-impl Reactor {
-    /// The loop's read buffer, whole again if an operation that borrowed it
-    /// (`ops::Io::take_scratch`) never gave it back (a panic in between).
-    pub(crate) fn scratch(&mut self) -> &mut [u8] {
-        if self.scratch.len() < SCRATCH {
-            self.scratch.resize(SCRATCH, 0);
-        }
-        &mut self.scratch
-    }
+/// The listeners and whether accepting is paused for lack of descriptors.
+struct Accepting {
+    /// A slot per listener (its index is in its `Target::Listener`); emptied at shutdown.
+    listeners: Vec<Option<Listener>>,
+    /// Waiting for `Timer::ResumeAccept`.
+    paused: bool,
+    /// Accepting ran out of descriptors and has not succeeded since (to warn once, not every
+    /// retry).
+    exhausted: bool,
+}
+
+/// Readiness and shutdown, as systemd sees them.
+struct Lifecycle {
+    /// Since when a graceful shutdown is in progress.
+    draining: Option<Instant>,
+    notified_ready: bool,
+    watchdog: Option<Duration>,
 }
 
 pub struct Server {
@@ -118,27 +114,18 @@ pub struct Server {
     tokens: TokenState,
     mirror: Mirror,
     state_cache: ops::state::Cache,
-    docker: DockerClient,
-    docker_backoff: Duration,
-    docker_down: bool,
-    reconnect_scheduled: bool,
-    listeners: Vec<Option<Listener>>,
+    docker: DockerLink,
+    accepting: Accepting,
     conns: HashMap<Token, HttpConn>,
     /// Which of `conns` have not passed auth yet, and who may open another.
     admission: Admission,
     ops: HashMap<Token, ops::Op>,
     /// Instances with a restart in progress (at most one each).
-    restarting: std::collections::HashSet<String>,
+    restarting: HashSet<String>,
     signals: SignalFd,
-    accept_paused: bool,
     /// Connections and operations being driven right now, outermost first (see `contained`).
     driving: Vec<Token>,
-    /// Accepting ran out of descriptors and has not succeeded since (to warn once, not every
-    /// retry).
-    accept_exhausted: bool,
-    draining: Option<Instant>,
-    notified_ready: bool,
-    watchdog: Option<Duration>,
+    life: Lifecycle,
 }
 
 impl Server {
@@ -152,8 +139,10 @@ impl Server {
             .map_err(|e| Error::Io("block signals", e.into()))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::Io("signalfd", e.into()))?;
-        let poll = Poll::new().map_err(|e| Error::Io("epoll", e))?;
-        poll.registry()
+        let reactor = Reactor::new(FIRST_DYNAMIC).map_err(|e| Error::Io("epoll", e))?;
+        reactor
+            .poll
+            .registry()
             .register(
                 &mut SourceFd(&signals.as_raw_fd()),
                 SIGNAL,
@@ -172,33 +161,33 @@ impl Server {
         let docker = DockerClient::new(cfg.docker_socket.clone());
         let watchdog = systemd::watchdog_interval();
         let mut server = Server {
-            reactor: Reactor {
-                poll,
-                routes: HashMap::new(),
-                next_token: FIRST_DYNAMIC,
-                timers: Timers::default(),
-                scratch: vec![0; SCRATCH],
-            },
+            reactor,
             cfg,
             tokens,
             mirror: Mirror::new(),
             state_cache: ops::state::Cache::default(),
-            docker,
-            docker_backoff: DOCKER_BACKOFF_MIN,
-            docker_down: false,
-            reconnect_scheduled: false,
-            listeners: Vec::new(),
+            docker: DockerLink {
+                client: docker,
+                backoff: DOCKER_BACKOFF_MIN,
+                down: false,
+                reconnect_scheduled: false,
+            },
+            accepting: Accepting {
+                listeners: Vec::new(),
+                paused: false,
+                exhausted: false,
+            },
             conns: HashMap::new(),
             admission: Admission::default(),
             ops: HashMap::new(),
             restarting: Default::default(),
             signals,
-            accept_paused: false,
             driving: Vec::new(),
-            accept_exhausted: false,
-            draining: None,
-            notified_ready: false,
-            watchdog,
+            life: Lifecycle {
+                draining: None,
+                notified_ready: false,
+                watchdog,
+            },
         };
         for (i, mut l) in listeners.into_iter().enumerate() {
             let t = server.token();
@@ -210,9 +199,9 @@ impl Server {
                 .map_err(|e| Error::Io("register listener", e))?;
             log::info!("listening on {}", l.describe());
             server.reactor.routes.insert(t, Target::Listener(i));
-            server.listeners.push(Some(l));
+            server.accepting.listeners.push(Some(l));
         }
-        if let Some(w) = server.watchdog {
+        if let Some(w) = server.life.watchdog {
             server.reactor.timers.after(w / 2, Timer::Watchdog);
         }
         if let Err(e) = crate::container::netns::open_home() {
@@ -224,9 +213,7 @@ impl Server {
     }
 
     fn token(&mut self) -> Token {
-        let t = Token(self.reactor.next_token);
-        self.reactor.next_token += 1;
-        t
+        self.reactor.token()
     }
 
     /// Run until a shutdown completes.
@@ -234,14 +221,14 @@ impl Server {
         let mut events = Events::with_capacity(256);
         loop {
             let now = Instant::now();
-            if let Some(since) = self.draining
+            if let Some(since) = self.life.draining
                 && ((self.conns.is_empty() && self.ops.is_empty()) || now >= since + SHUTDOWN_GRACE)
             {
                 self.finish_shutdown();
                 return Ok(());
             }
             let mut timeout = self.reactor.timers.timeout(now);
-            if self.draining.is_some() {
+            if self.life.draining.is_some() {
                 let tick = Duration::from_millis(50);
                 timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
             }
@@ -370,892 +357,29 @@ impl Server {
         }
     }
 
-    // ---- signals and shutdown -------------------------------------------------------------
-
-    fn on_signal(&mut self) {
-        loop {
-            match self.signals.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => self.reload_tokens(),
-                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
-                    _ => {}
-                },
-                Ok(None) => return,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    log::error!("reading signals: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn reload_tokens(&mut self) {
-        self.tokens = load_tokens(&self.cfg);
-        match &self.tokens {
-            TokenState::Ready(t) => log::info!("SIGHUP: tokens reloaded ({} entries)", t.len()),
-            TokenState::Sealed(why) => log::warn!("SIGHUP: tokens not usable, sealed: {why}"),
-        }
-    }
-
-    fn begin_shutdown(&mut self) {
-        if self.draining.is_some() {
-            return;
-        }
-        log::info!("shutting down: no new connections, finishing in-flight work");
-        let _ = systemd::notify("STOPPING=1");
-        self.draining = Some(Instant::now());
-        for slot in self.listeners.iter_mut() {
-            if let Some(mut l) = slot.take() {
-                let _ = self.reactor.poll.registry().deregister(&mut l);
-            }
-        }
-        // Idle keep-alive connections have nothing in flight: close them now.
-        let idle: Vec<Token> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
-            })
-            .map(|(t, _)| *t)
-            .collect();
-        for t in idle {
-            self.close_conn(t);
-        }
-        let op_tokens: Vec<Token> = self.ops.keys().copied().collect();
-        for t in op_tokens {
-            if let Some(op) = self.ops.get_mut(&t) {
-                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-                op.shutdown(t, &mut io);
-            }
-            self.drive_op(t, None);
-        }
-    }
-
-    fn finish_shutdown(&mut self) {
-        for (_, mut op) in self.ops.drain() {
-            op.abandon();
-        }
-        let _ = self.docker.close_all(self.reactor.poll.registry());
-        log::info!("stopped");
-    }
-
-    // ---- timers ---------------------------------------------------------------------------
-
     fn on_timer(&mut self, t: Timer, now: Instant) {
         match t {
             Timer::Conn(token) => self.check_conn_deadlines(token, now),
             Timer::Op(token) => self.drive_op(token, None),
             Timer::DockerReconnect => {
-                self.reconnect_scheduled = false;
-                if self.docker_down && self.draining.is_none() {
+                self.docker.reconnect_scheduled = false;
+                if self.docker.down && self.life.draining.is_none() {
                     let wants = self.mirror.connect();
                     self.apply_wants(wants);
                 }
             }
             Timer::Watchdog => {
                 let _ = systemd::notify("WATCHDOG=1");
-                if let Some(w) = self.watchdog {
+                if let Some(w) = self.life.watchdog {
                     self.reactor.timers.after(w / 2, Timer::Watchdog);
                 }
             }
             Timer::ResumeAccept => {
-                self.accept_paused = false;
-                for i in 0..self.listeners.len() {
+                self.accepting.paused = false;
+                for i in 0..self.accepting.listeners.len() {
                     self.accept(i);
                 }
             }
-        }
-    }
-
-    fn check_conn_deadlines(&mut self, token: Token, now: Instant) {
-        let limits = &self.cfg.limits;
-        let Some(c) = self.conns.get(&token) else {
-            return;
-        };
-        // Until a request passes auth a connection lives only briefly, whatever it does.
-        if !c.authenticated && !matches!(c.phase, Phase::Waiting(_)) {
-            let until = c.opened + limits.preauth_timeout;
-            if now >= until {
-                log::debug!("{}: no authenticated request in time, closing", c.peer);
-                if c.phase == Phase::Open && c.has_partial_request() {
-                    let err = ApiError::new(408, "request not received in time");
-                    self.fail_conn(token, err);
-                    // A client that does not read its 408 is not waited for.
-                    if self
-                        .conns
-                        .get(&token)
-                        .is_some_and(|c| c.pending_output() > 0)
-                    {
-                        self.close_conn(token);
-                    }
-                } else {
-                    self.close_conn(token);
-                }
-                return;
-            }
-            self.reactor.timers.at(until, Timer::Conn(token));
-        }
-        let deadline = match c.phase {
-            // Complete pipelined requests wait for the client to read its answers: not a slow
-            // head, but a client that stopped reading is dropped after the idle timeout.
-            Phase::Open if c.output_blocked() => Some((c.idle_since + limits.idle_timeout, false)),
-            Phase::Open if c.has_partial_request() => {
-                c.request_started.map(|s| (s + limits.head_timeout, true))
-            }
-            Phase::Open if c.pending_output() == 0 => {
-                Some((c.idle_since + limits.idle_timeout, false))
-            }
-            _ => None,
-        };
-        match deadline {
-            Some((when, _)) if when > now => self.reactor.timers.at(when, Timer::Conn(token)),
-            Some((_, true)) => {
-                let err = ApiError::new(408, "request not received in time");
-                self.fail_conn(token, err);
-            }
-            Some((_, false)) => self.close_conn(token),
-            // Busy (waiting for an operation or writing): look again later.
-            None => self
-                .reactor
-                .timers
-                .after(limits.idle_timeout, Timer::Conn(token)),
-        }
-    }
-
-    // ---- connections ----------------------------------------------------------------------
-
-    fn accept(&mut self, i: usize) {
-        if self.accept_paused {
-            return;
-        }
-        loop {
-            let Some(l) = self.listeners.get(i).and_then(|l| l.as_ref()) else {
-                return;
-            };
-            match l.accept() {
-                Ok((stream, peer, ip)) => {
-                    if self.accept_exhausted {
-                        self.accept_exhausted = false;
-                        log::info!("accept: descriptors available again, accepting");
-                    }
-                    self.add_conn(stream, peer, ip)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EMFILE)
-                            | Some(libc::ENFILE)
-                            | Some(libc::ENOBUFS)
-                            | Some(libc::ENOMEM)
-                    ) =>
-                {
-                    // Out of descriptors: stop accepting for a moment instead of spinning on a
-                    // listener that stays readable.
-                    if self.accept_exhausted {
-                        log::debug!("accept: {e}; still pausing new connections");
-                    } else {
-                        log::warn!("accept: {e}; pausing new connections, retrying every 100 ms");
-                        self.accept_exhausted = true;
-                    }
-                    self.accept_paused = true;
-                    self.reactor
-                        .timers
-                        .after(Duration::from_millis(100), Timer::ResumeAccept);
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_conn(&mut self, stream: Stream, peer: String, ip: Option<std::net::IpAddr>) {
-        let open = self.conns.len() + self.ops.len();
-        let mut conn = HttpConn::new(stream, peer, ip, &self.cfg.limits);
-        match self.admission.admit(ip, open, &self.cfg.limits) {
-            Verdict::Admit => {}
-            Verdict::Evict(oldest) => {
-                if let Some(c) = self.conns.get_mut(&oldest) {
-                    log::debug!("{}: unauthenticated, closed to make room", c.peer);
-                    let resp =
-                        ApiError::new(503, "too many connections").into_response(Format::Json);
-                    c.discard_input();
-                    c.respond(&resp, false, true);
-                    let _ = c.flush();
-                }
-                self.close_conn(oldest);
-            }
-            Verdict::Refuse(why) => {
-                // A canned answer, best effort: the socket is new, so its buffer has room.
-                log::debug!("{}: refused: {why}", conn.peer);
-                let resp = ApiError::new(503, why).into_response(Format::Json);
-                conn.respond(&resp, false, true);
-                let _ = conn.flush();
-                return;
-            }
-        }
-        let token = self.token();
-        if let Err(e) =
-            self.reactor
-                .poll
-                .registry()
-                .register(&mut conn.stream, token, Interest::READABLE)
-        {
-            log::warn!("register connection: {e}");
-            return;
-        }
-        conn.interest = Some(Interest::READABLE);
-        self.reactor.routes.insert(token, Target::Conn);
-        let limits = &self.cfg.limits;
-        self.reactor.timers.after(
-            limits
-                .head_timeout
-                .min(limits.idle_timeout)
-                .min(limits.preauth_timeout),
-            Timer::Conn(token),
-        );
-        self.admission.add(token, conn.peer_ip);
-        self.conns.insert(token, conn);
-        // Data may already be there (edge-triggered registration sees only new readiness on
-        // some kernels' paths); reading now costs one syscall.
-        self.drive_conn(token);
-    }
-
-    fn close_conn(&mut self, token: Token) {
-        self.admission.remove(token);
-        if let Some(mut c) = self.conns.remove(&token) {
-            let _ = self.reactor.poll.registry().deregister(&mut c.stream);
-            self.reactor.routes.remove(&token);
-            if let Phase::Waiting(op) = c.phase {
-                self.client_gone(op);
-            }
-        }
-    }
-
-    /// Answer with an error and close (the input cannot be trusted to frame another request).
-    fn fail_conn(&mut self, token: Token, err: ApiError) {
-        if let Some(c) = self.conns.get_mut(&token) {
-            log::info!("{} - {} {}", c.peer, err.status, err.message);
-            c.respond(&err.into_response(Format::Json), false, true);
-        }
-        self.drive_conn(token);
-    }
-
-    /// Read, handle complete requests, write — until nothing more can happen now.
-    fn drive_conn(&mut self, token: Token) {
-        self.driving.push(token);
-        self.drive_conn_now(token);
-        self.driving.pop();
-    }
-
-    fn drive_conn_now(&mut self, token: Token) {
-        loop {
-            let Some(c) = self.conns.get_mut(&token) else {
-                return;
-            };
-            if c.fill(self.reactor.scratch()).is_err() {
-                self.close_conn(token);
-                return;
-            }
-            // EOF while an operation works for this request: the client has gone (as Go's
-            // net/http treats it). The operation is cancelled: an exec's process group is
-            // killed, a pending connect is dropped.
-            if c.read_eof && matches!(c.phase, Phase::Waiting(_)) {
-                self.close_conn(token);
-                return;
-            }
-            let mut progressed = false;
-            loop {
-                let Some(c) = self.conns.get_mut(&token) else {
-                    return;
-                };
-                match c.next_request() {
-                    Next::Nothing => break,
-                    Next::Invalid(e) => {
-                        let err = ApiError::from(e);
-                        log::info!("{} - {} {}", c.peer, err.status, err.message);
-                        c.respond(&err.into_response(Format::Json), false, true);
-                        break;
-                    }
-                    Next::Head(head) => {
-                        progressed = true;
-                        self.admit_body(token, head);
-                    }
-                    Next::Request(req) => {
-                        progressed = true;
-                        if self.handle(token, req) {
-                            // Upgraded: the connection is no longer ours.
-                            return;
-                        }
-                    }
-                }
-            }
-            let Some(c) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let blocked = c.output_blocked();
-            match c.flush() {
-                Ok(_) => {}
-                Err(_) => {
-                    self.close_conn(token);
-                    return;
-                }
-            }
-            // Pipelined requests already buffered wait for output room, not for new input:
-            // once the client has read enough, handle them now (no readable edge will come
-            // for bytes we already hold).
-            let unblocked = blocked && !c.output_blocked();
-            if c.finished() {
-                if c.phase == Phase::Closing {
-                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                }
-                self.close_conn(token);
-                return;
-            }
-            if self.draining.is_some()
-                && c.phase == Phase::Open
-                && !c.has_partial_request()
-                && c.pending_output() == 0
-            {
-                self.close_conn(token);
-                return;
-            }
-            if !(c.should_refill() || (progressed && c.phase == Phase::Open) || unblocked) {
-                let want = c.wanted_interest();
-                if c.interest != Some(want) {
-                    if self
-                        .reactor
-                        .poll
-                        .registry()
-                        .reregister(&mut c.stream, token, want)
-                        .is_err()
-                    {
-                        self.close_conn(token);
-                        return;
-                    }
-                    c.interest = Some(want);
-                }
-                if c.phase == Phase::Open && !c.has_partial_request() {
-                    c.shrink();
-                }
-                return;
-            }
-        }
-    }
-
-    /// Handle one request. Returns true when the connection was upgraded (taken away).
-    fn handle(&mut self, token: Token, req: Request) -> bool {
-        // Fault injection for the test of `contained`; compiled out of release builds.
-        #[cfg(debug_assertions)]
-        if std::env::var_os("SUPD_DEBUG_PANIC_PATH").is_some_and(|p| p == req.path.as_str()) {
-            panic!("SUPD_DEBUG_PANIC_PATH was requested");
-        }
-        let started = Instant::now();
-        let format = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
-        let head_only = req.method == Method::Head;
-        let outcome = self.route_request(token, &req, format);
-        let Some(c) = self.conns.get_mut(&token) else {
-            return true;
-        };
-        let close = !req.keep_alive || self.draining.is_some();
-        let status = match outcome {
-            Outcome::Respond(resp) => {
-                c.respond(&resp, head_only, close);
-                resp.status
-            }
-            Outcome::Error(err) => {
-                let status = err.status;
-                // A client without a valid token gets one answer per connection: retrying on
-                // it must not keep a slot.
-                let close = close || status == 401;
-                c.respond(&err.into_response(format), head_only, close);
-                status
-            }
-            Outcome::Pending(op) => {
-                c.phase = Phase::Waiting(op);
-                if let Some(o) = self.ops.get_mut(&op) {
-                    o.set_request_log(RequestLog::new(&c.peer, &req, started));
-                }
-                self.drive_op(op, None);
-                // An upgrade in that drive took the connection away.
-                return !self.conns.contains_key(&token);
-            }
-            Outcome::Upgraded => return true,
-        };
-        RequestLog::new(&c.peer, &req, started).done(status);
-        false
-    }
-
-    /// A request with a body, its head complete: its body is read only if the request would
-    /// be served (route, method, credentials) and its declared length fits the endpoint;
-    /// otherwise it is answered now, the body unread, and the connection closed (the body's
-    /// bytes would otherwise be taken for the next request).
-    fn admit_body(&mut self, token: Token, head: Request) {
-        let started = Instant::now();
-        let format = negotiate(head.header("accept"), &[Format::Json, Format::Yaml]);
-        let limit = match self.gate(token, &head) {
-            Ok(Gate::Route(route)) => Ok(route.endpoint.body_limit()),
-            // OPTIONS is answered without credentials; it has no use for a body.
-            Ok(Gate::Options(_)) => Ok(0),
-            Err(e) => Err(e),
-        };
-        let Some(c) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let head_only = head.method == Method::Head;
-        let log = RequestLog::new(&c.peer, &head, started);
-        // A limit of 0 refuses any declared length at once; an empty chunked body passes.
-        let refused = match limit {
-            Ok(limit) => c
-                .continue_body(head, limit.min(self.cfg.limits.body_bytes))
-                .map_err(ApiError::from),
-            Err(e) => Err(e),
-        };
-        if let Err(err) = refused {
-            let status = err.status;
-            c.discard_input();
-            c.respond(&err.into_response(format), head_only, true);
-            log.done(status);
-        }
-    }
-
-    /// What every request passes before anything is done for it: its route, its method and
-    /// its credentials, in that order. OPTIONS needs no credentials (and does not count as
-    /// authenticated activity).
-    fn gate(&mut self, token: Token, req: &Request) -> std::result::Result<Gate, ApiError> {
-        let route = router::route(&req.path)?;
-        if req.method == Method::Options {
-            return Ok(Gate::Options(
-                Response::new(204).header("Allow", route.allow()),
-            ));
-        }
-        if !route.allows(req.method) {
-            return Err(ApiError::new(
-                405,
-                format!("method {} not allowed here", req.method.as_str()),
-            )
-            .header("Allow", route.allow()));
-        }
-        self.authorize(req, &route)?;
-        if let Some(c) = self.conns.get_mut(&token)
-            && !c.authenticated
-        {
-            c.authenticated = true;
-            self.admission.remove(token);
-        }
-        Ok(Gate::Route(route))
-    }
-
-    fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
-        let route = match self.gate(token, req) {
-            Ok(Gate::Route(route)) => route,
-            Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
-            Err(e) => return Outcome::Error(e),
-        };
-        let query = match Query::parse(&req.query) {
-            Ok(q) => q,
-            Err(e) => return Outcome::Error(e.into()),
-        };
-        match &route.endpoint {
-            Endpoint::List | Endpoint::Get { .. } => {
-                let generation = self.mirror.generation();
-                if let Some(r) = self
-                    .state_cache
-                    .get(generation, &req.path, &req.query, format)
-                {
-                    return Outcome::Respond(r);
-                }
-                let ctx = ops::state::StateCtx {
-                    mirror: &self.mirror,
-                    tenant: &self.cfg.tenant,
-                    host: &self.cfg.host,
-                    site: &self.cfg.site,
-                };
-                match ops::state::handle(&route, &query, format, &ctx) {
-                    Ok(r) => {
-                        self.state_cache
-                            .put(generation, &req.path, &req.query, format, &r);
-                        Outcome::Respond(r)
-                    }
-                    Err(e) => Outcome::Error(e),
-                }
-            }
-            _ => self.start_op(token, req, &route, &query, format),
-        }
-    }
-
-    fn authorize(&self, req: &Request, route: &Route) -> std::result::Result<(), ApiError> {
-        let tokens = match &self.tokens {
-            TokenState::Ready(t) => t,
-            TokenState::Sealed(why) => {
-                return Err(ApiError::new(503, format!("strongbox sealed: {why}")));
-            }
-        };
-        let bearer = req.header("authorization").and_then(auth::bearer_token);
-        match tokens.check(bearer, route.operation(), &route.application) {
-            Decision::Allow { .. } => Ok(()),
-            Decision::Unauthorized => Err(ApiError::new(401, "missing or unknown bearer token")
-                .header("WWW-Authenticate", "Bearer realm=\"supd\"")),
-            Decision::Forbidden { token } => Err(ApiError::new(
-                403,
-                format!(
-                    "token {token:?} may not {} application {:?}",
-                    route.operation(),
-                    route.application
-                ),
-            )),
-        }
-    }
-
-    // ---- operations -----------------------------------------------------------------------
-
-    fn start_op(
-        &mut self,
-        token: Token,
-        req: &Request,
-        route: &Route,
-        query: &Query,
-        format: Format,
-    ) -> Outcome {
-        let op_token = self.token();
-        let start = {
-            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            let env = ops::Env {
-                mirror: &self.mirror,
-                cfg: &self.cfg,
-                restarting: &self.restarting,
-            };
-            ops::start(op_token, req, route, query, format, &env, &mut io)
-        };
-        match start {
-            Err(e) => Outcome::Error(e),
-            Ok(ops::Started::Respond(r)) => Outcome::Respond(r),
-            Ok(ops::Started::Pending(op)) => {
-                if let Some(key) = op.restart_key() {
-                    self.restarting.insert(key.to_string());
-                }
-                // Driven first by `handle`, once the connection waits for it: a first drive
-                // may already answer or upgrade (a loopback connect completes at once).
-                self.ops.insert(op_token, op);
-                Outcome::Pending(op_token)
-            }
-            Ok(ops::Started::Upgrade(op, head)) => {
-                self.ops.insert(op_token, op);
-                let log = self
-                    .conns
-                    .get(&token)
-                    .map(|c| RequestLog::new(&c.peer, req, Instant::now()));
-                self.upgrade_conn(token, op_token, head, log);
-                Outcome::Upgraded
-            }
-        }
-    }
-
-    /// Move a connection's stream into the websocket operation `op_token`, which writes the
-    /// 101 `head` (after any earlier pipelined answers still queued) before its frames.
-    fn upgrade_conn(
-        &mut self,
-        token: Token,
-        op_token: Token,
-        head: Vec<u8>,
-        log: Option<RequestLog>,
-    ) {
-        self.admission.remove(token);
-        let Some(mut c) = self.conns.remove(&token) else {
-            return;
-        };
-        let _ = self.reactor.poll.registry().deregister(&mut c.stream);
-        self.reactor.routes.remove(&token);
-        if let Some(log) = log {
-            log.done(101);
-        }
-        let peer = c.peer.clone();
-        let (stream, leftover, pending) = c.into_upgraded();
-        let Some(op) = self.ops.get_mut(&op_token) else {
-            return;
-        };
-        let attached = {
-            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
-        };
-        if let Err(e) = attached {
-            log::warn!("websocket attach: {e}");
-            if let Some(mut op) = self.ops.remove(&op_token) {
-                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-                op.release(&mut io);
-                op.abandon();
-            }
-            return;
-        }
-        self.drive_op(op_token, None);
-    }
-
-    /// Let an operation make progress; deliver its answer; drop it when it is done.
-    fn drive_op(&mut self, op_token: Token, ev: Option<ops::Ready>) {
-        self.driving.push(op_token);
-        self.drive_op_now(op_token, ev);
-        self.driving.pop();
-    }
-
-    fn drive_op_now(&mut self, op_token: Token, ev: Option<ops::Ready>) {
-        let Some(op) = self.ops.get_mut(&op_token) else {
-            return;
-        };
-        let progress = {
-            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            let mut env = ops::EnvMut {
-                mirror: &mut self.mirror,
-                docker: &mut self.docker,
-            };
-            op.drive(op_token, ev, &mut io, &mut env)
-        };
-        if let Some(reply) = progress.reply {
-            self.deliver(op_token, reply);
-        }
-        if progress.upgrade {
-            let waiting = self.waiting_conn(op_token);
-            let log = self.ops.get_mut(&op_token).and_then(|o| o.take_log());
-            match waiting {
-                Some(conn) => self.upgrade_conn(conn, op_token, Vec::new(), log),
-                None => self.client_gone(op_token),
-            }
-        }
-        if !progress.wants.is_empty() {
-            self.apply_wants(progress.wants);
-        }
-        if progress.done
-            && let Some(mut op) = self.ops.remove(&op_token)
-        {
-            if let Some(key) = op.restart_key() {
-                self.restarting.remove(key);
-            }
-            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            op.release(&mut io);
-        }
-    }
-
-    /// An operation's HTTP answer goes to the connection waiting for it, if it is still there.
-    fn waiting_conn(&self, op_token: Token) -> Option<Token> {
-        self.conns
-            .iter()
-            .find(|(_, c)| c.phase == Phase::Waiting(op_token))
-            .map(|(t, _)| *t)
-    }
-
-    fn deliver(&mut self, op_token: Token, reply: ops::Reply) {
-        let Some(token) = self.waiting_conn(op_token) else {
-            return;
-        };
-        if let Some(c) = self.conns.get_mut(&token) {
-            let close = !reply.keep_alive || self.draining.is_some();
-            c.respond(&reply.response, reply.head_only, close);
-            if let Some(log) = reply.log {
-                log.done(reply.response.status);
-            }
-        }
-        self.drive_conn(token);
-    }
-
-    fn client_gone(&mut self, op_token: Token) {
-        if let Some(op) = self.ops.get_mut(&op_token) {
-            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            op.client_gone(op_token, &mut io);
-        }
-        self.drive_op(op_token, None);
-    }
-
-    // ---- docker ---------------------------------------------------------------------------
-
-    fn apply_wants(&mut self, wants: Vec<Want>) {
-        for w in wants {
-            match w {
-                Want::ApiVersion(v) => self.docker.set_api_version(&v),
-                Want::Get { path, purpose } => self.docker_request("GET", &path, None, purpose),
-                Want::Post { path, purpose } => self.docker_request("POST", &path, None, purpose),
-            }
-        }
-    }
-
-    fn docker_request(&mut self, method: &str, path: &str, body: Option<&[u8]>, purpose: Purpose) {
-        let t = self.token();
-        match self.docker.start(
-            self.reactor.poll.registry(),
-            t,
-            method,
-            path,
-            body,
-            purpose.clone(),
-        ) {
-            Ok(()) => {
-                self.reactor.routes.insert(t, Target::Docker);
-            }
-            Err(e) => self.docker_failed(
-                purpose,
-                &format!(
-                    "cannot connect to {}: {e}",
-                    self.cfg.docker_socket.display()
-                ),
-            ),
-        }
-    }
-
-    fn on_docker(&mut self, token: Token) {
-        let replies = self.docker.on_ready(self.reactor.poll.registry(), token);
-        if !self.docker.owns(token) {
-            self.reactor.routes.remove(&token);
-        }
-        for r in replies {
-            match r {
-                Reply::Done {
-                    purpose,
-                    status,
-                    body,
-                } => {
-                    if let Purpose::Restart { op, .. } = purpose {
-                        if let Some(o) = self.ops.get_mut(&op) {
-                            o.docker_reply(&purpose, Ok((status, body)));
-                        }
-                        self.drive_op(op, None);
-                        continue;
-                    }
-                    let wants = self.mirror.on_reply(purpose, status, &body);
-                    self.apply_wants(wants);
-                    self.after_mirror_change();
-                }
-                Reply::Event(line) => {
-                    let wants = self.mirror.on_event(&line);
-                    self.apply_wants(wants);
-                }
-                Reply::Failed { purpose, error } => self.docker_failed(purpose, &error),
-            }
-        }
-    }
-
-    fn docker_failed(&mut self, purpose: Purpose, error: &str) {
-        if let Purpose::Restart { op, .. } = purpose {
-            if let Some(o) = self.ops.get_mut(&op) {
-                o.docker_reply(&purpose, Err(error.to_string()));
-            }
-            self.drive_op(op, None);
-            return;
-        }
-        if !Mirror::is_fatal(&purpose) {
-            log::warn!("docker: {error}");
-            let wants = self.mirror.on_reply(purpose, 599, b"");
-            self.apply_wants(wants);
-            return;
-        }
-        self.docker_down = true;
-        self.mirror.disconnected(error);
-        // Every request of the lost connection is dropped; restarts learn of it here.
-        let purposes = self.docker.close_all(self.reactor.poll.registry());
-        self.reactor
-            .routes
-            .retain(|_, t| !matches!(t, Target::Docker));
-        for p in purposes {
-            if let Purpose::Restart { op, .. } = p {
-                if let Some(o) = self.ops.get_mut(&op) {
-                    o.docker_reply(&p, Err(error.to_string()));
-                }
-                self.drive_op(op, None);
-            }
-        }
-        if !self.reconnect_scheduled {
-            self.reconnect_scheduled = true;
-            log::info!("docker: reconnecting in {:?}", self.docker_backoff);
-            self.reactor
-                .timers
-                .after(self.docker_backoff, Timer::DockerReconnect);
-            self.docker_backoff = (self.docker_backoff * 2).min(DOCKER_BACKOFF_MAX);
-        }
-        self.notify_ready_once();
-    }
-
-    fn after_mirror_change(&mut self) {
-        if self.mirror.is_ready() {
-            if self.docker_down {
-                self.docker_down = false;
-            }
-            self.docker_backoff = DOCKER_BACKOFF_MIN;
-            self.notify_ready_once();
-        }
-    }
-
-    /// READY once the first sync settled (or failed): state requests then have an answer.
-    fn notify_ready_once(&mut self) {
-        if !self.notified_ready {
-            self.notified_ready = true;
-            let _ = systemd::notify("READY=1");
-        }
-    }
-}
-
-/// A request that passed `Server::gate`.
-enum Gate {
-    /// OPTIONS: the answer.
-    Options(Response),
-    Route(Route),
-}
-
-enum Outcome {
-    Respond(Response),
-    Error(ApiError),
-    Pending(Token),
-    Upgraded,
-}
-
-/// The one log line of a request: who, what (path without the query's values), status, time.
-pub struct RequestLog {
-    line: String,
-    started: Instant,
-}
-
-impl RequestLog {
-    pub fn new(peer: &str, req: &Request, started: Instant) -> RequestLog {
-        let query = if req.query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", crate::http::query::redacted(&req.query, &["cmd"]))
-        };
-        RequestLog {
-            line: format!("{peer} {} {}{}", req.method.as_str(), req.path, query),
-            started,
-        }
-    }
-
-    pub fn done(self, status: u16) {
-        log::info!(
-            "{} {} {:.1}ms",
-            self.line,
-            status,
-            self.started.elapsed().as_secs_f64() * 1000.0
-        );
-    }
-}
-
-/// Load the tokens file; first start with the default path creates it.
-pub fn load_tokens(cfg: &Config) -> TokenState {
-    if cfg.tokens_is_default && !cfg.tokens.exists() {
-        match auth::bootstrap(&cfg.tokens, &cfg.bootstrap_token_file) {
-            Ok(Some(path)) => log::warn!(
-                "first start: created {} with an admin token; the token is in {}",
-                cfg.tokens.display(),
-                path.display()
-            ),
-            Ok(None) => {}
-            Err(e) => return TokenState::Sealed(e.to_string()),
-        }
-    }
-    match Tokens::load(&cfg.tokens) {
-        Ok(t) => TokenState::Ready(t),
-        Err(e) => {
-            log::warn!("tokens: {e}; sealed until SIGHUP after it is fixed");
-            TokenState::Sealed(e.to_string())
         }
     }
 }

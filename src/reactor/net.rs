@@ -1,4 +1,6 @@
-//! Listeners and client streams over TCP or unix sockets, as one type each.
+//! Listeners and client streams over TCP or unix sockets, as one type each, and the
+//! `ByteStream` trait the connection types are generic over (so that they can be unit-tested
+//! over a socket pair).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
@@ -99,6 +101,25 @@ impl Source for Listener {
             Listener::Tcp(l) => l.deregister(r),
             Listener::Unix(l, _) => l.deregister(r),
         }
+    }
+}
+
+/// What a connection needs of its byte stream: non-blocking reads and writes, registration
+/// with the poller, and closing its sending side. `Stream` in the daemon; a socket pair
+/// (mio's `UnixStream::pair`) in unit tests.
+pub trait ByteStream: Read + Write + Source {
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl ByteStream for Stream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl ByteStream for UnixStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
     }
 }
 

@@ -1,0 +1,327 @@
+//! A request's path: gate (route, method, credentials), body admission, then an answer from
+//! the mirror's state or an operation started; the operation's answer or upgrade is delivered
+//! to the connection that waits for it.
+
+use std::time::Instant;
+
+use mio::Token;
+
+use super::conn::Phase;
+use super::{Server, TokenState};
+use crate::auth::{self, Decision};
+use crate::http::query::Query;
+use crate::http::request::Request;
+use crate::http::response::negotiate;
+use crate::http::router::{self, Endpoint, Route};
+use crate::http::{ApiError, Format, Method, Response};
+use crate::ops;
+use crate::reactor::log::RequestLog;
+
+impl Server {
+    /// A request with a body, its head complete: its body is read only if the request would
+    /// be served (route, method, credentials) and its declared length fits the endpoint;
+    /// otherwise it is answered now, the body unread, and the connection closed (the body's
+    /// bytes would otherwise be taken for the next request).
+    pub(super) fn admit_body(&mut self, token: Token, head: Request) {
+        let started = Instant::now();
+        let format = negotiate(head.header("accept"), &[Format::Json, Format::Yaml]);
+        let limit = match self.gate(token, &head) {
+            Ok(Gate::Route(route)) => Ok(route.endpoint.body_limit()),
+            // OPTIONS is answered without credentials; it has no use for a body.
+            Ok(Gate::Options(_)) => Ok(0),
+            Err(e) => Err(e),
+        };
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let head_only = head.method == Method::Head;
+        let log = RequestLog::new(&c.peer, &head, started);
+        // A limit of 0 refuses any declared length at once; an empty chunked body passes.
+        let refused = match limit {
+            Ok(limit) => c
+                .continue_body(head, limit.min(self.cfg.limits.body_bytes))
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(err) = refused {
+            let status = err.status;
+            c.discard_input();
+            c.respond(&err.into_response(format), head_only, true);
+            log.done(status);
+        }
+    }
+
+    /// What every request passes before anything is done for it: its route, its method and
+    /// its credentials, in that order. OPTIONS needs no credentials (and does not count as
+    /// authenticated activity).
+    pub(super) fn gate(
+        &mut self,
+        token: Token,
+        req: &Request,
+    ) -> std::result::Result<Gate, ApiError> {
+        let route = router::route(&req.path)?;
+        if req.method == Method::Options {
+            return Ok(Gate::Options(
+                Response::new(204).header("Allow", route.allow()),
+            ));
+        }
+        if !route.allows(req.method) {
+            return Err(ApiError::new(
+                405,
+                format!("method {} not allowed here", req.method.as_str()),
+            )
+            .header("Allow", route.allow()));
+        }
+        self.authorize(req, &route)?;
+        if let Some(c) = self.conns.get_mut(&token)
+            && !c.authenticated
+        {
+            c.authenticated = true;
+            self.admission.remove(token);
+        }
+        Ok(Gate::Route(route))
+    }
+
+    pub(super) fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
+        let route = match self.gate(token, req) {
+            Ok(Gate::Route(route)) => route,
+            Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
+            Err(e) => return Outcome::Error(e),
+        };
+        let query = match Query::parse(&req.query) {
+            Ok(q) => q,
+            Err(e) => return Outcome::Error(e.into()),
+        };
+        match &route.endpoint {
+            Endpoint::List | Endpoint::Get { .. } => {
+                let generation = self.mirror.generation();
+                if let Some(r) = self
+                    .state_cache
+                    .get(generation, &req.path, &req.query, format)
+                {
+                    return Outcome::Respond(r);
+                }
+                let ctx = ops::state::StateCtx {
+                    mirror: &self.mirror,
+                    tenant: &self.cfg.tenant,
+                    host: &self.cfg.host,
+                    site: &self.cfg.site,
+                };
+                match ops::state::handle(&route, &query, format, &ctx) {
+                    Ok(r) => {
+                        self.state_cache
+                            .put(generation, &req.path, &req.query, format, &r);
+                        Outcome::Respond(r)
+                    }
+                    Err(e) => Outcome::Error(e),
+                }
+            }
+            _ => self.start_op(token, req, &route, &query, format),
+        }
+    }
+
+    pub(super) fn authorize(
+        &self,
+        req: &Request,
+        route: &Route,
+    ) -> std::result::Result<(), ApiError> {
+        let tokens = match &self.tokens {
+            TokenState::Ready(t) => t,
+            TokenState::Sealed(why) => {
+                return Err(ApiError::new(503, format!("strongbox sealed: {why}")));
+            }
+        };
+        let bearer = req.header("authorization").and_then(auth::bearer_token);
+        match tokens.check(bearer, route.operation(), &route.application) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Unauthorized => Err(ApiError::new(401, "missing or unknown bearer token")
+                .header("WWW-Authenticate", "Bearer realm=\"supd\"")),
+            Decision::Forbidden { token } => Err(ApiError::new(
+                403,
+                format!(
+                    "token {token:?} may not {} application {:?}",
+                    route.operation(),
+                    route.application
+                ),
+            )),
+        }
+    }
+
+    pub(super) fn start_op(
+        &mut self,
+        token: Token,
+        req: &Request,
+        route: &Route,
+        query: &Query,
+        format: Format,
+    ) -> Outcome {
+        let op_token = self.token();
+        let start = {
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            let env = ops::Env {
+                mirror: &self.mirror,
+                cfg: &self.cfg,
+                restarting: &self.restarting,
+            };
+            ops::start(op_token, req, route, query, format, &env, &mut io)
+        };
+        match start {
+            Err(e) => Outcome::Error(e),
+            Ok(ops::Started::Respond(r)) => Outcome::Respond(r),
+            Ok(ops::Started::Pending(op)) => {
+                if let Some(key) = op.restart_key() {
+                    self.restarting.insert(key.to_string());
+                }
+                // Driven first by `handle`, once the connection waits for it: a first drive
+                // may already answer or upgrade (a loopback connect completes at once).
+                self.ops.insert(op_token, op);
+                Outcome::Pending(op_token)
+            }
+            Ok(ops::Started::Upgrade(op, head)) => {
+                self.ops.insert(op_token, op);
+                let log = self
+                    .conns
+                    .get(&token)
+                    .map(|c| RequestLog::new(&c.peer, req, Instant::now()));
+                self.upgrade_conn(token, op_token, head, log);
+                Outcome::Upgraded
+            }
+        }
+    }
+
+    /// Move a connection's stream into the websocket operation `op_token`, which writes the
+    /// 101 `head` (after any earlier pipelined answers still queued) before its frames.
+    pub(super) fn upgrade_conn(
+        &mut self,
+        token: Token,
+        op_token: Token,
+        head: Vec<u8>,
+        log: Option<RequestLog>,
+    ) {
+        self.admission.remove(token);
+        let Some(mut c) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = self.reactor.poll.registry().deregister(&mut c.stream);
+        self.reactor.routes.remove(&token);
+        if let Some(log) = log {
+            log.done(101);
+        }
+        let peer = c.peer.clone();
+        let (stream, leftover, pending) = c.into_upgraded();
+        let Some(op) = self.ops.get_mut(&op_token) else {
+            return;
+        };
+        let attached = {
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            op.attach_client(op_token, stream, peer, pending, head, leftover, &mut io)
+        };
+        if let Err(e) = attached {
+            log::warn!("websocket attach: {e}");
+            if let Some(mut op) = self.ops.remove(&op_token) {
+                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+                op.release(&mut io);
+                op.abandon();
+            }
+            return;
+        }
+        self.drive_op(op_token, None);
+    }
+
+    /// Let an operation make progress; deliver its answer; drop it when it is done.
+    pub(super) fn drive_op(&mut self, op_token: Token, ev: Option<ops::Ready>) {
+        self.driving.push(op_token);
+        self.drive_op_now(op_token, ev);
+        self.driving.pop();
+    }
+
+    pub(super) fn drive_op_now(&mut self, op_token: Token, ev: Option<ops::Ready>) {
+        let Some(op) = self.ops.get_mut(&op_token) else {
+            return;
+        };
+        let progress = {
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            let mut env = ops::EnvMut {
+                mirror: &mut self.mirror,
+                docker: &mut self.docker.client,
+            };
+            op.drive(op_token, ev, &mut io, &mut env)
+        };
+        if let Some(reply) = progress.reply {
+            self.deliver(op_token, reply);
+        }
+        if progress.upgrade {
+            let waiting = self.waiting_conn(op_token);
+            match waiting {
+                Some(conn) => {
+                    let log = self
+                        .conns
+                        .get_mut(&conn)
+                        .and_then(|c| c.awaiting.take())
+                        .map(|a| a.log);
+                    self.upgrade_conn(conn, op_token, Vec::new(), log)
+                }
+                None => self.client_gone(op_token),
+            }
+        }
+        if !progress.wants.is_empty() {
+            self.apply_wants(progress.wants);
+        }
+        if progress.done
+            && let Some(mut op) = self.ops.remove(&op_token)
+        {
+            if let Some(key) = op.restart_key() {
+                self.restarting.remove(key);
+            }
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            op.release(&mut io);
+        }
+    }
+
+    /// An operation's HTTP answer goes to the connection waiting for it, if it is still there.
+    pub(super) fn waiting_conn(&self, op_token: Token) -> Option<Token> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.phase == Phase::Waiting(op_token))
+            .map(|(t, _)| *t)
+    }
+
+    pub(super) fn deliver(&mut self, op_token: Token, reply: ops::Reply) {
+        let Some(token) = self.waiting_conn(op_token) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&token) {
+            let awaiting = c.awaiting.take();
+            let keep_alive = awaiting.as_ref().is_some_and(|a| a.keep_alive);
+            let close = !keep_alive || self.life.draining.is_some();
+            // Operations answer no HEAD request (their routes do not allow it).
+            c.respond(&reply.response, false, close);
+            if let Some(a) = awaiting {
+                a.log.done(reply.response.status);
+            }
+        }
+        self.drive_conn(token);
+    }
+
+    pub(super) fn client_gone(&mut self, op_token: Token) {
+        if let Some(op) = self.ops.get_mut(&op_token) {
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            op.client_gone(op_token, &mut io);
+        }
+        self.drive_op(op_token, None);
+    }
+}
+
+/// A request that passed `Server::gate`.
+pub(super) enum Gate {
+    /// OPTIONS: the answer.
+    Options(Response),
+    Route(Route),
+}
+
+pub(super) enum Outcome {
+    Respond(Response),
+    Error(ApiError),
+    Pending(Token),
+    Upgraded,
+}

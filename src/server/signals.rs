@@ -1,0 +1,114 @@
+//! Signals (SIGHUP reloads the tokens, SIGTERM/SIGINT drain and stop), readiness for
+//! systemd, and the graceful shutdown.
+
+use std::time::Instant;
+
+use mio::Token;
+use nix::sys::signal::Signal;
+
+use super::conn::Phase;
+use super::{Server, TokenState};
+use crate::auth::{self, Tokens};
+use crate::config::Config;
+use crate::ops;
+use crate::systemd;
+
+impl Server {
+    pub(super) fn on_signal(&mut self) {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => self.reload_tokens(),
+                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
+                    _ => {}
+                },
+                Ok(None) => return,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("reading signals: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn reload_tokens(&mut self) {
+        self.tokens = load_tokens(&self.cfg);
+        match &self.tokens {
+            TokenState::Ready(t) => log::info!("SIGHUP: tokens reloaded ({} entries)", t.len()),
+            TokenState::Sealed(why) => log::warn!("SIGHUP: tokens not usable, sealed: {why}"),
+        }
+    }
+
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.life.draining.is_some() {
+            return;
+        }
+        log::info!("shutting down: no new connections, finishing in-flight work");
+        let _ = systemd::notify("STOPPING=1");
+        self.life.draining = Some(Instant::now());
+        for slot in self.accepting.listeners.iter_mut() {
+            if let Some(mut l) = slot.take() {
+                let _ = self.reactor.poll.registry().deregister(&mut l);
+            }
+        }
+        // Idle keep-alive connections have nothing in flight: close them now.
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.close_conn(t);
+        }
+        let op_tokens: Vec<Token> = self.ops.keys().copied().collect();
+        for t in op_tokens {
+            if let Some(op) = self.ops.get_mut(&t) {
+                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+                op.shutdown(t, &mut io);
+            }
+            self.drive_op(t, None);
+        }
+    }
+
+    pub(super) fn finish_shutdown(&mut self) {
+        for (_, mut op) in self.ops.drain() {
+            op.abandon();
+        }
+        let _ = self.docker.client.close_all(self.reactor.poll.registry());
+        log::info!("stopped");
+    }
+
+    /// READY once the first sync settled (or failed): state requests then have an answer.
+    pub(super) fn notify_ready_once(&mut self) {
+        if !self.life.notified_ready {
+            self.life.notified_ready = true;
+            let _ = systemd::notify("READY=1");
+        }
+    }
+}
+
+/// Load the tokens file; first start with the default path creates it.
+pub fn load_tokens(cfg: &Config) -> TokenState {
+    if cfg.tokens_is_default && !cfg.tokens.exists() {
+        match auth::bootstrap(&cfg.tokens, &cfg.bootstrap_token_file) {
+            Ok(Some(path)) => log::warn!(
+                "first start: created {} with an admin token; the token is in {}",
+                cfg.tokens.display(),
+                path.display()
+            ),
+            Ok(None) => {}
+            Err(e) => return TokenState::Sealed(e.to_string()),
+        }
+    }
+    match Tokens::load(&cfg.tokens) {
+        Ok(t) => TokenState::Ready(t),
+        Err(e) => {
+            log::warn!("tokens: {e}; sealed until SIGHUP after it is fixed");
+            TokenState::Sealed(e.to_string())
+        }
+    }
+}
