@@ -279,10 +279,12 @@ mod tests {
             if checked {
                 check(body, max).unwrap();
             }
+            // Not a benchmark: the bound is loose for a loaded 2-core debug build, yet far
+            // below what a quadratic case of this size costs (64 K `[` took 5 s in release).
             let t = Instant::now();
             let _ = serde_yaml::from_slice::<serde_yaml::Value>(body);
             assert!(
-                t.elapsed() < Duration::from_millis(500),
+                t.elapsed() < Duration::from_secs(5),
                 "{:?}",
                 t.elapsed()
             );
@@ -324,7 +326,7 @@ mod tests {
             let r = serde_yaml::from_slice::<Body>(body.as_bytes());
             assert!(r.is_err());
             assert!(
-                t.elapsed() < Duration::from_millis(100),
+                t.elapsed() < Duration::from_secs(2),
                 "{:?}",
                 t.elapsed()
             );
