@@ -20,7 +20,7 @@ for i in range(N):
     s = supdc.conn()
     s.setsockopt(supdc.socket.SOL_SOCKET, supdc.socket.SO_RCVBUF, 4096)
     s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
-               "Content-Length: %d\r\n\r\n" % (path, tok, len(body))).encode() + body)
+               "Accept: %s\r\nContent-Length: %d\r\n\r\n" % (path, tok, os.environ.get("ACCEPT", "application/json"), len(body))).encode() + body)
     socks.append(s)  # never read
 time.sleep(float(os.environ.get("WAIT", "8")))
 r = supdc.rss(pid)
