@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::docker::wire::{self, Event, LineSplitter, ResponseParser};
+use supd::docker::wire::{self, Event, Line, LineSplitter, ResponseParser};
 use supd::docker::{events, inspect};
 use supd::http::request::Parser;
 
@@ -22,8 +22,7 @@ struct Outcome {
     body: Vec<u8>,
     ended: bool,
     failed: bool,
-    lines: Vec<Vec<u8>>,
-    lines_failed: bool,
+    lines: Vec<Line>,
 }
 
 fn feed<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Outcome {
@@ -45,12 +44,7 @@ fn feed<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Outcome {
                     assert!(!out.heads.is_empty(), "body before the head");
                     assert!(!bytes.is_empty(), "an empty Body event");
                     out.body.extend_from_slice(&bytes);
-                    if !out.lines_failed {
-                        match splitter.push(&bytes) {
-                            Ok(lines) => out.lines.extend(lines),
-                            Err(_) => out.lines_failed = true,
-                        }
-                    }
+                    out.lines.extend(splitter.push(&bytes));
                 }
                 Event::End => out.ended = true,
             }
@@ -75,7 +69,11 @@ fn feed<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Outcome {
     }
     assert_eq!(parser.is_done(), out.ended && !out.failed);
     for line in &out.lines {
-        assert!(!line.is_empty() && line.len() <= MAX_LINE && !line.contains(&b'\n'));
+        let (Line::Whole(l) | Line::Cut(l)) = line;
+        assert!(l.len() <= MAX_LINE && !l.contains(&b'\n'));
+        if let Line::Whole(l) = line {
+            assert!(!l.is_empty());
+        }
     }
     out
 }
@@ -145,8 +143,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = events::parse(reply);
     request_round_trip(reply);
 
-    let mut split = feed(pieces(&lens, reply));
-    let mut whole = feed(pieces(&[], reply));
+    let split = feed(pieces(&lens, reply));
+    let whole = feed(pieces(&[], reply));
     // `feed` returns the error alone, not the events its bytes completed before it (the
     // connection is dropped then): after a failure only the failure and prefixes compare.
     if split.failed || whole.failed {
@@ -162,24 +160,22 @@ fuzz_target!(|data: &[u8]| {
         );
         return;
     }
-    // A push that meets an overlong line fails whole, dropping the lines before it in the
-    // same push (the events stream is then dropped and resynced): after a failure, which of
-    // those lines came out depends on the split, and only a prefix is comparable.
-    if split.lines_failed && whole.lines_failed {
-        let common = split.lines.len().min(whole.lines.len());
-        assert_eq!(
-            split.lines[..common],
-            whole.lines[..common],
-            "lines disagree"
-        );
-        split.lines.truncate(common);
-        whole.lines.truncate(common);
-    }
+    // Lines, cut ones included, do not depend on how the bytes were split.
     assert_eq!(split, whole, "split and whole reply disagree");
 
     for line in &whole.lines {
-        if let Ok(Some(event)) = events::parse(line) {
-            let _ = events::is_relevant(&event.action);
+        match line {
+            Line::Whole(line) => {
+                if let Ok(Some(event)) = events::parse(line) {
+                    let _ = events::is_relevant(&event.action);
+                }
+            }
+            Line::Cut(start) => {
+                if let Some((id, action)) = events::parse_cut(start) {
+                    assert_eq!(id.len(), 64);
+                    let _ = events::is_relevant(&action);
+                }
+            }
         }
     }
     let _ = events::parse(&whole.body);

@@ -45,8 +45,8 @@ pub enum Reply {
         status: u16,
         body: Vec<u8>,
     },
-    /// One line of the event stream.
-    Event(Vec<u8>),
+    /// One line of the event stream (a line over the limit comes cut).
+    Event(wire::Line),
     /// The request failed (connection refused, reset, malformed response, event stream ended).
     Failed { purpose: Purpose, error: String },
 }
@@ -195,9 +195,7 @@ fn absorb(conn: &mut Conn, events: Vec<Event>, replies: &mut Vec<Reply>) -> Resu
             Event::Head { status, .. } => conn.status = status,
             Event::Body(data) => match conn.lines.as_mut() {
                 Some(lines) if conn.status == 200 => {
-                    for line in lines.push(&data).map_err(|e| e.to_string())? {
-                        replies.push(Reply::Event(line));
-                    }
+                    replies.extend(lines.push(&data).into_iter().map(Reply::Event));
                 }
                 _ => {
                     if conn.body.len() + data.len() > MAX_BODY {

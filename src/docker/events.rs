@@ -70,6 +70,28 @@ pub struct ContainerEvent {
 
 /// `None` for events about anything but containers (networks, images, volumes, ...), and for
 /// blank lines.
+/// What can be read from the start of an event line too long to keep (see
+/// `wire::Line::Cut`): the container id and the action, which Docker writes before the
+/// actor's attributes (the labels that made the line long). Its labels are lost, so whether
+/// the container is managed is for the mirror to know or to learn by inspecting it.
+pub fn parse_cut(prefix: &[u8]) -> Option<(String, String)> {
+    let id = string_field(prefix, b"\"id\":\"")
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let action = string_field(prefix, b"\"Action\":\"")
+        .or_else(|| string_field(prefix, b"\"status\":\""))?;
+    Some((id, action))
+}
+
+/// The value of the first `"name":"value"` in `text` (no escapes: ids and actions have none).
+fn string_field(text: &[u8], key: &[u8]) -> Option<String> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &text[at..];
+    let len = rest.iter().position(|&b| b == b'"')?;
+    let value = &rest[..len.min(128)];
+    (len <= 128 && value.iter().all(|b| b.is_ascii_graphic() && *b != b'\\'))
+        .then(|| String::from_utf8_lossy(value).into_owned())
+}
+
 pub fn parse(line: &[u8]) -> Result<Option<ContainerEvent>> {
     if line.len() > MAX_EVENT_LEN {
         return Err(Error::TooLarge { len: line.len() });
@@ -290,5 +312,26 @@ mod tests {
         }
         decoded.push_str(rest);
         assert_eq!(decoded, r#"{"type":["container"]}"#);
+    }
+
+    #[test]
+    fn a_cut_line_still_names_its_container_and_action() {
+        let id = "1f151d169cdba587ae6fb21aae6ab97551458fd0b40bd797ddb8685acabf2bdf";
+        let line = format!(
+            "{{\"status\":\"health_status: healthy\",\"id\":\"{id}\",\"from\":\"x\",\"Type\":\"container\",\"Action\":\"health_status: healthy\",\"Actor\":{{\"ID\":\"{id}\",\"Attributes\":{{\"big\":\"aaaa"
+        );
+        assert_eq!(
+            parse_cut(line.as_bytes()),
+            Some((id.to_string(), "health_status: healthy".to_string()))
+        );
+        // Legacy engines: only `status`.
+        let legacy = format!("{{\"status\":\"start\",\"id\":\"{id}\",\"from\":\"x");
+        assert_eq!(
+            parse_cut(legacy.as_bytes()),
+            Some((id.to_string(), "start".to_string()))
+        );
+        for junk in [&b""[..], b"{\"id\":\"abc\"", b"{\"id\":\"", b"\xff\xfe"] {
+            assert_eq!(parse_cut(junk), None);
+        }
     }
 }

@@ -352,6 +352,33 @@ impl Mirror {
         self.refresh(ev.id)
     }
 
+    /// An event line too long to keep (a container with megabytes of labels): act on what
+    /// its start says. A container the mirror manages is re-inspected as for any event; an
+    /// unknown one only when it is created or started (its labels decide then whether it is
+    /// managed), so a large unmanaged container's frequent events cost nothing.
+    pub fn on_cut_event(&mut self, prefix: &[u8]) -> Vec<Want> {
+        let Some((id, action)) = events::parse_cut(prefix) else {
+            log::warn!("docker: an event too long to read, with no container id in its start");
+            return Vec::new();
+        };
+        let known = self.containers.contains_key(&id);
+        let verb = action.split(':').next().unwrap_or(&action);
+        if !events::is_relevant(&action) || !(known || matches!(verb, "create" | "start")) {
+            return Vec::new();
+        }
+        if let Some(sync) = self.sync.as_mut() {
+            sync.touched.insert(id);
+            return Vec::new();
+        }
+        if action == "destroy" {
+            self.changed();
+            self.containers.remove(&id);
+            self.counts.remove(&id);
+            return Vec::new();
+        }
+        self.refresh(id)
+    }
+
     /// Re-inspect one container, coalescing with an inspect already in flight.
     fn refresh(&mut self, id: String) -> Vec<Want> {
         if self.inflight.contains(&id) {

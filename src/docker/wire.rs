@@ -40,9 +40,6 @@ pub enum Error {
     Incomplete,
     /// A previous call failed; the connection is no longer usable.
     Failed,
-    LineTooLong {
-        max: usize,
-    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -68,7 +65,6 @@ impl fmt::Display for Error {
             Error::TrailingData => f.write_str("data after the end of the response"),
             Error::Incomplete => f.write_str("connection closed before the response was complete"),
             Error::Failed => f.write_str("response parser used after an error"),
-            Error::LineTooLong { max } => write!(f, "event line longer than {max} bytes"),
         }
     }
 }
@@ -520,7 +516,19 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64> {
 pub struct LineSplitter {
     max_line: usize,
     buf: Vec<u8>,
-    failed: bool,
+    /// The current line passed `max_line`: its first `max_line` bytes are in `buf`, the rest
+    /// is dropped until its newline.
+    cutting: bool,
+}
+
+/// One line of a newline-delimited stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Whole(Vec<u8>),
+    /// A line longer than the limit: its first `max_line` bytes. A container decides how
+    /// long its labels are, and so how long its events are: one such line must cost its
+    /// event, not the whole stream (and with it every application's state).
+    Cut(Vec<u8>),
 }
 
 impl LineSplitter {
@@ -528,14 +536,11 @@ impl LineSplitter {
         LineSplitter {
             max_line,
             buf: Vec::new(),
-            failed: false,
+            cutting: false,
         }
     }
 
-    pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<Vec<u8>>> {
-        if self.failed {
-            return Err(Error::Failed);
-        }
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Line> {
         let mut lines = Vec::new();
         while !data.is_empty() {
             let (part, complete) = take_line(data);
@@ -545,17 +550,21 @@ impl LineSplitter {
             } else {
                 part
             };
-            if self.buf.len() + part.len() > self.max_line {
-                self.failed = true;
-                self.buf = Vec::new();
-                return Err(Error::LineTooLong { max: self.max_line });
+            let room = self.max_line - self.buf.len();
+            if part.len() > room {
+                self.cutting = true;
             }
-            self.buf.extend_from_slice(part);
-            if complete && !self.buf.is_empty() {
-                lines.push(std::mem::take(&mut self.buf));
+            self.buf.extend_from_slice(&part[..part.len().min(room)]);
+            if complete {
+                let line = std::mem::take(&mut self.buf);
+                if std::mem::take(&mut self.cutting) {
+                    lines.push(Line::Cut(line));
+                } else if !line.is_empty() {
+                    lines.push(Line::Whole(line));
+                }
             }
         }
-        Ok(lines)
+        lines
     }
 
     /// Bytes of an unfinished line: at the end of the stream, a line that was cut off.
@@ -766,9 +775,12 @@ mod tests {
         let want = check_splits(EVENTS, false);
         assert_eq!(want.status, 200);
         let mut lines = LineSplitter::new(4096);
-        let lines = lines.push(&want.body).unwrap();
+        let lines = lines.push(&want.body);
         assert_eq!(lines.len(), 2);
         for (line, action) in lines.iter().zip(["create", "destroy"]) {
+            let Line::Whole(line) = line else {
+                panic!("cut: {line:?}")
+            };
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             assert_eq!(v["Action"], action);
         }
@@ -1222,45 +1234,42 @@ mod tests {
         }
     }
 
+    fn whole(lines: &[&[u8]]) -> Vec<Line> {
+        lines.iter().map(|l| Line::Whole(l.to_vec())).collect()
+    }
+
     #[test]
     fn lines_across_pushes() {
         let mut s = LineSplitter::new(100);
-        assert_eq!(s.push(b"").unwrap(), Vec::<Vec<u8>>::new());
-        assert_eq!(s.push(b"{\"a\"").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(s.push(b""), []);
+        assert_eq!(s.push(b"{\"a\""), []);
         assert_eq!(s.pending(), 4);
         assert_eq!(
-            s.push(b":1}\n{\"b\":2}\n{").unwrap(),
-            [b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+            s.push(b":1}\n{\"b\":2}\n{"),
+            whole(&[b"{\"a\":1}", b"{\"b\":2}"])
         );
         assert_eq!(s.pending(), 1);
-        assert_eq!(s.push(b"}").unwrap(), Vec::<Vec<u8>>::new());
-        assert_eq!(s.push(b"\n").unwrap(), [b"{}".to_vec()]);
+        assert_eq!(s.push(b"}"), []);
+        assert_eq!(s.push(b"\n"), whole(&[b"{}"]));
         assert_eq!(s.pending(), 0);
     }
 
     #[test]
     fn empty_lines_are_skipped() {
         let mut s = LineSplitter::new(10);
-        assert_eq!(
-            s.push(b"\n\na\n\n\nb\n").unwrap(),
-            [b"a".to_vec(), b"b".to_vec()]
-        );
+        assert_eq!(s.push(b"\n\na\n\n\nb\n"), whole(&[b"a", b"b"]));
     }
 
     #[test]
     fn lines_in_every_split() {
         let stream = b"{\"x\":1}\n{\"yy\":22}\n\n{\"zzz\":333}\n";
-        let want = [
-            b"{\"x\":1}".to_vec(),
-            b"{\"yy\":22}".to_vec(),
-            b"{\"zzz\":333}".to_vec(),
-        ];
+        let want = whole(&[b"{\"x\":1}", b"{\"yy\":22}", b"{\"zzz\":333}"]);
         for i in 0..=stream.len() {
             for j in i..=stream.len() {
                 let mut s = LineSplitter::new(11);
-                let mut got = s.push(&stream[..i]).unwrap();
-                got.extend(s.push(&stream[i..j]).unwrap());
-                got.extend(s.push(&stream[j..]).unwrap());
+                let mut got = s.push(&stream[..i]);
+                got.extend(s.push(&stream[i..j]));
+                got.extend(s.push(&stream[j..]));
                 assert_eq!(got, want, "split at {i}, {j}");
                 assert_eq!(s.pending(), 0);
             }
@@ -1268,17 +1277,26 @@ mod tests {
     }
 
     #[test]
-    fn line_length_is_bounded() {
+    fn long_lines_are_cut_and_the_stream_goes_on() {
         let mut s = LineSplitter::new(4);
-        assert_eq!(s.push(b"abcd\n").unwrap(), [b"abcd".to_vec()]);
-        assert_eq!(s.push(b"ab").unwrap(), Vec::<Vec<u8>>::new());
-        assert!(matches!(s.push(b"cde"), Err(Error::LineTooLong { max: 4 })));
-        assert!(matches!(s.push(b"\n"), Err(Error::Failed)));
-        // The limit holds without a newline ever coming.
+        assert_eq!(s.push(b"abcd\n"), whole(&[b"abcd"]));
+        assert_eq!(s.push(b"ab"), []);
+        assert_eq!(s.push(b"cde"), []);
+        // Memory stays bounded however long the line goes on without a newline.
+        assert_eq!(s.push(&[b'x'; 10_000]), []);
+        assert_eq!(s.pending(), 4);
+        assert_eq!(
+            s.push(b"fg\nok\n"),
+            vec![Line::Cut(b"abcd".to_vec()), Line::Whole(b"ok".to_vec())]
+        );
         let mut s = LineSplitter::new(4);
-        assert!(s.push(b"abcd").is_ok());
-        assert!(s.push(b"e").is_err());
-        let mut s = LineSplitter::new(4);
-        assert!(s.push(b"ok\nabcde\n").is_err());
+        assert_eq!(
+            s.push(b"ok\nabcde\nzz\n"),
+            vec![
+                Line::Whole(b"ok".to_vec()),
+                Line::Cut(b"abcd".to_vec()),
+                Line::Whole(b"zz".to_vec())
+            ]
+        );
     }
 }

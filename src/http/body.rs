@@ -283,11 +283,7 @@ mod tests {
             // below what a quadratic case of this size costs (64 K `[` took 5 s in release).
             let t = Instant::now();
             let _ = serde_yaml::from_slice::<serde_yaml::Value>(body);
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "{:?}",
-                t.elapsed()
-            );
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         }
     }
 
@@ -325,11 +321,7 @@ mod tests {
             let t = Instant::now();
             let r = serde_yaml::from_slice::<Body>(body.as_bytes());
             assert!(r.is_err());
-            assert!(
-                t.elapsed() < Duration::from_secs(2),
-                "{:?}",
-                t.elapsed()
-            );
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         }
     }
 }

@@ -6,6 +6,7 @@ use mio::Token;
 use super::{DOCKER_BACKOFF_MAX, DOCKER_BACKOFF_MIN, Server};
 use crate::docker::client::{Purpose, Reply};
 use crate::docker::mirror::{Mirror, Want};
+use crate::docker::wire::Line;
 use crate::reactor::Target;
 use crate::reactor::timers::Timer;
 
@@ -76,7 +77,10 @@ impl Server {
                     self.after_mirror_change();
                 }
                 Reply::Event(line) => {
-                    let wants = self.mirror.on_event(&line);
+                    let wants = match line {
+                        Line::Whole(line) => self.mirror.on_event(&line),
+                        Line::Cut(start) => self.mirror.on_cut_event(&start),
+                    };
                     self.apply_wants(wants);
                 }
                 Reply::Failed { purpose, error } => self.docker_failed(purpose, &error),
