@@ -1234,7 +1234,7 @@ mod tests {
         }
     }
 
-    fn whole(lines: &[&[u8]]) -> Vec<Line> {
+    fn whole_lines(lines: &[&[u8]]) -> Vec<Line> {
         lines.iter().map(|l| Line::Whole(l.to_vec())).collect()
     }
 
@@ -1246,24 +1246,24 @@ mod tests {
         assert_eq!(s.pending(), 4);
         assert_eq!(
             s.push(b":1}\n{\"b\":2}\n{"),
-            whole(&[b"{\"a\":1}", b"{\"b\":2}"])
+            whole_lines(&[b"{\"a\":1}", b"{\"b\":2}"])
         );
         assert_eq!(s.pending(), 1);
         assert_eq!(s.push(b"}"), []);
-        assert_eq!(s.push(b"\n"), whole(&[b"{}"]));
+        assert_eq!(s.push(b"\n"), whole_lines(&[b"{}"]));
         assert_eq!(s.pending(), 0);
     }
 
     #[test]
     fn empty_lines_are_skipped() {
         let mut s = LineSplitter::new(10);
-        assert_eq!(s.push(b"\n\na\n\n\nb\n"), whole(&[b"a", b"b"]));
+        assert_eq!(s.push(b"\n\na\n\n\nb\n"), whole_lines(&[b"a", b"b"]));
     }
 
     #[test]
     fn lines_in_every_split() {
         let stream = b"{\"x\":1}\n{\"yy\":22}\n\n{\"zzz\":333}\n";
-        let want = whole(&[b"{\"x\":1}", b"{\"yy\":22}", b"{\"zzz\":333}"]);
+        let want = whole_lines(&[b"{\"x\":1}", b"{\"yy\":22}", b"{\"zzz\":333}"]);
         for i in 0..=stream.len() {
             for j in i..=stream.len() {
                 let mut s = LineSplitter::new(11);
@@ -1279,7 +1279,7 @@ mod tests {
     #[test]
     fn long_lines_are_cut_and_the_stream_goes_on() {
         let mut s = LineSplitter::new(4);
-        assert_eq!(s.push(b"abcd\n"), whole(&[b"abcd"]));
+        assert_eq!(s.push(b"abcd\n"), whole_lines(&[b"abcd"]));
         assert_eq!(s.push(b"ab"), []);
         assert_eq!(s.push(b"cde"), []);
         // Memory stays bounded however long the line goes on without a newline.
