@@ -88,8 +88,11 @@ fn string_field(text: &[u8], key: &[u8]) -> Option<String> {
     let rest = &text[at..];
     let len = rest.iter().position(|&b| b == b'"')?;
     let value = &rest[..len.min(128)];
-    (len <= 128 && value.iter().all(|b| b.is_ascii_graphic() && *b != b'\\'))
-        .then(|| String::from_utf8_lossy(value).into_owned())
+    (len <= 128
+        && value
+            .iter()
+            .all(|&b| (b.is_ascii_graphic() || b == b' ') && b != b'\\'))
+    .then(|| String::from_utf8_lossy(value).into_owned())
 }
 
 pub fn parse(line: &[u8]) -> Result<Option<ContainerEvent>> {
