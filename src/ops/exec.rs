@@ -209,6 +209,14 @@ impl Exec {
     }
 
     fn reply(&mut self, status: ExitStatus) -> Reply {
+        if let Some(e) = self.proc.start_error() {
+            return Reply {
+                response: ApiError::from(e).into_response(self.format),
+                head_only: self.head_only,
+                keep_alive: self.keep_alive,
+                log: self.log.take(),
+            };
+        }
         let (code, signal) = match status {
             ExitStatus::Code(c) => (Some(c), None),
             ExitStatus::Signal(s) => (None, Some(s)),
