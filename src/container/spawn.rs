@@ -450,9 +450,8 @@ fn run_steps(plan: &mut Plan<'_>, steps: &[Step]) -> std::result::Result<(), i32
 /// `supd: <step>[ <subject>]: <reason>` on the command's output, best effort: the exit
 /// status tells the failure anyway.
 fn report_failure(plan: &Plan<'_>, step: &'static str, failure: &Failure) {
-    let stderr = std::io::stderr();
     let fd = if plan.stdio_in_place {
-        stderr.as_fd()
+        process::standard_fd(2)
     } else {
         plan.stdio.output()
     };
@@ -637,7 +636,7 @@ fn chown_terminal(plan: &mut Plan<'_>) -> StepResult {
     if matches!(plan.stdio, ChildStdio::Terminal(_)) {
         let id = &plan.identity;
         let (uid, gid) = (Uid::from_raw(id.uid), Gid::from_raw(id.gid));
-        nix::unistd::fchown(std::io::stdin().as_fd(), Some(uid), Some(gid))?;
+        nix::unistd::fchown(process::standard_fd(0), Some(uid), Some(gid))?;
     }
     Ok(())
 }
@@ -724,7 +723,7 @@ fn new_session(_: &mut Plan<'_>) -> StepResult {
 
 fn controlling_terminal(plan: &mut Plan<'_>) -> StepResult {
     if matches!(plan.stdio, ChildStdio::Terminal(_)) {
-        process::set_controlling_terminal(std::io::stdin().as_fd())?;
+        process::set_controlling_terminal(process::standard_fd(0))?;
     }
     Ok(())
 }

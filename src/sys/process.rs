@@ -136,6 +136,15 @@ impl std::fmt::Debug for PidSlot {
     }
 }
 
+/// Descriptor 0, 1 or 2 of a forked child that put its stdio in place with dup2, without
+/// `std::io::stdin()`, whose first use allocates a buffer.
+pub fn standard_fd(fd: c_int) -> BorrowedFd<'static> {
+    assert!((0..=2).contains(&fd), "not a standard descriptor");
+    // SAFETY: only used in a forked child after its stdio was dup2'd onto 0-2; nothing closes
+    // those descriptors before the child execs or exits, which ends every borrow.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
 /// `dup3(fd, target, O_CLOEXEC)`, or only sets close-on-exec when `fd` already is `target`.
 /// Leaves `fd` open: for a forked child that closes everything above `target` next.
 pub fn move_fd_cloexec(fd: BorrowedFd<'_>, target: c_int) -> nix::Result<()> {
