@@ -115,13 +115,13 @@ fn exec_output(
     rx.recv_timeout(wait).ok()
 }
 
-/// Waits until supd knows the container (its exec no longer answers 404); every exec must
-/// answer within the start bound.
+/// Waits until supd knows the container runs (its exec no longer answers 404 or 409); every
+/// exec must answer within the start bound.
 fn wait_known(supd: &Supd, path: &str) {
     supd.wait_until(Duration::from_secs(20), || {
         match exec_within(supd.addr, path, "true", START_BOUND) {
             None => panic!("an exec did not answer within {START_BOUND:?}"),
-            Some(status) => status != 404,
+            Some(status) => !matches!(status, 404 | 409),
         }
     });
 }
@@ -283,7 +283,8 @@ fn a_tenant_filter_refusing_a_step_fails_the_exec_with_its_reason() {
         let mut answer = None;
         supd.wait_until(Duration::from_secs(20), || {
             answer = exec_output(supd.addr, &t.path, "true", START_BOUND);
-            !matches!(answer, Some((404, _)))
+            // 404 and 409 until supd's mirror has seen the container start.
+            !matches!(answer, Some((404 | 409, _)))
         });
         let (status, body) = answer.expect("the exec answered");
         assert_eq!(status, 200, "{syscall}: {body}");
