@@ -2,8 +2,9 @@
 //!
 //! A command runs in a container the way `runc exec` and `nsenter` do it, with no Docker
 //! call: supd opens the namespaces of the container's first process, forks an intermediate
-//! child that joins the container's cgroups and namespaces and clones the command as supd's
-//! own child inside the container's PID namespace, and returns at once. Nothing here blocks
+//! child that joins the container's cgroups and namespaces, confines itself, and only then
+//! clones the command as supd's own child inside the container's PID namespace; it returns
+//! at once. Nothing here blocks
 //! or changes supd's own namespaces. See [`spawn`] for the life cycle.
 
 pub mod cgroup;
@@ -22,7 +23,9 @@ use std::os::fd::OwnedFd;
 use nix::errno::Errno;
 
 pub use pty::set_winsize;
-pub use spawn::{kill_group, pidfd_open, read_handoff, spawn, try_wait};
+pub use spawn::{
+    kill_group, kill_process, pidfd_open, reached_exec, read_handoff, spawn, try_wait,
+};
 pub use words::{is_blank, split_words};
 
 #[derive(Debug)]
@@ -42,6 +45,9 @@ pub enum Error {
     BadTarget(&'static str),
     /// The intermediate child wrote something other than a pid.
     BadHandoff,
+    /// The command did not reach execve in time (something in the container stopped it, or
+    /// its filter blocks a step); it and the intermediate were killed.
+    StartTimeout { after: std::time::Duration },
 }
 
 impl fmt::Display for Error {
@@ -53,6 +59,11 @@ impl fmt::Display for Error {
             Error::BadCommand(why) => write!(f, "bad command: {why}"),
             Error::BadTarget(why) => write!(f, "bad container settings: {why}"),
             Error::BadHandoff => write!(f, "malformed pid from the exec child"),
+            Error::StartTimeout { after } => write!(
+                f,
+                "the command did not start within {} ms (stopped or blocked in the container)",
+                after.as_millis()
+            ),
         }
     }
 }
@@ -107,11 +118,14 @@ pub enum Io {
 
 /// A spawn in progress. Wait for `intermediate_pidfd` to be readable, reap
 /// `intermediate_pid` with [`try_wait`], then [`read_handoff`] for the command's pid.
+/// [`reached_exec`] on `started` says when the command got as far as execve.
 #[derive(Debug)]
 pub struct Spawned {
     pub intermediate_pid: i32,
     pub intermediate_pidfd: OwnedFd,
-    pub handoff: OwnedFd,
+    pub handoff: crate::sys::process::PidSlot,
+    /// Non-blocking read end of the start pipe.
+    pub started: OwnedFd,
     pub io: Io,
 }
 

@@ -1,29 +1,40 @@
 //! Spawning a command inside a running container.
 //!
 //! ```text
-//! supd ──fork──> intermediate: not dumpable, join cgroups, setns user..mnt
-//!   │                 └──clone(CLONE_PARENT)──> command (supd's child, in the container's
-//!   │                 waits for the command's setsid  PID namespace): setsid, stdio, user,
-//!   │                 writes the command's pid to     LSM label, rlimits, [seccomp], caps,
-//!   │                 the handoff pipe, _exit(0)      uid, env, cwd, no_new_privs, close
-//!   │                                                 fds, [seccomp], execve
-//!   └─ returns at once; later reaps the intermediate, reads the pid, waits on a pidfd
+//! supd ──fork──> intermediate (host PID namespace, invisible to the container), in order:
+//!   │              not dumpable, join cgroups, setns user..mnt, LSM exec label, stdio on 0-2,
+//!   │              close every other descriptor, signals, user lookup, chown tty, rlimits,
+//!   │              no_new_privs, [seccomp], capabilities, groups/gid/uid, HOME, [seccomp]
+//!   │            └──clone(CLONE_PARENT)──> command (supd's child, in the container's PID
+//!   │               exits at once              namespace, already confined): setsid, tty,
+//!   │                                          chdir, check cwd, execve
+//!   └─ returns at once; reaps the intermediate, reads the pid, waits on a pidfd; gives up
+//!      and kills both if the command has not reached execve in time (see `ops::proc`)
 //! ```
 //!
+//! The command is *confined from birth*: everything privileged happens in the intermediate,
+//! which no process of the container can see, so from the first moment anything of the
+//! container can observe (or, with CAP_SYS_PTRACE, attach to) the command, it already has the
+//! container's user, capabilities, limits and seccomp filters, and holds no descriptor of
+//! supd's: only its stdio (0-2) and the close-on-exec start pipe (3), whose EOF tells supd
+//! that execve happened. A process of the container can still stop or kill it; supd learns
+//! its pid from the kernel before it runs (a shared page, see [`process::PidSlot`]), never
+//! from anything the command could forge or withhold.
+//!
 //! Everything the children use is prepared in [`Plan`] before the first fork, so they never
-//! allocate. A child that fails writes `supd: <step>: <reason>` to the command's output and
-//! exits with 126; a program that is not found exits with 127, like a shell.
+//! allocate. Each child's work is an ordered list of named steps; a failed step writes
+//! `supd: <step>: <reason>` to the command's output and the child exits with 126; a program
+//! that is not found exits with 127, like a shell.
 //!
 //! The command is confined like the container's first process (see [`super::confine`]). Its
 //! seccomp filters go in before the capabilities drop when the container lacks
-//! no_new_privs (installing them then needs CAP_SYS_ADMIN), else last before execve, as
-//! runc does. Both children are non-dumpable until execve (CVE-2016-9962, CVE-2019-5736): no
-//! process of the container may ptrace them or open their `/proc/<pid>/exe` or `fd/`; and the
-//! command closes every descriptor but its stdio and checks that its working directory lies
-//! inside the container's root (CVE-2024-21626). Non-dumpability ends at execve, and a command
-//! that is a `#!/proc/self/exe` script execs supd's image again, inside the container: that
-//! image is a sealed memfd, not the host's file (see `crate::sys::exe`). The pid is trusted
-//! only once [`identity::pin`] proved it is still the container's first process.
+//! no_new_privs (installing them then needs CAP_SYS_ADMIN), else last, as runc does. Both
+//! children are non-dumpable (CVE-2016-9962, CVE-2019-5736) until the command's execve; the
+//! command checks that its working directory lies inside the container's root
+//! (CVE-2024-21626). A command that is a `#!/proc/self/exe` script execs supd's image again,
+//! inside the container: that image is a sealed memfd, not the host's file (see
+//! `crate::sys::exe`). The pid is trusted only once [`identity::pin`] proved it is still the
+//! container's first process.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -40,11 +51,13 @@ use super::confine::{self, Confinement};
 use super::ns::{self, NamespaceFd};
 use super::user::{self, FileLines, Identity};
 use super::{Error, ExitStatus, Io, Result, Spawned, Stdio, Target, cgroup, identity, pty};
-use crate::sys::process::{self, CStrArray, EXIT_SETUP_FAILED};
+use crate::sys::process::{self, CStrArray, EXIT_SETUP_FAILED, PidSlot};
 
 /// The search path when the container's environment has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const EXIT_NOT_FOUND: i32 = 127;
+/// The command's start pipe: the one descriptor besides stdio it is born with.
+const START_PIPE_FD: i32 = 3;
 const MAX_ARGS: usize = 4096;
 const MAX_ENV: usize = 4096;
 const MAX_PATH_DIRS: usize = 128;
@@ -68,14 +81,17 @@ impl ChildStdio {
 }
 
 /// Everything both children need, built before forking.
-struct Plan {
+struct Plan<'s> {
     namespaces: Vec<NamespaceFd>,
     cgroup_procs: Vec<OwnedFd>,
-    handoff: OwnedFd,
-    /// The command writes a byte here once it leads its own session, and the intermediate
-    /// waits for it, so that supd never learns a pid whose process group does not exist yet.
-    sessions: (OwnedFd, Option<OwnedFd>),
+    /// Where the kernel stores the command's pid for supd.
+    pid_slot: &'s PidSlot,
+    /// The write end of the start pipe (close-on-exec): EOF on supd's end means every child
+    /// exited or reached execve.
+    started: OwnedFd,
     stdio: ChildStdio,
+    /// Once stdio is on 0-2 (and everything else about to close), failures go to stderr.
+    stdio_in_place: bool,
     user_spec: Vec<u8>,
     identity: Identity,
     /// Split in two: one line buffer for passwd, one for group.
@@ -137,17 +153,17 @@ pub fn spawn(
 
     // Found in the parent, so the child only reads them.
     process::ignored_signals();
-    let (handoff, handoff_child) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
-    set_nonblocking(handoff.as_fd())?;
-    let (session_read, session_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    let handoff = PidSlot::new().map_err(sys("mmap"))?;
+    let (started, started_child) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    set_nonblocking(started.as_fd())?;
 
     let mut plan = Plan {
         namespaces,
         cgroup_procs,
-        handoff: handoff_child,
-        sessions: (session_read, Some(session_write)),
+        pid_slot: &handoff,
+        started: started_child,
         stdio: child_stdio,
+        stdio_in_place: false,
         user_spec: target.user.as_bytes().to_vec(),
         identity: Identity::with_capacity(),
         line_buffers: vec![0; 2 * user::LINE_BUFFER],
@@ -167,10 +183,15 @@ pub fn spawn(
         Ok(fd) => fd,
         Err(errno) => {
             // Without a pidfd the loop cannot learn of its exit: undo the spawn. The child
-            // is killed first, so this wait is short.
+            // is killed first, so this wait is short; so is a command it cloned already.
             let child = Pid::from_raw(intermediate_pid);
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(child, None);
+            if let Ok(Some(command)) = read_handoff(&handoff) {
+                let command = Pid::from_raw(command);
+                let _ = nix::sys::signal::kill(command, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(command, None);
+            }
             return Err(Error::Sys {
                 op: "pidfd_open",
                 errno,
@@ -181,6 +202,7 @@ pub fn spawn(
         intermediate_pid,
         intermediate_pidfd,
         handoff,
+        started,
         io,
     })
 }
@@ -317,7 +339,158 @@ fn open_stdio(pid: i32, stdio: Stdio) -> Result<(Io, ChildStdio)> {
     }
 }
 
-/// Writes one line made of `parts`, best effort: the exit status tells the failure anyway.
+/// Why a step failed, told without allocating.
+enum Reason {
+    Errno(Errno),
+    Text(&'static str),
+}
+
+/// What a step acted on, named in its failure report (read from the plan, not copied).
+#[derive(Clone, Copy)]
+enum Subject {
+    Nothing,
+    Namespace(&'static str),
+    User,
+    WorkingDir,
+    Program,
+}
+
+struct Failure {
+    reason: Reason,
+    /// Replaces the step's name in the report (the user lookup says "user" or "group").
+    name: Option<&'static str>,
+    subject: Subject,
+    code: i32,
+}
+
+impl From<Errno> for Failure {
+    fn from(errno: Errno) -> Failure {
+        Failure {
+            reason: Reason::Errno(errno),
+            name: None,
+            subject: Subject::Nothing,
+            code: EXIT_SETUP_FAILED,
+        }
+    }
+}
+
+impl Failure {
+    fn about(mut self, subject: Subject) -> Failure {
+        self.subject = subject;
+        self
+    }
+}
+
+type StepResult = std::result::Result<(), Failure>;
+
+/// A named step of a child's setup. The name is what a failure report starts with.
+type Step = (&'static str, fn(&mut Plan<'_>) -> StepResult);
+
+/// The intermediate's steps, in order: everything privileged, then everything confining, so
+/// that the command it clones afterwards is never more than the container's process.
+const INTERMEDIATE_STEPS: &[Step] = &[
+    // Until it exits it holds host descriptors (namespaces, cgroups) and root: nothing that
+    // is not root in supd's user namespace may ptrace it or open its /proc/<pid>/fd.
+    ("prctl(PR_SET_DUMPABLE)", not_dumpable),
+    ("madvise(MADV_DONTFORK)", keep_pid_slot_from_command),
+    ("join cgroup", join_cgroups),
+    ("setns", join_namespaces),
+    // Through the host's /proc, still open; the label is inherited by the command.
+    ("set LSM exec label", set_exec_label),
+    ("dup2", stdio_in_place),
+    ("start pipe", start_pipe_in_place),
+    // Before the filters: the container's filter may not allow close_range.
+    ("close_range", close_other_descriptors),
+    ("reset signals", reset_signals),
+    // In the container's mount namespace: its /etc/passwd and /etc/group.
+    ("user", resolve_user),
+    ("chown terminal", chown_terminal),
+    // While root: raising a hard limit back to the container's needs CAP_SYS_RESOURCE.
+    ("set resource limits", set_limits),
+    ("prctl(PR_SET_NO_NEW_PRIVS)", no_new_privs),
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which is about to go.
+    ("seccomp", filters_before_capabilities),
+    // Needs CAP_SETPCAP, which the uid change below takes away from a non-root user.
+    ("drop capabilities", drop_bounding_capabilities),
+    ("set inheritable capabilities", set_inheritable_capabilities),
+    ("setgroups", set_groups),
+    ("setgid", set_gid),
+    ("setuid", set_uid),
+    ("limit capabilities", limit_capabilities),
+    ("clear ambient capabilities", clear_ambient_capabilities),
+    // A uid change makes the process dumpable again when fs.suid_dumpable is 1.
+    ("prctl(PR_SET_DUMPABLE)", not_dumpable),
+    ("HOME", set_home),
+    // With no_new_privs the filters go last, as runc does.
+    ("seccomp", filters_last),
+];
+
+/// The command's steps, in order: only what needs its own session and the container's view
+/// of the file system. The container's seccomp filter applies already: Docker's default
+/// allows setsid, ioctl, chdir, getcwd, execve, write and exit_group.
+const COMMAND_STEPS: &[Step] = &[
+    ("setsid", new_session),
+    ("TIOCSCTTY", controlling_terminal),
+    ("chdir", enter_working_dir),
+    ("getcwd", check_working_dir),
+];
+
+/// Runs `steps` in order; on the first failure, reports it and returns the exit code.
+fn run_steps(plan: &mut Plan<'_>, steps: &[Step]) -> std::result::Result<(), i32> {
+    for &(name, step) in steps {
+        if let Err(failure) = step(plan) {
+            let code = failure.code;
+            report_failure(plan, name, &failure);
+            return Err(code);
+        }
+    }
+    Ok(())
+}
+
+/// `supd: <step>[ <subject>]: <reason>` on the command's output, best effort: the exit
+/// status tells the failure anyway.
+fn report_failure(plan: &Plan<'_>, step: &'static str, failure: &Failure) {
+    let fd = if plan.stdio_in_place {
+        process::standard_fd(2)
+    } else {
+        plan.stdio.output()
+    };
+    let name = failure.name.unwrap_or(step).as_bytes();
+    let subject: &[u8] = match failure.subject {
+        Subject::Nothing => b"",
+        Subject::Namespace(ns) => ns.as_bytes(),
+        Subject::User => &plan.user_spec,
+        Subject::WorkingDir => plan.working_dir.as_bytes(),
+        Subject::Program => plan
+            .argv
+            .strings()
+            .first()
+            .map_or(&b""[..], |p| p.as_bytes()),
+    };
+    let space: &[u8] = if name.is_empty() || subject.is_empty() {
+        b""
+    } else {
+        b" "
+    };
+    let reason = match failure.reason {
+        Reason::Errno(errno) => errno.desc(),
+        Reason::Text(text) => text,
+    };
+    report(
+        fd,
+        &[
+            b"supd: ",
+            name,
+            space,
+            subject,
+            b": ",
+            reason.as_bytes(),
+            b"\n",
+        ],
+    );
+}
+
+/// Writes one line made of `parts`, best effort.
 fn report(fd: BorrowedFd<'_>, parts: &[&[u8]]) {
     for part in parts {
         let mut rest = *part;
@@ -329,20 +502,6 @@ fn report(fd: BorrowedFd<'_>, parts: &[&[u8]]) {
             }
         }
     }
-}
-
-fn fail(fd: BorrowedFd<'_>, step: &str, errno: Errno) -> i32 {
-    report(
-        fd,
-        &[
-            b"supd: ",
-            step.as_bytes(),
-            b": ",
-            errno.desc().as_bytes(),
-            b"\n",
-        ],
-    );
-    EXIT_SETUP_FAILED
 }
 
 /// Decimal digits of `n` in `buf`, without allocating.
@@ -358,80 +517,101 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
     }
 }
 
-/// The intermediate child: joins the container and clones the command.
-fn intermediate(plan: &mut Plan) -> i32 {
-    let out = plan.stdio.output();
-    // Until it exits it holds host descriptors (namespaces, cgroups); a process of the
-    // container that could ptrace it or open its /proc/<pid>/fd would get them.
-    if let Err(errno) = nix::sys::prctl::set_dumpable(false) {
-        return fail(out, "prctl(PR_SET_DUMPABLE)", errno);
+/// The intermediate child: runs its steps, then clones the command into the container's
+/// PID namespace, and exits at once without waiting for anything of the command's.
+fn intermediate(plan: &mut Plan<'_>) -> i32 {
+    if let Err(code) = run_steps(plan, INTERMEDIATE_STEPS) {
+        return code;
     }
+    let slot = plan.pid_slot;
+    match process::clone_sibling(slot, || command(plan)) {
+        Ok(_) => 0,
+        Err(errno) => {
+            report_failure(plan, "clone", &errno.into());
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+/// The command's process: born confined, it only does what needs its own session, then execs.
+fn command(plan: &mut Plan<'_>) -> i32 {
+    if let Err(code) = run_steps(plan, COMMAND_STEPS) {
+        return code;
+    }
+    match exec(plan) {
+        Ok(()) => EXIT_SETUP_FAILED,
+        Err(failure) => {
+            let code = failure.code;
+            report_failure(plan, "", &failure);
+            code
+        }
+    }
+}
+
+fn not_dumpable(_: &mut Plan<'_>) -> StepResult {
+    Ok(nix::sys::prctl::set_dumpable(false)?)
+}
+
+fn keep_pid_slot_from_command(plan: &mut Plan<'_>) -> StepResult {
+    Ok(plan.pid_slot.keep_from_children()?)
+}
+
+fn join_cgroups(plan: &mut Plan<'_>) -> StepResult {
     let mut digits = [0; 10];
     let own_pid = decimal(nix::unistd::getpid().as_raw() as u32, &mut digits);
     for procs in &plan.cgroup_procs {
-        if let Err(errno) = nix::unistd::write(procs, own_pid) {
-            return fail(out, "join cgroup", errno);
-        }
+        nix::unistd::write(procs, own_pid)?;
     }
-    for ns in &plan.namespaces {
-        if let Err(errno) = nix::sched::setns(&ns.fd, ns.namespace.flag) {
-            report(
-                out,
-                &[
-                    b"supd: setns ",
-                    ns.namespace.name.as_bytes(),
-                    b": ",
-                    errno.desc().as_bytes(),
-                    b"\n",
-                ],
-            );
-            return EXIT_SETUP_FAILED;
-        }
-    }
-    let command = match process::clone_sibling(|| command(plan)) {
-        Ok(pid) => pid,
-        Err(errno) => return fail(plan.stdio.output(), "clone", errno),
-    };
-    // Our copy of the write end goes, so EOF tells if the command died before its setsid.
-    drop(plan.sessions.1.take());
-    let mut byte = [0u8; 1];
-    while let Err(Errno::EINTR) = nix::unistd::read(&plan.sessions.0, &mut byte) {}
-    let bytes = command.to_ne_bytes();
-    // Four bytes into an empty pipe: written whole or not at all.
-    if let Err(errno) = nix::unistd::write(&plan.handoff, &bytes) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(command), Signal::SIGKILL);
-        return fail(plan.stdio.output(), "handoff", errno);
-    }
-    0
+    Ok(())
 }
 
-/// The command's process: sets itself up as the container's user and execs.
-fn command(plan: &mut Plan) -> i32 {
-    let out = plan.stdio.output();
-    if let Err(errno) = process::reset_signals() {
-        return fail(out, "reset signals", errno);
+fn join_namespaces(plan: &mut Plan<'_>) -> StepResult {
+    for ns in &plan.namespaces {
+        nix::sched::setns(&ns.fd, ns.namespace.flag)
+            .map_err(|e| Failure::from(e).about(Subject::Namespace(ns.namespace.name)))?;
     }
-    if let Err(errno) = nix::unistd::setsid() {
-        return fail(out, "setsid", errno);
-    }
-    if let Some(session) = plan.sessions.1.take() {
-        // Best effort: if this fails, EOF from the drop below releases the intermediate too.
-        let _ = nix::unistd::write(&session, b"s");
-    }
-    let stdio = match &plan.stdio {
-        ChildStdio::Terminal(tty) => process::set_controlling_terminal(tty.as_fd())
-            .map_err(|e| ("TIOCSCTTY", e))
-            .and_then(|()| dup_stdio(tty.as_fd(), tty.as_fd(), tty.as_fd())),
-        ChildStdio::Pipes { stdin, output } => {
-            dup_stdio(stdin.as_fd(), output.as_fd(), output.as_fd())
-        }
-    };
-    if let Err((step, errno)) = stdio {
-        return fail(out, step, errno);
-    }
-    let err = std::io::stderr();
-    let err = err.as_fd();
+    Ok(())
+}
 
+fn set_exec_label(plan: &mut Plan<'_>) -> StepResult {
+    match &plan.confinement.label {
+        Some(label) => Ok(confine::apply_label(label)?),
+        None => Ok(()),
+    }
+}
+
+fn stdio_in_place(plan: &mut Plan<'_>) -> StepResult {
+    let (stdin, output) = match &plan.stdio {
+        ChildStdio::Terminal(tty) => (tty.as_fd(), tty.as_fd()),
+        ChildStdio::Pipes { stdin, output } => (stdin.as_fd(), output.as_fd()),
+    };
+    nix::unistd::dup2_stdin(stdin)?;
+    nix::unistd::dup2_stdout(output)?;
+    nix::unistd::dup2_stderr(output)?;
+    plan.stdio_in_place = true;
+    Ok(())
+}
+
+/// The start pipe as descriptor 3, close-on-exec: the only one besides stdio that the
+/// command is born with.
+fn start_pipe_in_place(plan: &mut Plan<'_>) -> StepResult {
+    Ok(process::move_fd_cloexec(
+        plan.started.as_fd(),
+        START_PIPE_FD,
+    )?)
+}
+
+fn close_other_descriptors(_: &mut Plan<'_>) -> StepResult {
+    // The plan's descriptors are closed under it; no step uses them after this one, and
+    // the child never drops them (it leaves through `_exit`).
+    Ok(process::close_from(START_PIPE_FD as u32 + 1)?)
+}
+
+fn reset_signals(_: &mut Plan<'_>) -> StepResult {
+    Ok(process::reset_signals()?)
+}
+
+fn resolve_user(plan: &mut Plan<'_>) -> StepResult {
     let (passwd_buffer, group_buffer) = plan.line_buffers.split_at_mut(user::LINE_BUFFER);
     let mut passwd = FileLines {
         path: c"/etc/passwd",
@@ -441,147 +621,149 @@ fn command(plan: &mut Plan) -> i32 {
         path: c"/etc/group",
         buf: group_buffer,
     };
-    if let Err(e) = user::resolve(&plan.user_spec, &mut passwd, &mut group, &mut plan.identity) {
+    user::resolve(&plan.user_spec, &mut passwd, &mut group, &mut plan.identity).map_err(|e| {
         let (what, why) = e.describe();
-        report(
-            err,
-            &[
-                b"supd: ",
-                what.as_bytes(),
-                b" ",
-                &plan.user_spec,
-                b": ",
-                why.as_bytes(),
-                b"\n",
-            ],
-        );
-        return EXIT_SETUP_FAILED;
+        Failure {
+            reason: Reason::Text(why),
+            name: Some(what),
+            subject: Subject::User,
+            code: EXIT_SETUP_FAILED,
+        }
+    })
+}
+
+fn chown_terminal(plan: &mut Plan<'_>) -> StepResult {
+    if matches!(plan.stdio, ChildStdio::Terminal(_)) {
+        let id = &plan.identity;
+        let (uid, gid) = (Uid::from_raw(id.uid), Gid::from_raw(id.gid));
+        nix::unistd::fchown(process::standard_fd(0), Some(uid), Some(gid))?;
     }
-    let id = &plan.identity;
-    let (uid, gid) = (Uid::from_raw(id.uid), Gid::from_raw(id.gid));
-    if matches!(plan.stdio, ChildStdio::Terminal(_))
-        && let Err(errno) = nix::unistd::fchown(std::io::stdin().as_fd(), Some(uid), Some(gid))
+    Ok(())
+}
+
+fn set_limits(plan: &mut Plan<'_>) -> StepResult {
+    Ok(confine::apply_limits(&plan.confinement.limits)?)
+}
+
+fn no_new_privs(plan: &mut Plan<'_>) -> StepResult {
+    if plan.confinement.no_new_privs {
+        nix::sys::prctl::set_no_new_privs()?;
+    }
+    Ok(())
+}
+
+fn filters_before_capabilities(plan: &mut Plan<'_>) -> StepResult {
+    if !plan.confinement.no_new_privs {
+        confine::apply_filters(&plan.confinement.filters)?;
+    }
+    Ok(())
+}
+
+fn drop_bounding_capabilities(plan: &mut Plan<'_>) -> StepResult {
+    let c = &plan.confinement;
+    Ok(process::drop_bounding_capabilities(c.bounding, c.last_cap)?)
+}
+
+/// The inheritable set survives the uid change but may only grow before it; the effective
+/// set keeps CAP_SETUID and CAP_SETGID for the change.
+fn set_inheritable_capabilities(plan: &mut Plan<'_>) -> StepResult {
+    let c = &plan.confinement;
+    Ok(process::limit_capabilities(
+        u64::MAX,
+        c.inheritable & c.bounding,
+    )?)
+}
+
+fn set_groups(plan: &mut Plan<'_>) -> StepResult {
+    Ok(nix::unistd::setgroups(&plan.identity.groups)?)
+}
+
+fn set_gid(plan: &mut Plan<'_>) -> StepResult {
+    Ok(nix::unistd::setgid(Gid::from_raw(plan.identity.gid))?)
+}
+
+fn set_uid(plan: &mut Plan<'_>) -> StepResult {
+    Ok(nix::unistd::setuid(Uid::from_raw(plan.identity.uid))?)
+}
+
+fn limit_capabilities(plan: &mut Plan<'_>) -> StepResult {
+    let c = &plan.confinement;
+    Ok(process::limit_capabilities(
+        c.bounding,
+        c.inheritable & c.bounding,
+    )?)
+}
+
+fn clear_ambient_capabilities(_: &mut Plan<'_>) -> StepResult {
+    Ok(crate::sys::confine::clear_ambient_capabilities()?)
+}
+
+fn set_home(plan: &mut Plan<'_>) -> StepResult {
+    if plan.needs_home
+        && !plan
+            .env
+            .append_within_capacity(&[b"HOME=", &plan.identity.home])
     {
-        return fail(err, "chown terminal", errno);
+        return Err(Errno::ENAMETOOLONG.into());
     }
-    let confinement = &plan.confinement;
-    // Before the limits: a lower descriptor limit would refuse the open.
-    if let Some(label) = &confinement.label
-        && let Err(errno) = confine::apply_label(label)
-    {
-        return fail(err, "set LSM exec label", errno);
+    Ok(())
+}
+
+fn filters_last(plan: &mut Plan<'_>) -> StepResult {
+    if plan.confinement.no_new_privs {
+        confine::apply_filters(&plan.confinement.filters)?;
     }
-    // While root: raising a hard limit back to the container's needs CAP_SYS_RESOURCE.
-    if let Err(errno) = confine::apply_limits(&confinement.limits) {
-        return fail(err, "set resource limits", errno);
+    Ok(())
+}
+
+fn new_session(_: &mut Plan<'_>) -> StepResult {
+    nix::unistd::setsid()?;
+    Ok(())
+}
+
+fn controlling_terminal(plan: &mut Plan<'_>) -> StepResult {
+    if matches!(plan.stdio, ChildStdio::Terminal(_)) {
+        process::set_controlling_terminal(process::standard_fd(0))?;
     }
-    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which is about to go;
-    // with it, the filters wait until just before execve, as runc does.
-    if !confinement.no_new_privs
-        && let Err(errno) = confine::apply_filters(&confinement.filters)
-    {
-        return fail(err, "seccomp", errno);
-    }
-    // Needs CAP_SETPCAP, which the uid change below takes away from a non-root user.
-    if let Err(errno) =
-        process::drop_bounding_capabilities(confinement.bounding, confinement.last_cap)
-    {
-        return fail(err, "drop capabilities", errno);
-    }
-    // The inheritable set survives the uid change but may only grow before it; the
-    // effective set keeps CAP_SETUID and CAP_SETGID for the change.
-    let inheritable = confinement.inheritable & confinement.bounding;
-    if let Err(errno) = process::limit_capabilities(u64::MAX, inheritable) {
-        return fail(err, "set inheritable capabilities", errno);
-    }
-    if let Err(errno) = nix::unistd::setgroups(&id.groups) {
-        return fail(err, "setgroups", errno);
-    }
-    if let Err(errno) = nix::unistd::setgid(gid) {
-        return fail(err, "setgid", errno);
-    }
-    if let Err(errno) = nix::unistd::setuid(uid) {
-        return fail(err, "setuid", errno);
-    }
-    if let Err(errno) = process::limit_capabilities(confinement.bounding, inheritable) {
-        return fail(err, "limit capabilities", errno);
-    }
-    if let Err(errno) = crate::sys::confine::clear_ambient_capabilities() {
-        return fail(err, "clear ambient capabilities", errno);
-    }
-    if plan.needs_home && !plan.env.append_within_capacity(&[b"HOME=", &id.home]) {
-        return fail(err, "HOME", Errno::ENAMETOOLONG);
-    }
-    if let Err(errno) = nix::unistd::chdir(plan.working_dir.as_c_str()) {
-        report(
-            err,
-            &[
-                b"supd: chdir ",
-                plan.working_dir.as_bytes(),
-                b": ",
-                errno.desc().as_bytes(),
-                b"\n",
-            ],
-        );
-        return EXIT_SETUP_FAILED;
-    }
-    // A working directory reached through a leaked host descriptor would show as
-    // "(unreachable)/..." or fail (CVE-2024-21626): only a path inside the root is accepted.
+    Ok(())
+}
+
+fn enter_working_dir(plan: &mut Plan<'_>) -> StepResult {
+    nix::unistd::chdir(plan.working_dir.as_c_str())
+        .map_err(|e| Failure::from(e).about(Subject::WorkingDir))
+}
+
+/// A working directory reached through a leaked host descriptor would show as
+/// "(unreachable)/..." or fail (CVE-2024-21626): only a path inside the root is accepted.
+fn check_working_dir(plan: &mut Plan<'_>) -> StepResult {
     match process::getcwd_into(&mut plan.cwd_buffer) {
-        Ok(len) if plan.cwd_buffer.first() == Some(&b'/') && len > 0 => {}
-        Ok(_) => return fail(err, "getcwd", Errno::ENOENT),
-        Err(errno) => return fail(err, "getcwd", errno),
+        Ok(len) if plan.cwd_buffer.first() == Some(&b'/') && len > 0 => Ok(()),
+        Ok(_) => Err(Errno::ENOENT.into()),
+        Err(errno) => Err(errno.into()),
     }
-    if confinement.no_new_privs
-        && let Err(errno) = nix::sys::prctl::set_no_new_privs()
-    {
-        return fail(err, "prctl(PR_SET_NO_NEW_PRIVS)", errno);
-    }
-    if let Err(errno) = process::close_from(3) {
-        return fail(err, "close_range", errno);
-    }
-    if confinement.no_new_privs
-        && let Err(errno) = confine::apply_filters(&confinement.filters)
-    {
-        return fail(err, "seccomp", errno);
-    }
-    let program = plan
-        .argv
-        .strings()
-        .first()
-        .map_or(&b""[..], |p| p.as_bytes());
+}
+
+/// Tries each candidate path like execvp; returns only on failure.
+fn exec(plan: &mut Plan<'_>) -> StepResult {
     let mut denied = false;
     for candidate in &plan.candidates {
         match process::execve(candidate, &plan.argv, &plan.env) {
             Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG | Errno::ELOOP => {}
             Errno::EACCES => denied = true,
-            errno => {
-                report(
-                    err,
-                    &[b"supd: ", program, b": ", errno.desc().as_bytes(), b"\n"],
-                );
-                return EXIT_SETUP_FAILED;
-            }
+            errno => return Err(Failure::from(errno).about(Subject::Program)),
         }
     }
-    if denied {
-        report(err, &[b"supd: ", program, b": permission denied\n"]);
-        EXIT_SETUP_FAILED
+    let (reason, code) = if denied {
+        ("permission denied", EXIT_SETUP_FAILED)
     } else {
-        report(err, &[b"supd: ", program, b": not found\n"]);
-        EXIT_NOT_FOUND
-    }
-}
-
-fn dup_stdio(
-    stdin: BorrowedFd<'_>,
-    stdout: BorrowedFd<'_>,
-    stderr: BorrowedFd<'_>,
-) -> std::result::Result<(), (&'static str, Errno)> {
-    nix::unistd::dup2_stdin(stdin).map_err(|e| ("dup2 stdin", e))?;
-    nix::unistd::dup2_stdout(stdout).map_err(|e| ("dup2 stdout", e))?;
-    nix::unistd::dup2_stderr(stderr).map_err(|e| ("dup2 stderr", e))?;
-    Ok(())
+        ("not found", EXIT_NOT_FOUND)
+    };
+    Err(Failure {
+        reason: Reason::Text(reason),
+        name: None,
+        subject: Subject::Program,
+        code,
+    })
 }
 
 /// Reaps child `pid` without blocking: `Ok(None)` while it runs.
@@ -600,43 +782,47 @@ pub fn try_wait(pid: i32) -> Result<Option<ExitStatus>> {
     }
 }
 
-/// After the intermediate child exited: the command's pid, or `None` when setup failed
-/// before the command was cloned (the intermediate's exit code, 126, says so and the reason
-/// is already in the command's output).
-pub fn read_handoff(handoff: &OwnedFd) -> Result<Option<i32>> {
-    let mut buf = [0u8; 8];
-    let mut filled = 0;
+/// The command's pid, or `None` when the intermediate did not get as far as cloning it.
+/// Read it once the intermediate exited or was killed.
+pub fn read_handoff(handoff: &PidSlot) -> Result<Option<i32>> {
+    match handoff.get() {
+        0 => Ok(None),
+        pid if pid > 0 => Ok(Some(pid)),
+        _ => Err(Error::BadHandoff),
+    }
+}
+
+/// Whether every child reached execve or exited: EOF on the start pipe. Anything written to
+/// it (only a hijacked command could) is drained and ignored.
+pub fn reached_exec(started: &OwnedFd) -> Result<bool> {
+    let mut buf = [0u8; 64];
     loop {
-        match nix::unistd::read(handoff, &mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                if filled == buf.len() {
-                    break;
-                }
-            }
-            Err(Errno::EINTR) => {}
-            // The command may still hold the write end until it execs: no data means no pid.
-            Err(Errno::EAGAIN) => break,
+        match nix::unistd::read(started, &mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Ok(false),
             Err(errno) => {
                 return Err(Error::Sys {
-                    op: "read handoff",
+                    op: "read start pipe",
                     errno,
                 });
             }
         }
     }
-    match filled {
-        0 => Ok(None),
-        4 => {
-            let pid = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            if pid > 0 {
-                Ok(Some(pid))
-            } else {
-                Err(Error::BadHandoff)
-            }
-        }
-        _ => Err(Error::BadHandoff),
+}
+
+/// Sends `signal` to process `pid` itself: its group may not exist (it had no chance to call
+/// setsid). A process that is gone is not an error.
+pub fn kill_process(pid: i32, signal: Signal) -> Result<()> {
+    if pid <= 1 {
+        return Err(Error::Sys {
+            op: "kill",
+            errno: Errno::EINVAL,
+        });
+    }
+    match nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(Error::Sys { op: "kill", errno }),
     }
 }
 
@@ -645,16 +831,14 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     process::pidfd_open(pid).map_err(sys("pidfd_open"))
 }
 
-/// Sends `signal` to process group `pgid` (a command leads its own); a group that is gone
-/// is not an error.
-pub fn kill_group(pgid: i32, signal: Signal) -> Result<()> {
-    if pgid <= 1 {
-        return Err(Error::Sys {
-            op: "kill",
-            errno: Errno::EINVAL,
-        });
-    }
-    match nix::sys::signal::killpg(Pid::from_raw(pgid), signal) {
+/// Sends `signal` to the command `pid` and then to its process group. The group exists only
+/// once the command called setsid, which a process of the container can keep it from doing
+/// (by stopping it): the process itself is signalled first, so a SIGKILL leaves it no moment
+/// to start anything, and whatever it started after its setsid is in the group. Neither being
+/// gone is an error.
+pub fn kill_group(pid: i32, signal: Signal) -> Result<()> {
+    kill_process(pid, signal)?;
+    match nix::sys::signal::killpg(Pid::from_raw(pid), signal) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(errno) => Err(Error::Sys { op: "kill", errno }),
     }
@@ -714,15 +898,19 @@ mod tests {
     }
 
     #[test]
-    fn handoff_reads_pid_or_nothing() {
+    fn start_pipe_reports_eof_only() {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
-        assert_eq!(read_handoff(&r).unwrap(), None);
-        nix::unistd::write(&w, &1234i32.to_ne_bytes()).unwrap();
-        assert_eq!(read_handoff(&r).unwrap(), Some(1234));
-        nix::unistd::write(&w, &[1, 2]).unwrap();
-        assert!(matches!(read_handoff(&r), Err(Error::BadHandoff)));
+        assert!(!reached_exec(&r).unwrap());
+        nix::unistd::write(&w, b"junk").unwrap();
+        assert!(!reached_exec(&r).unwrap());
         drop(w);
-        assert_eq!(read_handoff(&r).unwrap(), None);
+        assert!(reached_exec(&r).unwrap());
+    }
+
+    #[test]
+    fn empty_pid_slot_is_no_pid() {
+        let slot = PidSlot::new().unwrap();
+        assert_eq!(read_handoff(&slot).unwrap(), None);
     }
 
     #[test]

@@ -138,6 +138,9 @@ impl From<crate::container::Error> for ApiError {
                 ApiError::conflict("the container is not running (its process is gone)")
             }
             E::BadCommand(why) => ApiError::bad_request(format!("cmd: {why}")),
+            // Something in the container (its processes, its seccomp filter) kept the command
+            // from starting: an upstream that did not answer in time.
+            e @ E::StartTimeout { .. } => ApiError::new(504, e.to_string()),
             other => {
                 log::error!("spawn: {other}");
                 ApiError::new(500, format!("cannot start the command: {other}"))

@@ -196,6 +196,11 @@ impl Exec {
     }
 
     fn reply(&mut self, status: ExitStatus) -> Reply {
+        if let Some(e) = self.proc.start_error() {
+            return Reply {
+                response: ApiError::from(e).into_response(self.format),
+            };
+        }
         let (code, signal) = match status {
             ExitStatus::Code(c) => (Some(c), None),
             ExitStatus::Signal(s) => (None, Some(s)),

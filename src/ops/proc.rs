@@ -1,9 +1,14 @@
 //! A command started in a container, followed through the loop until it is reaped.
 //!
 //! The spawn returns at once with the intermediate child's pidfd. When the intermediate exits
-//! (it only joins the container and clones the command), it is reaped and the handoff pipe
+//! (it only joins the container and clones the command), it is reaped and the handoff page
 //! tells the command's pid; a pidfd for the command then says when it ends. Either child's
 //! exit is reaped here, so no zombie survives an operation.
+//!
+//! The start is bounded: a command that has not reached execve within [`START_TIMEOUT`]
+//! (a process of the container stopped it, or the container's filter blocks a step) is
+//! killed with the intermediate, and the operation fails with
+//! [`container::Error::StartTimeout`]. Nothing the container does can keep an exec waiting.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -13,6 +18,12 @@ use nix::sys::signal::Signal;
 
 use super::{Io, Role};
 use crate::container::{self, ExitStatus, Spawned};
+use crate::sys::process::PidSlot;
+
+/// How long a command may take from the spawn to its execve. The intermediate's work is a
+/// few milliseconds of system calls and two bounded file reads; seconds mean something in
+/// the container is holding the command.
+pub const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Child {
     pid: i32,
@@ -20,9 +31,21 @@ struct Child {
     token: Token,
 }
 
+/// The spawn's hand-off: where the command's pid appears, and the bound on its start.
+struct Start {
+    handoff: Option<PidSlot>,
+    /// The start pipe until its EOF (the command reached execve, or every child exited).
+    pipe: Option<OwnedFd>,
+    deadline: Instant,
+    /// The start timed out: the operation fails with [`Proc::start_error`] once the children
+    /// are reaped.
+    timed_out: bool,
+}
+
 pub struct Proc {
     intermediate: Option<Child>,
-    handoff: Option<OwnedFd>,
+    /// Boxed: every op lives in one map, and this is needed only for a moment.
+    start: Box<Start>,
     command: Option<Child>,
     /// The command's pid once known (kept after reaping only for logging).
     pub pid: Option<i32>,
@@ -39,22 +62,43 @@ impl Proc {
         me: Token,
         intermediate_pid: i32,
         intermediate_pidfd: OwnedFd,
-        handoff: OwnedFd,
+        handoff: PidSlot,
+        started: OwnedFd,
         io: &mut Io<'_>,
     ) -> std::io::Result<Proc> {
-        let token = io.register_fd(
+        let start = Box::new(Start {
+            handoff: Some(handoff),
+            pipe: Some(started),
+            deadline: Instant::now() + START_TIMEOUT,
+            timed_out: false,
+        });
+        let token = match io.register_fd(
             me,
             Role::Intermediate,
             intermediate_pidfd.as_fd(),
             Interest::READABLE,
-        )?;
+        ) {
+            Ok(token) => token,
+            Err(e) => {
+                // Never leave a child unreaped: the intermediate dies at once of SIGKILL, and
+                // so does a command it cloned already (the kernel stored its pid first).
+                let intermediate = nix::unistd::Pid::from_raw(intermediate_pid);
+                let _ = nix::sys::signal::kill(intermediate, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(intermediate, None);
+                if let Some(Ok(Some(pid))) = start.handoff.as_ref().map(container::read_handoff) {
+                    signal_command(pid, Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                }
+                return Err(e);
+            }
+        };
         Ok(Proc {
             intermediate: Some(Child {
                 pid: intermediate_pid,
                 pidfd: intermediate_pidfd,
                 token,
             }),
-            handoff: Some(handoff),
+            start,
             command: None,
             pid: None,
             status: None,
@@ -73,21 +117,18 @@ impl Proc {
             intermediate_pid,
             intermediate_pidfd,
             handoff,
+            started,
             io: stdio,
         } = spawned;
-        let proc = match Proc::start(me, intermediate_pid, intermediate_pidfd, handoff, io) {
-            Ok(p) => p,
-            Err(e) => {
-                // Never leave the intermediate unreaped: it exits on its own within
-                // microseconds, so a kill and a blocking wait here are bounded.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(intermediate_pid),
-                    Signal::SIGKILL,
-                );
-                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(intermediate_pid), None);
-                return Err(e);
-            }
-        };
+        let proc = Proc::start(
+            me,
+            intermediate_pid,
+            intermediate_pidfd,
+            handoff,
+            started,
+            io,
+        )?;
+        io.wake_at(me, proc.start.deadline);
         Ok((proc, stdio))
     }
 
@@ -97,6 +138,7 @@ impl Proc {
 
     /// Handle readiness of one of our pidfds. Returns true when the status just became known.
     pub fn on_ready(&mut self, me: Token, role: Role, io: &mut Io<'_>) -> bool {
+        self.check_start();
         match role {
             Role::Intermediate => self.on_intermediate(me, io),
             Role::Process => self.on_command(io),
@@ -118,7 +160,7 @@ impl Proc {
         };
         let child = self.intermediate.take().expect("checked above");
         io.deregister_fd(child.token, child.pidfd.as_fd());
-        let handoff = self.handoff.take();
+        let handoff = self.start.handoff.take();
         let pid = match handoff.as_ref().map(container::read_handoff) {
             Some(Ok(Some(pid))) => pid,
             Some(Ok(None)) | None => {
@@ -155,7 +197,7 @@ impl Proc {
             }
         }
         if let Some(sig) = self.pending_signal.take() {
-            let _ = container::kill_group(pid, sig);
+            signal_command(pid, sig);
         }
         // It may have exited already.
         self.on_command(io)
@@ -164,8 +206,7 @@ impl Proc {
     /// Without a pidfd we cannot wait in the loop; end the command and reap it here (SIGKILL
     /// makes the wait short).
     fn kill_and_reap_now(&mut self, pid: i32) {
-        let _ = container::kill_group(pid, Signal::SIGKILL);
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        signal_command(pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         self.status = Some(ExitStatus::Signal(libc::SIGKILL));
     }
@@ -196,9 +237,8 @@ impl Proc {
             return;
         }
         match self.command.as_ref() {
-            Some(c) => {
-                let _ = container::kill_group(c.pid, sig);
-            }
+            Some(c) => signal_command(c.pid, sig),
+            // The intermediate exits within milliseconds (or the start timer kills it).
             None => self.pending_signal = Some(sig),
         }
     }
@@ -215,8 +255,50 @@ impl Proc {
         io.wake_at(me, when);
     }
 
-    /// Called on timer wake-ups: deliver the SIGKILL that follows a grace period.
+    /// Ends the start once the start pipe reports EOF; past the deadline, kills the
+    /// intermediate and the command (whose pid, if cloned, comes from the kernel when the
+    /// intermediate is reaped: the SIGKILL waits as a pending signal for it).
+    fn check_start(&mut self) {
+        let Some(pipe) = self.start.pipe.as_ref() else {
+            return;
+        };
+        match container::reached_exec(pipe) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.start.pipe = None;
+                return;
+            }
+            Err(e) => log::warn!("exec start pipe: {e}"),
+        }
+        if Instant::now() < self.start.deadline {
+            return;
+        }
+        self.start.pipe = None;
+        if self.exited() {
+            return;
+        }
+        log::warn!("exec: the command did not reach execve within {START_TIMEOUT:?}; killing it");
+        self.start.timed_out = true;
+        if let Some(c) = self.intermediate.as_ref() {
+            let _ = container::kill_process(c.pid, Signal::SIGKILL);
+        }
+        self.kill_at = None;
+        self.signal(Signal::SIGKILL);
+    }
+
+    /// Why the operation failed though the command ran (or was killed): its start timed out.
+    pub fn start_error(&self) -> Option<container::Error> {
+        self.start
+            .timed_out
+            .then_some(container::Error::StartTimeout {
+                after: START_TIMEOUT,
+            })
+    }
+
+    /// Called on timer wake-ups: deliver the SIGKILL that follows a grace period, and end a
+    /// start that took too long.
     pub fn on_timer(&mut self) {
+        self.check_start();
         if let Some(when) = self.kill_at
             && Instant::now() >= when
         {
@@ -237,10 +319,21 @@ impl Proc {
     /// supd is exiting: kill what is still running; whoever inherits the children reaps them.
     pub fn abandon(&mut self) {
         if let Some(c) = self.command.as_ref() {
-            let _ = container::kill_group(c.pid, Signal::SIGKILL);
+            signal_command(c.pid, Signal::SIGKILL);
         }
         if let Some(c) = self.intermediate.as_ref() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), Signal::SIGKILL);
+            let _ = container::kill_process(c.pid, Signal::SIGKILL);
+            // A command it already cloned is known to the kernel's store even though the
+            // intermediate was not reaped yet; it is our unreaped child, so the pid is its.
+            if let Some(Ok(Some(pid))) = self.start.handoff.as_ref().map(container::read_handoff) {
+                signal_command(pid, Signal::SIGKILL);
+            }
         }
     }
+}
+
+/// Signals the command itself and its process group: a command stopped before its setsid
+/// has no group of its own yet, and one that ran may have children in its group.
+fn signal_command(pid: i32, sig: Signal) {
+    let _ = container::kill_group(pid, sig);
 }

@@ -39,24 +39,26 @@ pub fn fork_child<F: FnOnce() -> i32>(child: F) -> nix::Result<i32> {
     }
 }
 
-/// `clone(CLONE_PARENT | SIGCHLD)` with no new stack: like fork, but the new process is a
-/// child of the caller's parent, so the caller may exit without orphaning it. The new
-/// process runs `child` and `_exit`s with its return value. Returns the new pid as the
-/// caller's PID namespace sees it.
+/// `clone(CLONE_PARENT | CLONE_PARENT_SETTID | SIGCHLD)` with no new stack: like fork, but
+/// the new process is a child of the caller's parent, so the caller may exit without
+/// orphaning it, and the kernel stores the new pid (as the caller's PID namespace sees it) in
+/// `slot` before the new process runs. The new process runs `child` and `_exit`s with its
+/// return value. Returns the new pid.
 ///
 /// Only for a single-threaded caller (a forked child), which has nothing to lock.
-pub fn clone_sibling<F: FnOnce() -> i32>(child: F) -> nix::Result<i32> {
-    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+pub fn clone_sibling<F: FnOnce() -> i32>(slot: &PidSlot, child: F) -> nix::Result<i32> {
+    let flags = (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a null stack makes clone behave like fork: the new process continues on a
-    // copy-on-write copy of this stack. No pointers are passed (ptid, ctid, tls are null and
-    // unused without the matching flags). The caller is single-threaded, so no lock can be
-    // held by a thread missing from the copy. The new process only runs `child` and `_exit`s.
+    // copy-on-write copy of this stack. `slot.ptr` is a valid, writable, aligned int for the
+    // kernel's CLONE_PARENT_SETTID store (in the caller's memory); ctid and tls are unused
+    // without their flags. The caller is single-threaded, so no lock can be held by a thread
+    // missing from the copy. The new process only runs `child` and `_exit`s.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
             flags,
             ptr::null_mut::<libc::c_void>(),
-            ptr::null_mut::<c_int>(),
+            slot.ptr.as_ptr(),
             ptr::null_mut::<c_int>(),
             0 as libc::c_ulong,
         )
@@ -66,6 +68,97 @@ pub fn clone_sibling<F: FnOnce() -> i32>(child: F) -> nix::Result<i32> {
         0 => run_child(child),
         pid => Ok(pid as i32),
     }
+}
+
+/// One page shared between supd and the intermediate child of a spawn, in which the kernel
+/// stores the command's pid as it clones it ([`clone_sibling`]). Unlike a pipe it is never a
+/// descriptor, and the intermediate marks it `MADV_DONTFORK` ([`PidSlot::keep_from_children`])
+/// so the command is born without it: nothing in the container can forge the pid supd will
+/// signal.
+pub struct PidSlot {
+    ptr: std::ptr::NonNull<c_int>,
+}
+
+const PAGE: usize = 4096;
+
+impl PidSlot {
+    pub fn new() -> nix::Result<PidSlot> {
+        // SAFETY: a fresh anonymous shared mapping; no existing memory is touched. The kernel
+        // zero-fills it, so the slot reads 0 (no pid) until the clone stores one.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<c_int>()).ok_or(Errno::ENOMEM)?;
+        Ok(PidSlot { ptr })
+    }
+
+    /// The stored pid, 0 while none. Read it after the intermediate exited (or was killed):
+    /// the kernel's store happened before the clone returned.
+    pub fn get(&self) -> i32 {
+        // SAFETY: the page is mapped, aligned and initialised for as long as `self` lives;
+        // the other writer (the kernel, for the intermediate) is done or stores a whole int,
+        // and an atomic load never tears.
+        unsafe {
+            (*self.ptr.as_ptr().cast::<std::sync::atomic::AtomicI32>())
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// `madvise(MADV_DONTFORK)`: processes forked from the caller from now on do not get
+    /// the page. Called by the intermediate before it clones the command.
+    pub fn keep_from_children(&self) -> nix::Result<()> {
+        // SAFETY: the range is exactly the page this slot mapped.
+        let ret = unsafe { libc::madvise(self.ptr.as_ptr().cast(), PAGE, libc::MADV_DONTFORK) };
+        Errno::result(ret).map(drop)
+    }
+}
+
+impl Drop for PidSlot {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the page `new` mapped, which nothing references any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), PAGE) };
+    }
+}
+
+impl std::fmt::Debug for PidSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PidSlot({})", self.get())
+    }
+}
+
+/// Descriptor 0, 1 or 2 of a forked child that put its stdio in place with dup2, without
+/// `std::io::stdin()`, whose first use allocates a buffer.
+pub fn standard_fd(fd: c_int) -> BorrowedFd<'static> {
+    assert!((0..=2).contains(&fd), "not a standard descriptor");
+    // SAFETY: only used in a forked child after its stdio was dup2'd onto 0-2; nothing closes
+    // those descriptors before the child execs or exits, which ends every borrow.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// `dup3(fd, target, O_CLOEXEC)`, or only sets close-on-exec when `fd` already is `target`.
+/// Leaves `fd` open: for a forked child that closes everything above `target` next.
+pub fn move_fd_cloexec(fd: BorrowedFd<'_>, target: c_int) -> nix::Result<()> {
+    if fd.as_raw_fd() == target {
+        return nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map(drop);
+    }
+    // SAFETY: plain integer arguments; `target` is replaced by design (the caller owns it or
+    // it is free) and `fd` stays valid.
+    let ret = unsafe { libc::dup3(fd.as_raw_fd(), target, libc::O_CLOEXEC) };
+    Errno::result(ret).map(drop)
 }
 
 fn run_child<F: FnOnce() -> i32>(child: F) -> ! {
@@ -215,8 +308,8 @@ pub fn set_winsize(tty: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()>
 
 /// Closes every descriptor from `first` up (`close_range(first, ~0, 0)`).
 pub fn close_from(first: u32) -> nix::Result<()> {
-    // SAFETY: plain integer arguments. Callers own every descriptor being closed: this runs
-    // just before execve, when no live `OwnedFd` above `first` is used again.
+    // SAFETY: plain integer arguments. Callers own every descriptor being closed: a forked
+    // child that never uses (nor drops) an `OwnedFd` above `first` again.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0 as c_int) };
     Errno::result(ret).map(drop)
 }
