@@ -11,7 +11,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::client::Purpose;
 use super::events;
 use super::inspect::{self, ContainerRecord};
-use crate::model::Counters;
+
+/// supd-tracked restart counts per container (kept here, with the mirror that tracks them, and read by `model`; Docker's RestartCount
+/// resets on a manual start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub current_restarts: u32,
+    pub total_restarts: u32,
+}
 
 /// How many inspects run at once during a full sync.
 const SYNC_PARALLEL: usize = 16;
