@@ -12,8 +12,9 @@ use super::client::Purpose;
 use super::events;
 use super::inspect::{self, ContainerRecord};
 
-/// supd-tracked restart counts per container (kept here, with the mirror that tracks them, and read by `model`; Docker's RestartCount
-/// resets on a manual start).
+/// supd-tracked restart counts per container (Docker's RestartCount resets on a manual start).
+/// Defined here, with the mirror that tracks them, and read by `model`, which builds on
+/// `docker`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub current_restarts: u32,
