@@ -166,7 +166,8 @@ enum Framing {
     UntilClose,
 }
 
-/// A parser for one response, as a state machine that keeps at most one head or one line.
+/// A parser for one response, as a state machine that keeps at most one head or one line
+/// (a chunk-size or trailer line, in its chunked decoder).
 #[derive(Debug)]
 pub struct ResponseParser {
     state: State,
@@ -198,7 +199,9 @@ impl ResponseParser {
     /// Feed bytes as they arrive, in any split. Returns the events completed by these bytes.
     /// Handles Content-Length, `Transfer-Encoding: chunked` (with chunk extensions and
     /// trailers), and bodies delimited by connection close; 1xx heads are skipped; 204/304
-    /// have no body. Limits: head 64 KiB; chunk-size line 1 KiB; overflow-safe sizes.
+    /// have no body. Limits: head 64 KiB (leading empty lines included), 64 header fields;
+    /// chunk-size line 1 KiB; trailers 64 KiB; overflow-safe sizes. The head is parsed by
+    /// `httparse`, the chunked body by `http::chunked::Decoder`, as on the server side.
     ///
     /// Body bytes that arrive together come as one `Body` event. After an error, every call
     /// fails.
