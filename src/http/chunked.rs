@@ -259,7 +259,7 @@ impl Decoder {
 
 /// The first line of `data` with its LF, or all of `data` if it holds no LF; and whether the
 /// line is complete.
-pub fn take_line(data: &[u8]) -> (&[u8], bool) {
+pub(crate) fn take_line(data: &[u8]) -> (&[u8], bool) {
     match data.iter().position(|&b| b == b'\n') {
         Some(i) => (&data[..=i], true),
         None => (data, false),
