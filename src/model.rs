@@ -62,6 +62,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::docker::inspect::{self, ContainerRecord, MountKind};
+use crate::docker::mirror::Counters;
 
 /// TTL of every answer from Docker's embedded DNS server.
 pub const DOCKER_DNS_TTL: u32 = 600;
@@ -69,14 +70,6 @@ pub const DOCKER_DNS_TTL: u32 = 600;
 pub struct Context<'a> {
     pub tenant: &'a str,
     pub host: &'a str,
-}
-
-/// supd-tracked restart counts per container (the mirror tracks them; Docker's RestartCount
-/// resets on a manual start).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub current_restarts: u32,
-    pub total_restarts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use super::inspect;
+use super::{inspect, nullable};
 
 /// Longest event line accepted. An event carries the container's labels as attributes, so it is
 /// as large as its label set; a few KiB in practice.
@@ -149,14 +149,6 @@ pub fn is_relevant(action: &str) -> bool {
             | "destroy"
             | "health_status"
     )
-}
-
-fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize, Default)]

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
+use super::nullable;
+
 /// Largest inspect document accepted. Real ones are a few KiB; huge environments or label sets
 /// stay far below this, and the cap keeps a hostile or broken engine from exhausting memory.
 pub const MAX_INSPECT_LEN: usize = 4 << 20;
@@ -444,15 +446,6 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 fn parse_port_spec(s: &str) -> Option<(u16, &str)> {
     let (port, protocol) = s.split_once('/').unwrap_or((s, "tcp"));
     Some((port.parse().ok()?, protocol))
-}
-
-/// `null` where Docker marshals an empty Go slice or map reads as the empty value.
-fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize, Default)]

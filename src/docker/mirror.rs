@@ -11,7 +11,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::client::Purpose;
 use super::events;
 use super::inspect::{self, ContainerRecord};
-use crate::model::Counters;
+
+/// supd-tracked restart counts per container (Docker's RestartCount resets on a manual start).
+/// Defined here, with the mirror that tracks them, and read by `model`, which builds on
+/// `docker`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub current_restarts: u32,
+    pub total_restarts: u32,
+}
 
 /// How many inspects run at once during a full sync.
 const SYNC_PARALLEL: usize = 16;

@@ -13,7 +13,7 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
 /// Longest accepted chunk-size line, extensions and CRLF included.
-pub const MAX_CHUNK_LINE: usize = 1024;
+pub const MAX_CHUNK_LINE: usize = chunked::MAX_SIZE_LINE;
 
 #[derive(Debug)]
 pub enum Error {
@@ -140,25 +140,14 @@ pub enum Event {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    /// Collecting the head, line by line, in `buf`.
+    /// Collecting the head in `buf`.
     Head,
     /// `remaining` body bytes to go.
     Length {
         remaining: u64,
     },
-    /// Collecting a chunk-size line in `buf`.
-    ChunkSize,
-    ChunkData {
-        remaining: u64,
-    },
-    /// The CR after a chunk's data.
-    ChunkCr,
-    /// The LF after a chunk's data.
-    ChunkLf,
-    /// Collecting a trailer line in `buf`; `seen` bytes of trailers so far.
-    Trailers {
-        seen: usize,
-    },
+    /// In a chunked body, which `chunks` decodes.
+    Chunked,
     /// The body ends when the connection does.
     UntilClose,
     Done,
@@ -173,11 +162,15 @@ enum Framing {
     UntilClose,
 }
 
-/// A parser for one response, as a state machine that keeps at most one head or one line.
+/// A parser for one response, as a state machine that keeps at most one head or one line
+/// (a chunk-size or trailer line, in its chunked decoder).
 #[derive(Debug)]
 pub struct ResponseParser {
     state: State,
+    /// The head so far.
     buf: Vec<u8>,
+    /// The chunked body's decoder, shared with the server side: the same strict line rules.
+    chunks: chunked::Decoder,
     /// Whether the connection may carry another request once this response is done.
     reusable: bool,
 }
@@ -194,6 +187,7 @@ impl ResponseParser {
         ResponseParser {
             state: State::Head,
             buf: Vec::new(),
+            chunks: new_chunks(),
             reusable: false,
         }
     }
@@ -201,7 +195,9 @@ impl ResponseParser {
     /// Feed bytes as they arrive, in any split. Returns the events completed by these bytes.
     /// Handles Content-Length, `Transfer-Encoding: chunked` (with chunk extensions and
     /// trailers), and bodies delimited by connection close; 1xx heads are skipped; 204/304
-    /// have no body. Limits: head 64 KiB; chunk-size line 1 KiB; overflow-safe sizes.
+    /// have no body. Limits: head 64 KiB (leading empty lines included), 64 header fields;
+    /// chunk-size line 1 KiB; trailers 64 KiB; overflow-safe sizes. The head is parsed by
+    /// `httparse`, the chunked body by `http::chunked::Decoder`, as on the server side.
     ///
     /// Body bytes that arrive together come as one `Body` event. After an error, every call
     /// fails.
@@ -249,24 +245,15 @@ impl ResponseParser {
     fn fail(&mut self) {
         self.state = State::Failed;
         self.buf = Vec::new();
+        self.chunks = new_chunks();
     }
 
     /// Consumes a prefix of `data` (at least one byte) and advances the state.
     fn step(&mut self, data: &[u8], events: &mut Vec<Event>) -> Result<usize> {
         match self.state {
-            State::Head => {
-                let (line, complete) = take_line(data);
-                if self.buf.len() + line.len() > MAX_HEAD {
-                    return Err(Error::HeadTooLarge);
-                }
-                self.buf.extend_from_slice(line);
-                if complete {
-                    self.head_line(events)?;
-                }
-                Ok(line.len())
-            }
+            State::Head => self.head(data, events),
             State::Length { remaining } => {
-                let used = take(data, remaining);
+                let used = usize::try_from(remaining).map_or(data.len(), |r| r.min(data.len()));
                 push_body(events, &data[..used]);
                 let remaining = remaining - used as u64;
                 if remaining == 0 {
@@ -276,66 +263,15 @@ impl ResponseParser {
                 }
                 Ok(used)
             }
-            State::ChunkSize => {
-                let (line, complete) = take_line(data);
-                if self.buf.len() + line.len() > MAX_CHUNK_LINE {
-                    return Err(Error::ChunkLineTooLong);
+            State::Chunked => {
+                let (used, done) = self
+                    .chunks
+                    .decode(data, |bytes| push_body(events, bytes))
+                    .map_err(chunk_error)?;
+                if done {
+                    self.end(events);
                 }
-                self.buf.extend_from_slice(line);
-                if complete {
-                    let size = parse_chunk_size(&self.buf)?;
-                    self.buf.clear();
-                    self.state = match size {
-                        0 => State::Trailers { seen: 0 },
-                        remaining => State::ChunkData { remaining },
-                    };
-                }
-                Ok(line.len())
-            }
-            State::ChunkData { remaining } => {
-                let used = take(data, remaining);
-                push_body(events, &data[..used]);
-                let remaining = remaining - used as u64;
-                self.state = match remaining {
-                    0 => State::ChunkCr,
-                    remaining => State::ChunkData { remaining },
-                };
                 Ok(used)
-            }
-            State::ChunkCr => match data[0] {
-                b'\r' => {
-                    self.state = State::ChunkLf;
-                    Ok(1)
-                }
-                _ => Err(Error::BadChunkEnd),
-            },
-            State::ChunkLf => match data[0] {
-                b'\n' => {
-                    self.state = State::ChunkSize;
-                    Ok(1)
-                }
-                _ => Err(Error::BadChunkEnd),
-            },
-            State::Trailers { seen } => {
-                let (line, complete) = take_line(data);
-                let seen = seen + line.len();
-                if seen > MAX_HEAD {
-                    return Err(Error::TrailersTooLarge);
-                }
-                // Only the current line is kept: trailers are not used.
-                self.buf.extend_from_slice(line);
-                self.state = State::Trailers { seen };
-                if complete {
-                    let content =
-                        chunked::line_content(&self.buf).map_err(|_| Error::BadTrailer)?;
-                    if content.is_empty() {
-                        self.end(events);
-                    } else {
-                        chunked::check_trailer_line(content).map_err(|_| Error::BadTrailer)?;
-                    }
-                    self.buf.clear();
-                }
-                Ok(line.len())
             }
             State::UntilClose => {
                 push_body(events, data);
@@ -346,38 +282,94 @@ impl ResponseParser {
         }
     }
 
-    /// A line of the head, ending with LF, has been added to `buf`.
-    fn head_line(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        let last_line_start = self.buf[..self.buf.len() - 1]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        if !matches!(&self.buf[last_line_start..], b"\n" | b"\r\n") {
-            return Ok(());
+    /// Adds `data` to the head in `buf`, up to one byte over the limit, and parses it with
+    /// `httparse` whenever the new bytes may have ended it (an empty line). Returns the bytes
+    /// of `data` that belong to the head: those after the final head are the body's.
+    fn head(&mut self, data: &[u8], events: &mut Vec<Event>) -> Result<usize> {
+        let old = self.buf.len();
+        let piece = &data[..data.len().min((MAX_HEAD + 1).saturating_sub(old))];
+        self.buf.extend_from_slice(piece);
+        // Only where the new bytes are (and the two before them) can an empty line have
+        // appeared: a head fed in small pieces is not parsed over and over.
+        let mut from = old.saturating_sub(2);
+        while has_empty_line(&self.buf[from..]) {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let n = match response.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                // Empty lines before the status line, which httparse skips.
+                Ok(httparse::Status::Partial) => break,
+                Err(e) => return Err(Error::Head(e)),
+            };
+            if n > MAX_HEAD {
+                return Err(Error::HeadTooLarge);
+            }
+            let Some(head) = Head::of(&response)? else {
+                // A 1xx head: the next head follows.
+                self.buf.drain(..n);
+                from = 0;
+                continue;
+            };
+            // The invariant: `buf` never holds a complete head at the end of a step, so the
+            // bytes after this one all came in `piece`.
+            let after = self.buf.len() - n;
+            self.buf = Vec::new();
+            self.start_body(head, events);
+            return Ok(piece.len() - after);
         }
-        if last_line_start == 0 {
-            // Empty lines before a status line are tolerated, as RFC 9112 asks of servers.
-            self.buf.clear();
-            return Ok(());
+        if self.buf.len() > MAX_HEAD {
+            return Err(Error::HeadTooLarge);
         }
+        Ok(piece.len())
+    }
 
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&self.buf) {
-            Ok(httparse::Status::Complete(n)) if n == self.buf.len() => {}
-            Ok(_) => return Err(Error::MalformedHead),
-            Err(e) => return Err(Error::Head(e)),
+    fn start_body(&mut self, head: Head, events: &mut Vec<Event>) {
+        self.reusable = !head.close;
+        events.push(Event::Head {
+            status: head.status,
+            content_type: head.content_type,
+        });
+        match head.framing {
+            Framing::None => self.end(events),
+            Framing::Length(remaining) => self.state = State::Length { remaining },
+            Framing::Chunked => {
+                self.chunks = new_chunks();
+                self.state = State::Chunked;
+            }
+            Framing::UntilClose => {
+                self.reusable = false;
+                self.state = State::UntilClose;
+            }
         }
+    }
+
+    fn end(&mut self, events: &mut Vec<Event>) {
+        self.state = State::Done;
+        self.buf = Vec::new();
+        events.push(Event::End);
+    }
+}
+
+/// What a final (non-1xx) response head says.
+struct Head {
+    status: u16,
+    content_type: Option<String>,
+    framing: Framing,
+    /// The server will close the connection after this response.
+    close: bool,
+}
+
+impl Head {
+    /// The head `httparse` parsed, or `None` for an informational (1xx) one, which is skipped.
+    /// Content-Length values may repeat if they agree; Transfer-Encoding must be `chunked`
+    /// alone; list elements are trimmed of SP and HTAB only.
+    fn of(response: &httparse::Response<'_, '_>) -> Result<Option<Head>> {
         let status = response.code.ok_or(Error::MalformedHead)?;
         match status {
             101 => return Err(Error::UnexpectedUpgrade),
-            100..=199 => {
-                self.buf.clear();
-                return Ok(());
-            }
+            100..=199 => return Ok(None),
             _ => {}
         }
-
         let mut content_type = None;
         let mut content_length: Option<u64> = None;
         let mut transfer_codings: Vec<String> = Vec::new();
@@ -434,44 +426,39 @@ impl ResponseParser {
                 None => Framing::UntilClose,
             }
         };
-
-        self.buf = Vec::new();
-        self.reusable = !close;
-        events.push(Event::Head {
+        Ok(Some(Head {
             status,
             content_type,
-        });
-        match framing {
-            Framing::None => self.end(events),
-            Framing::Length(remaining) => self.state = State::Length { remaining },
-            Framing::Chunked => self.state = State::ChunkSize,
-            Framing::UntilClose => {
-                self.reusable = false;
-                self.state = State::UntilClose;
-            }
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, events: &mut Vec<Event>) {
-        self.state = State::Done;
-        self.buf = Vec::new();
-        events.push(Event::End);
+            framing,
+            close,
+        }))
     }
 }
 
-/// The first line of `data` with its LF, or all of `data` if it holds no LF; and whether the
-/// line is complete.
-fn take_line(data: &[u8]) -> (&[u8], bool) {
-    match data.iter().position(|&b| b == b'\n') {
-        Some(i) => (&data[..=i], true),
-        None => (data, false),
-    }
+/// Whether `bytes` hold an empty line: a LF followed by LF or CRLF.
+fn has_empty_line(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
 }
 
-/// How many of `data`'s bytes to take when `remaining` are wanted.
-fn take(data: &[u8], remaining: u64) -> usize {
-    usize::try_from(remaining).map_or(data.len(), |r| r.min(data.len()))
+/// A chunked body of any size; its trailers (unused) bounded like a head.
+fn new_chunks() -> chunked::Decoder {
+    chunked::Decoder::new(u64::MAX, MAX_HEAD)
+}
+
+/// The client's errors for a chunked body.
+fn chunk_error(e: chunked::DecodeError) -> Error {
+    use chunked::DecodeError as E;
+    match e {
+        // A body past u64::MAX bytes: its last size could not be right.
+        E::SizeLine(_) | E::BodyTooLarge => Error::BadChunkSize,
+        E::SizeLineTooLong => Error::ChunkLineTooLong,
+        E::DataEnd => Error::BadChunkEnd,
+        E::TrailerLine(_) => Error::BadTrailer,
+        E::TrailersTooLarge => Error::TrailersTooLarge,
+    }
 }
 
 fn push_body(events: &mut Vec<Event>, bytes: &[u8]) {
@@ -499,13 +486,6 @@ fn parse_decimal(s: &str) -> Result<u64> {
         return Err(Error::BadContentLength);
     }
     s.parse().map_err(|_| Error::BadContentLength)
-}
-
-/// `chunk-size [ chunk-ext ] CRLF`, by the strict rules the server side uses too
-/// (`http::chunked`): extensions are checked, then ignored.
-fn parse_chunk_size(line: &[u8]) -> Result<u64> {
-    let content = chunked::line_content(line).map_err(|_| Error::BadChunkSize)?;
-    chunked::parse_size_line(content).map_err(|_| Error::BadChunkSize)
 }
 
 /// Splits Docker's `/events` body (a stream of JSON objects, one per line, '\n'-separated,
@@ -543,7 +523,7 @@ impl LineSplitter {
     pub fn push(&mut self, mut data: &[u8]) -> Vec<Line> {
         let mut lines = Vec::new();
         while !data.is_empty() {
-            let (part, complete) = take_line(data);
+            let (part, complete) = chunked::take_line(data);
             data = &data[part.len()..];
             let part = if complete {
                 &part[..part.len() - 1]

@@ -2,14 +2,17 @@
 //! server's request parser and the Docker client's response parser, so both sides refuse the
 //! same leniencies ("funky chunks": bare CR or LF, `1 1`, `0x`, whitespace, bad trailers).
 //!
-//! Each side keeps its own state machine (one decodes byte by byte, the other by line); what a
-//! size line or a trailer line may hold is decided here. A single decoder for both is left to
-//! a later refactoring.
+//! Both sides use the one incremental [`Decoder`] below, fed bytes in whatever pieces the
+//! socket gives; each maps its [`DecodeError`]s to its own errors. Only the limits differ
+//! (the server bounds the body and keeps trailers small, the Docker client takes any body).
 
 use std::fmt;
 
 /// Most hex digits in a chunk size: 16 fill a u64; leading zeros beyond that are refused too.
 pub const MAX_SIZE_DIGITS: usize = 16;
+
+/// Longest accepted chunk-size line, extensions and CRLF included.
+pub const MAX_SIZE_LINE: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -102,6 +105,165 @@ pub fn check_trailer_line(content: &[u8]) -> Result<(), Error> {
         return Err(Error::Trailer);
     }
     Ok(())
+}
+
+/// What a [`Decoder`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A chunk-size line broke the line rules.
+    SizeLine(Error),
+    /// A chunk-size line longer than [`MAX_SIZE_LINE`].
+    SizeLineTooLong,
+    /// A chunk's data was not followed by CRLF.
+    DataEnd,
+    /// A trailer line broke the line rules.
+    TrailerLine(Error),
+    /// The trailer section grew past the decoder's trailer limit.
+    TrailersTooLarge,
+    /// A chunk would take the body past the decoder's body limit.
+    BodyTooLarge,
+}
+
+/// Where a [`Decoder`] is within the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Collecting a chunk-size line in `line`, up to its LF.
+    Size,
+    Data {
+        remaining: u64,
+    },
+    /// The CRLF after a chunk's data; `seen_cr` once its CR came.
+    DataEnd {
+        seen_cr: bool,
+    },
+    /// Collecting a trailer line in `line`; `total` bytes of trailers so far.
+    Trailers {
+        total: usize,
+    },
+    Done,
+}
+
+/// An incremental decoder of one chunked body: fed bytes in any split, it hands out the data
+/// as it comes and says when the body (trailers included) is over. It keeps at most one line
+/// (a size line or a trailer line), never the data.
+///
+/// Strict, as this module says: every line ends with CRLF, sizes are bare hex, extensions
+/// well-formed, trailers real header fields. Any leniency is a way to read a body other than
+/// the one another parser on the path read. Extensions and trailers are checked, then dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoder {
+    state: State,
+    line: Vec<u8>,
+    /// Data bytes so far, and the most allowed.
+    decoded: u64,
+    body_limit: u64,
+    trailer_limit: usize,
+}
+
+impl Decoder {
+    /// A decoder refusing a body of more than `body_limit` data bytes (checked on each chunk's
+    /// size, before its data is read) or a trailer section of more than `trailer_limit` bytes.
+    pub fn new(body_limit: u64, trailer_limit: usize) -> Decoder {
+        Decoder {
+            state: State::Size,
+            line: Vec::new(),
+            decoded: 0,
+            body_limit,
+            trailer_limit,
+        }
+    }
+
+    /// Whether the body is over: its last chunk, trailers and final CRLF have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Decodes as much of `input` as belongs to the body, giving each run of data to `data`.
+    /// Returns the bytes consumed (all of `input` unless the body ended within it) and whether
+    /// the body is over. After an error the decoder is not to be used again.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), DecodeError> {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                State::Size => {
+                    let (part, complete) = take_line(&input[i..]);
+                    if self.line.len() + part.len() > MAX_SIZE_LINE {
+                        return Err(DecodeError::SizeLineTooLong);
+                    }
+                    self.line.extend_from_slice(part);
+                    i += part.len();
+                    if complete {
+                        let size = line_content(&self.line)
+                            .and_then(parse_size_line)
+                            .map_err(DecodeError::SizeLine)?;
+                        self.line.clear();
+                        if size > self.body_limit.saturating_sub(self.decoded) {
+                            return Err(DecodeError::BodyTooLarge);
+                        }
+                        self.decoded += size;
+                        self.state = match size {
+                            0 => State::Trailers { total: 0 },
+                            remaining => State::Data { remaining },
+                        };
+                    }
+                }
+                State::Data { remaining } => {
+                    let rest = &input[i..];
+                    let take = usize::try_from(remaining).map_or(rest.len(), |r| r.min(rest.len()));
+                    data(&rest[..take]);
+                    i += take;
+                    self.state = match remaining - take as u64 {
+                        0 => State::DataEnd { seen_cr: false },
+                        remaining => State::Data { remaining },
+                    };
+                }
+                State::DataEnd { seen_cr } => {
+                    let b = input[i];
+                    i += 1;
+                    self.state = match (b, seen_cr) {
+                        (b'\r', false) => State::DataEnd { seen_cr: true },
+                        (b'\n', true) => State::Size,
+                        _ => return Err(DecodeError::DataEnd),
+                    };
+                }
+                State::Trailers { total } => {
+                    let (part, complete) = take_line(&input[i..]);
+                    let total = total + part.len();
+                    if total > self.trailer_limit {
+                        return Err(DecodeError::TrailersTooLarge);
+                    }
+                    self.state = State::Trailers { total };
+                    self.line.extend_from_slice(part);
+                    i += part.len();
+                    if complete {
+                        let content = line_content(&self.line).map_err(DecodeError::TrailerLine)?;
+                        if content.is_empty() {
+                            self.line = Vec::new();
+                            self.state = State::Done;
+                            return Ok((i, true));
+                        }
+                        check_trailer_line(content).map_err(DecodeError::TrailerLine)?;
+                        self.line.clear();
+                    }
+                }
+                State::Done => return Ok((i, true)),
+            }
+        }
+        Ok((i, self.state == State::Done))
+    }
+}
+
+/// The first line of `data` with its LF, or all of `data` if it holds no LF; and whether the
+/// line is complete.
+pub(crate) fn take_line(data: &[u8]) -> (&[u8], bool) {
+    match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..=i], true),
+        None => (data, false),
+    }
 }
 
 /// RFC 9110 tchar.
@@ -197,5 +359,68 @@ mod tests {
         ] {
             assert!(check_trailer_line(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Decodes `input` fed in pieces of `step` bytes: (data, bytes consumed, done).
+    fn decode_in(
+        d: &mut Decoder,
+        input: &[u8],
+        step: usize,
+    ) -> Result<(Vec<u8>, usize, bool), DecodeError> {
+        let mut data = Vec::new();
+        let mut used = 0;
+        for piece in input.chunks(step) {
+            let (n, done) = d.decode(piece, |b| data.extend_from_slice(b))?;
+            used += n;
+            if done {
+                return Ok((data, used, true));
+            }
+        }
+        Ok((data, used, false))
+    }
+
+    #[test]
+    fn decoder_in_any_split() {
+        let body = b"3;a=b\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for step in 1..body.len() {
+            let mut d = Decoder::new(u64::MAX, 1024);
+            let (data, used, done) = decode_in(&mut d, body, step).unwrap();
+            assert_eq!(
+                (data.as_slice(), used, done),
+                (&b"abcde"[..], body.len() - 4, true)
+            );
+            assert!(d.is_done());
+        }
+        let mut d = Decoder::new(u64::MAX, 1024);
+        assert_eq!(
+            decode_in(&mut d, b"3\r\nab", 2).unwrap(),
+            (b"ab".to_vec(), 5, false)
+        );
+    }
+
+    #[test]
+    fn decoder_limits_and_errors() {
+        let run =
+            |body: &[u8], limit, trailers| decode_in(&mut Decoder::new(limit, trailers), body, 1);
+        assert!(run(b"5\r\nabcde\r\n0\r\n\r\n", 5, 16).is_ok());
+        assert_eq!(
+            run(b"3\r\nabc\r\n3\r\n", 5, 16),
+            Err(DecodeError::BodyTooLarge)
+        );
+        assert_eq!(
+            run(b"0\r\nX: 123456789\r\n\r\n", 5, 8),
+            Err(DecodeError::TrailersTooLarge)
+        );
+        assert_eq!(run(b"1\r\nab", 5, 16), Err(DecodeError::DataEnd));
+        assert_eq!(
+            run(b"1 1\r\n", 5, 16),
+            Err(DecodeError::SizeLine(Error::Extension))
+        );
+        assert_eq!(
+            run(b"0\r\n\n", 5, 16),
+            Err(DecodeError::TrailerLine(Error::LineEnd))
+        );
+        let long = [&b"1;a="[..], &[b'b'; MAX_SIZE_LINE]].concat();
+        assert_eq!(run(&long, 5, 16), Err(DecodeError::SizeLineTooLong));
     }
 }

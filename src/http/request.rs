@@ -11,8 +11,6 @@ use super::chunked;
 
 /// At most this many headers in one request; more is a 431, like an oversized head.
 pub const MAX_HEADERS: usize = 64;
-/// A chunk-size line (with extensions) longer than this is malformed.
-const MAX_CHUNK_LINE: usize = 1024;
 /// Trailer section of a chunked body, all lines together.
 const MAX_TRAILERS: usize = 8 * 1024;
 
@@ -154,30 +152,9 @@ enum State {
     },
     Chunked {
         request: Request,
-        chunk: Chunk,
+        chunks: chunked::Decoder,
     },
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Chunk {
-    /// Collecting a chunk-size line, up to its LF (at most `MAX_CHUNK_LINE` bytes).
-    Size {
-        line: Vec<u8>,
-    },
-    Data {
-        remaining: usize,
-    },
-    DataEnd {
-        seen_cr: bool,
-    },
-    /// Collecting a trailer line; `total` bytes of trailers so far.
-    Trailers {
-        line: Vec<u8>,
-        total: usize,
-    },
-}
-
-const CHUNK_SIZE_START: Chunk = Chunk::Size { line: Vec::new() };
 
 /// What one call to [`Parser::parse`] did.
 #[derive(Debug)]
@@ -198,8 +175,6 @@ pub struct Parser {
     state: State,
     head_limit: usize,
     body_limit: usize,
-    /// The limit of the body being read: the endpoint's, at most `body_limit`.
-    request_body_limit: usize,
 }
 
 impl Parser {
@@ -208,7 +183,6 @@ impl Parser {
             state: State::Head,
             head_limit,
             body_limit,
-            request_body_limit: body_limit,
         }
     }
 
@@ -220,7 +194,6 @@ impl Parser {
             return Err(Error::Malformed("no request head awaits its body".into()));
         };
         let limit = limit.min(self.body_limit);
-        self.request_body_limit = limit;
         self.state = match framing {
             Framing::Length(len) if len > limit => return Err(Error::BodyTooLarge),
             // The body grows as its bytes arrive: a declared length reserves nothing.
@@ -230,7 +203,10 @@ impl Parser {
             },
             Framing::Chunked => State::Chunked {
                 request,
-                chunk: CHUNK_SIZE_START,
+                chunks: chunked::Decoder::new(
+                    u64::try_from(limit).unwrap_or(u64::MAX),
+                    MAX_TRAILERS,
+                ),
             },
             Framing::None => return Err(Error::Malformed("no body to read".into())),
         };
@@ -280,9 +256,9 @@ impl Parser {
                 *remaining -= take;
                 (take, *remaining == 0)
             }
-            State::Chunked { request, chunk } => {
-                decode_chunked(chunk, input, &mut request.body, self.request_body_limit)?
-            }
+            State::Chunked { request, chunks } => chunks
+                .decode(input, |data| request.body.extend_from_slice(data))
+                .map_err(chunk_error)?,
         };
         let request = if done {
             match std::mem::replace(&mut self.state, State::Head) {
@@ -465,91 +441,16 @@ fn parse_content_length(value: &str) -> Result<usize> {
         .map_err(|_| Error::Malformed(format!("bad Content-Length {value:?}")))
 }
 
-/// Decode as much of a chunked body as `input` holds. Returns (consumed, finished).
-///
-/// Strict, as `http::chunked` says: every line ends with CRLF, sizes are bare hex, extensions
-/// well-formed, trailers real header fields. Any leniency here is a way to read a body other
-/// than the one a proxy in front of supd read.
-fn decode_chunked(
-    state: &mut Chunk,
-    input: &[u8],
-    body: &mut Vec<u8>,
-    limit: usize,
-) -> Result<(usize, bool)> {
-    let malformed = |e: chunked::Error| Error::Malformed(e.to_string());
-    let mut i = 0;
-    while i < input.len() {
-        match state {
-            Chunk::Size { line } => {
-                let (part, complete) = take_line(&input[i..]);
-                if line.len() + part.len() > MAX_CHUNK_LINE {
-                    return Err(Error::Malformed("chunk size line too long".into()));
-                }
-                line.extend_from_slice(part);
-                i += part.len();
-                if complete {
-                    let content = chunked::line_content(line).map_err(malformed)?;
-                    let size = chunked::parse_size_line(content).map_err(malformed)?;
-                    let size = usize::try_from(size).map_err(|_| Error::BodyTooLarge)?;
-                    if size > limit.saturating_sub(body.len()) {
-                        return Err(Error::BodyTooLarge);
-                    }
-                    *state = if size == 0 {
-                        Chunk::Trailers {
-                            line: Vec::new(),
-                            total: 0,
-                        }
-                    } else {
-                        Chunk::Data { remaining: size }
-                    };
-                }
-            }
-            Chunk::Data { remaining } => {
-                let take = (input.len() - i).min(*remaining);
-                body.extend_from_slice(&input[i..i + take]);
-                i += take;
-                *remaining -= take;
-                if *remaining == 0 {
-                    *state = Chunk::DataEnd { seen_cr: false };
-                }
-            }
-            Chunk::DataEnd { seen_cr } => {
-                let b = input[i];
-                i += 1;
-                match (b, *seen_cr) {
-                    (b'\r', false) => *seen_cr = true,
-                    (b'\n', true) => *state = CHUNK_SIZE_START,
-                    _ => return Err(Error::Malformed("chunk data not followed by CRLF".into())),
-                }
-            }
-            Chunk::Trailers { line, total } => {
-                let (part, complete) = take_line(&input[i..]);
-                *total += part.len();
-                if *total > MAX_TRAILERS {
-                    return Err(Error::HeadTooLarge);
-                }
-                line.extend_from_slice(part);
-                i += part.len();
-                if complete {
-                    let content = chunked::line_content(line).map_err(malformed)?;
-                    if content.is_empty() {
-                        return Ok((i, true));
-                    }
-                    chunked::check_trailer_line(content).map_err(malformed)?;
-                    line.clear();
-                }
-            }
-        }
-    }
-    Ok((i, false))
-}
-
-/// The first line of `data` with its LF, or all of `data` if it holds no LF; and whether the
-/// line is complete.
-fn take_line(data: &[u8]) -> (&[u8], bool) {
-    match data.iter().position(|&b| b == b'\n') {
-        Some(i) => (&data[..=i], true),
-        None => (data, false),
+/// The server's errors for a chunked body: a broken line is a 400, a body over the limit a
+/// 413, trailers over their cap a 431 (like an oversized head).
+fn chunk_error(e: chunked::DecodeError) -> Error {
+    use chunked::DecodeError as E;
+    match e {
+        E::SizeLine(e) | E::TrailerLine(e) => Error::Malformed(e.to_string()),
+        E::SizeLineTooLong => Error::Malformed("chunk size line too long".into()),
+        E::DataEnd => Error::Malformed("chunk data not followed by CRLF".into()),
+        E::TrailersTooLarge => Error::HeadTooLarge,
+        E::BodyTooLarge => Error::BodyTooLarge,
     }
 }
 

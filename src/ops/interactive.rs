@@ -15,7 +15,9 @@ use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
 use super::proc::Proc;
-use super::wsclient::{Event, Forwarded, WsClient};
+use tungstenite::Bytes;
+
+use super::wsclient::{Forwarded, FrameSink, WsClient};
 use super::{Io, Progress, Role};
 use crate::container::{self, ExitStatus};
 use crate::ws::protocol::{self, ClientFrame};
@@ -45,6 +47,47 @@ pub struct Interactive {
     closing: bool,
     /// The 101 answer, written first when the client is attached.
     head: Vec<u8>,
+}
+
+/// The client's frames (`ws::protocol`): input, resize, end of input.
+impl FrameSink for Interactive {
+    fn ready(&mut self) -> bool {
+        self.to_child.len() < STDIN_LIMIT && !self.closing
+    }
+
+    fn message(&mut self, client: &mut WsClient, me: Token, io: &mut Io<'_>, data: Bytes) {
+        match protocol::parse_client_frame(&data) {
+            Ok(ClientFrame::Stdin(bytes)) => {
+                if !self.close_stdin_after {
+                    self.to_child.extend_from_slice(bytes);
+                }
+            }
+            Ok(ClientFrame::Resize { rows, cols }) => {
+                if self.pty
+                    && let Some((f, _)) = self.out.as_ref()
+                    && let Err(e) = container::set_winsize(f.as_fd(), rows, cols)
+                {
+                    log::debug!("resize: {e}");
+                }
+            }
+            Ok(ClientFrame::CloseStdin) => self.close_stdin_after = true,
+            Err(e) => {
+                self.closing = true;
+                client.close(me, protocol::CLOSE_UNSUPPORTED, &e.to_string(), io);
+                self.hang_up(me, io);
+            }
+        }
+    }
+
+    fn text(&mut self, _client: &mut WsClient, me: Token, io: &mut Io<'_>) {
+        self.closing = true;
+        self.hang_up(me, io);
+    }
+
+    fn closed(&mut self, me: Token, io: &mut Io<'_>) {
+        self.closing = true;
+        self.hang_up(me, io);
+    }
 }
 
 impl Interactive {
@@ -123,54 +166,17 @@ impl Interactive {
 
     /// Read client frames while the command can take their input.
     fn pump_input(&mut self, me: Token, io: &mut Io<'_>) {
-        loop {
-            if self.to_child.len() >= STDIN_LIMIT || self.closing {
-                return;
-            }
-            let Some(client) = self.client.as_mut() else {
-                return;
-            };
-            let Some(ev) = client.read() else {
-                return;
-            };
-            match ev {
-                Event::Message(data) => match protocol::parse_client_frame(&data) {
-                    Ok(ClientFrame::Stdin(bytes)) => {
-                        if !self.close_stdin_after {
-                            self.to_child.extend_from_slice(bytes);
-                        }
-                    }
-                    Ok(ClientFrame::Resize { rows, cols }) => {
-                        if self.pty
-                            && let Some((f, _)) = self.out.as_ref()
-                            && let Err(e) = container::set_winsize(f.as_fd(), rows, cols)
-                        {
-                            log::debug!("resize: {e}");
-                        }
-                    }
-                    Ok(ClientFrame::CloseStdin) => self.close_stdin_after = true,
-                    Err(e) => {
-                        self.closing = true;
-                        client.close(me, protocol::CLOSE_UNSUPPORTED, &e.to_string(), io);
-                        self.hang_up(me, io);
-                    }
-                },
-                Event::Text => {
-                    self.closing = true;
-                    client.close(
-                        me,
-                        1003,
-                        "text frames are not part of v1.exec-interactive.supd",
-                        io,
-                    );
-                    self.hang_up(me, io);
-                }
-                Event::Closed { .. } => {
-                    self.closing = true;
-                    self.hang_up(me, io);
-                }
-            }
-        }
+        // Out of `self` while it reads, so that `self` is the sink its frames go to.
+        let Some(mut client) = self.client.take() else {
+            return;
+        };
+        client.read_frames(
+            me,
+            io,
+            "text frames are not part of v1.exec-interactive.supd",
+            self,
+        );
+        self.client = Some(client);
     }
 
     /// The client is gone or closing: SIGHUP to the session, SIGKILL after a grace period.

@@ -14,7 +14,9 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 use nix::sys::socket::{AddressFamily, SockType};
 
-use super::wsclient::{Event, Forwarded, WsClient};
+use tungstenite::Bytes;
+
+use super::wsclient::{Forwarded, FrameSink, WsClient};
 use super::{Io, Progress, Reply, Role};
 use crate::container;
 use crate::http::{ApiError, Format};
@@ -39,7 +41,7 @@ pub struct Tunnel {
     head: Vec<u8>,
     to_sock: Vec<u8>,
     /// UDP datagrams from the client not yet sent.
-    datagrams: std::collections::VecDeque<tungstenite::Bytes>,
+    datagrams: std::collections::VecDeque<Bytes>,
     held: Option<Vec<u8>>,
     /// Half-close requested by the client (empty frame).
     shut_write: bool,
@@ -51,6 +53,37 @@ pub struct Tunnel {
     replied: bool,
     /// The HTTP client left before the upgrade: nobody will ever attach.
     gone: bool,
+}
+
+/// The client's messages are the stream's bytes (an empty one half-closes TCP) or the
+/// datagrams.
+impl FrameSink for Tunnel {
+    fn ready(&mut self) -> bool {
+        self.write_socket();
+        self.to_sock.len() < TO_SOCKET_LIMIT && self.datagrams.len() < 64
+    }
+
+    fn message(&mut self, _client: &mut WsClient, _me: Token, _io: &mut Io<'_>, data: Bytes) {
+        match &mut self.sock {
+            Sock::Tcp(_) if data.is_empty() => self.shut_write = true,
+            // Nothing queued: straight from tungstenite's buffer to the socket, and only what
+            // the socket did not take is copied.
+            Sock::Tcp(s) if self.to_sock.is_empty() => match write_some(s, &data) {
+                Ok(n) => self.to_sock.extend_from_slice(&data[n..]),
+                Err(e) => {
+                    self.sock_error.get_or_insert_with(|| e.to_string());
+                }
+            },
+            Sock::Tcp(_) => self.to_sock.extend_from_slice(&data),
+            Sock::Udp(_) => self.datagrams.push_back(data),
+        }
+    }
+
+    fn closed(&mut self, _me: Token, _io: &mut Io<'_>) {
+        if let Sock::Tcp(s) = &self.sock {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 pub enum Proto {
@@ -236,42 +269,13 @@ impl Tunnel {
     }
 
     fn pump_client_to_socket(&mut self, me: Token, io: &mut Io<'_>) {
-        loop {
+        // Out of `self` while it reads, so that `self` is the sink its frames go to.
+        let Some(mut client) = self.client.take() else {
             self.write_socket();
-            if self.to_sock.len() >= TO_SOCKET_LIMIT || self.datagrams.len() >= 64 {
-                return;
-            }
-            let Some(client) = self.client.as_mut() else {
-                return;
-            };
-            let Some(ev) = client.read() else {
-                return;
-            };
-            match ev {
-                Event::Message(data) => match &mut self.sock {
-                    Sock::Tcp(_) if data.is_empty() => self.shut_write = true,
-                    // Nothing queued: straight from tungstenite's buffer to the socket, and
-                    // only what the socket did not take is copied.
-                    Sock::Tcp(s) if self.to_sock.is_empty() => match write_some(s, &data) {
-                        Ok(n) => self.to_sock.extend_from_slice(&data[n..]),
-                        Err(e) => {
-                            self.sock_error.get_or_insert_with(|| e.to_string());
-                        }
-                    },
-                    Sock::Tcp(_) => self.to_sock.extend_from_slice(&data),
-                    Sock::Udp(_) => self.datagrams.push_back(data),
-                },
-                Event::Text => {
-                    client.close(me, 1003, "text frames are not part of this protocol", io);
-                }
-                Event::Closed { .. } => {
-                    if let Sock::Tcp(s) = &self.sock {
-                        let _ = s.shutdown(Shutdown::Both);
-                    }
-                    return;
-                }
-            }
-        }
+            return;
+        };
+        client.read_frames(me, io, "text frames are not part of this protocol", self);
+        self.client = Some(client);
     }
 
     fn write_socket(&mut self) {

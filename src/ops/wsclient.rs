@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
+use tungstenite::Bytes;
 
 use super::{Io, Role};
 use crate::reactor::net::{ByteStream, Stream};
@@ -39,11 +40,58 @@ pub struct WsClient<S: ByteStream = Stream> {
 
 pub enum Event {
     /// A binary message, as tungstenite unmasked it in its own buffer (not copied again).
-    Message(tungstenite::Bytes),
+    Message(Bytes),
     /// A text frame: not part of any supd protocol.
     Text,
     /// The peer closed (its close is answered).
     Closed { code: u16, reason: String },
+}
+
+/// What an operation does with the frames its client sends: see [`WsClient::read_frames`].
+pub trait FrameSink {
+    /// Asked before each read: whether the operation takes another message now (its buffers
+    /// are below their limits, it is not closing). It may first move what it holds onward.
+    fn ready(&mut self) -> bool;
+
+    /// A binary message: the operation's protocol decides what it holds.
+    fn message(&mut self, client: &mut WsClient, me: Token, io: &mut Io<'_>, data: Bytes);
+
+    /// A text frame, which no supd protocol has: the client has been sent a close (1003).
+    fn text(&mut self, _client: &mut WsClient, _me: Token, _io: &mut Io<'_>) {}
+
+    /// The client closed (its close is answered); nothing more is read this turn.
+    fn closed(&mut self, me: Token, io: &mut Io<'_>);
+}
+
+/// The frame loop is for the daemon's own stream type (the sinks are the operations).
+impl WsClient {
+    /// Reads the client's messages and hands each to `sink`, while the sink is ready for more
+    /// and a complete message is there: the one read loop of every websocket operation.
+    /// `text_reason` goes with the 1003 close that a text frame gets.
+    pub fn read_frames(
+        &mut self,
+        me: Token,
+        io: &mut Io<'_>,
+        text_reason: &str,
+        sink: &mut impl FrameSink,
+    ) {
+        while sink.ready() {
+            let Some(event) = self.read() else {
+                return;
+            };
+            match event {
+                Event::Message(data) => sink.message(self, me, io, data),
+                Event::Text => {
+                    self.close(me, 1003, text_reason, io);
+                    sink.text(self, me, io);
+                }
+                Event::Closed { .. } => {
+                    sink.closed(me, io);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl<S: ByteStream> WsClient<S> {
