@@ -92,7 +92,7 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Query(e) => write!(f, "{e}"),
             DecodeError::Fields(e) => write!(f, "{e}"),
-            DecodeError::Handshake(e) => write!(f, "{e:?}"),
+            DecodeError::Handshake(e) => write!(f, "{e}"),
             DecodeError::Body(e) => write!(f, "{e}"),
             DecodeError::UnknownParam { name, .. } => write!(f, "unknown query parameter {name:?}"),
             DecodeError::UnknownSite(s) => write!(f, "unknown site {s:?}"),

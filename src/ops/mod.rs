@@ -1,6 +1,10 @@
-//! One module per operation. `state` answers at once from the mirror; the others are
+//! One module per operation. A request is first decoded ([`decode`], pure: no I/O) into a
+//! [`Call`] holding its endpoint's typed parameters; each module has its endpoint's decoder
+//! next to its operation. `state` answers at once from the mirror; the others are
 //! long-lived operations (`Op`) that own descriptors registered with the loop and make
-//! progress when they become ready, when a timer fires, or when Docker answers.
+//! progress when they become ready, when a timer fires, or when Docker answers. They start
+//! from their parameters ([`start`]), never from the raw request, and fail with their
+//! module's typed error, turned into a status in `http/error.rs`.
 
 pub mod decode;
 pub mod exec;
