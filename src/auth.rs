@@ -283,6 +283,40 @@ pub enum Decision<'a> {
     Forbidden { token: &'a str },
 }
 
+/// Why a request is refused before its route is served (statuses in `http/error.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// The token file could not be loaded: nothing is served (503).
+    Sealed(String),
+    /// No token, or one that matches no entry (401).
+    Unauthorized,
+    /// A known token whose policy does not cover this operation on this application (403).
+    Forbidden {
+        token: String,
+        operation: Operation,
+        application: String,
+    },
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denied::Sealed(why) => write!(f, "strongbox sealed: {why}"),
+            Denied::Unauthorized => f.write_str("missing or unknown bearer token"),
+            Denied::Forbidden {
+                token,
+                operation,
+                application,
+            } => write!(
+                f,
+                "token {token:?} may not {operation} application {application:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
+
 impl Tokens {
     pub fn load(path: &Path) -> Result<Tokens> {
         let text = read_bounded(path)?;

@@ -2,7 +2,8 @@
 //! pieces, several requests pipelined, with the default limits. The same bytes fed at once
 //! must give the same requests and the same error (a differential check for split bugs).
 //! Each request then goes through what the server does with it before any Docker call:
-//! routing, query string, content negotiation, bearer token, body and upgrade parsing.
+//! routing, query string, content negotiation, bearer token, the endpoint's decoder
+//! (`ops::decode`), and the body and upgrade decoders on their own.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -15,7 +16,7 @@ use supd::http::query::{self, Query};
 use supd::http::request::{Error, Parser, Request};
 use supd::http::response::{Format, negotiate};
 use supd::http::router::route;
-use supd::ops;
+use supd::ops::{self, DecodeCtx};
 use supd::ws::protocol;
 
 /// Everything one feeding produced: the requests (as Debug text, since Request has no Eq),
@@ -138,10 +139,15 @@ fn dispatch(req: &Request) {
         let _ = auth::bearer_token(value);
     }
     let _ = req.header_has_token("connection", "upgrade");
-    let _ = ops::exec::parse_cmd(req);
-    let _ = ops::restart::parse_immediate(req);
-    let _ = ops::upgrade(req, &[protocol::EXEC_INTERACTIVE], config());
-    let _ = ops::upgrade(req, &[protocol::CONNECT, protocol::TCP_CONNECT], config());
+    let ctx = DecodeCtx::new(config());
+    if let Ok(r) = route(&req.path) {
+        let _ = ops::decode(&r, req, &ctx);
+    }
+    // The body and upgrade decoders, whatever the path says.
+    let _ = ops::exec::decode_cmd(req.header("content-type"), &req.body);
+    let _ = ops::restart::decode_immediate(&req.body);
+    let _ = ops::decode::upgrade(req, &[protocol::EXEC_INTERACTIVE], &ctx);
+    let _ = ops::decode::upgrade(req, &[protocol::CONNECT, protocol::TCP_CONNECT], &ctx);
 }
 
 fuzz_target!(|data: &[u8]| {

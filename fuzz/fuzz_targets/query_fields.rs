@@ -1,16 +1,72 @@
 //! Query strings (src/http/query.rs), the RESTCONF `fields` language (src/fields.rs) applied to
-//! a resource, and the path-level name parsers the router uses.
+//! a resource, the path-level name parsers the router uses, and the query decoders of every
+//! endpoint (`ops::decode` with the text as the query string, the websocket handshake valid).
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
+use supd::config::Config;
 use supd::docker::inspect;
 use supd::fields::{Fields, MAX_DEPTH};
 use supd::http::query::{self, Query};
-use supd::http::router::{Instance, valid_name};
+use supd::http::request::{Method, Request};
+use supd::http::router::{Instance, Route, route, valid_name};
 use supd::model;
+use supd::ops::{self, DecodeCtx, DecodeError};
+
+/// The endpoints that read the query string.
+fn routes() -> &'static [Route] {
+    static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let base = "/v1/state/applications/shop/service-instances";
+        [
+            String::new(),
+            "/web-1".to_owned(),
+            "/web-1/connect".to_owned(),
+            "/web-1/restart".to_owned(),
+            "/web-1/containers/main/exec-interactive".to_owned(),
+            "/web-1/containers/main/tcp-connect".to_owned(),
+        ]
+        .iter()
+        .map(|tail| route(&format!("{base}{tail}")).unwrap())
+        .collect()
+    })
+}
+
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(Config::default)
+}
+
+/// A websocket upgrade offering every subprotocol, with `query`.
+fn request(query: &str) -> Request {
+    let headers = [
+        ("host", "x"),
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        (
+            "sec-websocket-protocol",
+            "v1.connect.supd, v1.tcp-connect.supd, v1.exec-interactive.supd",
+        ),
+    ];
+    Request {
+        method: Method::Get,
+        path: "/".to_owned(),
+        query: query.to_owned(),
+        minor: 1,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: Vec::new(),
+        keep_alive: true,
+        expect_continue: false,
+    }
+}
 
 fn resource() -> &'static Value {
     static VALUE: OnceLock<Value> = OnceLock::new();
@@ -50,6 +106,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = q.iter().count();
         if let Ok(Some(expr)) = q.single("fields") {
             let _ = Fields::parse(expr);
+        }
+    }
+    let req = request(text);
+    let ctx = DecodeCtx::new(config());
+    let parsed = Query::parse(text).is_ok();
+    for r in routes() {
+        let decoded = ops::decode(r, &req, &ctx);
+        // The query is parsed once, first: a malformed one fails every endpoint alike.
+        if !parsed {
+            assert!(
+                matches!(decoded, Err(DecodeError::Query(_))),
+                "{decoded:?} for a malformed query"
+            );
         }
     }
     let _ = query::redacted(text, &["token", "secret"]);

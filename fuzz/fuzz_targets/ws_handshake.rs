@@ -2,10 +2,14 @@
 //!
 //! Input: a presence mask byte, then up to eight '\n'-separated values: Connection, Upgrade,
 //! Sec-WebSocket-Version, Sec-WebSocket-Key, Sec-WebSocket-Protocol, Origin, Host, and one
-//! extra response header as `name:value`.
+//! extra response header as `name:value`. The same headers in a request go through the
+//! websocket endpoints' decoder check (`ops::decode::upgrade`), which must agree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use supd::config::Config;
+use supd::http::request::{Method, Request};
+use supd::ops::{DecodeCtx, DecodeError, decode};
 use supd::ws::handshake::{self, UpgradeHeaders};
 use supd::ws::protocol;
 
@@ -37,8 +41,50 @@ fuzz_target!(|data: &[u8]| {
         &[protocol::CONNECT, protocol::TCP_CONNECT],
         &[],
     ];
+    let names = [
+        "connection",
+        "upgrade",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "sec-websocket-protocol",
+        "origin",
+        "host",
+    ];
+    let values = [
+        h.connection,
+        h.upgrade,
+        h.version,
+        h.key,
+        h.protocol,
+        h.origin,
+        h.host,
+    ];
+    let req = Request {
+        method: Method::Get,
+        path: "/".to_owned(),
+        query: String::new(),
+        minor: 1,
+        headers: names
+            .iter()
+            .zip(values)
+            .filter_map(|(n, v)| Some((n.to_string(), v?.to_string())))
+            .collect(),
+        body: Vec::new(),
+        keep_alive: true,
+        expect_continue: false,
+    };
+    let mut cfg = Config::default();
+    cfg.ws.allowed_origins = allowed.clone();
+    let ctx = DecodeCtx::new(&cfg);
     for supported in lists {
-        let Ok(accepted) = handshake::check(&h, supported, &allowed) else {
+        let checked = handshake::check(&h, supported, &allowed);
+        let decoded = decode::upgrade(&req, supported, &ctx);
+        match (&checked, decoded) {
+            (Ok(a), Ok(b)) => assert_eq!(*a, b),
+            (Err(a), Err(DecodeError::Handshake(b))) => assert_eq!(*a, b),
+            (c, d) => panic!("handshake {c:?} but decoder {d:?}"),
+        }
+        let Ok(accepted) = checked else {
             continue;
         };
         let key = h.key.expect("accepted without a key").trim();

@@ -5,7 +5,25 @@
 //! API reads are tiny, flat maps; a linear scan that bounds their size and nesting keeps every
 //! parse linear. YAML is a superset of JSON, so one scan serves both.
 
-use super::ApiError;
+/// Why a body was refused before parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Longer than the endpoint takes (413).
+    TooLarge { max: usize },
+    /// Nested too deeply or holding too many openers (400); the text says which.
+    Nesting(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::TooLarge { max } => write!(f, "request body larger than {max} bytes"),
+            Error::Nesting(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Deepest nesting a request body may have: flow collections (`[`, `{`) plus block levels
 /// (indentation steps and `- `/`? ` entries). The API's bodies need 2.
@@ -17,14 +35,11 @@ pub const MAX_NESTING: usize = 16;
 pub const MAX_OPENERS: usize = 256;
 
 /// Refuse a body over `max_len` bytes (413) or nested too deeply (400), before parsing it.
-pub fn check(body: &[u8], max_len: usize) -> Result<(), ApiError> {
+pub fn check(body: &[u8], max_len: usize) -> Result<(), Error> {
     if body.len() > max_len {
-        return Err(ApiError::new(
-            413,
-            format!("request body larger than {max_len} bytes"),
-        ));
+        return Err(Error::TooLarge { max: max_len });
     }
-    nesting(body).map_err(ApiError::bad_request)
+    nesting(body).map_err(Error::Nesting)
 }
 
 /// Where the scan is.
@@ -251,9 +266,9 @@ mod tests {
     #[test]
     fn size_is_checked_first() {
         let e = check(&[b'['; 100], 10).unwrap_err();
-        assert_eq!(e.status, 413);
+        assert_eq!(crate::http::ApiError::from(e).status, 413);
         let e = check(&[b'['; 100], 1000).unwrap_err();
-        assert_eq!(e.status, 400);
+        assert_eq!(crate::http::ApiError::from(e).status, 400);
         assert!(check(b"cmd: x", 10).is_ok());
     }
 

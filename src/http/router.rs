@@ -60,6 +60,14 @@ impl Endpoint {
     }
 }
 
+/// A method the route does not take (405, with `Allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodNotAllowed {
+    pub method: Method,
+    /// What the route takes, for `Allow`.
+    pub allow: &'static str,
+}
+
 /// A short instance name `<service>-<N>`, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {

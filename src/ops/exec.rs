@@ -13,10 +13,14 @@ use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use super::decode::{DecodeCtx, DecodeError, check_query, words};
 use super::proc::Proc;
 use super::{Io, Progress, Reply, Role};
 use crate::container::{self, ExitStatus};
+use crate::http::query::Query;
 use crate::http::request::Request;
+use crate::http::response::negotiate;
+use crate::http::router::{ContainerRef, Instance};
 use crate::http::{ApiError, Format, Response};
 
 /// Most output read per wake-up, so one chatty command cannot hold the loop.
@@ -34,34 +38,72 @@ struct Body {
     cmd: Option<String>,
 }
 
-/// The command of a request body, JSON or YAML.
-pub fn parse_cmd(req: &Request) -> Result<String, ApiError> {
-    let ct = req.header("content-type").map(|c| {
+/// What an exec request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecParams {
+    pub application: String,
+    pub instance: Instance,
+    pub target: ContainerRef,
+    /// The command line's words (`container::split_words`).
+    pub argv: Vec<String>,
+    /// The answer's format from `Accept`: JSON, YAML or the raw output bytes.
+    pub output: Format,
+}
+
+impl ExecParams {
+    /// The exec decoder: `site` only in the query, a body with a command that splits.
+    pub fn decode(
+        application: String,
+        instance: Instance,
+        target: ContainerRef,
+        query: &Query,
+        req: &Request,
+        ctx: &DecodeCtx<'_>,
+    ) -> Result<ExecParams, DecodeError> {
+        check_query(query, &["site"], ctx)?;
+        let cmd = decode_cmd(req.header("content-type"), &req.body)?;
+        let argv = words(&cmd)?;
+        let output = negotiate(
+            req.header("accept"),
+            &[Format::Json, Format::Yaml, Format::OctetStream],
+        );
+        Ok(ExecParams {
+            application,
+            instance,
+            target,
+            argv,
+            output,
+        })
+    }
+}
+
+/// The command of a request body, JSON or YAML as `content_type` says (either without one).
+pub fn decode_cmd(content_type: Option<&str>, body: &[u8]) -> Result<String, DecodeError> {
+    let ct = content_type.map(|c| {
         c.split(';')
             .next()
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase()
     });
-    if req.body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("a body with cmd is required"));
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::NoBody);
     }
     // Size and nesting first: the YAML parser's time grows with the depth on every token.
-    crate::http::body::check(&req.body, MAX_BODY)?;
+    crate::http::body::check(body, MAX_BODY)?;
     let body: Body = match ct.as_deref() {
-        Some("application/json") => serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?,
+        Some("application/json") => {
+            serde_json::from_slice(body).map_err(|e| DecodeError::InvalidJson(e.to_string()))?
+        }
         Some("application/yaml" | "application/x-yaml" | "text/yaml") => {
-            serde_yaml::from_slice(&req.body)
-                .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
+            serde_yaml::from_slice(body).map_err(|e| DecodeError::InvalidYaml(e.to_string()))?
         }
         // No (or another) content type: YAML is a superset of JSON, so it reads both.
-        _ => serde_yaml::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?,
+        _ => serde_yaml::from_slice(body).map_err(|e| DecodeError::InvalidBody(e.to_string()))?,
     };
     match body.cmd {
         Some(c) if !container::is_blank(&c) => Ok(c),
-        _ => Err(ApiError::bad_request("cmd must be a non-blank string")),
+        _ => Err(DecodeError::BlankCmd),
     }
 }
 
@@ -259,5 +301,94 @@ impl Exec {
     /// The op is done only once the process is reaped, even if the answer went out.
     pub fn finished(&self) -> bool {
         self.proc.exited() && self.output.is_none()
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::http::request::Method;
+    use crate::ops::decode::testing::{ctx, q, request, seen};
+
+    fn decode(
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<ExecParams, DecodeError> {
+        let req = request(Method::Post, query, headers, body);
+        ExecParams::decode(
+            "shop".into(),
+            Instance::parse("web-1").unwrap(),
+            ContainerRef::Container("main".into()),
+            &q(query),
+            &req,
+            &ctx(),
+        )
+    }
+
+    #[test]
+    fn exec_decodes_words_and_output_format() {
+        let p = decode("", &[], b"cmd: ls -l 'a b'").unwrap();
+        assert_eq!(p.argv, ["ls", "-l", "a b"]);
+        assert_eq!(p.output, Format::Json);
+        assert_eq!(p.target, ContainerRef::Container("main".into()));
+        let json = [("content-type", "application/json; charset=utf-8")];
+        assert_eq!(
+            decode("site=here", &json, br#"{"cmd":"id"}"#).unwrap().argv,
+            ["id"]
+        );
+        let raw = [("accept", "application/octet-stream")];
+        assert_eq!(
+            decode("", &raw, b"cmd: id").unwrap().output,
+            Format::OctetStream
+        );
+        let yaml = [("accept", "application/yaml")];
+        assert_eq!(decode("", &yaml, b"cmd: id").unwrap().output, Format::Yaml);
+    }
+
+    #[test]
+    fn exec_decode_errors() {
+        let e = |query: &str, headers: &[(&str, &str)], body: &[u8]| {
+            seen(decode(query, headers, body).unwrap_err())
+        };
+        assert_eq!(
+            e("", &[], b"  \n"),
+            (400, "a body with cmd is required".into())
+        );
+        assert_eq!(
+            e("", &[], b"cmd: '  '"),
+            (400, "cmd must be a non-blank string".into())
+        );
+        assert_eq!(
+            e("", &[], b"other: 1"),
+            (
+                400,
+                "invalid body (JSON or YAML): unknown field `other`, expected `cmd`".into()
+            )
+        );
+        let json = [("content-type", "application/json")];
+        assert!(e("", &json, b"cmd: x").1.starts_with("invalid JSON body: "));
+        let yaml = [("content-type", "application/yaml")];
+        assert!(e("", &yaml, b"[").1.starts_with("invalid YAML body: "));
+        assert_eq!(
+            e("", &[], b"cmd: \"a 'b\""),
+            (400, "cmd: unterminated single quote".into())
+        );
+        assert_eq!(
+            e("fields=a", &[], b"cmd: id"),
+            (400, "unknown query parameter \"fields\"".into())
+        );
+        assert_eq!(
+            e("site=x", &[], b"cmd: id"),
+            (404, "unknown site \"x\"".into())
+        );
+        let big = vec![b' '; MAX_BODY];
+        let mut body = b"cmd: id".to_vec();
+        body.extend_from_slice(&big);
+        assert_eq!(
+            e("", &[], &body),
+            (413, format!("request body larger than {MAX_BODY} bytes"))
+        );
+        assert_eq!(e("", &[], &[b'['; 100]).0, 400);
     }
 }

@@ -14,13 +14,64 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 use nix::sys::signal::Signal;
 
+use super::decode::{DecodeCtx, DecodeError, check_query, upgrade, words};
 use super::proc::Proc;
 use tungstenite::Bytes;
 
 use super::wsclient::{Forwarded, FrameSink, WsClient};
 use super::{Io, Progress, Role};
 use crate::container::{self, ExitStatus};
+use crate::http::query::Query;
+use crate::http::request::Request;
+use crate::http::router::{ContainerRef, Instance};
+use crate::ws::handshake::Accepted;
 use crate::ws::protocol::{self, ClientFrame};
+
+/// What an `exec-interactive` request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InteractiveParams {
+    pub application: String,
+    pub instance: Instance,
+    pub target: ContainerRef,
+    /// The command line's words (`container::split_words`).
+    pub argv: Vec<String>,
+    /// `tty=true` (the default): a PTY; `tty=false`: pipes.
+    pub tty: bool,
+    /// The websocket handshake's result, for the 101 head.
+    pub accepted: Accepted,
+}
+
+impl InteractiveParams {
+    /// The `exec-interactive` decoder: the handshake first, then the query.
+    pub fn decode(
+        application: String,
+        instance: Instance,
+        target: ContainerRef,
+        query: &Query,
+        req: &Request,
+        ctx: &DecodeCtx<'_>,
+    ) -> Result<InteractiveParams, DecodeError> {
+        let accepted = upgrade(req, &[protocol::EXEC_INTERACTIVE], ctx)?;
+        check_query(query, &["site", "fields", "cmd", "tty"], ctx)?;
+        let cmd = query
+            .single("cmd")?
+            .filter(|c| !container::is_blank(c))
+            .ok_or(DecodeError::BlankCmd)?;
+        let tty = match query.single("tty")? {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => return Err(DecodeError::BadTty(v.to_string())),
+        };
+        Ok(InteractiveParams {
+            application,
+            instance,
+            target,
+            argv: words(cmd)?,
+            tty,
+            accepted,
+        })
+    }
+}
 
 /// Largest output frame (the limit, and a good PTY read size).
 const OUT_CHUNK: usize = 64 * 1024;
@@ -309,5 +360,73 @@ impl Interactive {
 
     pub fn abandon(&mut self) {
         self.proc.abandon();
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::http::request::Method;
+    use crate::ops::decode::testing::{ctx, q, request, seen, ws_headers};
+
+    fn decode(query: &str, ws: bool) -> Result<InteractiveParams, DecodeError> {
+        let headers = if ws {
+            ws_headers(protocol::EXEC_INTERACTIVE)
+        } else {
+            vec![("host", "h")]
+        };
+        let req = request(Method::Get, query, &headers, b"");
+        InteractiveParams::decode(
+            "shop".into(),
+            Instance::parse("web-1").unwrap(),
+            ContainerRef::Init("setup".into()),
+            &q(query),
+            &req,
+            &ctx(),
+        )
+    }
+
+    #[test]
+    fn interactive_decodes() {
+        let p = decode("cmd=sh%20-i", true).unwrap();
+        assert_eq!(p.argv, ["sh", "-i"]);
+        assert!(p.tty);
+        assert_eq!(p.accepted.protocol, protocol::EXEC_INTERACTIVE);
+        assert_eq!(p.target, ContainerRef::Init("setup".into()));
+        assert!(
+            !decode("cmd=sh&tty=false&site=here&fields=a", true)
+                .unwrap()
+                .tty
+        );
+        assert!(decode("cmd=sh&tty=true", true).unwrap().tty);
+    }
+
+    #[test]
+    fn interactive_decode_errors() {
+        let e = |query: &str, ws: bool| seen(decode(query, ws).unwrap_err());
+        // The handshake comes first, before the query.
+        assert_eq!(
+            e("nope=1", false),
+            (426, "this endpoint needs a websocket upgrade".into())
+        );
+        assert_eq!(e("", true), (400, "cmd must be a non-blank string".into()));
+        assert_eq!(
+            e("cmd=%20", true),
+            (400, "cmd must be a non-blank string".into())
+        );
+        assert_eq!(
+            e("cmd=sh&tty=1", true),
+            (400, "tty must be true or false (got \"1\")".into())
+        );
+        assert_eq!(
+            e("cmd=a%20'b", true),
+            (400, "cmd: unterminated single quote".into())
+        );
+        assert_eq!(
+            e("cmd=sh&x=1", true),
+            (400, "unknown query parameter \"x\"".into())
+        );
+        assert_eq!(e("cmd=sh&site=x", true), (404, "unknown site \"x\"".into()));
+        assert_eq!(e("cmd=a&cmd=b", true).0, 400);
     }
 }

@@ -1,7 +1,12 @@
-//! One module per operation. `state` answers at once from the mirror; the others are
+//! One module per operation. A request is first decoded ([`decode`], pure: no I/O) into a
+//! [`Call`] holding its endpoint's typed parameters; each module has its endpoint's decoder
+//! next to its operation. `state` answers at once from the mirror; the others are
 //! long-lived operations (`Op`) that own descriptors registered with the loop and make
-//! progress when they become ready, when a timer fires, or when Docker answers.
+//! progress when they become ready, when a timer fires, or when Docker answers. They start
+//! from their parameters ([`start`]), never from the raw request, and fail with their
+//! module's typed error, turned into a status in `http/error.rs`.
 
+pub mod decode;
 pub mod exec;
 pub mod interactive;
 pub mod prepare;
@@ -13,7 +18,7 @@ pub mod tunnel;
 pub mod wsclient;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use mio::Token;
 
@@ -21,13 +26,11 @@ use crate::config::Config;
 use crate::container;
 use crate::docker::client::{Client as DockerClient, Purpose};
 use crate::docker::mirror::{Mirror, Want};
-use crate::http::query::Query;
-use crate::http::request::Request;
-use crate::http::response::negotiate;
-use crate::http::router::{Endpoint, Route};
 use crate::http::{ApiError, Format, Response};
 use crate::reactor::net::Stream;
-use crate::ws::{handshake, protocol};
+use crate::ws::handshake;
+
+pub use decode::{Call, DecodeCtx, DecodeError, decode};
 
 pub use crate::reactor::{Io, Ready, Role};
 
@@ -198,34 +201,25 @@ impl Op {
     }
 }
 
-/// Start the operation a route names.
+/// Start the operation a decoded request names. State requests are answered by the server
+/// from its cache or `state::answer`; here they are an error (a bug in the caller).
 pub fn start(
     me: Token,
-    req: &Request,
-    route: &Route,
-    query: &Query,
+    call: Call,
     format: Format,
     env: &Env<'_>,
     io: &mut Io<'_>,
 ) -> Result<Started, ApiError> {
-    match &route.endpoint {
-        Endpoint::Exec { instance, target } => {
-            state::check_params(query, &["site"])?;
-            state::check_site(query, &env.cfg.site)?;
-            let cmd = exec::parse_cmd(req)?;
-            let rec = target::find(env.mirror, &route.application, instance, target)?;
+    match call {
+        Call::Exec(p) => {
+            let rec = target::find(env.mirror, &p.application, &p.instance, &p.target)?;
             target::require_running(rec)?;
             target::require_sealed_binary()?;
-            let argv = container::split_words(&cmd)?;
-            let output = negotiate(
-                req.header("accept"),
-                &[Format::Json, Format::Yaml, Format::OctetStream],
-            );
             let start = prepare::Start {
                 target: target::exec_target(rec),
-                argv,
+                argv: p.argv,
                 stdio: container::Stdio::Pipes { stdin: false },
-                then: prepare::Then::Exec { output },
+                then: prepare::Then::Exec { output: p.output },
             };
             Ok(Started::Pending(
                 match prepare::begin(me, start, format, io)? {
@@ -234,38 +228,21 @@ pub fn start(
                 },
             ))
         }
-        Endpoint::ExecInteractive { instance, target } => {
-            let accepted = upgrade(req, &[protocol::EXEC_INTERACTIVE], env.cfg)?;
-            state::check_params(query, &["site", "fields", "cmd", "tty"])?;
-            state::check_site(query, &env.cfg.site)?;
-            let cmd = query
-                .single("cmd")?
-                .filter(|c| !container::is_blank(c))
-                .ok_or_else(|| ApiError::bad_request("cmd must be a non-blank string"))?;
-            let tty = match query.single("tty")? {
-                None | Some("true") => true,
-                Some("false") => false,
-                Some(v) => {
-                    return Err(ApiError::bad_request(format!(
-                        "tty must be true or false (got {v:?})"
-                    )));
-                }
-            };
-            let rec = target::find(env.mirror, &route.application, instance, target)?;
+        Call::Interactive(p) => {
+            let rec = target::find(env.mirror, &p.application, &p.instance, &p.target)?;
             target::require_running(rec)?;
             target::require_sealed_binary()?;
-            let argv = container::split_words(cmd)?;
-            let stdio = if tty {
+            let stdio = if p.tty {
                 container::Stdio::Pty { rows: 24, cols: 80 }
             } else {
                 container::Stdio::Pipes { stdin: true }
             };
             let start = prepare::Start {
                 target: target::exec_target(rec),
-                argv,
+                argv: p.argv,
                 stdio,
                 then: prepare::Then::Interactive {
-                    head: handshake::response_head(&accepted, &[]),
+                    head: handshake::response_head(&p.accepted, &[]),
                 },
             };
             Ok(match prepare::begin(me, start, format, io)? {
@@ -274,99 +251,49 @@ pub fn start(
                 prepare::Begun::Later(p) => Started::Pending(Op::Preparing(p)),
             })
         }
-        Endpoint::TcpConnect { instance, target } => {
-            // As every websocket endpoint: the handshake and the query first, so a malformed
-            // request is 4xx even where the operation is not available (vm-container: 501
-            // from `find`).
-            let accepted = upgrade(req, &[protocol::TCP_CONNECT], env.cfg)?;
-            state::check_params(query, &["site", "fields", "port"])?;
-            state::check_site(query, &env.cfg.site)?;
-            let port = port_param(query)?;
-            let rec = target::find(env.mirror, &route.application, instance, target)?;
+        Call::TcpConnect(p) => {
+            let rec = target::find(env.mirror, &p.application, &p.instance, &p.target)?;
             target::require_running(rec)?;
             let ip = rec
                 .networks
                 .iter()
                 .find_map(|n| n.ip.or(n.ipv6))
-                .ok_or_else(|| {
-                    ApiError::conflict("the container has no IP address on a Docker network")
-                })?;
-            let head = handshake::response_head(&accepted, &[("Deprecation", "true")]);
+                .ok_or(target::Error::NoAddress)?;
+            let head = handshake::response_head(&p.accepted, &[("Deprecation", "true")]);
             let begun = tunnel::start(
                 me,
                 None,
                 tunnel::Proto::Tcp,
-                SocketAddr::new(ip, port),
+                SocketAddr::new(ip, p.port),
                 head,
                 format,
                 io,
             )?;
             Ok(tunnel_started(begun))
         }
-        Endpoint::Connect { instance } => {
-            let accepted = upgrade(req, &[protocol::CONNECT], env.cfg)?;
-            state::check_params(query, &["site", "fields", "protocol", "port", "ip-address"])?;
-            state::check_site(query, &env.cfg.site)?;
-            let proto = match query.single("protocol")? {
-                Some("tcp") => tunnel::Proto::Tcp,
-                Some("udp") => tunnel::Proto::Udp,
-                Some(p) => {
-                    return Err(ApiError::bad_request(format!(
-                        "protocol must be tcp or udp (got {p:?})"
-                    )));
-                }
-                None => return Err(ApiError::bad_request("protocol is required (tcp or udp)")),
-            };
-            let port = port_param(query)?;
-            let ip: IpAddr = match query.single("ip-address")? {
-                None => IpAddr::from([127, 0, 0, 1]),
-                Some(s) => s.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "ip-address must be an IPv4 or IPv6 address (got {s:?})"
-                    ))
-                })?,
-            };
-            target::available(env.mirror)?;
-            let all = target::instance_containers(env.mirror, &route.application, instance);
-            if all.is_empty() {
-                return Err(state::unknown_instance(
-                    &route.application,
-                    &instance.to_string(),
-                ));
-            }
+        Call::Connect(p) => {
+            let all = target::instance(env.mirror, &p.application, &p.instance)?;
             let owner = all
                 .iter()
                 .find(|r| !r.identity.init && r.running && !r.paused && r.pid > 0)
-                .ok_or_else(|| ApiError::conflict("no container of the instance is running"))?;
-            let head = handshake::response_head(&accepted, &[]);
+                .ok_or(target::Error::NoneRunning)?;
+            let head = handshake::response_head(&p.accepted, &[]);
             let begun = tunnel::start(
                 me,
                 Some((owner.pid, owner.id.as_str())),
-                proto,
-                SocketAddr::new(ip, port),
+                p.proto,
+                SocketAddr::new(p.ip, p.port),
                 head,
                 format,
                 io,
             )?;
             Ok(tunnel_started(begun))
         }
-        Endpoint::Restart { instance } => {
-            state::check_params(query, &["site"])?;
-            state::check_site(query, &env.cfg.site)?;
-            let immediate = restart::parse_immediate(req)?;
-            target::available(env.mirror)?;
-            let all = target::instance_containers(env.mirror, &route.application, instance);
-            if all.is_empty() {
-                return Err(state::unknown_instance(
-                    &route.application,
-                    &instance.to_string(),
-                ));
-            }
-            let key = format!("{}/{}", route.application, instance);
+        Call::Restart(p) => {
+            let all = target::instance(env.mirror, &p.application, &p.instance)?;
+            let key = p.key();
             if env.restarting.contains(&key) {
-                return Err(ApiError::conflict(format!(
-                    "a restart of {instance} is already in progress"
-                )));
+                return Err(restart::Error::InProgress(p.instance.to_string()).into());
             }
             // Init containers first, so they run again before the main containers start.
             let ids = |init: bool| -> Vec<String> {
@@ -375,12 +302,16 @@ pub fn start(
                     .map(|r| r.id.clone())
                     .collect()
             };
-            let op = restart::Restart::new(key, ids(true), ids(false), immediate, format);
+            let op = restart::Restart::new(key, ids(true), ids(false), p.immediate, format);
             Ok(Started::Pending(Op::Restart(op)))
         }
-        Endpoint::List | Endpoint::Get { .. } => Err(ApiError::new(500, "not an operation")),
+        Call::State(_) => Err(NotAnOperation.into()),
     }
 }
+
+/// `start` was given a state request, which the server answers itself (a bug: 500).
+#[derive(Debug)]
+pub struct NotAnOperation;
 
 fn tunnel_started(begun: tunnel::Begun) -> Started {
     match begun {
@@ -390,41 +321,4 @@ fn tunnel_started(begun: tunnel::Begun) -> Started {
             Started::Upgrade(Op::Tunnel(t), head)
         }
     }
-}
-
-fn port_param(query: &Query) -> Result<u16, ApiError> {
-    let raw = query
-        .single("port")?
-        .ok_or_else(|| ApiError::bad_request("port is required"))?;
-    match raw.parse::<u16>() {
-        Ok(p) if p > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
-        _ => Err(ApiError::bad_request(format!(
-            "port must be an integer 1-65535 (got {raw:?})"
-        ))),
-    }
-}
-
-/// Check a websocket upgrade request; the 101 head is built from the result.
-pub fn upgrade(
-    req: &Request,
-    supported: &[&'static str],
-    cfg: &Config,
-) -> Result<handshake::Accepted, ApiError> {
-    let connection = req.header_joined("connection");
-    let upgrade = req.header_joined("upgrade");
-    let protocols = req.header_joined("sec-websocket-protocol");
-    let headers = handshake::UpgradeHeaders {
-        connection: connection.as_deref(),
-        upgrade: upgrade.as_deref(),
-        version: req.header("sec-websocket-version"),
-        key: req.header("sec-websocket-key"),
-        protocol: protocols.as_deref(),
-        origin: req.header("origin"),
-        host: req.header("host"),
-    };
-    Ok(handshake::check(
-        &headers,
-        supported,
-        &cfg.ws.allowed_origins,
-    )?)
 }

@@ -13,6 +13,41 @@ use super::{Io, Op, Progress, Reply, Role, exec, interactive};
 use crate::container::{self, confine};
 use crate::http::{ApiError, Format};
 
+/// Why an exec or session could not be started.
+#[derive(Debug)]
+pub enum Error {
+    /// Reading the filters or spawning failed (`container::Error` has the statuses).
+    Container(container::Error),
+    /// The loop would not take the filter read's pipe (500).
+    FollowFilters(std::io::Error),
+    /// The loop would not take the command's descriptors (500).
+    FollowCommand(std::io::Error),
+    /// The daemon stops before the filters were read (503).
+    ShuttingDown,
+    /// The filter read disappeared (a bug: 500).
+    FilterReadLost,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Container(e) => write!(f, "{e}"),
+            Error::FollowFilters(e) => write!(f, "cannot follow the filter read: {e}"),
+            Error::FollowCommand(e) => write!(f, "cannot follow the command: {e}"),
+            Error::ShuttingDown => f.write_str("supd is shutting down"),
+            Error::FilterReadLost => f.write_str("the filter read was lost"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<container::Error> for Error {
+    fn from(e: container::Error) -> Error {
+        Error::Container(e)
+    }
+}
+
 /// What to run, and which operation follows it.
 pub struct Start {
     pub target: container::Target,
@@ -36,14 +71,14 @@ pub enum Begun {
 
 /// Starts `start` at once when the init's filters are known (no filter, or cached), else
 /// waits for them. `format` is for an error answered later.
-pub fn begin(me: Token, start: Start, format: Format, io: &mut Io<'_>) -> Result<Begun, ApiError> {
+pub fn begin(me: Token, start: Start, format: Format, io: &mut Io<'_>) -> Result<Begun, Error> {
     match confine::lookup(start.target.pid)? {
         confine::Lookup::Ready(filters) => Ok(Begun::Now(launch(me, start, &filters, io)?)),
         confine::Lookup::Reading(read) => {
             let watch = read.watch()?;
             let token = io
                 .register_fd(me, Role::Filters, watch.as_fd(), Interest::READABLE)
-                .map_err(|e| ApiError::new(500, format!("cannot follow the filter read: {e}")))?;
+                .map_err(Error::FollowFilters)?;
             io.wake_at(me, read.deadline());
             Ok(Begun::Later(Box::new(Preparing {
                 start: Some(start),
@@ -61,9 +96,9 @@ fn launch(
     start: Start,
     filters: &confine::InitFilters,
     io: &mut Io<'_>,
-) -> Result<Op, ApiError> {
+) -> Result<Op, Error> {
     let spawned = container::spawn(&start.target, filters, &start.argv, start.stdio)?;
-    let follow = |e: std::io::Error| ApiError::new(500, format!("cannot follow the command: {e}"));
+    let follow = Error::FollowCommand;
     Ok(match start.then {
         Then::Exec { output } => {
             Op::Exec(exec::Exec::start(me, spawned, output, io).map_err(follow)?)
@@ -96,18 +131,18 @@ impl Preparing {
             return (None, progress);
         }
         let outcome = match (&self.read, self.stopping) {
-            (_, true) => Err(ApiError::new(503, "supd is shutting down")),
+            (_, true) => Err(Error::ShuttingDown),
             (Some((read, _, _)), false) => match read.progress() {
                 None => return (None, progress),
                 Some(result) => {
                     self.stop_reading(io);
-                    result.map_err(ApiError::from).and_then(|filters| {
+                    result.map_err(Error::from).and_then(|filters| {
                         let start = self.start.take().expect("launched once");
                         launch(me, start, &filters, io)
                     })
                 }
             },
-            (None, false) => Err(ApiError::new(500, "the filter read was lost")),
+            (None, false) => Err(Error::FilterReadLost),
         };
         match outcome {
             Ok(op) => {
@@ -117,7 +152,7 @@ impl Preparing {
             }
             Err(e) => {
                 progress.reply = Some(Reply {
-                    response: e.into_response(self.format),
+                    response: ApiError::from(e).into_response(self.format),
                 });
                 progress.done = true;
                 (None, progress)

@@ -9,10 +9,13 @@ use std::collections::VecDeque;
 use mio::Token;
 use serde::Deserialize;
 
+use super::decode::{DecodeCtx, DecodeError, check_query};
 use super::{EnvMut, Progress, Reply};
 use crate::docker::client::Purpose;
 use crate::docker::mirror::Want;
+use crate::http::query::Query;
 use crate::http::request::Request;
+use crate::http::router::Instance;
 use crate::http::{ApiError, Format, Response};
 
 /// Largest restart body: it holds one boolean. Bigger is a 413 before any parsing (the
@@ -35,23 +38,75 @@ fn present_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, 
     bool::deserialize(d).map(Some)
 }
 
+/// What a restart request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartParams {
+    pub application: String,
+    pub instance: Instance,
+    /// `no-delayed-shutdown: true`: kill, then start (no graceful stop).
+    pub immediate: bool,
+}
+
+impl RestartParams {
+    /// The restart decoder: `site` only in the query, an optional body.
+    pub fn decode(
+        application: String,
+        instance: Instance,
+        query: &Query,
+        req: &Request,
+        ctx: &DecodeCtx<'_>,
+    ) -> Result<RestartParams, DecodeError> {
+        check_query(query, &["site"], ctx)?;
+        Ok(RestartParams {
+            application,
+            instance,
+            immediate: decode_immediate(&req.body)?,
+        })
+    }
+
+    /// `<application>/<instance>`: at most one restart per instance at a time.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.application, self.instance)
+    }
+}
+
 /// `no-delayed-shutdown` from an optional JSON/YAML body: absent or true; anything else 400.
-pub fn parse_immediate(req: &Request) -> Result<bool, ApiError> {
-    if req.body.iter().all(u8::is_ascii_whitespace) {
+pub fn decode_immediate(body: &[u8]) -> Result<bool, DecodeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(false);
     }
     // Size and nesting first: the YAML parser's time grows with the depth on every token.
-    crate::http::body::check(&req.body, MAX_BODY)?;
-    let body: Body = serde_yaml::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("invalid body (JSON or YAML): {e}")))?;
+    crate::http::body::check(body, MAX_BODY)?;
+    let body: Body =
+        serde_yaml::from_slice(body).map_err(|e| DecodeError::InvalidBody(e.to_string()))?;
     match body.no_delayed_shutdown {
         None => Ok(false),
         Some(true) => Ok(true),
-        Some(false) => Err(ApiError::bad_request(
-            "no-delayed-shutdown must have the value true",
-        )),
+        Some(false) => Err(DecodeError::DelayedShutdownFalse),
     }
 }
+
+/// Why a restart is refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Another restart of the instance runs (409).
+    InProgress(String),
+    /// Docker refused some containers: `<id>: <why>` each (502).
+    Failed(Vec<String>),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::InProgress(instance) => {
+                write!(f, "a restart of {instance} is already in progress")
+            }
+            Error::Failed(failures) => write!(f, "restart failed: {}", failures.join("; ")),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 const STEP_RESTART: u8 = 0;
 const STEP_KILL: u8 = 1;
@@ -186,8 +241,7 @@ impl Restart {
         let response = if failures.is_empty() {
             Response::new(204)
         } else {
-            ApiError::new(502, format!("restart failed: {}", failures.join("; ")))
-                .into_response(self.format)
+            ApiError::from(Error::Failed(failures)).into_response(self.format)
         };
         Reply { response }
     }
@@ -215,4 +269,79 @@ fn docker_message(status: u16, body: &[u8]) -> String {
         .and_then(|v| v.get("message")?.as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     format!("docker answered {status}: {msg}")
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::http::request::Method;
+    use crate::ops::decode::testing::{ctx, q, request, seen};
+
+    fn decode(query: &str, body: &[u8]) -> Result<RestartParams, DecodeError> {
+        let req = request(Method::Post, query, &[], body);
+        RestartParams::decode(
+            "shop".into(),
+            Instance::parse("web-1").unwrap(),
+            &q(query),
+            &req,
+            &ctx(),
+        )
+    }
+
+    #[test]
+    fn restart_decodes() {
+        let p = decode("", b"").unwrap();
+        assert!(!p.immediate);
+        assert_eq!(p.key(), "shop/web-1");
+        assert!(
+            decode("site=here", b"no-delayed-shutdown: true")
+                .unwrap()
+                .immediate
+        );
+        assert!(
+            decode("", br#"{"no-delayed-shutdown": true}"#)
+                .unwrap()
+                .immediate
+        );
+        assert!(!decode("", b"{}").unwrap().immediate);
+    }
+
+    #[test]
+    fn restart_decode_errors() {
+        let e = |query: &str, body: &[u8]| seen(decode(query, body).unwrap_err());
+        assert_eq!(
+            e("", b"no-delayed-shutdown: false"),
+            (400, "no-delayed-shutdown must have the value true".into())
+        );
+        assert!(
+            e("", b"no-delayed-shutdown: null")
+                .1
+                .starts_with("invalid body (JSON or YAML): ")
+        );
+        assert!(
+            e("", b"x: 1")
+                .1
+                .starts_with("invalid body (JSON or YAML): ")
+        );
+        assert_eq!(
+            e("force=1", b""),
+            (400, "unknown query parameter \"force\"".into())
+        );
+        assert_eq!(e("site=x", b""), (404, "unknown site \"x\"".into()));
+        assert_eq!(e("", &vec![b'a'; MAX_BODY + 1]).0, 413);
+    }
+
+    #[test]
+    fn restart_errors_keep_their_status_and_message() {
+        let e = ApiError::from(Error::InProgress("web-1".into()));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (409, "a restart of web-1 is already in progress")
+        );
+        let e = ApiError::from(Error::Failed(vec!["abc: gone".into(), "def: x".into()]));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (502, "restart failed: abc: gone; def: x")
+        );
+    }
 }

@@ -8,9 +8,11 @@ use serde_json::{Value, json};
 use crate::docker::mirror::Mirror;
 use crate::fields::Fields;
 use crate::http::query::Query;
-use crate::http::router::{Endpoint, Route};
-use crate::http::{ApiError, Format, Response};
+use crate::http::router::{Endpoint, Instance, Route};
+use crate::http::{Format, Response};
 use crate::model::{self, Context};
+
+use super::decode::{DecodeCtx, DecodeError, check_query};
 
 /// The query parameters each state endpoint accepts.
 const LIST_PARAMS: &[&str] = &["fields", "site", "keys", "count"];
@@ -20,92 +22,151 @@ pub struct StateCtx<'a> {
     pub mirror: &'a Mirror,
     pub tenant: &'a str,
     pub host: &'a str,
-    pub site: &'a str,
 }
 
-pub fn handle(
-    route: &Route,
-    query: &Query,
-    format: Format,
-    ctx: &StateCtx<'_>,
-) -> Result<Response, ApiError> {
-    let allowed = match route.endpoint {
-        Endpoint::List => LIST_PARAMS,
-        _ => GET_PARAMS,
-    };
-    check_params(query, allowed)?;
-    check_site(query, ctx.site)?;
-    let fields = match query.single("fields")? {
-        Some(f) => Some(Fields::parse(f)?),
-        None => None,
-    };
+/// What a state request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateParams {
+    pub application: String,
+    pub what: What,
+    /// `fields=`: the members to keep (RESTCONF syntax).
+    pub fields: Option<Fields>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum What {
+    /// The list; `keys=true`: names only; `count=true`: how many.
+    List { keys: bool, count: bool },
+    /// One instance.
+    Get { instance: Instance },
+}
+
+impl StateParams {
+    /// The state endpoints' decoder: known parameters, this site, `fields`, `keys`/`count`.
+    pub fn decode(
+        route: &Route,
+        query: &Query,
+        ctx: &DecodeCtx<'_>,
+    ) -> Result<StateParams, DecodeError> {
+        let allowed = match route.endpoint {
+            Endpoint::List => LIST_PARAMS,
+            _ => GET_PARAMS,
+        };
+        check_query(query, allowed, ctx)?;
+        let fields = match query.single("fields")? {
+            Some(f) => Some(Fields::parse(f)?),
+            None => None,
+        };
+        let what = match &route.endpoint {
+            Endpoint::Get { instance } => What::Get {
+                instance: instance.clone(),
+            },
+            _ => {
+                let keys = flag(query, "keys")?;
+                let count = flag(query, "count")?;
+                if keys && count {
+                    return Err(DecodeError::KeysAndCount);
+                }
+                What::List { keys, count }
+            }
+        };
+        Ok(StateParams {
+            application: route.application.clone(),
+            what,
+            fields,
+        })
+    }
+}
+
+/// Why a state request cannot be answered (its decoding passed).
+#[derive(Debug)]
+pub enum Error {
+    /// The mirror is not current (Docker unreachable or still listing).
+    Unavailable(String),
+    UnknownInstance {
+        application: String,
+        instance: String,
+    },
+    /// Serializing the model failed (a bug).
+    Serialize(serde_json::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Unavailable(why) => f.write_str(&runtime_unavailable(why)),
+            Error::UnknownInstance {
+                application,
+                instance,
+            } => write!(
+                f,
+                "no service instance {instance:?} of application {application:?} on this host"
+            ),
+            Error::Serialize(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The answer to a decoded state request, from the mirror.
+pub fn answer(p: &StateParams, format: Format, ctx: &StateCtx<'_>) -> Result<Response, Error> {
     if let Err(why) = ctx.mirror.available() {
-        return Err(ApiError::new(503, runtime_unavailable(why)));
+        return Err(Error::Unavailable(why.to_string()));
     }
     let mctx = Context {
         tenant: ctx.tenant,
         host: ctx.host,
     };
     let counters = |id: &str| ctx.mirror.counters(id);
-    match &route.endpoint {
-        Endpoint::List => {
-            let keys = flag(query, "keys")?;
-            let count = flag(query, "count")?;
-            if keys && count {
-                return Err(ApiError::bad_request("keys and count cannot be combined"));
-            }
-            let instances = model::service_instances(
-                &route.application,
-                ctx.mirror.records(),
-                &counters,
-                &mctx,
-            );
-            if count {
+    match &p.what {
+        What::List { keys, count } => {
+            let instances =
+                model::service_instances(&p.application, ctx.mirror.records(), &counters, &mctx);
+            if *count {
                 return Ok(Response::serialized(
                     200,
                     &json!({"count": instances.len()}),
                     format,
                 ));
             }
-            if keys {
+            if *keys {
                 let names: Vec<Value> = instances.iter().map(|i| json!({"name": i.name})).collect();
                 return Ok(Response::serialized(200, &names, format));
             }
-            match fields {
+            match &p.fields {
                 None => Ok(Response::serialized(200, &instances, format)),
                 Some(f) => {
                     let selected: Vec<Value> = instances
                         .iter()
                         .map(|i| serde_json::to_value(i).map(|v| f.apply(&v)))
                         .collect::<Result<_, _>>()
-                        .map_err(|e| ApiError::new(500, e.to_string()))?;
+                        .map_err(Error::Serialize)?;
                     Ok(Response::serialized(200, &selected, format))
                 }
             }
         }
-        Endpoint::Get { instance } => {
+        What::Get { instance } => {
             let name = instance.to_string();
             let si = model::service_instance(
-                &route.application,
+                &p.application,
                 &name,
                 ctx.mirror.records(),
                 &counters,
                 &mctx,
             )
-            .ok_or_else(|| unknown_instance(&route.application, &name))?;
-            match fields {
+            .ok_or_else(|| Error::UnknownInstance {
+                application: p.application.clone(),
+                instance: name,
+            })?;
+            match &p.fields {
                 None => Ok(Response::serialized(200, &si, format)),
                 Some(f) => {
-                    let v =
-                        serde_json::to_value(&si).map_err(|e| ApiError::new(500, e.to_string()))?;
+                    let v = serde_json::to_value(&si).map_err(Error::Serialize)?;
                     Ok(Response::serialized(200, &f.apply(&v), format))
                 }
             }
         }
-        _ => Err(ApiError::new(
-            500,
-            "state handler called for another endpoint",
-        )),
     }
 }
 
@@ -194,43 +255,14 @@ pub fn runtime_unavailable(why: &str) -> String {
     }
 }
 
-pub fn unknown_instance(application: &str, instance: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "no service instance {instance:?} of application {application:?} on this host"
-    ))
-    .info("application-name", application)
-    .info("service-instance-name", instance)
-}
-
-/// Reject parameters the endpoint does not know: a typo must not silently return everything.
-pub fn check_params(query: &Query, allowed: &[&str]) -> Result<(), ApiError> {
-    for name in query.names() {
-        if !allowed.contains(&name) {
-            return Err(
-                ApiError::bad_request(format!("unknown query parameter {name:?}"))
-                    .info("allowed", allowed.join(", ")),
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `site` absent or naming this site is served here; forwarding to peers does not exist yet.
-pub fn check_site(query: &Query, site: &str) -> Result<(), ApiError> {
-    match query.single("site")? {
-        None => Ok(()),
-        Some(s) if s == site => Ok(()),
-        Some(s) => Err(ApiError::not_found(format!("unknown site {s:?}")).info("site", s)),
-    }
-}
-
-fn flag(query: &Query, name: &str) -> Result<bool, ApiError> {
+fn flag(query: &Query, name: &'static str) -> Result<bool, DecodeError> {
     match query.single(name)? {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(v) => Err(ApiError::bad_request(format!(
-            "{name} must be \"true\" (got {v:?})"
-        ))),
+        Some(v) => Err(DecodeError::NotTrue {
+            name,
+            value: v.to_string(),
+        }),
     }
 }
 
@@ -305,5 +337,103 @@ mod tests {
         }
         assert!(c.bytes <= CACHE_BYTES);
         assert!(c.len() <= 4);
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::http::router::route;
+    use crate::ops::decode::testing::{ctx, q, seen};
+
+    const LIST: &str = "/v1/state/applications/shop/service-instances";
+
+    fn decode(path: &str, query: &str) -> Result<StateParams, DecodeError> {
+        StateParams::decode(&route(path).unwrap(), &q(query), &ctx())
+    }
+
+    #[test]
+    fn list_and_get_decode() {
+        let p = decode(LIST, "").unwrap();
+        assert_eq!(p.application, "shop");
+        assert_eq!(
+            p.what,
+            What::List {
+                keys: false,
+                count: false
+            }
+        );
+        assert!(p.fields.is_none());
+        let p = decode(LIST, "keys=true&site=here&fields=name").unwrap();
+        assert_eq!(
+            p.what,
+            What::List {
+                keys: true,
+                count: false
+            }
+        );
+        assert!(p.fields.is_some());
+        let p = decode(LIST, "count=true&keys=false").unwrap();
+        assert_eq!(
+            p.what,
+            What::List {
+                keys: false,
+                count: true
+            }
+        );
+        let p = decode(&format!("{LIST}/web-2"), "fields=name").unwrap();
+        assert_eq!(
+            p.what,
+            What::Get {
+                instance: Instance::parse("web-2").unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn state_decode_errors() {
+        let e = |path: &str, query: &str| seen(decode(path, query).unwrap_err());
+        assert_eq!(
+            e(LIST, "keys=true&count=true"),
+            (400, "keys and count cannot be combined".into())
+        );
+        assert_eq!(
+            e(LIST, "keys=yes"),
+            (400, "keys must be \"true\" (got \"yes\")".into())
+        );
+        assert_eq!(
+            e(LIST, "count=1"),
+            (400, "count must be \"true\" (got \"1\")".into())
+        );
+        assert_eq!(
+            e(&format!("{LIST}/web-2"), "keys=true"),
+            (400, "unknown query parameter \"keys\"".into())
+        );
+        assert_eq!(e(LIST, "site=far"), (404, "unknown site \"far\"".into()));
+        let (status, _) = e(LIST, "fields=a(");
+        assert_eq!(status, 400);
+        let err = crate::http::ApiError::from(decode(LIST, "fields=a(").unwrap_err());
+        assert_eq!(err.info["parameter"], "fields");
+        assert_eq!(e(LIST, "keys=true&keys=true").0, 400);
+    }
+
+    #[test]
+    fn state_errors_keep_their_status_and_message() {
+        let e = crate::http::ApiError::from(Error::Unavailable("docker: refused".into()));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (503, "runtime unavailable: docker: refused")
+        );
+        let e = crate::http::ApiError::from(Error::UnknownInstance {
+            application: "shop".into(),
+            instance: "web-9".into(),
+        });
+        assert_eq!(e.status, 404);
+        assert_eq!(
+            e.message,
+            "no service instance \"web-9\" of application \"shop\" on this host"
+        );
+        assert_eq!(e.info["application-name"], "shop");
+        assert_eq!(e.info["service-instance-name"], "web-9");
     }
 }

@@ -3,16 +3,93 @@
 use crate::container;
 use crate::docker::inspect::ContainerRecord;
 use crate::docker::mirror::Mirror;
-use crate::http::ApiError;
 use crate::http::router::{ContainerRef, Instance};
 
-use super::state::{runtime_unavailable, unknown_instance};
+use super::state::runtime_unavailable;
+
+/// Why an operation's target cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The mirror is not current (503).
+    Unavailable(String),
+    /// No container of that instance on this host (404).
+    UnknownInstance {
+        application: String,
+        instance: String,
+    },
+    /// No such (init) container in the instance (404).
+    UnknownContainer {
+        name: String,
+        init: bool,
+        instance: String,
+    },
+    /// `vm-container`: not on this host (501).
+    Vm,
+    /// Not running, paused, restarting or a completed init container (409).
+    NotRunning { why: String, id: String },
+    /// No sealed copy of supd's binary: nothing is started in containers (503).
+    NotSealed,
+    /// `tcp-connect` to a container without an address on a Docker network (409).
+    NoAddress,
+    /// `connect` to an instance none of whose containers runs (409).
+    NoneRunning,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Unavailable(why) => f.write_str(&runtime_unavailable(why)),
+            Error::UnknownInstance {
+                application,
+                instance,
+            } => write!(
+                f,
+                "no service instance {instance:?} of application {application:?} on this host"
+            ),
+            Error::UnknownContainer {
+                name,
+                init,
+                instance,
+            } => {
+                let what = if *init { "init-container" } else { "container" };
+                write!(f, "no {what} {name:?} in service instance {instance}")
+            }
+            Error::Vm => f.write_str("vm-container operations are not available on this host"),
+            Error::NotRunning { why, .. } => f.write_str(why),
+            Error::NotSealed => f.write_str(
+                "exec is disabled: supd could not re-execute itself from a sealed copy of its binary (see its log)",
+            ),
+            Error::NoAddress => f.write_str("the container has no IP address on a Docker network"),
+            Error::NoneRunning => f.write_str("no container of the instance is running"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// The mirror must be current before an operation trusts it.
-pub fn available(mirror: &Mirror) -> Result<(), ApiError> {
+pub fn available(mirror: &Mirror) -> Result<(), Error> {
     mirror
         .available()
-        .map_err(|why| ApiError::new(503, runtime_unavailable(why)))
+        .map_err(|why| Error::Unavailable(why.to_string()))
+}
+
+/// All containers of one instance, at least one: 503 without a current mirror, 404 without
+/// any container.
+pub fn instance<'m>(
+    mirror: &'m Mirror,
+    application: &str,
+    instance: &Instance,
+) -> Result<Vec<&'m ContainerRecord>, Error> {
+    available(mirror)?;
+    let all = instance_containers(mirror, application, instance);
+    if all.is_empty() {
+        return Err(Error::UnknownInstance {
+            application: application.to_string(),
+            instance: instance.to_string(),
+        });
+    }
+    Ok(all)
 }
 
 /// All containers of one instance.
@@ -39,39 +116,24 @@ pub fn find<'m>(
     application: &str,
     instance: &Instance,
     target: &ContainerRef,
-) -> Result<&'m ContainerRecord, ApiError> {
-    available(mirror)?;
-    let all = instance_containers(mirror, application, instance);
-    if all.is_empty() {
-        return Err(unknown_instance(application, &instance.to_string()));
-    }
+) -> Result<&'m ContainerRecord, Error> {
+    let all = self::instance(mirror, application, instance)?;
     let (name, init) = match target {
         ContainerRef::Container(n) => (n, false),
         ContainerRef::Init(n) => (n, true),
-        ContainerRef::Vm => {
-            return Err(ApiError::new(
-                501,
-                "vm-container operations are not available on this host",
-            ));
-        }
+        ContainerRef::Vm => return Err(Error::Vm),
     };
     all.into_iter()
         .find(|r| r.identity.container == *name && r.identity.init == init)
-        .ok_or_else(|| {
-            let what = if init { "init-container" } else { "container" };
-            ApiError::not_found(format!("no {what} {name:?} in service instance {instance}")).info(
-                if init {
-                    "init-container-name"
-                } else {
-                    "container-name"
-                },
-                name.as_str(),
-            )
+        .ok_or_else(|| Error::UnknownContainer {
+            name: name.clone(),
+            init,
+            instance: instance.to_string(),
         })
 }
 
 /// Running (not paused, not restarting) with a known first process, or 409.
-pub fn require_running(rec: &ContainerRecord) -> Result<(), ApiError> {
+pub fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
     if rec.running && !rec.paused && !rec.restarting && rec.pid > 0 {
         return Ok(());
     }
@@ -85,21 +147,21 @@ pub fn require_running(rec: &ContainerRecord) -> Result<(), ApiError> {
     } else {
         format!("the container is not running (it is {})", rec.status)
     };
-    Err(ApiError::conflict(why).info("container-id", rec.id.get(..12).unwrap_or(&rec.id)))
+    Err(Error::NotRunning {
+        why,
+        id: rec.id.get(..12).unwrap_or(&rec.id).to_string(),
+    })
 }
 
 /// A process that supd starts in a container runs supd's own image until it execs, and a
 /// container can reach that image through `/proc/<pid>/exe` (CVE-2019-5736). The daemon runs
 /// from a sealed in-memory copy for that reason (see `main`); without one, nothing is started
 /// in containers: 503.
-pub fn require_sealed_binary() -> Result<(), ApiError> {
+pub fn require_sealed_binary() -> Result<(), Error> {
     if crate::sys::exe::running_sealed() {
         return Ok(());
     }
-    Err(ApiError::new(
-        503,
-        "exec is disabled: supd could not re-execute itself from a sealed copy of its binary (see its log)",
-    ))
+    Err(Error::NotSealed)
 }
 
 /// What entering the container needs.
@@ -110,5 +172,66 @@ pub fn exec_target(rec: &ContainerRecord) -> container::Target {
         user: rec.user.clone(),
         env: rec.env.clone(),
         working_dir: rec.working_dir.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::ApiError;
+
+    fn seen(e: Error) -> ApiError {
+        ApiError::from(e)
+    }
+
+    #[test]
+    fn target_errors_keep_their_status_message_and_info() {
+        let e = seen(Error::Unavailable("runtime unavailable: no docker".into()));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (503, "runtime unavailable: no docker")
+        );
+        let e = seen(Error::UnknownInstance {
+            application: "shop".into(),
+            instance: "web-3".into(),
+        });
+        assert_eq!(e.status, 404);
+        assert_eq!(
+            e.message,
+            "no service instance \"web-3\" of application \"shop\" on this host"
+        );
+        assert_eq!(e.info["service-instance-name"], "web-3");
+        let e = seen(Error::UnknownContainer {
+            name: "db".into(),
+            init: true,
+            instance: "web-3".into(),
+        });
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (404, "no init-container \"db\" in service instance web-3")
+        );
+        assert_eq!(e.info["init-container-name"], "db");
+        let e = seen(Error::UnknownContainer {
+            name: "db".into(),
+            init: false,
+            instance: "web-3".into(),
+        });
+        assert_eq!(e.info["container-name"], "db");
+        assert_eq!(seen(Error::Vm).status, 501);
+        let e = seen(Error::NotRunning {
+            why: "the container is paused".into(),
+            id: "0123456789ab".into(),
+        });
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (409, "the container is paused")
+        );
+        assert_eq!(e.info["container-id"], "0123456789ab");
+        assert_eq!(seen(Error::NotSealed).status, 503);
+        assert_eq!(
+            seen(Error::NoAddress).message,
+            "the container has no IP address on a Docker network"
+        );
+        assert_eq!(seen(Error::NoneRunning).status, 409);
     }
 }

@@ -7,7 +7,7 @@
 //! closes at once. Both directions have bounded buffers; a slow side pauses the other.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Instant;
 
 use mio::net::{TcpStream, UdpSocket};
@@ -16,10 +16,16 @@ use nix::sys::socket::{AddressFamily, SockType};
 
 use tungstenite::Bytes;
 
+use super::decode::{DecodeCtx, DecodeError, check_query, upgrade};
 use super::wsclient::{Forwarded, FrameSink, WsClient};
 use super::{Io, Progress, Reply, Role};
 use crate::container;
+use crate::http::query::Query;
+use crate::http::request::Request;
+use crate::http::router::{ContainerRef, Instance};
 use crate::http::{ApiError, Format};
+use crate::ws::handshake::Accepted;
+use crate::ws::protocol;
 
 /// Largest read from the socket per frame (and the UDP datagram limit, 65,507, fits).
 const CHUNK: usize = 64 * 1024;
@@ -86,9 +92,142 @@ impl FrameSink for Tunnel {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Tcp,
     Udp,
+}
+
+/// What a `connect` request asks for: a socket in the instance's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectParams {
+    pub application: String,
+    pub instance: Instance,
+    pub proto: Proto,
+    pub port: u16,
+    /// `ip-address`, 127.0.0.1 when absent.
+    pub ip: IpAddr,
+    pub accepted: Accepted,
+}
+
+impl ConnectParams {
+    /// The `connect` decoder: the handshake first, then the query.
+    pub fn decode(
+        application: String,
+        instance: Instance,
+        query: &Query,
+        req: &Request,
+        ctx: &DecodeCtx<'_>,
+    ) -> Result<ConnectParams, DecodeError> {
+        let accepted = upgrade(req, &[protocol::CONNECT], ctx)?;
+        check_query(
+            query,
+            &["site", "fields", "protocol", "port", "ip-address"],
+            ctx,
+        )?;
+        let proto = match query.single("protocol")? {
+            Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            Some(p) => return Err(DecodeError::BadProtocol(p.to_string())),
+            None => return Err(DecodeError::ProtocolRequired),
+        };
+        let port = port_param(query)?;
+        let ip = match query.single("ip-address")? {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(s) => s
+                .parse()
+                .map_err(|_| DecodeError::BadIpAddress(s.to_string()))?,
+        };
+        Ok(ConnectParams {
+            application,
+            instance,
+            proto,
+            port,
+            ip,
+            accepted,
+        })
+    }
+}
+
+/// What a `tcp-connect` request asks for: a TCP connection to a container's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConnectParams {
+    pub application: String,
+    pub instance: Instance,
+    pub target: ContainerRef,
+    pub port: u16,
+    pub accepted: Accepted,
+}
+
+impl TcpConnectParams {
+    /// The `tcp-connect` decoder. As every websocket endpoint: the handshake and the query
+    /// first, so a malformed request is 4xx even where the operation is not available
+    /// (vm-container: 501 from `target::find`).
+    pub fn decode(
+        application: String,
+        instance: Instance,
+        target: ContainerRef,
+        query: &Query,
+        req: &Request,
+        ctx: &DecodeCtx<'_>,
+    ) -> Result<TcpConnectParams, DecodeError> {
+        let accepted = upgrade(req, &[protocol::TCP_CONNECT], ctx)?;
+        check_query(query, &["site", "fields", "port"], ctx)?;
+        let port = port_param(query)?;
+        Ok(TcpConnectParams {
+            application,
+            instance,
+            target,
+            port,
+            accepted,
+        })
+    }
+}
+
+fn port_param(query: &Query) -> Result<u16, DecodeError> {
+    let raw = query.single("port")?.ok_or(DecodeError::PortRequired)?;
+    match raw.parse::<u16>() {
+        Ok(p) if p > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => Err(DecodeError::BadPort(raw.to_string())),
+    }
+}
+
+/// Why a tunnel could not be set up.
+#[derive(Debug)]
+pub enum Error {
+    /// Entering the instance's network namespace failed.
+    Container(container::Error),
+    /// `socket(2)` failed (500).
+    Socket(nix::errno::Errno),
+    /// The loop would not take the socket (500).
+    Register(std::io::Error),
+    /// The target refused or is unreachable (502).
+    Connect { target: SocketAddr, errno: i32 },
+    /// The TCP connect did not complete in time (504).
+    Timeout(SocketAddr),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Container(e) => write!(f, "{e}"),
+            Error::Socket(e) => write!(f, "socket: {e}"),
+            Error::Register(e) => write!(f, "register socket: {e}"),
+            Error::Connect { target, errno } => {
+                let e = std::io::Error::from_raw_os_error(*errno);
+                write!(f, "cannot connect to {target}: {e}")
+            }
+            Error::Timeout(target) => write!(f, "connecting to {target} timed out"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<container::Error> for Error {
+    fn from(e: container::Error) -> Error {
+        Error::Container(e)
+    }
 }
 
 /// What `start` produced: a TCP tunnel still connecting (answer later) or a ready one.
@@ -106,7 +245,7 @@ pub fn start(
     head: Vec<u8>,
     format: Format,
     io: &mut Io<'_>,
-) -> Result<Begun, ApiError> {
+) -> Result<Begun, Error> {
     let family = if target.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -127,7 +266,7 @@ pub fn start(
             nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
             None,
         )
-        .map_err(|e| ApiError::new(500, format!("socket: {e}")))?,
+        .map_err(Error::Socket)?,
     };
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
     let res = match target {
@@ -139,7 +278,12 @@ pub fn start(
     let connecting = match res {
         Ok(()) => false,
         Err(nix::errno::Errno::EINPROGRESS) => true,
-        Err(e) => return Err(connect_error(target, e as i32)),
+        Err(e) => {
+            return Err(Error::Connect {
+                target,
+                errno: e as i32,
+            });
+        }
     };
     let mut sock = match proto {
         Proto::Tcp => {
@@ -154,7 +298,7 @@ pub fn start(
         Sock::Tcp(s) => io.register(me, Role::Socket, s, interest),
         Sock::Udp(s) => io.register(me, Role::Socket, s, interest),
     }
-    .map_err(|e| ApiError::new(500, format!("register socket: {e}")))?;
+    .map_err(Error::Register)?;
     let deadline = Instant::now() + io.cfg.connect.connect_timeout;
     let t = Tunnel {
         client: None,
@@ -182,10 +326,7 @@ pub fn start(
 }
 
 fn connect_error(target: SocketAddr, errno: i32) -> ApiError {
-    let e = std::io::Error::from_raw_os_error(errno);
-    ApiError::new(502, format!("cannot connect to {target}: {e}"))
-        .info("address", target.to_string())
-        .info("errno", errno)
+    ApiError::from(Error::Connect { target, errno })
 }
 
 impl Tunnel {
@@ -247,12 +388,9 @@ impl Tunnel {
                     p.upgrade = true;
                     return p;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
-                    (Instant::now() >= deadline).then(|| {
-                        ApiError::new(504, format!("connecting to {} timed out", self.target))
-                            .info("address", self.target.to_string())
-                    })
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => (Instant::now()
+                    >= deadline)
+                    .then(|| ApiError::from(Error::Timeout(self.target))),
                 Err(e) => Some(connect_error(self.target, e.raw_os_error().unwrap_or(0))),
             },
         };
@@ -410,4 +548,123 @@ fn write_some(s: &mut impl Write, buf: &[u8]) -> std::io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::http::request::Method;
+    use crate::ops::decode::testing::{ctx, q, request, seen, ws_headers};
+
+    fn connect(query: &str) -> Result<ConnectParams, DecodeError> {
+        let req = request(Method::Get, query, &ws_headers(protocol::CONNECT), b"");
+        ConnectParams::decode(
+            "shop".into(),
+            Instance::parse("web-1").unwrap(),
+            &q(query),
+            &req,
+            &ctx(),
+        )
+    }
+
+    fn tcp(query: &str, proto: &'static str) -> Result<TcpConnectParams, DecodeError> {
+        let req = request(Method::Get, query, &ws_headers(proto), b"");
+        TcpConnectParams::decode(
+            "shop".into(),
+            Instance::parse("web-1").unwrap(),
+            ContainerRef::Vm,
+            &q(query),
+            &req,
+            &ctx(),
+        )
+    }
+
+    #[test]
+    fn tunnels_decode() {
+        let p = connect("protocol=tcp&port=80").unwrap();
+        assert_eq!((p.proto, p.port), (Proto::Tcp, 80));
+        assert_eq!(p.ip, IpAddr::from([127, 0, 0, 1]));
+        let p = connect("protocol=udp&port=53&ip-address=::1&site=here&fields=a").unwrap();
+        assert_eq!((p.proto, p.port), (Proto::Udp, 53));
+        assert_eq!(p.ip, "::1".parse::<IpAddr>().unwrap());
+        let p = tcp("port=65535", protocol::TCP_CONNECT).unwrap();
+        assert_eq!(p.port, 65535);
+        assert_eq!(
+            p.target,
+            ContainerRef::Vm,
+            "vm-container is refused later (501)"
+        );
+    }
+
+    #[test]
+    fn tunnel_decode_errors() {
+        let e = |query: &str| seen(connect(query).unwrap_err());
+        assert_eq!(
+            e("port=80"),
+            (400, "protocol is required (tcp or udp)".into())
+        );
+        assert_eq!(
+            e("protocol=sctp&port=80"),
+            (400, "protocol must be tcp or udp (got \"sctp\")".into())
+        );
+        assert_eq!(e("protocol=tcp"), (400, "port is required".into()));
+        for bad in ["0", "65536", "-1", "x", ""] {
+            assert_eq!(
+                e(&format!("protocol=tcp&port={bad}")),
+                (
+                    400,
+                    format!("port must be an integer 1-65535 (got {bad:?})")
+                )
+            );
+        }
+        assert_eq!(
+            e("protocol=tcp&port=1&ip-address=host"),
+            (
+                400,
+                "ip-address must be an IPv4 or IPv6 address (got \"host\")".into()
+            )
+        );
+        assert_eq!(
+            e("protocol=tcp&port=1&x=1"),
+            (400, "unknown query parameter \"x\"".into())
+        );
+        assert_eq!(
+            e("protocol=tcp&port=1&site=x"),
+            (404, "unknown site \"x\"".into())
+        );
+        let e = |query: &str, proto| seen(tcp(query, proto).unwrap_err());
+        assert_eq!(
+            e("", protocol::TCP_CONNECT),
+            (400, "port is required".into())
+        );
+        assert_eq!(e("port=1&protocol=tcp", protocol::TCP_CONNECT).0, 400);
+        // A subprotocol of another endpoint is refused before the query is looked at.
+        assert!(
+            e("nope=1", protocol::CONNECT)
+                .1
+                .starts_with("no acceptable websocket subprotocol")
+        );
+    }
+
+    #[test]
+    fn tunnel_errors_keep_their_status_and_message() {
+        let target: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let e = ApiError::from(Error::Connect { target, errno: 111 });
+        assert_eq!(e.status, 502);
+        assert!(
+            e.message
+                .starts_with("cannot connect to 10.0.0.1:80: Connection refused")
+        );
+        assert_eq!(e.info["address"], "10.0.0.1:80");
+        assert_eq!(e.info["errno"], 111);
+        let e = ApiError::from(Error::Timeout(target));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (504, "connecting to 10.0.0.1:80 timed out")
+        );
+        assert_eq!(e.info["address"], "10.0.0.1:80");
+        let e = ApiError::from(Error::Socket(nix::errno::Errno::EMFILE));
+        assert_eq!(e.status, 500);
+        assert!(e.message.starts_with("socket: "));
+    }
 }

@@ -9,10 +9,9 @@ use mio::Token;
 use super::conn::Phase;
 use super::{Server, TokenState};
 use crate::auth::{self, Decision};
-use crate::http::query::Query;
 use crate::http::request::Request;
 use crate::http::response::negotiate;
-use crate::http::router::{self, Endpoint, Route};
+use crate::http::router::{self, Route};
 use crate::http::{ApiError, Format, Method, Response};
 use crate::ops;
 use crate::reactor::log::RequestLog;
@@ -66,11 +65,11 @@ impl Server {
             ));
         }
         if !route.allows(req.method) {
-            return Err(ApiError::new(
-                405,
-                format!("method {} not allowed here", req.method.as_str()),
-            )
-            .header("Allow", route.allow()));
+            return Err(router::MethodNotAllowed {
+                method: req.method,
+                allow: route.allow(),
+            }
+            .into());
         }
         self.authorize(req, &route)?;
         if let Some(c) = self.conns.get_mut(&token)
@@ -88,12 +87,12 @@ impl Server {
             Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
             Err(e) => return Outcome::Error(e),
         };
-        let query = match Query::parse(&req.query) {
-            Ok(q) => q,
+        let call = match ops::decode(&route, req, &ops::DecodeCtx::new(&self.cfg)) {
+            Ok(c) => c,
             Err(e) => return Outcome::Error(e.into()),
         };
-        match &route.endpoint {
-            Endpoint::List | Endpoint::Get { .. } => {
+        match call {
+            ops::Call::State(params) => {
                 let generation = self.mirror.generation();
                 if let Some(r) = self
                     .state_cache
@@ -105,18 +104,17 @@ impl Server {
                     mirror: &self.mirror,
                     tenant: &self.cfg.tenant,
                     host: &self.cfg.host,
-                    site: &self.cfg.site,
                 };
-                match ops::state::handle(&route, &query, format, &ctx) {
+                match ops::state::answer(&params, format, &ctx) {
                     Ok(r) => {
                         self.state_cache
                             .put(generation, &req.path, &req.query, format, &r);
                         Outcome::Respond(r)
                     }
-                    Err(e) => Outcome::Error(e),
+                    Err(e) => Outcome::Error(e.into()),
                 }
             }
-            _ => self.start_op(token, req, &route, &query, format),
+            call => self.start_op(token, req, call, format),
         }
     }
 
@@ -128,22 +126,19 @@ impl Server {
         let tokens = match &self.tokens {
             TokenState::Ready(t) => t,
             TokenState::Sealed(why) => {
-                return Err(ApiError::new(503, format!("strongbox sealed: {why}")));
+                return Err(auth::Denied::Sealed(why.to_string()).into());
             }
         };
         let bearer = req.header("authorization").and_then(auth::bearer_token);
         match tokens.check(bearer, route.operation(), &route.application) {
             Decision::Allow { .. } => Ok(()),
-            Decision::Unauthorized => Err(ApiError::new(401, "missing or unknown bearer token")
-                .header("WWW-Authenticate", "Bearer realm=\"supd\"")),
-            Decision::Forbidden { token } => Err(ApiError::new(
-                403,
-                format!(
-                    "token {token:?} may not {} application {:?}",
-                    route.operation(),
-                    route.application
-                ),
-            )),
+            Decision::Unauthorized => Err(auth::Denied::Unauthorized.into()),
+            Decision::Forbidden { token } => Err(auth::Denied::Forbidden {
+                token: token.to_string(),
+                operation: route.operation(),
+                application: route.application.clone(),
+            }
+            .into()),
         }
     }
 
@@ -151,8 +146,7 @@ impl Server {
         &mut self,
         token: Token,
         req: &Request,
-        route: &Route,
-        query: &Query,
+        call: ops::Call,
         format: Format,
     ) -> Outcome {
         let op_token = self.token();
@@ -163,7 +157,7 @@ impl Server {
                 cfg: &self.cfg,
                 restarting: &self.restarting,
             };
-            ops::start(op_token, req, route, query, format, &env, &mut io)
+            ops::start(op_token, call, format, &env, &mut io)
         };
         match start {
             Err(e) => Outcome::Error(e),

@@ -1,0 +1,431 @@
+//! From a routed request to the typed parameters of its endpoint: [`decode`], pure (no I/O,
+//! no mirror, no clock), called once per request by the server and by the fuzz targets.
+//!
+//! Each endpoint's decoder sits next to its operation (`StateParams::decode` in `state.rs`,
+//! `ExecParams::decode` in `exec.rs`...); this file holds what they share: the [`Call`] they
+//! produce, the [`DecodeError`] they fail with (mapped to statuses in `http/error.rs`), and the
+//! checks every endpoint makes (unknown parameters, `site`, the websocket handshake).
+//!
+//! Adding an endpoint: a line in `http/router.rs`, a decoder and a variant here, an operation.
+
+use std::fmt;
+
+use super::{exec, interactive, restart, state, tunnel};
+use crate::config::Config;
+use crate::http::body;
+use crate::http::query::{self, Query};
+use crate::http::request::Request;
+use crate::http::router::{Endpoint, Route};
+use crate::ws::handshake;
+
+/// A decoded request: which endpoint, with its parameters.
+#[derive(Debug)]
+pub enum Call {
+    /// `GET` of the list or of one service instance, answered from the mirror.
+    State(state::StateParams),
+    Exec(exec::ExecParams),
+    Interactive(interactive::InteractiveParams),
+    TcpConnect(tunnel::TcpConnectParams),
+    Connect(tunnel::ConnectParams),
+    Restart(restart::RestartParams),
+}
+
+/// What the decoders need besides the request: settings fixed for the process.
+pub struct DecodeCtx<'a> {
+    /// This host's site: `site=` naming another is a 404 (no forwarding yet).
+    pub site: &'a str,
+    /// Origins a websocket upgrade may come from.
+    pub allowed_origins: &'a [String],
+}
+
+impl<'a> DecodeCtx<'a> {
+    pub fn new(cfg: &'a Config) -> DecodeCtx<'a> {
+        DecodeCtx {
+            site: &cfg.site,
+            allowed_origins: &cfg.ws.allowed_origins,
+        }
+    }
+}
+
+/// Why a request cannot be served as it was written: 4xx, before any lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    Query(query::Error),
+    Fields(crate::fields::Error),
+    Handshake(handshake::Error),
+    Body(body::Error),
+    /// A query parameter the endpoint does not know (a typo must not return everything).
+    UnknownParam {
+        name: String,
+        allowed: &'static [&'static str],
+    },
+    /// `site=` names another site.
+    UnknownSite(String),
+    /// `keys` or `count` with a value other than `true` or `false`.
+    NotTrue {
+        name: &'static str,
+        value: String,
+    },
+    KeysAndCount,
+    /// An exec without a body.
+    NoBody,
+    /// The body did not parse as the content type said (or as JSON/YAML without one).
+    InvalidJson(String),
+    InvalidYaml(String),
+    InvalidBody(String),
+    /// `cmd` absent, empty or only blanks.
+    BlankCmd,
+    /// `cmd` cannot be split into words (`container::split_words`).
+    BadCommand(&'static str),
+    BadTty(String),
+    /// `no-delayed-shutdown: false`.
+    DelayedShutdownFalse,
+    ProtocolRequired,
+    BadProtocol(String),
+    PortRequired,
+    BadPort(String),
+    BadIpAddress(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Query(e) => write!(f, "{e}"),
+            DecodeError::Fields(e) => write!(f, "{e}"),
+            DecodeError::Handshake(e) => write!(f, "{e}"),
+            DecodeError::Body(e) => write!(f, "{e}"),
+            DecodeError::UnknownParam { name, .. } => write!(f, "unknown query parameter {name:?}"),
+            DecodeError::UnknownSite(s) => write!(f, "unknown site {s:?}"),
+            DecodeError::NotTrue { name, value } => {
+                write!(f, "{name} must be \"true\" (got {value:?})")
+            }
+            DecodeError::KeysAndCount => f.write_str("keys and count cannot be combined"),
+            DecodeError::NoBody => f.write_str("a body with cmd is required"),
+            DecodeError::InvalidJson(e) => write!(f, "invalid JSON body: {e}"),
+            DecodeError::InvalidYaml(e) => write!(f, "invalid YAML body: {e}"),
+            DecodeError::InvalidBody(e) => write!(f, "invalid body (JSON or YAML): {e}"),
+            DecodeError::BlankCmd => f.write_str("cmd must be a non-blank string"),
+            DecodeError::BadCommand(why) => write!(f, "cmd: {why}"),
+            DecodeError::BadTty(v) => write!(f, "tty must be true or false (got {v:?})"),
+            DecodeError::DelayedShutdownFalse => {
+                f.write_str("no-delayed-shutdown must have the value true")
+            }
+            DecodeError::ProtocolRequired => f.write_str("protocol is required (tcp or udp)"),
+            DecodeError::BadProtocol(p) => write!(f, "protocol must be tcp or udp (got {p:?})"),
+            DecodeError::PortRequired => f.write_str("port is required"),
+            DecodeError::BadPort(p) => write!(f, "port must be an integer 1-65535 (got {p:?})"),
+            DecodeError::BadIpAddress(s) => {
+                write!(f, "ip-address must be an IPv4 or IPv6 address (got {s:?})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<query::Error> for DecodeError {
+    fn from(e: query::Error) -> DecodeError {
+        DecodeError::Query(e)
+    }
+}
+
+impl From<crate::fields::Error> for DecodeError {
+    fn from(e: crate::fields::Error) -> DecodeError {
+        DecodeError::Fields(e)
+    }
+}
+
+impl From<handshake::Error> for DecodeError {
+    fn from(e: handshake::Error) -> DecodeError {
+        DecodeError::Handshake(e)
+    }
+}
+
+impl From<body::Error> for DecodeError {
+    fn from(e: body::Error) -> DecodeError {
+        DecodeError::Body(e)
+    }
+}
+
+/// Decode the request `route` was found for. The query is parsed first, so a malformed one is
+/// 400 on every endpoint; then each endpoint checks what it takes, in its own order.
+pub fn decode(route: &Route, req: &Request, ctx: &DecodeCtx<'_>) -> Result<Call, DecodeError> {
+    let query = Query::parse(&req.query)?;
+    let application = route.application.clone();
+    Ok(match &route.endpoint {
+        Endpoint::List | Endpoint::Get { .. } => {
+            Call::State(state::StateParams::decode(route, &query, ctx)?)
+        }
+        Endpoint::Exec { instance, target } => Call::Exec(exec::ExecParams::decode(
+            application,
+            instance.clone(),
+            target.clone(),
+            &query,
+            req,
+            ctx,
+        )?),
+        Endpoint::ExecInteractive { instance, target } => {
+            Call::Interactive(interactive::InteractiveParams::decode(
+                application,
+                instance.clone(),
+                target.clone(),
+                &query,
+                req,
+                ctx,
+            )?)
+        }
+        Endpoint::TcpConnect { instance, target } => {
+            Call::TcpConnect(tunnel::TcpConnectParams::decode(
+                application,
+                instance.clone(),
+                target.clone(),
+                &query,
+                req,
+                ctx,
+            )?)
+        }
+        Endpoint::Connect { instance } => Call::Connect(tunnel::ConnectParams::decode(
+            application,
+            instance.clone(),
+            &query,
+            req,
+            ctx,
+        )?),
+        Endpoint::Restart { instance } => Call::Restart(restart::RestartParams::decode(
+            application,
+            instance.clone(),
+            &query,
+            req,
+            ctx,
+        )?),
+    })
+}
+
+/// Reject parameters the endpoint does not know: a typo must not silently return everything.
+pub fn check_params(query: &Query, allowed: &'static [&'static str]) -> Result<(), DecodeError> {
+    for name in query.names() {
+        if !allowed.contains(&name) {
+            return Err(DecodeError::UnknownParam {
+                name: name.to_string(),
+                allowed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `site` absent or naming this site is served here; forwarding to peers does not exist yet.
+pub fn check_site(query: &Query, site: &str) -> Result<(), DecodeError> {
+    match query.single("site")? {
+        None => Ok(()),
+        Some(s) if s == site => Ok(()),
+        Some(s) => Err(DecodeError::UnknownSite(s.to_string())),
+    }
+}
+
+/// `check_params` then `check_site`, which every endpoint does in that order.
+pub fn check_query(
+    query: &Query,
+    allowed: &'static [&'static str],
+    ctx: &DecodeCtx<'_>,
+) -> Result<(), DecodeError> {
+    check_params(query, allowed)?;
+    check_site(query, ctx.site)
+}
+
+/// Check a websocket upgrade request; the 101 head is built from the result.
+pub fn upgrade(
+    req: &Request,
+    supported: &[&'static str],
+    ctx: &DecodeCtx<'_>,
+) -> Result<handshake::Accepted, DecodeError> {
+    let connection = req.header_joined("connection");
+    let upgrade = req.header_joined("upgrade");
+    let protocols = req.header_joined("sec-websocket-protocol");
+    let headers = handshake::UpgradeHeaders {
+        connection: connection.as_deref(),
+        upgrade: upgrade.as_deref(),
+        version: req.header("sec-websocket-version"),
+        key: req.header("sec-websocket-key"),
+        protocol: protocols.as_deref(),
+        origin: req.header("origin"),
+        host: req.header("host"),
+    };
+    Ok(handshake::check(&headers, supported, ctx.allowed_origins)?)
+}
+
+/// The words of a command line, or why it cannot be split.
+pub fn words(cmd: &str) -> Result<Vec<String>, DecodeError> {
+    crate::container::split_words(cmd).map_err(|e| match e {
+        crate::container::Error::BadCommand(why) => DecodeError::BadCommand(why),
+        // split_words fails with BadCommand only; anything else is still the command's fault.
+        _ => DecodeError::BadCommand("cannot be split into words"),
+    })
+}
+
+/// Test helpers shared by the decoders' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::http::ApiError;
+    use crate::http::request::Method;
+
+    pub fn request(method: Method, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Request {
+        Request {
+            method,
+            path: "/".to_owned(),
+            query: query.to_owned(),
+            minor: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            keep_alive: true,
+            expect_continue: false,
+        }
+    }
+
+    pub fn ws_headers(protocol: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("host", "h"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", protocol),
+        ]
+    }
+
+    pub fn ctx() -> DecodeCtx<'static> {
+        static ORIGINS: Vec<String> = Vec::new();
+        DecodeCtx {
+            site: "here",
+            allowed_origins: &ORIGINS,
+        }
+    }
+
+    pub fn q(raw: &str) -> Query {
+        Query::parse(raw).unwrap()
+    }
+
+    /// The status and message the client would see.
+    pub fn seen(e: DecodeError) -> (u16, String) {
+        let e = ApiError::from(e);
+        (e.status, e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::http::request::Method;
+    use crate::http::router::route;
+
+    const APP: &str = "/v1/state/applications/shop/service-instances";
+
+    fn call(method: Method, path: &str, query: &str, headers: &[(&str, &str)]) -> Call {
+        let mut req = request(method, query, headers, b"");
+        req.path = path.to_string();
+        decode(&route(path).unwrap(), &req, &ctx()).unwrap()
+    }
+
+    #[test]
+    fn every_endpoint_decodes_to_its_call() {
+        let ws = |p| ws_headers(p);
+        assert!(matches!(call(Method::Get, APP, "", &[]), Call::State(_)));
+        assert!(matches!(
+            call(Method::Get, &format!("{APP}/web-1"), "", &[]),
+            Call::State(_)
+        ));
+        let mut req = request(Method::Post, "", &[], b"cmd: ls");
+        req.path = format!("{APP}/web-1/containers/main/exec");
+        assert!(matches!(
+            decode(&route(&req.path).unwrap(), &req, &ctx()),
+            Ok(Call::Exec(_))
+        ));
+        assert!(matches!(
+            call(
+                Method::Get,
+                &format!("{APP}/web-1/containers/main/exec-interactive"),
+                "cmd=sh",
+                &ws(crate::ws::protocol::EXEC_INTERACTIVE)
+            ),
+            Call::Interactive(_)
+        ));
+        assert!(matches!(
+            call(
+                Method::Get,
+                &format!("{APP}/web-1/containers/main/tcp-connect"),
+                "port=80",
+                &ws(crate::ws::protocol::TCP_CONNECT)
+            ),
+            Call::TcpConnect(_)
+        ));
+        assert!(matches!(
+            call(
+                Method::Get,
+                &format!("{APP}/web-1/connect"),
+                "protocol=tcp&port=80",
+                &ws(crate::ws::protocol::CONNECT)
+            ),
+            Call::Connect(_)
+        ));
+        assert!(matches!(
+            call(Method::Post, &format!("{APP}/web-1/restart"), "", &[]),
+            Call::Restart(_)
+        ));
+    }
+
+    #[test]
+    fn a_malformed_query_is_400_on_every_endpoint() {
+        let mut req = request(Method::Get, "a=%zz", &[], b"");
+        req.path = APP.to_string();
+        let e = decode(&route(APP).unwrap(), &req, &ctx()).unwrap_err();
+        assert!(matches!(e, DecodeError::Query(_)));
+        assert_eq!(seen(e).0, 400);
+    }
+
+    #[test]
+    fn shared_checks() {
+        let e = check_params(&q("fields=a&nope=1"), &["fields"]).unwrap_err();
+        assert_eq!(
+            seen(e.clone()),
+            (400, "unknown query parameter \"nope\"".to_string())
+        );
+        assert_eq!(
+            crate::http::ApiError::from(e).info["allowed"],
+            serde_json::json!("fields")
+        );
+        assert!(check_site(&q("site=here"), "here").is_ok());
+        assert!(check_site(&q(""), "here").is_ok());
+        let e = check_site(&q("site=there"), "here").unwrap_err();
+        assert_eq!(seen(e), (404, "unknown site \"there\"".to_string()));
+        let e = check_site(&q("site=a&site=b"), "here").unwrap_err();
+        assert_eq!(seen(e).0, 400);
+        assert_eq!(
+            seen(words("a 'b").unwrap_err()),
+            (400, "cmd: unterminated single quote".to_string())
+        );
+    }
+
+    #[test]
+    fn upgrade_errors() {
+        let req = request(Method::Get, "", &[("host", "h")], b"");
+        let e = upgrade(&req, &[crate::ws::protocol::CONNECT], &ctx()).unwrap_err();
+        assert_eq!(
+            seen(e),
+            (426, "this endpoint needs a websocket upgrade".to_string())
+        );
+        let h = ws_headers(crate::ws::protocol::EXEC_INTERACTIVE);
+        let req = request(Method::Get, "", &h, b"");
+        let e = upgrade(&req, &[crate::ws::protocol::CONNECT], &ctx()).unwrap_err();
+        assert_eq!(seen(e).0, 400);
+        let mut h = ws_headers(crate::ws::protocol::CONNECT);
+        h.push(("origin", "https://evil.example"));
+        let req = request(Method::Get, "", &h, b"");
+        let e = upgrade(&req, &[crate::ws::protocol::CONNECT], &ctx()).unwrap_err();
+        assert_eq!(seen(e).0, 403);
+    }
+}
