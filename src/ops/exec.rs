@@ -297,11 +297,6 @@ impl Exec {
     pub fn abandon(&mut self) {
         self.proc.abandon();
     }
-
-    /// The op is done only once the process is reaped, even if the answer went out.
-    pub fn finished(&self) -> bool {
-        self.proc.exited() && self.output.is_none()
-    }
 }
 
 #[cfg(test)]

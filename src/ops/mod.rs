@@ -32,7 +32,7 @@ use crate::ws::handshake;
 
 pub use decode::{Call, DecodeCtx, DecodeError, decode};
 
-pub use crate::reactor::{Io, Ready, Role};
+pub use crate::reactor::{Io, Role};
 
 /// What operations read when they start.
 pub struct Env<'a> {
@@ -88,7 +88,7 @@ impl Op {
     pub fn drive(
         &mut self,
         me: Token,
-        ev: Option<Ready>,
+        ev: Option<Role>,
         io: &mut Io<'_>,
         _env: &mut EnvMut<'_>,
     ) -> Progress {
@@ -100,9 +100,9 @@ impl Op {
                 }
                 progress
             }
-            Op::Exec(e) => e.drive(me, ev.map(|e| e.role), io),
-            Op::Interactive(s) => s.drive(me, ev.map(|e| e.role), io),
-            Op::Tunnel(t) => t.drive(me, ev.map(|e| e.role), io),
+            Op::Exec(e) => e.drive(me, ev, io),
+            Op::Interactive(s) => s.drive(me, ev, io),
+            Op::Tunnel(t) => t.drive(me, ev, io),
             Op::Restart(r) => r.drive(me, _env),
         }
     }

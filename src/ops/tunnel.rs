@@ -528,11 +528,6 @@ impl Tunnel {
             c.release(io);
         }
     }
-
-    /// A connect that was still in progress when the HTTP client left.
-    pub fn is_connecting(&self) -> bool {
-        self.connecting.is_some()
-    }
 }
 
 /// Write as much of `buf` as the non-blocking socket takes now: how much that was.

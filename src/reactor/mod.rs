@@ -54,15 +54,6 @@ pub enum Role {
     Filters,
 }
 
-/// A readiness event for one of an operation's descriptors.
-#[derive(Debug, Clone, Copy)]
-pub struct Ready {
-    pub role: Role,
-    pub readable: bool,
-    pub writable: bool,
-    pub hup: bool,
-}
-
 /// The poller, the token table, the timers and the shared read buffer.
 pub struct Reactor {
     pub poll: Poll,

@@ -240,12 +240,9 @@ impl Server {
             }
             for ev in events.iter() {
                 let token = ev.token();
-                let (r, w, hup) = (
-                    ev.is_readable(),
-                    ev.is_writable(),
-                    ev.is_read_closed() || ev.is_error(),
-                );
-                self.contained(Some(token), |s| s.dispatch(token, r, w, hup));
+                // Which event it was does not matter: every part reads and writes until it
+                // would block, and notices a hang-up by reading.
+                self.contained(Some(token), |s| s.dispatch(token));
             }
             let now = Instant::now();
             while let Some(t) = self.reactor.timers.pop_due(now) {
@@ -335,7 +332,7 @@ impl Server {
             .retain(|_, t| !matches!(t, Target::Op(o, _) if *o == op));
     }
 
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+    fn dispatch(&mut self, token: Token) {
         if token == SIGNAL {
             self.on_signal();
             return;
@@ -344,15 +341,7 @@ impl Server {
             Some(Target::Listener(i)) => self.accept(i),
             Some(Target::Conn) => self.drive_conn(token),
             Some(Target::Docker) => self.on_docker(token),
-            Some(Target::Op(op, role)) => {
-                let ev = ops::Ready {
-                    role,
-                    readable,
-                    writable,
-                    hup,
-                };
-                self.drive_op(op, Some(ev));
-            }
+            Some(Target::Op(op, role)) => self.drive_op(op, Some(role)),
             None => {}
         }
     }

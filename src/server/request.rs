@@ -223,13 +223,13 @@ impl Server {
     }
 
     /// Let an operation make progress; deliver its answer; drop it when it is done.
-    pub(super) fn drive_op(&mut self, op_token: Token, ev: Option<ops::Ready>) {
+    pub(super) fn drive_op(&mut self, op_token: Token, ev: Option<ops::Role>) {
         self.driving.push(op_token);
         self.drive_op_now(op_token, ev);
         self.driving.pop();
     }
 
-    pub(super) fn drive_op_now(&mut self, op_token: Token, ev: Option<ops::Ready>) {
+    pub(super) fn drive_op_now(&mut self, op_token: Token, ev: Option<ops::Role>) {
         let Some(op) = self.ops.get_mut(&op_token) else {
             return;
         };
