@@ -1,5 +1,5 @@
 //! supd: the service-instance API of an edge orchestrator, served by one thread on top of the
-//! Docker engine. See README.md for what it does and DESIGN notes for how it is shaped.
+//! Docker engine. README.md says what it does; its Layout section says where each part lives.
 
 pub mod auth;
 pub mod config;

@@ -172,8 +172,8 @@ impl<S: ByteStream> WsClient<S> {
         }
     }
 
-    /// Queue a binary message. Ok(false): not queued, the caller must hold its data and stop
-    /// reading its source until `can_send`.
+    /// Queue a binary message. `false`: not queued, the caller must hold its data and stop
+    /// reading its source until `can_send`. A dead or closing session takes (drops) it.
     pub fn send(&mut self, data: &[u8]) -> bool {
         if self.dead || self.close_sent.is_some() {
             return true;
