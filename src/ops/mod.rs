@@ -6,6 +6,7 @@
 //! from their parameters ([`start`]), never from the raw request, and fail with their
 //! module's typed error, turned into a status in `http/error.rs`.
 
+pub mod call;
 pub mod decode;
 pub mod exec;
 pub mod interactive;
@@ -30,7 +31,8 @@ use crate::http::{ApiError, Format, Response};
 use crate::reactor::net::Stream;
 use crate::ws::handshake;
 
-pub use decode::{Call, DecodeCtx, DecodeError, decode};
+pub use call::{Call, decode};
+pub use decode::{DecodeCtx, DecodeError};
 
 pub use crate::reactor::{Io, Role};
 
