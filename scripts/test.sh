@@ -30,7 +30,27 @@ if [ "${SUPD_SKIP_FUZZ:-0}" != 1 ]; then
     scripts/fuzz.sh "${SUPD_FUZZ_SECONDS:-20}"
 fi
 
-cargo test --all-targets 2>&1
+# The tests. cargo test runs one test binary after another, which leaves the CPUs idle while
+# tests wait on Docker, timeouts and child processes. With cargo-nextest (a process per test,
+# across binaries) the binaries that only check behaviour run side by side; those that measure
+# supd (memory, CPU, latency bounds) then run on their own with cargo test, exactly as before,
+# so that no other test disturbs what they measure. Without cargo-nextest (it is not installed
+# here: building it takes longer than it saves on a fresh machine) cargo test runs them all.
+# SUPD_TEST_THREADS sets how many tests run at once (default: the number of CPUs).
+measuring=(abuse conn_hardening filter_read http_strict soak)
+if cargo nextest --version >/dev/null 2>&1; then
+    filter="" only=()
+    for t in "${measuring[@]}"; do
+        filter+="${filter:+ | }binary(=$t)"
+        only+=(--test "$t")
+    done
+    cargo nextest run --all-targets --no-fail-fast --final-status-level=slow \
+        --test-threads "${SUPD_TEST_THREADS:-num-cpus}" -E "not ($filter)" 2>&1
+    cargo test "${only[@]}" 2>&1
+else
+    echo "cargo-nextest not found: every test binary in turn (cargo test)"
+    cargo test --all-targets 2>&1
+fi
 
 # The live daemon against docs/openapi.yaml (schemathesis) and an outside websocket client.
 if [ "${SUPD_SKIP_API_CHECK:-}" != 1 ]; then
