@@ -31,14 +31,15 @@ if [ "${SUPD_SKIP_FUZZ:-0}" != 1 ]; then
 fi
 
 # The tests. cargo test runs one test binary after another, which leaves the CPUs idle while
-# tests wait on Docker, timeouts and child processes. With cargo-nextest (a process per test,
-# across binaries) the binaries that only check behaviour run side by side; those that measure
-# supd (memory, CPU, latency bounds) then run on their own with cargo test, exactly as before,
-# so that no other test disturbs what they measure. Without cargo-nextest (it is not installed
-# here: building it takes longer than it saves on a fresh machine) cargo test runs them all.
-# SUPD_TEST_THREADS sets how many tests run at once (default: the number of CPUs).
+# tests wait on Docker, timeouts and child processes. SUPD_PARALLEL_TESTS=1 with cargo-nextest
+# (a process per test, across binaries) runs the binaries that only check behaviour side by
+# side, then those that measure supd (memory, CPU, latency bounds) on their own with cargo
+# test, so that no other test disturbs what they measure. Not the default yet: the binaries
+# share the Docker engine, and side by side one test saw supd's mirror reconnect (an event
+# line over 1 MiB) and answer 503 for a moment. SUPD_TEST_THREADS sets how many tests run at
+# once (default: the number of CPUs).
 measuring=(abuse conn_hardening filter_read http_strict soak)
-if cargo nextest --version >/dev/null 2>&1; then
+if [ "${SUPD_PARALLEL_TESTS:-0}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
     filter="" only=()
     for t in "${measuring[@]}"; do
         filter+="${filter:+ | }binary(=$t)"
@@ -48,7 +49,6 @@ if cargo nextest --version >/dev/null 2>&1; then
         --test-threads "${SUPD_TEST_THREADS:-num-cpus}" -E "not ($filter)" 2>&1
     cargo test "${only[@]}" 2>&1
 else
-    echo "cargo-nextest not found: every test binary in turn (cargo test)"
     cargo test --all-targets 2>&1
 fi
 
