@@ -35,9 +35,10 @@ fi
 # (a process per test, across binaries) runs the binaries that only check behaviour side by
 # side, then those that measure supd (memory, CPU, latency bounds) on their own with cargo
 # test, so that no other test disturbs what they measure. Not the default yet: the binaries
-# share the Docker engine, and side by side one test saw supd's mirror reconnect (an event
-# line over 1 MiB) and answer 503 for a moment. SUPD_TEST_THREADS sets how many tests run at
-# once (default: the number of CPUs).
+# share the Docker engine, and side by side one test once saw supd's mirror reconnect on an
+# event line over 1 MiB and answer 503 for a moment (events now cut such lines instead); it
+# wants a few clean runs first. SUPD_TEST_THREADS sets how many tests run at once (default:
+# the number of CPUs).
 measuring=(abuse conn_hardening filter_read http_strict soak)
 if [ "${SUPD_PARALLEL_TESTS:-0}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
     filter="" only=()
