@@ -31,18 +31,17 @@ if [ "${SUPD_SKIP_FUZZ:-0}" != 1 ]; then
 fi
 
 # The tests. cargo test runs one test binary after another, which leaves the CPUs idle while
-# tests wait on Docker, timeouts and child processes. SUPD_PARALLEL_TESTS=1 with cargo-nextest
-# (a process per test, across binaries) runs the binaries that only check behaviour side by
-# side, then those that measure supd (memory, CPU, latency bounds) on their own with cargo
-# test, so that no other test disturbs what they measure. Not the default yet: the binaries
-# share the Docker engine, and side by side one test once saw supd's mirror reconnect on an
-# event line over 1 MiB and answer 503 for a moment (events now cut such lines instead); it
-# wants a few clean runs first. SUPD_TEST_THREADS sets how many tests run at once (default:
-# the number of CPUs).
-measuring=(abuse conn_hardening filter_read http_strict soak)
-if [ "${SUPD_PARALLEL_TESTS:-0}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
+# tests wait on Docker, timeouts and child processes. With cargo-nextest (a process per test,
+# across binaries) the binaries that only check behaviour run side by side; then, on their
+# own with cargo test as before, those that measure supd (memory, CPU, latency bounds) and
+# docker_events, whose containers flood the shared engine's event stream for every supd.
+# Without cargo-nextest (building it costs more than it saves on a fresh machine), or with
+# SUPD_PARALLEL_TESTS=0, cargo test runs them all in turn. SUPD_TEST_THREADS sets how many
+# tests run at once (default: the number of CPUs).
+alone=(abuse conn_hardening docker_events filter_read http_strict soak)
+if [ "${SUPD_PARALLEL_TESTS:-1}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
     filter="" only=()
-    for t in "${measuring[@]}"; do
+    for t in "${alone[@]}"; do
         filter+="${filter:+ | }binary(=$t)"
         only+=(--test "$t")
     done
