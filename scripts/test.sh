@@ -30,7 +30,27 @@ if [ "${SUPD_SKIP_FUZZ:-0}" != 1 ]; then
     scripts/fuzz.sh "${SUPD_FUZZ_SECONDS:-20}"
 fi
 
-cargo test --all-targets 2>&1
+# The tests. cargo test runs one test binary after another, which leaves the CPUs idle while
+# tests wait on Docker, timeouts and child processes. With cargo-nextest (a process per test,
+# across binaries) the binaries that only check behaviour run side by side; then, on their
+# own with cargo test as before, those that measure supd (memory, CPU, latency bounds) and
+# docker_events, whose containers flood the shared engine's event stream for every supd.
+# Without cargo-nextest (building it costs more than it saves on a fresh machine), or with
+# SUPD_PARALLEL_TESTS=0, cargo test runs them all in turn. SUPD_TEST_THREADS sets how many
+# tests run at once (default: the number of CPUs).
+alone=(abuse conn_hardening docker_events filter_read http_strict soak)
+if [ "${SUPD_PARALLEL_TESTS:-1}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
+    filter="" only=()
+    for t in "${alone[@]}"; do
+        filter+="${filter:+ | }binary(=$t)"
+        only+=(--test "$t")
+    done
+    cargo nextest run --all-targets --no-fail-fast --final-status-level=slow \
+        --test-threads "${SUPD_TEST_THREADS:-num-cpus}" -E "not ($filter)" 2>&1
+    cargo test "${only[@]}" 2>&1
+else
+    cargo test --all-targets 2>&1
+fi
 
 # The live daemon against docs/openapi.yaml (schemathesis) and an outside websocket client.
 if [ "${SUPD_SKIP_API_CHECK:-}" != 1 ]; then

@@ -4,8 +4,6 @@
 //! well-behaved client on another connection unaffected.
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,7 +11,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raw::*;
 
 /// The floods take one at a time: each measures supd's memory and CPU, and thousands of
 /// sockets at once from several of them would measure the machine instead.
@@ -45,25 +42,8 @@ fn response_on(stream: &mut TcpStream) -> Option<HttpResponse> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let status = resp.code.unwrap();
-            let hs: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            let len: usize = hs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse().unwrap())
-                .unwrap_or(0);
+        if let Ok(Some(head)) = parse_head(&buf) {
+            let (n, len) = (head.len, head.content_length().unwrap_or(0));
             while buf.len() < n + len {
                 match stream.read(&mut tmp) {
                     Ok(k) if k > 0 => buf.extend_from_slice(&tmp[..k]),
@@ -71,8 +51,8 @@ fn response_on(stream: &mut TcpStream) -> Option<HttpResponse> {
                 }
             }
             return Some(HttpResponse {
-                status,
-                headers: hs,
+                status: head.status,
+                headers: head.headers,
                 body: buf[n..n + len].to_vec(),
             });
         }

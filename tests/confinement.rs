@@ -7,13 +7,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use tungstenite::Message;
-use tungstenite::client::IntoClientRequest;
 
 const STATUS_FIELDS: &[&str] = &[
     "Uid",
@@ -42,7 +39,7 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn init_pid(&self) -> u32 {
-        inspect(&self.id, "{{.State.Pid}}").parse().unwrap()
+        pid_of(&self.id)
     }
 
     fn base(&self) -> String {
@@ -69,54 +66,20 @@ impl Target<'_> {
     }
 
     fn run_interactive(&self, cmd: &str) -> (i64, String) {
-        let encoded: String = cmd
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let url = format!(
-            "ws://{}{}/exec-interactive?cmd={encoded}&tty=false",
-            self.supd.addr,
-            self.base()
+        let path = format!(
+            "{}/exec-interactive?cmd={}&tty=false",
+            self.base(),
+            encode(cmd)
         );
-        let mut request = url.into_client_request().unwrap();
-        let h = request.headers_mut();
-        h.insert(
-            "Authorization",
-            format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-        );
-        h.insert(
-            "Sec-WebSocket-Protocol",
-            "v1.exec-interactive.supd".parse().unwrap(),
-        );
-        let stream = TcpStream::connect(self.supd.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let (mut ws, response) = tungstenite::client(request, stream).unwrap();
-        assert_eq!(response.status(), 101);
-        let mut out = Vec::new();
-        loop {
-            match ws.read() {
-                Ok(Message::Binary(b)) => out.extend_from_slice(&b),
-                Ok(Message::Close(c)) => {
-                    while ws.read().is_ok() {}
-                    let reason = c.map(|c| c.reason.to_string()).unwrap_or_default();
-                    // The reason carries the exit status: {"exit-code":N} or {"signal":N}.
-                    let code = serde_json::from_str::<serde_json::Value>(&reason)
-                        .ok()
-                        .and_then(|v| v["exit-code"].as_i64())
-                        .unwrap_or(-1);
-                    return (code, String::from_utf8_lossy(&out).into_owned());
-                }
-                Ok(_) => {}
-                Err(e) => panic!("{cmd}: no close frame ({e})"),
-            }
-        }
+        let mut ws = ws_client(self.supd.addr, &path, INTERACTIVE);
+        let (out, close) = read_to_close(&mut ws, |_| {});
+        let reason = close.map(|(_, reason)| reason).unwrap_or_default();
+        // The reason carries the exit status: {"exit-code":N} or {"signal":N}.
+        let code = serde_json::from_str::<serde_json::Value>(&reason)
+            .ok()
+            .and_then(|v| v["exit-code"].as_i64())
+            .unwrap_or(-1);
+        (code, String::from_utf8_lossy(&out).into_owned())
     }
 
     fn output(&self, via: Via, cmd: &str) -> String {
@@ -144,28 +107,13 @@ fn host_file(pid: u32, file: &str) -> String {
 /// An instance `web-1` of a new application, container `web`, with `extra` docker options.
 fn start<'a>(cs: &Containers, supd: &'a Supd, extra: &[&str]) -> Option<Target<'a>> {
     let app = unique("confine");
-    let mut cmd = Command::new("docker");
-    cmd.args(["run", "-d", "--label"])
-        .arg(format!("supd.test={}", cs.label))
-        .arg("--label")
-        .arg(format!("io.supd.application={app}"))
-        .args([
-            "--label",
-            "io.supd.service=web",
-            "--label",
-            "io.supd.instance=1",
-        ])
-        .args(extra)
-        .args([IMAGE, "sleep", "3600"]);
-    let out = cmd.output().unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "docker run {extra:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let id = match try_managed(cs, &app, "web", extra, SLEEPER) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("docker run {extra:?}: {e}");
+            return None;
+        }
+    };
     let target = Target { supd, app, id };
     let path = format!("{}/exec", target.base());
     let body = r#"{"cmd":"true"}"#;

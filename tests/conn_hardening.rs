@@ -4,8 +4,6 @@
 //! follow its 101 and every earlier answer.
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -14,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raw::*;
 
 /// The floods take one at a time: each measures supd's memory or counts its descriptors.
 static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -58,27 +55,12 @@ impl Reader {
     /// Content-Length; none for 1xx). None when the stream ends first.
     fn response(&mut self) -> Option<HttpResponse> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(n) = resp.parse(&self.buf).expect("valid response") {
-                let status = resp.code.unwrap();
-                let hs: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let len = if status < 200 {
+            if let Some(head) = parse_head(&self.buf).expect("valid response") {
+                let n = head.len;
+                let len = if head.status < 200 {
                     0
                 } else {
-                    hs.iter()
-                        .find(|(k, _)| k == "content-length")
-                        .map(|(_, v)| v.parse().unwrap())
-                        .unwrap_or(0)
+                    head.content_length().unwrap_or(0)
                 };
                 while self.buf.len() < n + len {
                     if !self.fill() {
@@ -88,8 +70,8 @@ impl Reader {
                 let body = self.buf[n..n + len].to_vec();
                 self.buf.drain(..n + len);
                 return Some(HttpResponse {
-                    status,
-                    headers: hs,
+                    status: head.status,
+                    headers: head.headers,
                     body,
                 });
             }
@@ -114,7 +96,9 @@ impl Reader {
 }
 
 fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    hs.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A TCP connection to `to` from the loopback address `from` (any 127.0.0.0/8 address is

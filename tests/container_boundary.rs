@@ -13,37 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tungstenite::client::IntoClientRequest;
 
 /// The busybox image plus the shared libraries supd's binary needs, so that supd's own binary
 /// can run inside the container, as it must for the attack on it.
 const GLIBC_IMAGE: &str = "supd-test-glibc:latest";
 
-fn labels(app: &str, svc: &str) -> Vec<String> {
-    vec![
-        "--label".into(),
-        format!("io.supd.application={app}"),
-        "--label".into(),
-        format!("io.supd.service={svc}"),
-        "--label".into(),
-        "io.supd.instance=1".into(),
-    ]
-}
-
-fn run_managed(cs: &Containers, app: &str, svc: &str, image_cmd: &[&str]) -> String {
-    let mut args = labels(app, svc);
-    args.extend(image_cmd.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cs.run(&args)
-}
-
-fn base(app: &str, svc: &str) -> String {
-    format!("/v1/state/applications/{app}/service-instances/{svc}-1")
-}
-
 fn exec(supd: &Supd, app: &str, svc: &str, cmd: &str) -> HttpResponse {
     let body = serde_json::json!({ "cmd": cmd }).to_string();
-    let path = format!("{}/containers/{svc}/exec", base(app, svc));
+    let path = format!("{}/containers/{svc}/exec", instance_path(app, svc));
     supd.post_json(&path, ADMIN_TOKEN, &body)
 }
 
@@ -66,14 +43,6 @@ fn docker_exec(id: &str, cmd: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Builds [`GLIBC_IMAGE`]: FROM scratch, static busybox and its applets, and the libraries
@@ -190,7 +159,7 @@ fn a_container_cannot_overwrite_the_supd_binary() {
 
     let cs = Containers::new("boundary-exe");
     let app = unique("bexe");
-    let id = run_managed(&cs, &app, "web", &[GLIBC_IMAGE, "sh", "-c", ATTACKER]);
+    let id = managed(&cs, &app, "web", &[], &[GLIBC_IMAGE, "sh", "-c", ATTACKER]);
     wait_for("the attacker to be ready", Duration::from_secs(20), || {
         docker_exec(&id, "ls /tmp/ready 2>/dev/null") == "/tmp/ready"
     });
@@ -271,32 +240,6 @@ fn take_over_pid(pid: u32) -> Option<std::process::Child> {
     }
 }
 
-fn connect_status(supd: &Supd, app: &str, port: u16) -> u16 {
-    let url = format!(
-        "ws://{}{}/connect?protocol=tcp&port={port}",
-        supd.addr,
-        base(app, "web")
-    );
-    let mut request = url.into_client_request().unwrap();
-    let h = request.headers_mut();
-    h.insert(
-        "Authorization",
-        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-    );
-    h.insert("Sec-WebSocket-Protocol", "v1.connect.supd".parse().unwrap());
-    let stream = TcpStream::connect(supd.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    match tungstenite::client(request, stream) {
-        Ok((_, response)) => response.status().as_u16(),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
-            response.status().as_u16()
-        }
-        Err(e) => panic!("connect: {e}"),
-    }
-}
-
 #[test]
 fn a_reused_init_pid_never_leads_into_the_host() {
     let cs = Containers::new("boundary-pid");
@@ -313,7 +256,7 @@ fn a_reused_init_pid_never_leads_into_the_host() {
     while (execs < 2 || connects < 2) && attempts < 12 {
         attempts += 1;
         let app = unique("bpid");
-        let id = run_managed(&cs, &app, "web", &[IMAGE, "sleep", "3600"]);
+        let id = managed(&cs, &app, "web", &[], &[IMAGE, "sleep", "3600"]);
         wait_exec_ready(&supd, &app, "web");
         let pid: u32 = inspect(&id, "{{.State.Pid}}").parse().unwrap();
         let Some(mut host) = take_over_pid(pid) else {
@@ -335,7 +278,7 @@ fn a_reused_init_pid_never_leads_into_the_host() {
             );
             assert!(r.status == 409 || r.status == 200, "{}: {text}", r.status);
         } else {
-            let status = connect_status(&supd, &app, port);
+            let status = handshake_status(supd.addr, &connect_path(&app, port), CONNECT).0;
             connects += 1;
             assert_ne!(status, 101, "connect reached the host's loopback");
             assert!(
@@ -352,40 +295,6 @@ fn a_reused_init_pid_never_leads_into_the_host() {
         execs >= 2 && connects >= 2,
         "could not steer a pid in {attempts} attempts ({execs} execs, {connects} connects)"
     );
-}
-
-fn interactive_status(supd: &Supd, app: &str) -> (u16, String) {
-    let url = format!(
-        "ws://{}{}/containers/web/exec-interactive?cmd=sh&tty=true",
-        supd.addr,
-        base(app, "web")
-    );
-    let mut request = url.into_client_request().unwrap();
-    let h = request.headers_mut();
-    h.insert(
-        "Authorization",
-        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-    );
-    h.insert(
-        "Sec-WebSocket-Protocol",
-        "v1.exec-interactive.supd".parse().unwrap(),
-    );
-    let stream = TcpStream::connect(supd.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    match tungstenite::client(request, stream) {
-        Ok((_, response)) => (response.status().as_u16(), String::new()),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            (response.status().as_u16(), body)
-        }
-        Err(e) => panic!("exec-interactive: {e}"),
-    }
 }
 
 /// The first process chroots into a directory of its own whose dev/pts/ptmx is a node it made:
@@ -415,18 +324,22 @@ fn a_ptmx_the_container_made_is_never_opened() {
     for (name, node) in variants {
         let app = unique(&format!("bpty{name}"));
         let init = fake_ptmx_init(node);
-        run_managed(&cs, &app, "web", &[IMAGE, "sh", "-c", &init]);
+        managed(&cs, &app, "web", &[], &[IMAGE, "sh", "-c", &init]);
         wait_exec_ready(&supd, &app, "web");
-        let (status, body) = interactive_status(&supd, &app);
+        let (status, body) =
+            handshake_status(supd.addr, &interactive_path(&app, "sh", true), INTERACTIVE);
         assert_ne!(status, 101, "{name}: a terminal was opened");
         assert_eq!(status, 500, "{name}: {body}");
         assert!(body.contains("ptmx"), "{name}: {body}");
     }
     // A container with its own devpts still gets its terminal.
     let app = unique("bptyok");
-    run_managed(&cs, &app, "web", &[IMAGE, "sleep", "3600"]);
+    managed(&cs, &app, "web", &[], &[IMAGE, "sleep", "3600"]);
     wait_exec_ready(&supd, &app, "web");
-    assert_eq!(interactive_status(&supd, &app).0, 101);
+    assert_eq!(
+        handshake_status(supd.addr, &interactive_path(&app, "sh", true), INTERACTIVE).0,
+        101
+    );
 }
 
 /// The re-execution from a sealed copy keeps what systemd hands over: fexecve keeps the pid,
@@ -506,7 +419,7 @@ fn socket_activation_and_notify_survive_the_reexec() {
 fn without_a_sealed_copy_exec_is_refused() {
     let cs = Containers::new("boundary-unsealed");
     let app = unique("bunsealed");
-    run_managed(&cs, &app, "web", &[IMAGE, "sleep", "3600"]);
+    managed(&cs, &app, "web", &[], &[IMAGE, "sleep", "3600"]);
     let supd = Supd::start_with(SupdOptions {
         env: vec![("_SUPD_SEALED_REEXEC".into(), "1".into())],
         ..Default::default()
@@ -519,5 +432,8 @@ fn without_a_sealed_copy_exec_is_refused() {
     }
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.error_message().contains("sealed"), "{}", r.text());
-    assert_eq!(interactive_status(&supd, &app).0, 503);
+    assert_eq!(
+        handshake_status(supd.addr, &interactive_path(&app, "sh", true), INTERACTIVE).0,
+        503
+    );
 }

@@ -7,15 +7,12 @@
 //! that one.
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use raw::*;
 use tungstenite::Message;
 
 /// A private Docker engine, stopped and wiped on drop, with whatever it runs.
@@ -137,27 +134,9 @@ impl PrivateDocker {
     }
 
     fn run_echo(&self, app: &str, svc: &str) -> String {
-        let a = format!("io.supd.application={app}");
-        let s = format!("io.supd.service={svc}");
-        self.docker(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--label",
-            &a,
-            "--label",
-            &s,
-            "--label",
-            "io.supd.instance=1",
-            IMAGE,
-            "nc",
-            "-ll",
-            "-p",
-            "7",
-            "-e",
-            "cat",
-        ])
+        let mut args = vec!["run".to_string(), "-d".into()];
+        args.extend(managed_args(app, svc, &["--network", "none"], ECHO));
+        self.docker(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 
@@ -220,21 +199,11 @@ impl Drop for PrivateDocker {
 
 fn echo_through(ws: &mut Ws, frame: Vec<u8>, want: &str) {
     ws.send(Message::binary(frame)).unwrap();
-    let mut out = Vec::new();
-    while !String::from_utf8_lossy(&out).contains(want) {
-        match ws.read().expect("session still open") {
-            Message::Binary(b) => out.extend_from_slice(&b),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
+    ws_read_until(ws, &mut Vec::new(), want);
 }
 
 fn instance_state(supd: &Supd, app: &str, svc: &str) -> HttpResponse {
-    supd.get(
-        &format!("/v1/state/applications/{app}/service-instances/{svc}-1"),
-        ADMIN_TOKEN,
-    )
+    supd.get(&instance_path(app, svc), ADMIN_TOKEN)
 }
 
 #[test]
@@ -261,10 +230,7 @@ fn docker_engine_restart_resyncs_state_and_keeps_sessions() {
         docker_socket: Some(engine.socket()),
         ..Default::default()
     });
-    supd.wait_until(Duration::from_secs(20), || {
-        let r = instance_state(&supd, &app, "web");
-        r.status == 200 && r.json()["containers"][0]["oper-status"] == "running"
-    });
+    wait_instance(&supd, &app, "web");
     let mut ix = ws_client(
         supd.addr,
         &interactive_path(&app, "cat", false),

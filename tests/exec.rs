@@ -8,25 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const SLEEPER: &[&str] = &[IMAGE, "sleep", "3600"];
-
-/// A managed container: instance `<svc>-1` of `app`, container named `svc`.
-fn managed(cs: &Containers, app: &str, svc: &str, extra: &[&str], image_cmd: &[&str]) -> String {
-    let a = format!("io.supd.application={app}");
-    let s = format!("io.supd.service={svc}");
-    let mut args = vec![
-        "--label",
-        &a,
-        "--label",
-        &s,
-        "--label",
-        "io.supd.instance=1",
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(image_cmd);
-    cs.run(&args)
-}
-
 fn exec_path(app: &str, svc: &str) -> String {
     format!("/v1/state/applications/{app}/service-instances/{svc}-1/containers/{svc}/exec")
 }
@@ -36,20 +17,6 @@ fn run(supd: &Supd, path: &str, cmd: &str) -> Value {
     let r = supd.post_json(path, ADMIN_TOKEN, &body);
     assert_eq!(r.status, 200, "{cmd}: {}", r.text());
     r.json()
-}
-
-fn write_config(text: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("{}.yaml", unique("supd-cfg")));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// Lines of `docker top` naming `needle` in their command.
-fn top_has(id: &str, needle: &str) -> bool {
-    docker(&["top", id, "-o", "pid,args"])
-        .lines()
-        .skip(1)
-        .any(|l| l.contains(needle))
 }
 
 #[test]
@@ -375,17 +342,8 @@ fn client_disconnect_kills_the_command() {
     let supd = Supd::start();
     let p = exec_path(&app, "web");
     let mut c = supd.connect();
-    let auth = format!("Bearer {ADMIN_TOKEN}");
     let body = br#"{"cmd": "sh -c 'sleep 1000 & sleep 1001'"}"#;
-    c.send(
-        "POST",
-        &p,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    );
+    c.send_json(&p, ADMIN_TOKEN, body);
     supd.wait_until(Duration::from_secs(10), || {
         top_has(&id, "sleep 1000") && top_has(&id, "sleep 1001")
     });
@@ -401,15 +359,7 @@ fn client_disconnect_kills_the_command() {
     // A command that ignores TERM is killed after the grace period.
     let mut c = supd.connect();
     let body = br#"{"cmd": "sh -c 'trap \"\" TERM; sleep 1002'"}"#;
-    c.send(
-        "POST",
-        &p,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    );
+    c.send_json(&p, ADMIN_TOKEN, body);
     supd.wait_until(Duration::from_secs(10), || top_has(&id, "sleep 1002"));
     drop(c);
     supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1002"));
@@ -478,19 +428,10 @@ fn a_thousand_execs_leak_nothing() {
         for w in 0..4 {
             let (supd, p) = (&supd, &p);
             s.spawn(move || {
-                let auth = format!("Bearer {ADMIN_TOKEN}");
                 let mut c = supd.connect();
                 for i in 0..250 {
                     let cmd = format!(r#"{{"cmd": "echo {w}-{i}"}}"#);
-                    c.send(
-                        "POST",
-                        p,
-                        &[
-                            ("Authorization", &auth),
-                            ("Content-Type", "application/json"),
-                        ],
-                        cmd.as_bytes(),
-                    );
+                    c.send_json(p, ADMIN_TOKEN, cmd.as_bytes());
                     let r = c.read_response(false);
                     assert_eq!(r.status, 200, "{}", r.text());
                     assert_eq!(r.json()["output"], format!("{w}-{i}\n"));

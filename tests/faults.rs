@@ -3,8 +3,6 @@
 //! client is told each time, and supd frees everything it held.
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raw::*;
 use tungstenite::Message;
 
 #[test]
@@ -30,16 +27,7 @@ fn container_killed_mid_exec_interactive_and_connect() {
     let path = exec_path(&app);
     let exec = thread::spawn(move || {
         let mut c = Client::connect(addr);
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        c.send(
-            "POST",
-            &path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            br#"{"cmd": "sleep 6101"}"#,
-        );
+        c.send_json(&path, ADMIN_TOKEN, br#"{"cmd": "sleep 6101"}"#);
         c.read_response(false)
     });
     let mut ix = ws_client(
@@ -197,16 +185,7 @@ fn sigterm_with_sessions_open_leaves_no_process_running() {
     let path = exec_path(&app);
     let exec = thread::spawn(move || {
         let mut c = Client::connect(addr);
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        c.send(
-            "POST",
-            &path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            br#"{"cmd": "sleep 6301"}"#,
-        );
+        c.send_json(&path, ADMIN_TOKEN, br#"{"cmd": "sleep 6301"}"#);
         let mut buf = Vec::new();
         let _ = c.stream.read_to_end(&mut buf);
         buf

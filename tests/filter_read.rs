@@ -53,19 +53,14 @@ fn build_parker(dir: &TempDir) -> String {
 /// once it sleeps in vfork.
 fn park(cs: &Containers, parker: &str) -> (String, u32) {
     let app = unique("parked");
-    let id = cs.run(&[
-        "--label",
-        &format!("io.supd.application={app}"),
-        "--label",
-        "io.supd.service=web",
-        "--label",
-        "io.supd.instance=1",
-        "-v",
-        &format!("{parker}:/vfork-parker:ro"),
-        IMAGE,
-        "/vfork-parker",
-    ]);
-    let pid: u32 = inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let id = managed(
+        cs,
+        &app,
+        "web",
+        &["-v", &format!("{parker}:/vfork-parker:ro")],
+        &[IMAGE, "/vfork-parker"],
+    );
+    let pid = pid_of(&id);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -79,10 +74,6 @@ fn park(cs: &Containers, parker: &str) -> (String, u32) {
         thread::sleep(Duration::from_millis(20));
     }
     (app, pid)
-}
-
-fn exec_path(app: &str) -> String {
-    format!("/v1/state/applications/{app}/service-instances/web-1/containers/web/exec")
 }
 
 fn wait_known(supd: &Supd, app: &str) {
@@ -178,19 +169,7 @@ fn a_parked_init_delays_only_its_own_execs() {
     assert!(took < Duration::from_millis(200), "{took:?}");
     let mut c = supd.connect();
     let ws_path = exec_path(&app).replace("/exec", "/exec-interactive?cmd=true&tty=false");
-    c.send(
-        "GET",
-        &ws_path,
-        &[
-            ("Authorization", &format!("Bearer {ADMIN_TOKEN}")),
-            ("Connection", "Upgrade"),
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("Sec-WebSocket-Protocol", "v1.exec-interactive.supd"),
-        ],
-        b"",
-    );
+    c.send_upgrade(&ws_path, ADMIN_TOKEN, "v1.exec-interactive.supd");
     assert_filter_error(&c.read_response(false));
     assert_eq!(helpers_for(&supd, pid), 1);
     assert!(supd.children().is_empty(), "{:?}", supd.children());
@@ -212,16 +191,7 @@ fn execs_waiting_for_one_init_share_one_helper() {
             let addr = supd.addr;
             thread::spawn(move || {
                 let mut c = Client::connect(addr);
-                let auth = format!("Bearer {ADMIN_TOKEN}");
-                c.send(
-                    "POST",
-                    &path,
-                    &[
-                        ("Authorization", &auth),
-                        ("Content-Type", "application/json"),
-                    ],
-                    br#"{"cmd":"true"}"#,
-                );
+                c.send_json(&path, ADMIN_TOKEN, br#"{"cmd":"true"}"#);
                 c.read_response(false)
             })
         })
@@ -253,15 +223,7 @@ fn a_client_leaving_while_its_exec_waits_takes_the_helper_along() {
     let fds = supd.fd_count();
 
     let mut c = supd.connect();
-    c.send(
-        "POST",
-        &exec_path(&app),
-        &[
-            ("Authorization", &format!("Bearer {ADMIN_TOKEN}")),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"cmd":"true"}"#,
-    );
+    c.send_json(&exec_path(&app), ADMIN_TOKEN, br#"{"cmd":"true"}"#);
     let started = Instant::now();
     supd.wait_until(Duration::from_secs(1), || supd.children().len() == 1);
     drop(c);
@@ -283,60 +245,21 @@ fn a_client_leaving_while_its_exec_waits_takes_the_helper_along() {
 /// answers, and a session is upgraded once its command is spawned.
 #[test]
 fn the_first_requests_into_a_fresh_init_run_once_the_filters_are_read() {
-    use tungstenite::Message;
-    use tungstenite::client::IntoClientRequest;
-
     let cs = Containers::new("filter-fresh");
     let supd = Supd::start();
     let app = unique("fresh");
-    let id = cs.run(&[
-        "--label",
-        &format!("io.supd.application={app}"),
-        "--label",
-        "io.supd.service=web",
-        "--label",
-        "io.supd.instance=1",
-        IMAGE,
-        "sleep",
-        "3600",
-    ]);
-    let pid: u32 = inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let id = managed(&cs, &app, "web", &[], &[IMAGE, "sleep", "3600"]);
+    let pid = pid_of(&id);
     wait_known(&supd, &app);
 
-    let url = format!(
-        "ws://{}{}",
+    let mut ws = ws_client(
         supd.addr,
-        exec_path(&app).replace("/exec", "/exec-interactive?cmd=echo%20hi&tty=false")
+        &interactive_path(&app, "echo hi", false),
+        INTERACTIVE,
     );
-    let mut request = url.into_client_request().unwrap();
-    let h = request.headers_mut();
-    h.insert(
-        "Authorization",
-        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-    );
-    h.insert(
-        "Sec-WebSocket-Protocol",
-        "v1.exec-interactive.supd".parse().unwrap(),
-    );
-    let stream = std::net::TcpStream::connect(supd.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let (mut ws, response) = tungstenite::client(request, stream).unwrap();
-    assert_eq!(response.status(), 101);
-    let mut out = Vec::new();
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
-            Ok(Message::Close(c)) => {
-                let reason = c.map(|c| c.reason.to_string()).unwrap_or_default();
-                assert!(reason.contains("\"exit-code\":0"), "{reason}");
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => panic!("no close frame ({e})"),
-        }
-    }
+    let (out, close) = read_to_close(&mut ws, |_| {});
+    let reason = close.map(|(_, reason)| reason).unwrap_or_default();
+    assert!(reason.contains("\"exit-code\":0"), "{reason}");
     assert_eq!(String::from_utf8_lossy(&out), "hi\n");
     assert_eq!(helpers_for(&supd, pid), 1);
 

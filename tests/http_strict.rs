@@ -5,8 +5,6 @@
 //! work for minutes are refused at once, while other clients keep their quick answers.
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,7 +14,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raw::*;
 
 const LIST: &str = "/v1/state/applications/none/service-instances";
 
@@ -27,7 +24,7 @@ fn follow_up() -> String {
 
 /// Sends `bytes` on a fresh connection, reads until supd closes it (or 5 s pass), and returns
 /// the responses read (status and headers) and whether the connection was closed.
-/// A response's status and headers (names lower-cased).
+/// A response's status and headers.
 type Answer = (u16, Vec<(String, String)>);
 
 fn exchange(supd: &Supd, bytes: &[u8]) -> (Vec<Answer>, bool) {
@@ -48,31 +45,17 @@ fn exchange(supd: &Supd, bytes: &[u8]) -> (Vec<Answer>, bool) {
     let mut responses = Vec::new();
     let mut rest = &buf[..];
     while !rest.is_empty() {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        let n = match resp.parse(rest) {
-            Ok(httparse::Status::Complete(n)) => n,
+        let head = match parse_head(rest) {
+            Ok(Some(head)) => head,
             other => panic!(
-                "bad response bytes {other:?}: {:?}",
+                "bad response bytes {:?}: {:?}",
+                other.map(|h| h.map(|h| h.len)),
                 String::from_utf8_lossy(rest)
             ),
         };
-        let hs: Vec<(String, String)> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
-        let len = hs
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
-        responses.push((resp.code.unwrap(), hs));
-        rest = &rest[(n + len).min(rest.len())..];
+        let len = head.content_length().unwrap_or(0);
+        rest = &rest[(head.len + len).min(rest.len())..];
+        responses.push((head.status, head.headers));
     }
     (responses, closed)
 }
@@ -87,7 +70,7 @@ fn assert_refused(supd: &Supd, what: &str, bad: &[u8], status: u16) {
     let connection = responses[0]
         .1
         .iter()
-        .find(|(k, _)| k == "connection")
+        .find(|(k, _)| k.eq_ignore_ascii_case("connection"))
         .map(|(_, v)| v.as_str());
     assert_eq!(connection, Some("close"), "{what}");
     assert!(closed, "{what}: connection left open");

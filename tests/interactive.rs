@@ -8,65 +8,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::Message;
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::WebSocket;
 
-const SLEEPER: &[&str] = &[IMAGE, "sleep", "3600"];
-const PROTOCOL: &str = "v1.exec-interactive.supd";
-
-type Ws = WebSocket<TcpStream>;
-
-fn managed(cs: &Containers, app: &str, svc: &str, extra: &[&str]) -> String {
-    let a = format!("io.supd.application={app}");
-    let s = format!("io.supd.service={svc}");
-    let mut args = vec![
-        "--label",
-        &a,
-        "--label",
-        &s,
-        "--label",
-        "io.supd.instance=1",
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(SLEEPER);
-    cs.run(&args)
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn path(app: &str, cmd: &str, tty: bool) -> String {
-    format!(
-        "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd={}&tty={tty}",
-        encode(cmd)
-    )
-}
-
+/// An interactive session in container `web` of instance `web-1` of `app`.
 fn open(supd: &Supd, app: &str, cmd: &str, tty: bool) -> Ws {
-    let url = format!("ws://{}{}", supd.addr, path(app, cmd, tty));
-    let mut request = url.into_client_request().unwrap();
-    let h = request.headers_mut();
-    h.insert(
-        "Authorization",
-        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-    );
-    h.insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
-    let stream = TcpStream::connect(supd.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let (ws, response) = tungstenite::client(request, stream).unwrap();
-    assert_eq!(response.status(), 101);
-    assert_eq!(response.headers()["Sec-WebSocket-Protocol"], PROTOCOL);
-    ws
+    ws_open(supd, &interactive_path(app, cmd, tty), INTERACTIVE)
 }
 
 fn stdin(ws: &mut Ws, bytes: &[u8]) {
@@ -84,57 +30,21 @@ fn resize(ws: &mut Ws, rows: u16, cols: u16) {
         .unwrap();
 }
 
-/// Read output until `want` appears in it (or fail on close).
-fn read_until(ws: &mut Ws, out: &mut Vec<u8>, want: &str) {
-    while !String::from_utf8_lossy(out).contains(want) {
-        match ws.read().unwrap() {
-            Message::Binary(b) => out.extend_from_slice(&b),
-            Message::Close(c) => panic!(
-                "closed ({c:?}) before {want:?}; got {:?}",
-                String::from_utf8_lossy(out)
-            ),
-            _ => {}
-        }
-    }
-}
-
-/// Read everything up to the close frame: (output, close code, close reason).
+/// Read everything up to the close frame: (output, close code, close reason); no output frame
+/// is larger than 64 KiB.
 fn finish(ws: &mut Ws) -> (Vec<u8>, u16, String) {
-    let mut out = Vec::new();
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) => {
-                assert!(b.len() <= 64 * 1024, "frame of {} bytes", b.len());
-                out.extend_from_slice(&b);
-            }
-            Ok(Message::Close(Some(c))) => {
-                let r = (out, u16::from(c.code), c.reason.to_string());
-                // Let tungstenite answer the close.
-                while ws.read().is_ok() {}
-                return r;
-            }
-            Ok(Message::Close(None)) => panic!("close without a code"),
-            Ok(_) => {}
-            Err(e) => panic!(
-                "no close frame ({e}); output {:?}",
-                String::from_utf8_lossy(&out)
-            ),
-        }
-    }
-}
-
-fn top_has(id: &str, needle: &str) -> bool {
-    docker(&["top", id, "-o", "pid,args"])
-        .lines()
-        .skip(1)
-        .any(|l| l.contains(needle))
+    let (out, close) = read_to_close(ws, |b| {
+        assert!(b.len() <= 64 * 1024, "frame of {} bytes", b.len())
+    });
+    let (code, reason) = close.expect("close without a code");
+    (out, u16::from(code), reason)
 }
 
 #[test]
 fn terminal_size_tty_and_exit_status() {
     let cs = Containers::new("ix-tty");
     let app = unique("ix");
-    managed(&cs, &app, "web", &["-e", "FOO=bar"]);
+    managed(&cs, &app, "web", &["-e", "FOO=bar"], SLEEPER);
     let supd = Supd::start();
 
     let mut ws = open(
@@ -144,7 +54,7 @@ fn terminal_size_tty_and_exit_status() {
         true,
     );
     let mut out = Vec::new();
-    read_until(&mut ws, &mut out, "24 80");
+    ws_read_until(&mut ws, &mut out, "24 80");
     resize(&mut ws, 40, 100);
     stdin(&mut ws, b"\n");
     let (rest, code, reason) = finish(&mut ws);
@@ -163,18 +73,10 @@ fn terminal_size_tty_and_exit_status() {
 
     // tty defaults to true.
     let mut ws = open(&supd, &app, "tty", true);
-    let url = format!(
-        "ws://{}/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd=tty",
-        supd.addr
+    let path = format!(
+        "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd=tty"
     );
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-    );
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", PROTOCOL.parse().unwrap());
+    let request = ws_request(supd.addr, &path, ADMIN_TOKEN, INTERACTIVE);
     let (mut default_ws, _) =
         tungstenite::client(request, TcpStream::connect(supd.addr).unwrap()).unwrap();
     let (out, _, _) = finish(&mut default_ws);
@@ -206,13 +108,13 @@ fn terminal_size_tty_and_exit_status() {
 fn cat_echoes_and_ends_on_close_stdin() {
     let cs = Containers::new("ix-cat");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
 
     let mut ws = open(&supd, &app, "cat", false);
     let mut out = Vec::new();
     stdin(&mut ws, b"hello\n");
-    read_until(&mut ws, &mut out, "hello\n");
+    ws_read_until(&mut ws, &mut out, "hello\n");
     stdin(&mut ws, b"world");
     close_stdin(&mut ws);
     let (rest, code, reason) = finish(&mut ws);
@@ -244,7 +146,7 @@ fn cat_echoes_and_ends_on_close_stdin() {
 fn large_output_through_a_slow_reader_with_bounded_memory() {
     let cs = Containers::new("ix-big");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
     const TOTAL: usize = 50_000_000;
     let line = b"0123456789abcdefghi\n";
@@ -287,12 +189,12 @@ fn large_output_through_a_slow_reader_with_bounded_memory() {
 fn ctrl_c_interrupts_yes_and_hang_up_kills() {
     let cs = Containers::new("ix-intr");
     let app = unique("ix");
-    let id = managed(&cs, &app, "web", &[]);
+    let id = managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
 
     let mut ws = open(&supd, &app, "yes", true);
     let mut out = Vec::new();
-    read_until(&mut ws, &mut out, "y\r\ny\r\n");
+    ws_read_until(&mut ws, &mut out, "y\r\ny\r\n");
     let t = Instant::now();
     stdin(&mut ws, &[0x03]);
     let (_, code, reason) = finish(&mut ws);
@@ -319,7 +221,7 @@ fn ctrl_c_interrupts_yes_and_hang_up_kills() {
 fn two_hundred_concurrent_sessions() {
     let cs = Containers::new("ix-many");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
     let fds = supd.fd_count();
     let mut sessions: Vec<(usize, Ws)> = (0..200)
@@ -356,41 +258,27 @@ fn two_hundred_concurrent_sessions() {
 fn upgrade_refusals() {
     let cs = Containers::new("ix-auth");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
-    let stopped = managed(&cs, &app, "off", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
+    let stopped = managed(&cs, &app, "off", &[], SLEEPER);
     docker(&["stop", "-t", "0", &stopped]);
     let supd = Supd::start();
-    let p = path(&app, "id", true);
-    let ws_headers = |token: &'static str, proto: &'static str| {
-        vec![
-            ("Authorization", format!("Bearer {token}")),
-            ("Connection", "Upgrade".to_string()),
-            ("Upgrade", "websocket".to_string()),
-            ("Sec-WebSocket-Version", "13".to_string()),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==".to_string()),
-            ("Sec-WebSocket-Protocol", proto.to_string()),
-        ]
-    };
-    let send = |p: &str, hs: Vec<(&str, String)>| {
-        let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        supd.request("GET", p, &hs, b"")
-    };
-    let r = send(&p, ws_headers(READER_TOKEN, PROTOCOL));
+    let p = interactive_path(&app, "id", true);
+    let r = raw_upgrade(&supd, &p, READER_TOKEN, INTERACTIVE);
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = send(&p, ws_headers(OTHER_TOKEN, PROTOCOL));
+    let r = raw_upgrade(&supd, &p, OTHER_TOKEN, INTERACTIVE);
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = send(&p, ws_headers(ADMIN_TOKEN, "v1.connect.supd"));
+    let r = raw_upgrade(&supd, &p, ADMIN_TOKEN, "v1.connect.supd");
     assert_eq!(r.status, 400, "{}", r.text());
     let r = supd.get(&p, ADMIN_TOKEN);
     assert_eq!(r.status, 426, "{}", r.text());
     assert_eq!(r.header("Upgrade"), Some("websocket"));
     let off = p.replace("/web-1/containers/web/", "/off-1/containers/off/");
-    let r = send(&off, ws_headers(ADMIN_TOKEN, PROTOCOL));
+    let r = raw_upgrade(&supd, &off, ADMIN_TOKEN, INTERACTIVE);
     assert_eq!(r.status, 409, "{}", r.text());
     let blank = format!(
         "/v1/state/applications/{app}/service-instances/web-1/containers/web/exec-interactive?cmd=%20"
     );
-    let r = send(&blank, ws_headers(ADMIN_TOKEN, PROTOCOL));
+    let r = raw_upgrade(&supd, &blank, ADMIN_TOKEN, INTERACTIVE);
     assert_eq!(r.status, 400, "{}", r.text());
     // The good request works on the same daemon.
     let mut ws = open(&supd, &app, "id -u", false);
@@ -402,7 +290,7 @@ fn upgrade_refusals() {
 fn pings_idle_timeout_and_background_holders() {
     let cs = Containers::new("ix-ping");
     let app = unique("ix");
-    let id = managed(&cs, &app, "web", &[]);
+    let id = managed(&cs, &app, "web", &[], SLEEPER);
     let cfg = std::env::temp_dir().join(format!("{}.yaml", unique("supd-cfg")));
     std::fs::write(
         &cfg,
@@ -455,7 +343,7 @@ fn pings_idle_timeout_and_background_holders() {
 fn client_close_and_isolation_from_a_flood() {
     let cs = Containers::new("ix-iso");
     let app = unique("ix");
-    let id = managed(&cs, &app, "web", &[]);
+    let id = managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
 
     // The client closes first: the command goes.
@@ -511,7 +399,7 @@ fn client_close_and_isolation_from_a_flood() {
 fn bad_queries_init_containers_and_shutdown() {
     let cs = Containers::new("ix-misc");
     let app = unique("ix");
-    let id = managed(&cs, &app, "web", &[]);
+    let id = managed(&cs, &app, "web", &[], SLEEPER);
     managed(
         &cs,
         &app,
@@ -522,6 +410,7 @@ fn bad_queries_init_containers_and_shutdown() {
             "--label",
             "io.supd.container=setup",
         ],
+        SLEEPER,
     );
     docker(&[
         "stop",
@@ -538,22 +427,7 @@ fn bad_queries_init_containers_and_shutdown() {
     ]);
     let mut supd = Supd::start();
     let base = format!("/v1/state/applications/{app}/service-instances/web-1");
-    let upgrade = |p: &str| {
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        supd.request(
-            "GET",
-            p,
-            &[
-                ("Authorization", &auth),
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                ("Sec-WebSocket-Protocol", PROTOCOL),
-            ],
-            b"",
-        )
-    };
+    let upgrade = |p: &str| raw_upgrade(&supd, p, ADMIN_TOKEN, INTERACTIVE);
     let web = format!("{base}/containers/web/exec-interactive");
     assert_eq!(upgrade(&web).status, 400, "no cmd");
     assert_eq!(upgrade(&format!("{web}?cmd=id&tty=maybe")).status, 400);
@@ -576,41 +450,21 @@ fn bad_queries_init_containers_and_shutdown() {
     supd.wait_until(Duration::from_secs(10), || !top_has(&id, "sleep 1007"));
 }
 
-/// A masked client frame, as a browser would send it.
-fn client_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut f = vec![0x82];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
 #[test]
 fn frames_sent_with_the_upgrade_and_large_stdin() {
     let cs = Containers::new("ix-stdin");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
 
     // Frames right behind the upgrade request, before the 101, in one write.
     let mut raw = format!(
-        "GET {} HTTP/1.1\r\nHost: supd\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {PROTOCOL}\r\n\r\n",
-        path(&app, "cat", false)
+        "GET {} HTTP/1.1\r\nHost: supd\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {INTERACTIVE}\r\n\r\n",
+        interactive_path(&app, "cat", false)
     )
     .into_bytes();
-    raw.extend(client_frame(b"\x10early\n"));
-    raw.extend(client_frame(b"\x12"));
+    raw.extend(frame(OP_BINARY, true, b"\x10early\n", true));
+    raw.extend(frame(OP_BINARY, true, b"\x12", true));
     let mut stream = TcpStream::connect(supd.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -653,7 +507,7 @@ fn frames_sent_with_the_upgrade_and_large_stdin() {
 fn all_terminal_output_arrives_before_the_close() {
     let cs = Containers::new("ix-ttyout");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
     for round in 0..5 {
         let mut ws = open(&supd, &app, "sh -c 'yes abc | head -c 2000000'", true);
@@ -672,7 +526,7 @@ fn all_terminal_output_arrives_before_the_close() {
 fn ctrl_c_reaches_a_command_that_does_not_read_input() {
     let cs = Containers::new("ix-intr2");
     let app = unique("ix");
-    managed(&cs, &app, "web", &[]);
+    managed(&cs, &app, "web", &[], SLEEPER);
     let supd = Supd::start();
     let mut ws = open(&supd, &app, "sleep 1008", true);
     ws.get_mut()

@@ -4,13 +4,10 @@
 //! hundred by default, to fit CI); `scripts/soak.sh` runs 10,000 of each in release mode.
 
 mod common;
-#[path = "common/raw.rs"]
-mod raw;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use raw::*;
 use tungstenite::Message;
 
 const DEFAULT_CYCLES: usize = 300;

@@ -31,60 +31,52 @@ fn instances_from_supd_and_compose_labels() {
     ]);
     let _net_guard = NetworkGuard(net.clone());
     let l = |k: &str, v: &str| format!("{k}={v}");
-    let init = cs.run(&[
-        "--label",
-        &l("io.supd.application", &app),
-        "--label",
-        "io.supd.service=web",
-        "--label",
-        "io.supd.instance=1",
-        "--label",
-        "io.supd.container=setup",
-        "--label",
-        "io.supd.init-container=true",
-        "--label",
-        "io.supd.application-version=2.4.2",
-        IMAGE,
-        "true",
-    ]);
-    let main = cs.run(&[
-        "--label",
-        &l("io.supd.application", &app),
-        "--label",
-        "io.supd.service=web",
-        "--label",
-        "io.supd.instance=1",
-        "--label",
-        "io.supd.container=main",
-        "--label",
-        "io.supd.application-version=2.4.2",
-        "--network",
-        &net,
-        "--network-alias",
-        "web-1",
-        "--tmpfs",
-        "/scratch:size=64m",
-        "--device",
-        "/dev/null:/dev/xnull",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    let side = cs.run(&[
-        "--label",
-        &l("io.supd.application", &app),
-        "--label",
-        "io.supd.service=web",
-        "--label",
-        "io.supd.instance=1",
-        "--label",
-        "io.supd.container=side",
-        "--network",
-        &format!("container:{main}"),
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    let init = managed(
+        &cs,
+        &app,
+        "web",
+        &[
+            "--label",
+            "io.supd.container=setup",
+            "--label",
+            "io.supd.init-container=true",
+            "--label",
+            "io.supd.application-version=2.4.2",
+        ],
+        &[IMAGE, "true"],
+    );
+    let main = managed(
+        &cs,
+        &app,
+        "web",
+        &[
+            "--label",
+            "io.supd.container=main",
+            "--label",
+            "io.supd.application-version=2.4.2",
+            "--network",
+            &net,
+            "--network-alias",
+            "web-1",
+            "--tmpfs",
+            "/scratch:size=64m",
+            "--device",
+            "/dev/null:/dev/xnull",
+        ],
+        &[IMAGE, "sleep", "1000"],
+    );
+    let side = managed(
+        &cs,
+        &app,
+        "web",
+        &[
+            "--label",
+            "io.supd.container=side",
+            "--network",
+            &format!("container:{main}"),
+        ],
+        &[IMAGE, "sleep", "1000"],
+    );
     let compose_app = unique("cmp");
     for n in ["1", "2"] {
         cs.run(&[
@@ -460,12 +452,6 @@ fn head_timeout_gives_408() {
     assert_eq!(supd.get(&list_path("x"), ADMIN_TOKEN).status, 200);
 }
 
-fn write_config(text: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("{}.yaml", unique("supd-cfg")));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 #[test]
 fn sealed_until_sighup_fixes_the_tokens_file() {
     let supd = Supd::start_with(SupdOptions {
@@ -498,17 +484,7 @@ fn sealed_until_sighup_fixes_the_tokens_file() {
 fn state_follows_stop_and_start() {
     let cs = Containers::new("state-follow");
     let app = unique("flw");
-    let id = cs.run(&[
-        "--label",
-        &format!("io.supd.application={app}"),
-        "--label",
-        "io.supd.service=svc",
-        "--label",
-        "io.supd.instance=1",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    let id = managed(&cs, &app, "svc", &[], &[IMAGE, "sleep", "1000"]);
     let supd = Supd::start();
     let path = format!("{}/svc-1", list_path(&app));
     let status_of = || supd.get_json(&path).1["containers"][0]["oper-status"].clone();
@@ -615,17 +591,7 @@ fn pipe(mut from: UnixStream, mut to: UnixStream) {
 fn docker_going_away_and_coming_back() {
     let cs = Containers::new("state-docker");
     let app = unique("dkr");
-    cs.run(&[
-        "--label",
-        &format!("io.supd.application={app}"),
-        "--label",
-        "io.supd.service=svc",
-        "--label",
-        "io.supd.instance=1",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    managed(&cs, &app, "svc", &[], &[IMAGE, "sleep", "1000"]);
     let dir = TempDir::new();
     let sock = dir.path().join("docker.sock");
     let proxy = DockerProxy::start(sock.clone());

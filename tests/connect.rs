@@ -1,4 +1,4 @@
-//! `connect`, the deprecated `tcp-connect` and `restart` through the real `supd` binary, against
+//! `connect` and the deprecated `tcp-connect` through the real `supd` binary, against
 //! real containers, with an independent websocket client (tungstenite's own handshake).
 //!
 //! Targets that busybox cannot be (a server bound to the container's loopback only, a UDP echo
@@ -19,40 +19,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sched::{CloneFlags, setns};
 use tungstenite::Message;
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws = tungstenite::WebSocket<TcpStream>;
-
-const CONNECT: &str = "v1.connect.supd";
-const TCP_CONNECT: &str = "v1.tcp-connect.supd";
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn label_args<'a>(app: &'a str, svc: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "--label".into(),
-        format!("io.supd.application={app}"),
-        "--label".into(),
-        format!("io.supd.service={svc}"),
-        "--label".into(),
-        "io.supd.instance=1".into(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-/// A running instance `<svc>-1` of `app` with one container running `cmd`.
-fn run_instance(cs: &Containers, app: &str, svc: &str, opts: &[&str], cmd: &[&str]) -> String {
-    let mut args = label_args(app, svc, opts);
-    args.push(IMAGE.into());
-    args.extend(cmd.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cs.run(&args)
-}
-
-fn pid_of(id: &str) -> u32 {
-    inspect(id, "{{.State.Pid}}").parse().unwrap()
-}
 
 /// Run `f` on a thread that has entered the network namespace of process `pid`; sockets it
 /// creates belong to that namespace for good.
@@ -163,115 +132,18 @@ fn pattern_sum(total: usize) -> (u64, u64) {
     s.finish()
 }
 
-fn ws_request(
-    supd: &Supd,
-    path: &str,
-    token: &str,
-    proto: &str,
-) -> tungstenite::handshake::client::Request {
-    let url = format!("ws://{}{}", supd.addr, path);
-    let mut req = url.into_client_request().unwrap();
-    let h = req.headers_mut();
-    h.insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    h.insert("Sec-WebSocket-Protocol", proto.parse().unwrap());
-    req
-}
-
-type WsResponse = tungstenite::handshake::client::Response;
-
-fn try_ws(supd: &Supd, path: &str, token: &str, proto: &str) -> Result<(Ws, WsResponse), u16> {
-    let stream = TcpStream::connect(supd.addr).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    match tungstenite::client(ws_request(supd, path, token, proto), stream) {
-        Ok(ok) => Ok(ok),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
-            Err(r.status().as_u16())
-        }
-        Err(e) => panic!("{path}: handshake: {e}"),
-    }
-}
-
-fn ws(supd: &Supd, path: &str, proto: &str) -> Ws {
-    let (ws, resp) = try_ws(supd, path, ADMIN_TOKEN, proto)
-        .unwrap_or_else(|s| panic!("{path}: {s} instead of 101; log:\n{}", supd.log_text()));
-    assert_eq!(resp.status(), 101);
-    assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], proto);
-    ws
-}
-
-/// The upgrade as a raw HTTP request, to see error answers with their bodies.
-fn raw_upgrade(supd: &Supd, path: &str, token: &str, proto: &str) -> HttpResponse {
-    let auth = format!("Bearer {token}");
-    supd.request(
-        "GET",
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Connection", "Upgrade"),
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("Sec-WebSocket-Protocol", proto),
-        ],
-        b"",
-    )
-}
-
-/// The next binary message (pings are answered by tungstenite); panics on anything else.
-fn next_binary(ws: &mut Ws) -> Vec<u8> {
-    loop {
-        match ws.read().expect("read") {
-            Message::Binary(b) => return b.to_vec(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            m => panic!("expected a binary message, got {m:?}"),
-        }
-    }
-}
-
 /// Read until the server's close; its code and everything binary that came before it.
 fn until_close(ws: &mut Ws) -> (Option<CloseCode>, Vec<u8>) {
-    let mut data = Vec::new();
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) => data.extend_from_slice(&b),
-            Ok(Message::Close(f)) => {
-                let code = f.map(|f| f.code);
-                // Complete the handshake; the server then closes the connection.
-                let _ = ws.flush();
-                while ws.read().is_ok() {}
-                return (code, data);
-            }
-            Ok(_) => {}
-            Err(e) => panic!("read before close: {e}"),
-        }
-    }
-}
-
-fn close(mut ws: Ws) {
-    let _ = ws.close(None);
-    loop {
-        match ws.read() {
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
+    let (data, close) = read_to_close(ws, |_| {});
+    (close.map(|(code, _)| code), data)
 }
 
 fn connect_path(app: &str, svc: &str, query: &str) -> String {
     format!("/v1/state/applications/{app}/service-instances/{svc}-1/connect?{query}")
 }
 
-fn wait_instance(supd: &Supd, app: &str, svc: &str) {
-    let path = format!("/v1/state/applications/{app}/service-instances/{svc}-1");
-    supd.wait_until(Duration::from_secs(20), || {
-        let r = supd.get(&path, ADMIN_TOKEN);
-        r.status == 200 && r.json()["containers"][0]["oper-status"] == "running"
-    });
-}
-
 fn sleeper(cs: &Containers, app: &str, svc: &str) -> String {
-    run_instance(
+    managed(
         cs,
         app,
         svc,
@@ -281,7 +153,7 @@ fn sleeper(cs: &Containers, app: &str, svc: &str) -> String {
             "--sysctl",
             "net.ipv6.conf.all.disable_ipv6=0",
         ],
-        &["sleep", "100000"],
+        &[IMAGE, "sleep", "100000"],
     )
 }
 
@@ -319,7 +191,7 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
 
     // Only the instance's loopback has the echo server: not the host, not the container's IP.
     assert!(TcpStream::connect_timeout(&format!("{ip}:7").parse().unwrap(), TIMEOUT).is_err());
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7"),
         CONNECT,
@@ -332,29 +204,29 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
         got.extend(next_binary(&mut w));
     }
     assert_eq!(got, vec![7u8; 200_000]);
-    close(w);
+    close_ws(w);
 
     // IPv6 loopback of the instance, ip-address given explicitly.
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7&ip-address=::1"),
         CONNECT,
     );
     w.send(Message::binary(b"over v6".to_vec())).unwrap();
     assert_eq!(next_binary(&mut w), b"over v6");
-    close(w);
-    let mut w = ws(
+    close_ws(w);
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7&ip-address=127.0.0.1"),
         CONNECT,
     );
     w.send(Message::binary(b"v4".to_vec())).unwrap();
     assert_eq!(next_binary(&mut w), b"v4");
-    close(w);
+    close_ws(w);
 
     // 100 MB up: the sink's checksum (after our half-close) matches ours, then close 1000.
     let t0 = Instant::now();
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=9"),
         CONNECT,
@@ -372,7 +244,7 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
 
     // 100 MB down: every byte the source sent arrives before the close 1000.
     let t0 = Instant::now();
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=19"),
         CONNECT,
@@ -393,7 +265,7 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
     // whatever is there; backpressure on either side must not deadlock or lose a byte.
     const ECHOED: usize = 20 << 20;
     let t0 = Instant::now();
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7"),
         CONNECT,
@@ -443,11 +315,11 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
     }
     assert_eq!(sum.finish(), pattern_sum(ECHOED));
     w.get_mut().set_nonblocking(false).unwrap();
-    close(w);
+    close_ws(w);
     eprintln!("20 MB echoed both ways at once in {:?}", t0.elapsed());
 
     // A text frame is not part of the protocol: 1003.
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7"),
         CONNECT,
@@ -466,8 +338,8 @@ fn connect_tcp_loopback_only_bulk_ipv6_and_errors() {
     assert!(r.status >= 400, "{r:?}");
     assert!(r.error_message().contains("refused"), "{}", r.text());
     assert!(matches!(
-        try_ws(&supd, &connect_path(&app, "box", "protocol=tcp&port=1"), ADMIN_TOKEN, CONNECT),
-        Err(s) if s >= 400
+        try_ws(supd.addr, &connect_path(&app, "box", "protocol=tcp&port=1"), ADMIN_TOKEN, CONNECT),
+        Err((s, _)) if s >= 400
     ));
 
     // Permissions before the 101; bad parameters are 400.
@@ -512,12 +384,12 @@ fn connect_udp_datagrams_and_half_close() {
     let pid = pid_of(&id);
     // A server that answers only at EOF: half-close is the only way to get its answer.
     let app2 = unique("tun");
-    run_instance(
+    managed(
         &cs,
         &app2,
         "wc",
         &["--stop-timeout", "1"],
-        &["nc", "-ll", "-p", "8", "-e", "wc", "-c"],
+        &[IMAGE, "nc", "-ll", "-p", "8", "-e", "wc", "-c"],
     );
     let udp = in_netns(pid, || UdpSocket::bind("127.0.0.1:53").unwrap());
     thread::spawn(move || {
@@ -531,7 +403,7 @@ fn connect_udp_datagrams_and_half_close() {
     wait_instance(&supd, &app, "box");
     wait_instance(&supd, &app2, "wc");
 
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=udp&port=53"),
         CONNECT,
@@ -550,9 +422,9 @@ fn connect_udp_datagrams_and_half_close() {
     for size in [3usize, 5, 7] {
         assert_eq!(next_binary(&mut w), vec![size as u8; size]);
     }
-    close(w);
+    close_ws(w);
 
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app2, "wc", "protocol=tcp&port=8"),
         CONNECT,
@@ -586,7 +458,7 @@ fn slow_reader_keeps_memory_bounded() {
     let supd = Supd::start();
     wait_instance(&supd, &app, "box");
 
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7"),
         CONNECT,
@@ -613,10 +485,10 @@ fn slow_reader_keeps_memory_bounded() {
         flooded < got + 48 * 1024 * 1024,
         "target wrote {flooded}, client read {got}"
     );
-    close(w);
+    close_ws(w);
 
     // The other way: a target that never reads pauses reading from the client.
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=8"),
         CONNECT,
@@ -687,15 +559,15 @@ fn connect_cycles_leak_no_descriptor() {
         } else {
             "protocol=tcp&port=7"
         };
-        let mut w = ws(&supd, &connect_path(&app, "box", q), CONNECT);
+        let mut w = ws_open(&supd, &connect_path(&app, "box", q), CONNECT);
         w.send(Message::binary(vec![i as u8; 3])).unwrap();
         assert_eq!(next_binary(&mut w), vec![i as u8; 3]);
         match i % 3 {
             // A clean close, the client vanishing, a refused connect.
-            0 => close(w),
+            0 => close_ws(w),
             1 => drop(w),
             _ => {
-                close(w);
+                close_ws(w);
                 let r = raw_upgrade(
                     &supd,
                     &connect_path(&app, "box", "protocol=tcp&port=1"),
@@ -721,15 +593,15 @@ fn connect_cycles_leak_no_descriptor() {
 fn tcp_connect_reaches_the_container_ip() {
     let cs = Containers::new("tuntest");
     let app = unique("tun");
-    run_instance(
+    managed(
         &cs,
         &app,
         "web",
         &["--stop-timeout", "1"],
-        &["nc", "-ll", "-p", "7", "-e", "cat"],
+        &[IMAGE, "nc", "-ll", "-p", "7", "-e", "cat"],
     );
-    let stopped = run_instance(&cs, &app, "gone", &[], &["true"]);
-    let setup = run_instance(
+    let stopped = managed(&cs, &app, "gone", &[], &[IMAGE, "true"]);
+    let setup = managed(
         &cs,
         &app,
         "web",
@@ -739,7 +611,7 @@ fn tcp_connect_reaches_the_container_ip() {
             "--label",
             "io.supd.init-container=true",
         ],
-        &["true"],
+        &[IMAGE, "true"],
     );
     docker(&["wait", &stopped]);
     docker(&["wait", &setup]);
@@ -749,14 +621,14 @@ fn tcp_connect_reaches_the_container_ip() {
     let path = format!(
         "/v1/state/applications/{app}/service-instances/web-1/containers/web/tcp-connect?port=7"
     );
-    let (mut w, resp) = try_ws(&supd, &path, ADMIN_TOKEN, TCP_CONNECT).unwrap();
+    let (mut w, resp) = try_ws(supd.addr, &path, ADMIN_TOKEN, TCP_CONNECT).unwrap();
     assert_eq!(resp.status(), 101);
     assert_eq!(resp.headers()["Deprecation"], "true");
     assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], TCP_CONNECT);
     w.send(Message::binary(b"through the bridge".to_vec()))
         .unwrap();
     assert_eq!(next_binary(&mut w), b"through the bridge");
-    close(w);
+    close_ws(w);
 
     let r = raw_upgrade(&supd, &path, READER_TOKEN, TCP_CONNECT);
     assert_eq!(r.status, 403, "{}", r.text());
@@ -801,188 +673,6 @@ fn tcp_connect_reaches_the_container_ip() {
     let r = raw_upgrade(&supd, &vm("web-1", "port=7"), ADMIN_TOKEN, TCP_CONNECT);
     assert_eq!(r.status, 501, "{}", r.text());
     r.error_message();
-}
-
-fn instance_path(app: &str, svc: &str) -> String {
-    format!("/v1/state/applications/{app}/service-instances/{svc}-1")
-}
-
-/// (name, start-time, current-restarts, total-restarts) of every container of the instance.
-fn restarts(supd: &Supd, app: &str, svc: &str) -> Vec<(String, String, u64, u64)> {
-    let (status, v) = supd.get_json(&instance_path(app, svc));
-    assert_eq!(status, 200, "{v}");
-    let mut out: Vec<_> = v["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["start-time"].as_str().unwrap_or("").to_string(),
-                c["current-restarts"].as_u64().unwrap(),
-                c["total-restarts"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-#[test]
-fn restart_graceful_concurrent_and_immediate() {
-    let cs = Containers::new("tuntest");
-    let app = unique("tun");
-    // `main` fails once so that Docker's policy restarts it (current-restarts 1); PID 1 sleep
-    // ignores SIGTERM, so a graceful restart takes the 2 s stop timeout.
-    let main = run_instance(
-        &cs,
-        &app,
-        "svc",
-        &[
-            "--label",
-            "io.supd.container=main",
-            "--restart",
-            "on-failure",
-            "--stop-timeout",
-            "2",
-        ],
-        &[
-            "sh",
-            "-c",
-            "[ -e /once ] && exec sleep 100000; touch /once; exit 1",
-        ],
-    );
-    let side = run_instance(
-        &cs,
-        &app,
-        "svc",
-        &["--label", "io.supd.container=side", "--stop-timeout", "2"],
-        &["sleep", "100000"],
-    );
-    let supd = Supd::start();
-    let path = instance_path(&app, "svc");
-    supd.wait_until(Duration::from_secs(20), || {
-        let r = restarts(&supd, &app, "svc");
-        r.len() == 2 && r[0].2 == 1 && inspect(&main, "{{.State.Running}}") == "true"
-    });
-    let before = restarts(&supd, &app, "svc");
-    assert_eq!((before[0].2, before[0].3), (1, 1), "{before:?}");
-    assert_eq!((before[1].2, before[1].3), (0, 0), "{before:?}");
-
-    // Permissions and bodies first (nothing restarts).
-    let r = supd.post_json(&format!("{path}/restart"), READER_TOKEN, "");
-    assert_eq!(r.status, 403, "{}", r.text());
-    for body in [
-        r#"{"no-delayed-shutdown": false}"#,
-        r#"{"no-delayed-shutdown": "yes"}"#,
-        r#"{"no-delayed-shutdown": null}"#,
-        "no-delayed-shutdown:\n",
-        r#"{"other": true}"#,
-        "not: [valid",
-    ] {
-        let r = supd.post_json(&format!("{path}/restart"), ADMIN_TOKEN, body);
-        assert_eq!(r.status, 400, "{body}: {}", r.text());
-        r.error_message();
-    }
-    let r = supd.post_json(
-        &format!("{}/restart", instance_path(&app, "nosuch")),
-        ADMIN_TOKEN,
-        "",
-    );
-    assert_eq!(r.status, 404, "{}", r.text());
-
-    // Graceful: 204 once Docker is done; meanwhile state answers at once and a second restart
-    // of the same instance is 409.
-    let addr = supd.addr;
-    let p = path.clone();
-    let since = docker_now();
-    let first = thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        c.send(
-            "POST",
-            &format!("{p}/restart"),
-            &[("Authorization", &auth)],
-            b"",
-        );
-        c.read_response(false)
-    });
-    // Docker has begun stopping `main` (its TERM is ignored for 2 s).
-    supd.wait_until(Duration::from_secs(10), || {
-        !kill_signals(&main, &since).is_empty()
-    });
-    let (status, _) = supd.get_json(&path);
-    assert_eq!(status, 200);
-    let second = supd.post_json(&format!("{path}/restart"), ADMIN_TOKEN, "");
-    assert_eq!(second.status, 409, "{}", second.text());
-    second.error_message();
-    assert!(
-        !first.is_finished(),
-        "state and the 409 were answered while the restart was still running"
-    );
-    let r = first.join().unwrap();
-    assert_eq!(r.status, 204, "{}", r.text());
-    // Docker's own record of the stop: TERM, then KILL after the container's own stop timeout
-    // (2 s), not Docker's default 10 s.
-    let signals = kill_signals(&main, &since);
-    assert_eq!(
-        signals.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
-        ["15", "9"],
-        "{signals:?}"
-    );
-    let gap = Duration::from_nanos((signals[1].0 - signals[0].0) as u64);
-    assert!(
-        gap >= Duration::from_millis(1500) && gap < Duration::from_secs(8),
-        "TERM to KILL took {gap:?}"
-    );
-    for id in [&main, &side] {
-        assert_eq!(inspect(id, "{{.State.Running}}"), "true");
-    }
-    supd.wait_until(Duration::from_secs(10), || {
-        let now = restarts(&supd, &app, "svc");
-        now.iter().zip(&before).all(|(n, b)| n.1 != b.1) && now[0].2 == 0
-    });
-    // The totals go on: Docker's restart before plus ours.
-    supd.wait_until(Duration::from_secs(10), || {
-        let now = restarts(&supd, &app, "svc");
-        (now[0].2, now[0].3, now[1].2, now[1].3) == (0, 2, 0, 1)
-    });
-    let after = restarts(&supd, &app, "svc");
-
-    // Immediate: kill then start, without a TERM and its stop timeout.
-    let since = docker_now();
-    let r = supd.request(
-        "POST",
-        &format!("{path}/restart"),
-        &[
-            ("Authorization", &format!("Bearer {ADMIN_TOKEN}")),
-            ("Content-Type", "application/yaml"),
-        ],
-        b"no-delayed-shutdown: true\n",
-    );
-    assert_eq!(r.status, 204, "{}", r.text());
-    for id in [&main, &side] {
-        let signals = kill_signals(id, &since);
-        assert_eq!(
-            signals.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
-            ["9"],
-            "{signals:?}"
-        );
-    }
-    supd.wait_until(Duration::from_secs(10), || {
-        let now = restarts(&supd, &app, "svc");
-        now.iter().zip(&after).all(|(n, b)| n.1 != b.1)
-    });
-    supd.wait_until(Duration::from_secs(10), || {
-        let now = restarts(&supd, &app, "svc");
-        (now[0].2, now[0].3, now[1].2, now[1].3) == (0, 3, 0, 2)
-    });
-    let r = supd.post_json(
-        &format!("{path}/restart"),
-        ADMIN_TOKEN,
-        r#"{"no-delayed-shutdown": true}"#,
-    );
-    assert_eq!(r.status, 204, "{}", r.text());
 }
 
 #[test]
@@ -1039,7 +729,7 @@ fn tcp_session_endings_and_pending_connects() {
     let supd = Supd::start();
     wait_instance(&supd, &app, "box");
 
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=7"),
         CONNECT,
@@ -1052,16 +742,16 @@ fn tcp_session_endings_and_pending_connects() {
     };
     assert_eq!(frame.code, CloseCode::Error);
     assert!(!frame.reason.is_empty());
-    close(w);
+    close_ws(w);
 
-    let mut w = ws(
+    let mut w = ws_open(
         &supd,
         &connect_path(&app, "box", "protocol=tcp&port=8"),
         CONNECT,
     );
     w.send(Message::binary(b"abc".to_vec())).unwrap();
     thread::sleep(Duration::from_millis(100));
-    close(w);
+    close_ws(w);
     assert_eq!(eof_rx.recv_timeout(Duration::from_secs(5)), Ok(3));
     // After a first connect (supd keeps its own network namespace open from then on).
     thread::sleep(Duration::from_millis(200));
@@ -1072,19 +762,10 @@ fn tcp_session_endings_and_pending_connects() {
     // the connect timeout at the latest.
     let pending = |reset: bool| {
         let mut c = supd.connect();
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        c.send(
-            "GET",
+        c.send_upgrade(
             &connect_path(&app, "box", "protocol=tcp&port=11"),
-            &[
-                ("Authorization", &auth),
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                ("Sec-WebSocket-Protocol", CONNECT),
-            ],
-            b"",
+            ADMIN_TOKEN,
+            CONNECT,
         );
         thread::sleep(Duration::from_millis(300));
         assert!(supd.fd_count() > base);
@@ -1113,35 +794,4 @@ fn tcp_session_endings_and_pending_connects() {
     assert!(r.error_message().contains("timed out"), "{}", r.text());
     assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
     supd.wait_until(Duration::from_secs(2), || supd.fd_count() <= base);
-}
-
-/// Now, as `docker events --since` takes it.
-fn docker_now() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
-}
-
-/// The signals Docker sent to container `id` since `since`: (time in ns, signal number).
-fn kill_signals(id: &str, since: &str) -> Vec<(u128, String)> {
-    let out = docker(&[
-        "events",
-        "--since",
-        since,
-        "--until",
-        &docker_now(),
-        "--filter",
-        &format!("container={id}"),
-        "--filter",
-        "event=kill",
-        "--format",
-        "{{.TimeNano}} {{.Actor.Attributes.signal}}",
-    ]);
-    out.lines()
-        .filter_map(|l| {
-            let (t, s) = l.split_once(' ')?;
-            Some((t.parse().ok()?, s.to_string()))
-        })
-        .collect()
 }
