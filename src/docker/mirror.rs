@@ -335,18 +335,28 @@ impl Mirror {
         if !ev.managed || !events::is_relevant(&ev.action) {
             return Vec::new();
         }
+        self.on_container_event(ev.id, &ev.action)
+    }
+
+    /// A relevant event of a managed container (or one to learn about).
+    fn on_container_event(&mut self, id: String, action: &str) -> Vec<Want> {
         if let Some(sync) = self.sync.as_mut() {
-            sync.touched.insert(ev.id);
+            sync.touched.insert(id);
             return Vec::new();
         }
-        if ev.action == "destroy" {
+        if action == "destroy" {
             self.changed();
-            self.containers.remove(&ev.id);
-            self.counts.remove(&ev.id);
+            self.containers.remove(&id);
+            self.counts.remove(&id);
+            // An inspect still in flight may answer with the container as it was before
+            // the removal: look again when it returns (that one answers 404).
+            if self.inflight.contains(&id) {
+                self.dirty.insert(id);
+            }
             return Vec::new();
         }
-        if ev.action == "die"
-            && let Some(rec) = self.containers.get_mut(&ev.id)
+        if action == "die"
+            && let Some(rec) = self.containers.get_mut(&id)
             && (rec.running || rec.pid != 0)
         {
             // The first process is gone now, and its pid may be reused by a host process
@@ -357,7 +367,7 @@ impl Mirror {
             rec.status = "exited".to_owned();
             self.changed();
         }
-        self.refresh(ev.id)
+        self.refresh(id)
     }
 
     /// An event line too long to keep (a container with megabytes of labels): act on what
@@ -369,22 +379,12 @@ impl Mirror {
             log::warn!("docker: an event too long to read, with no container id in its start");
             return Vec::new();
         };
-        let known = self.containers.contains_key(&id);
+        let known = self.containers.contains_key(&id) || self.inflight.contains(&id);
         let verb = action.split(':').next().unwrap_or(&action);
         if !events::is_relevant(&action) || !(known || matches!(verb, "create" | "start")) {
             return Vec::new();
         }
-        if let Some(sync) = self.sync.as_mut() {
-            sync.touched.insert(id);
-            return Vec::new();
-        }
-        if action == "destroy" {
-            self.changed();
-            self.containers.remove(&id);
-            self.counts.remove(&id);
-            return Vec::new();
-        }
-        self.refresh(id)
+        self.on_container_event(id, &action)
     }
 
     /// Re-inspect one container, coalescing with an inspect already in flight.
@@ -492,5 +492,34 @@ mod tests {
         assert!(again.is_ready());
         assert_ne!(again.generation(), g);
         assert!(m.generation() > 0);
+    }
+
+    /// A destroy that overtakes an inspect in flight: the inspect's answer describes the
+    /// container as it was, so it is looked at again (and answers 404), never kept. The same
+    /// through a cut event line (a container with megabytes of labels).
+    #[test]
+    fn a_destroy_during_an_inspect_is_not_undone_by_its_answer() {
+        for cut in [false, true] {
+            let mut m = synced();
+            let start = format!(
+                r#"{{"status":"start","id":"{MAIN_ID}","Type":"container","Action":"start","Actor":{{"ID":"{MAIN_ID}","Attributes":{{"io.supd.application":"shop","io.supd.service":"web","io.supd.instance":"1"}}}},"timeNano":1}}"#
+            );
+            let destroy = start.replace("start", "destroy");
+            let feed = |m: &mut Mirror, line: &str| {
+                if cut {
+                    m.on_cut_event(&line.as_bytes()[..line.len() / 2])
+                } else {
+                    m.on_event(line.as_bytes())
+                }
+            };
+            assert_eq!(feed(&mut m, &start), vec![inspect_want(MAIN_ID)]);
+            assert!(feed(&mut m, &destroy).is_empty());
+            assert!(m.get(MAIN_ID).is_none());
+            // The stale answer (the container still there) comes back: asked again.
+            let again = m.on_reply(Purpose::Inspect(MAIN_ID.into()), 200, MAIN);
+            assert_eq!(again, vec![inspect_want(MAIN_ID)], "cut: {cut}");
+            m.on_reply(Purpose::Inspect(MAIN_ID.into()), 404, b"");
+            assert!(m.get(MAIN_ID).is_none(), "cut: {cut}");
+        }
     }
 }
