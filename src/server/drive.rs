@@ -70,7 +70,12 @@ impl Server {
         match deadline {
             Some((when, _)) if when > now => self.reactor.timers.at(when, Timer::Conn(token)),
             Some((_, true)) => self.fail_conn(token, ConnError::Timeout.into()),
-            Some((_, false)) => self.close_conn(token),
+            Some((_, false)) => {
+                if c.pending_output() > 0 {
+                    log::info!("{}: answers not read in time, closing", c.peer);
+                }
+                self.close_conn(token)
+            }
             // Busy (waiting for an operation or writing): look again later.
             None => self
                 .reactor
