@@ -514,7 +514,12 @@ fn get_from(from: Ipv4Addr, to: SocketAddr, token: &str) -> (Client, HttpRespons
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut c = Client::from_stream(s);
     let auth = format!("Bearer {token}");
-    c.send("GET", &format!("{LIST}?count=true"), &[("Authorization", &auth)], b"");
+    c.send(
+        "GET",
+        &format!("{LIST}?count=true"),
+        &[("Authorization", &auth)],
+        b"",
+    );
     let r = c.read_response(false);
     (c, r)
 }
@@ -546,7 +551,12 @@ fn idle_authenticated_connections_make_room() {
     let last = held.last_mut().unwrap();
     last.send("GET", LIST, &[("Authorization", &auth)], b"");
     assert_eq!(last.read_response(false).status, 200);
-    admin.send("GET", LIST, &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))], b"");
+    admin.send(
+        "GET",
+        LIST,
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    );
     assert_eq!(admin.read_response(false).status, 200);
 }
 
@@ -633,7 +643,8 @@ fn pipelining_clients_that_do_not_read_do_not_stall_others() {
     let dir = TempDir::new();
     let supd = start_with_config(&dir, "limits:\n  idle-timeout-ms: 60000\n");
     let rss_before = supd.rss_kib();
-    let one = format!("GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n");
+    let one =
+        format!("GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n");
     let burst = one.repeat(8000).into_bytes();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pusher = {
@@ -671,7 +682,12 @@ fn pipelining_clients_that_do_not_read_do_not_stall_others() {
     while Instant::now() < until {
         let t = Instant::now();
         let mut c = Client::connect(supd.addr);
-        c.send("GET", &format!("{LIST}?count=true"), &[("Authorization", &auth)], b"");
+        c.send(
+            "GET",
+            &format!("{LIST}?count=true"),
+            &[("Authorization", &auth)],
+            b"",
+        );
         assert_eq!(c.read_response(false).status, 200);
         worst = worst.max(t.elapsed());
         thread::sleep(Duration::from_millis(50));
@@ -699,7 +715,8 @@ fn a_connection_whose_answers_are_not_read_is_closed() {
         &dir,
         "limits:\n  idle-timeout-ms: 60000\n  preauth-timeout-ms: 1000\n  write-timeout-ms: 2000\n",
     );
-    let one = format!("GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n");
+    let one =
+        format!("GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n");
     // More answers than the kernel's buffers take, so that they queue in supd: write until
     // supd stops reading (no progress for 300 ms).
     let burst = one.repeat(100_000).into_bytes();
@@ -721,7 +738,10 @@ fn a_connection_whose_answers_are_not_read_is_closed() {
     supd.wait_until(Duration::from_secs(10), || {
         supd.log_text().contains("answers not read in time")
     });
-    assert!(t.elapsed() >= Duration::from_millis(1500), "closed before the write timeout");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "closed before the write timeout"
+    );
     // What was queued is read, then the end (before: answers for as long as it reads).
     s.set_nonblocking(false).unwrap();
     let mut r = Reader::new(s);

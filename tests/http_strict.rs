@@ -187,7 +187,12 @@ fn several_authorizations_and_bare_lf_heads_are_refused() {
     );
     assert_refused(&supd, "one bare LF", one_lf.as_bytes(), 400);
     // The control: one credential, CRLF throughout.
-    let (responses, _) = exchange(&supd, follow_up().replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n").as_bytes());
+    let (responses, _) = exchange(
+        &supd,
+        follow_up()
+            .replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n")
+            .as_bytes(),
+    );
     assert_eq!(responses.iter().map(|r| r.0).collect::<Vec<_>>(), [200]);
 }
 

@@ -301,8 +301,7 @@ impl Parser {
         // header line where we see two), so a head whose lines do not all end in CRLF is
         // refused rather than read one way here and another way there.
         let head = &input[..n];
-        if head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
-        {
+        if head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') {
             return Err(Error::Malformed("bare LF in the request head".into()));
         }
         let method = Method::from_token(req.method.unwrap_or(""));

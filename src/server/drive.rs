@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use mio::Token;
 
-use super::admission::ConnError;
 use super::Server;
+use super::admission::ConnError;
 use super::conn::{Awaiting, Next, Phase};
 use super::request::Outcome;
 use crate::http::request::Request;

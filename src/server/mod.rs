@@ -39,8 +39,8 @@ use crate::reactor::{Reactor, Target};
 use crate::systemd;
 
 use admission::Admission;
-use conn::{HttpConn, Phase};
 pub(crate) use admission::ConnError;
+use conn::{HttpConn, Phase};
 pub use signals::load_tokens;
 
 const SIGNAL: Token = Token(0);
