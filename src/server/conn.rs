@@ -217,6 +217,9 @@ impl<S: ByteStream> HttpConn<S> {
         let wants_continue = head.expect_continue;
         self.parser.continue_body(head, limit)?;
         if wants_continue {
+            if self.pending_output() == 0 {
+                self.write_progress = Instant::now();
+            }
             self.outbuf
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
