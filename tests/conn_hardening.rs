@@ -748,3 +748,29 @@ fn a_connection_whose_answers_are_not_read_is_closed() {
     while r.fill() {}
     assert_healthy(supd.addr);
 }
+
+/// Websocket sessions count for their token as the connections they were: with a cap of 2,
+/// two tunnels leave the token no connection (503), another token is served, and closing a
+/// tunnel gives its place back.
+#[test]
+fn websocket_sessions_count_for_their_token() {
+    let cs = Containers::new("conn-token-cap");
+    let app = unique("tokcap");
+    echo_instance(&cs, &app);
+    let dir = TempDir::new();
+    let supd = start_with_config(&dir, "limits:\n  connections-per-token: 2\n");
+    wait_running(&supd, &app);
+    let path = connect_path(&app, 7);
+    let first = ws_client(supd.addr, &path, CONNECT);
+    let _second = ws_client(supd.addr, &path, CONNECT);
+    let from = Ipv4Addr::new(127, 0, 4, 2);
+    let (_c, r) = get_from(from, supd.addr, ADMIN_TOKEN);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error_message().contains("for this token"), "{}", r.text());
+    let (_c, r) = get_from(from, supd.addr, READER_TOKEN);
+    assert_eq!(r.status, 200, "reader: {}", r.text());
+    drop(first);
+    supd.wait_until(Duration::from_secs(10), || {
+        get_from(from, supd.addr, ADMIN_TOKEN).1.status == 200
+    });
+}
