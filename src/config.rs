@@ -77,7 +77,18 @@ pub struct Limits {
     /// Connection slots unauthenticated connections may not take (at most half of
     /// `max_connections`): when the rest is full, the oldest unauthenticated one is closed.
     pub reserved_connections: usize,
+    /// Connections (plus websocket sessions and operations) one token may hold at once,
+    /// counted when a request passes auth: one token cannot take every slot.
+    pub connections_per_token: usize,
+    /// A connection whose queued answer makes no write progress this long is closed (its
+    /// answer would otherwise pin memory until the idle timeout).
+    pub write_timeout: Duration,
 }
+
+/// Default of `limits.connections-per-token`: a quarter of the default `max-connections`.
+pub const DEFAULT_CONNECTIONS_PER_TOKEN: usize = 256;
+/// Default of `limits.write-timeout-ms`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -90,6 +101,8 @@ impl Default for Limits {
             preauth_timeout: Duration::from_secs(5),
             preauth_per_peer: 128,
             reserved_connections: 128,
+            connections_per_token: DEFAULT_CONNECTIONS_PER_TOKEN,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -313,6 +326,8 @@ pub struct FileLimits {
     pub preauth_timeout_ms: Option<u64>,
     pub preauth_connections_per_peer: Option<usize>,
     pub reserved_connections: Option<usize>,
+    pub connections_per_token: Option<usize>,
+    pub write_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -516,6 +531,16 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
     if let Some(v) = l.reserved_connections {
         c.limits.reserved_connections = v;
     }
+    size(
+        l.connections_per_token,
+        "limits.connections-per-token",
+        &mut c.limits.connections_per_token,
+    )?;
+    ms(
+        l.write_timeout_ms,
+        "limits.write-timeout-ms",
+        &mut c.limits.write_timeout,
+    )?;
     let e = file.exec.unwrap_or_default();
     size(e.output_cap, "exec.output-cap", &mut c.exec.output_cap)?;
     ms(
@@ -1057,7 +1082,8 @@ tenant: t1
 site: s1
 host: h1
 limits: {head-bytes: 100, body-bytes: 200, head-timeout-ms: 300, idle-timeout-ms: 400, max-connections: 5,
-  preauth-timeout-ms: 250, preauth-connections-per-peer: 3, reserved-connections: 2}
+  preauth-timeout-ms: 250, preauth-connections-per-peer: 3, reserved-connections: 2,
+  connections-per-token: 4, write-timeout-ms: 350}
 exec: {output-cap: 6, kill-grace-ms: 700}
 websocket:
   ping-interval-ms: 800
@@ -1097,6 +1123,8 @@ connect: {connect-timeout-ms: 1200}
                 preauth_timeout: Duration::from_millis(250),
                 preauth_per_peer: 3,
                 reserved_connections: 2,
+                connections_per_token: 4,
+                write_timeout: Duration::from_millis(350),
             }
         );
         assert_eq!(

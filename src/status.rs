@@ -237,6 +237,17 @@ impl From<crate::auth::Denied> for ApiError {
     }
 }
 
+impl From<crate::server::ConnError> for ApiError {
+    fn from(e: crate::server::ConnError) -> ApiError {
+        use crate::server::ConnError as C;
+        match e {
+            C::Timeout => ApiError::new(408, "request not received in time"),
+            C::TooMany => ApiError::new(503, "too many connections"),
+            C::Refused(why) => ApiError::new(503, why),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -355,14 +355,17 @@ fn silent_connections_do_not_lock_out_authenticated_clients() {
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert!(r.closed());
 
-    // One address's cap: the 129th unauthenticated connection from it is refused.
+    // One address's cap: the 129th unauthenticated connection from it gets in, that
+    // address's oldest one closed to make room (and told why).
     let from = Ipv4Addr::new(127, 0, 0, 101);
-    let capped: Vec<TcpStream> = (0..128).map(|_| connect_from(from, supd.addr)).collect();
-    let mut r = Reader::new(connect_from(from, supd.addr));
+    let mut capped: Vec<TcpStream> = (0..128).map(|_| connect_from(from, supd.addr)).collect();
+    let newest = connect_from(from, supd.addr);
+    let mut r = Reader::new(capped.remove(0));
     let HttpResponse { status, body, .. } = r.response().expect("an answer");
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("from this address"));
     drop(capped);
+    drop(newest);
 
     // After the pre-auth limit, the silent connections are closed.
     supd.wait_until(Duration::from_secs(15), || supd.fd_count() <= baseline + 1);
@@ -482,4 +485,276 @@ fn websocket_frames_follow_the_101_and_earlier_answers() {
         assert_ordered(&supd, &app, &interactive, INTERACTIVE, get);
         assert_ordered(&supd, &app, &connect, CONNECT, get);
     }
+}
+
+// ---- authenticated connections cannot hold the slots -----------------------------------------
+
+const LIST: &str = "/v1/state/applications/none/service-instances";
+
+/// One authorised GET on a new connection from `from`, its answer read; the connection is
+/// kept open (keep-alive) by the caller.
+fn get_from(from: Ipv4Addr, to: SocketAddr, token: &str) -> (Client, HttpResponse) {
+    let s = connect_from(from, to);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c = Client::from_stream(s);
+    let auth = format!("Bearer {token}");
+    c.send(
+        "GET",
+        &format!("{LIST}?count=true"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    let r = c.read_response(false);
+    (c, r)
+}
+
+/// Finding reader-holds-all-slots: a read-only token opens 1,024 idle keep-alive connections
+/// (one GET each, every slot); an admin's new connection is still served, the connection idle
+/// the longest closed to make room.
+#[test]
+fn idle_authenticated_connections_make_room() {
+    let _heavy = heavy();
+    raise_nofile(8192);
+    let dir = TempDir::new();
+    let supd = start_with_config(
+        &dir,
+        "limits:\n  max-connections: 1024\n  connections-per-token: 5000\n",
+    );
+    let mut held = Vec::with_capacity(1024);
+    for i in 0..1024u32 {
+        let from = Ipv4Addr::new(127, 0, 1, 2 + (i / 128) as u8);
+        let (c, r) = get_from(from, supd.addr, READER_TOKEN);
+        assert_eq!(r.status, 200, "reader connection {i}: {}", r.text());
+        held.push(c);
+    }
+    let (mut admin, r) = get_from(Ipv4Addr::new(127, 0, 1, 100), supd.addr, ADMIN_TOKEN);
+    assert_eq!(r.status, 200, "admin: {}", r.text());
+    // The oldest reader connection was the one closed; the newest is still served.
+    assert!(held[0].is_closed_by_peer(Duration::from_secs(5)));
+    let auth = format!("Bearer {READER_TOKEN}");
+    let last = held.last_mut().unwrap();
+    last.send("GET", LIST, &[("Authorization", &auth)], b"");
+    assert_eq!(last.read_response(false).status, 200);
+    admin.send(
+        "GET",
+        LIST,
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    );
+    assert_eq!(admin.read_response(false).status, 200);
+}
+
+/// A token holds at most `connections-per-token` connections: past it a request is refused
+/// (503, closed) while another token is served; a freed place can be taken again.
+#[test]
+fn a_token_over_its_cap_is_refused() {
+    let dir = TempDir::new();
+    let supd = start_with_config(&dir, "limits:\n  connections-per-token: 4\n");
+    let from = Ipv4Addr::new(127, 0, 2, 2);
+    let mut held: Vec<Client> = (0..4)
+        .map(|i| {
+            let (c, r) = get_from(from, supd.addr, READER_TOKEN);
+            assert_eq!(r.status, 200, "reader connection {i}: {}", r.text());
+            c
+        })
+        .collect();
+    let (mut over, r) = get_from(from, supd.addr, READER_TOKEN);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error_message().contains("for this token"), "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(over.is_closed_by_peer(Duration::from_secs(5)));
+    // Another token is served, from the same address.
+    let (_admin, r) = get_from(from, supd.addr, ADMIN_TOKEN);
+    assert_eq!(r.status, 200, "admin: {}", r.text());
+    // The held ones go on working; closing one frees its place.
+    let auth = format!("Bearer {READER_TOKEN}");
+    held[3].send("GET", LIST, &[("Authorization", &auth)], b"");
+    assert_eq!(held[3].read_response(false).status, 200);
+    drop(held.remove(0));
+    let mut ok = false;
+    for _ in 0..50 {
+        let (_c, r) = get_from(from, supd.addr, READER_TOKEN);
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "the freed place was not given back");
+}
+
+/// Finding preauth-peer-cap-behind-proxy: silent connections from one address fill its
+/// pre-auth cap; an admin request from the same address (a client behind the same proxy) is
+/// still answered, that address's oldest silent connection making room (and told why).
+#[test]
+fn a_peer_at_its_cap_still_gets_a_new_connection_in() {
+    let dir = TempDir::new();
+    let supd = start_with_config(
+        &dir,
+        "limits:\n  preauth-connections-per-peer: 8\n  preauth-timeout-ms: 20000\n",
+    );
+    let from = Ipv4Addr::new(127, 0, 3, 2);
+    let mut silent: Vec<TcpStream> = (0..8).map(|_| connect_from(from, supd.addr)).collect();
+    // Let supd accept them all before the admin comes.
+    thread::sleep(Duration::from_millis(300));
+    let (_admin, r) = get_from(from, supd.addr, ADMIN_TOKEN);
+    assert_eq!(r.status, 200, "admin: {}", r.text());
+    let mut r = Reader::new(silent.remove(0));
+    let HttpResponse { status, body, .. } = r.response().expect("a 503 before the close");
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("from this address"));
+    assert!(r.closed());
+}
+
+// ---- pipelining clients that do not read -----------------------------------------------------
+
+/// A loopback connection with a tiny receive buffer, so that answers pile up on supd's side.
+fn small_window(to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let s = TcpStream::connect(to).unwrap();
+    setsockopt(&s, sockopt::RcvBuf, &4096).unwrap();
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+/// Finding reader-pipelined-unread: 50 connections pipeline thousands of state GETs each and
+/// never read; meanwhile a well-behaved client's GETs are answered within a generous bound
+/// (before: seconds, the loop answering one connection's requests until its 1 MiB output cap),
+/// and supd's memory does not grow with what the pipeliners are sent.
+#[test]
+fn pipelining_clients_that_do_not_read_do_not_stall_others() {
+    let _heavy = heavy();
+    let dir = TempDir::new();
+    let supd = start_with_config(&dir, "limits:\n  idle-timeout-ms: 60000\n");
+    let rss_before = supd.rss_kib();
+    let one =
+        format!("GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n");
+    let burst = one.repeat(8000).into_bytes();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let stop = stop.clone();
+        let addr = supd.addr;
+        thread::spawn(move || {
+            let mut conns: Vec<(TcpStream, usize)> =
+                (0..50).map(|_| (small_window(addr), 0)).collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut progress = false;
+                for (s, off) in conns.iter_mut() {
+                    if *off == burst.len() {
+                        continue;
+                    }
+                    match s.write(&burst[*off..]) {
+                        Ok(n) => {
+                            *off += n;
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("pipelining write: {e}"),
+                    }
+                }
+                if !progress {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            conns
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let mut worst = Duration::ZERO;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let t = Instant::now();
+        let mut c = Client::connect(supd.addr);
+        c.send(
+            "GET",
+            &format!("{LIST}?count=true"),
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_eq!(c.read_response(false).status, 200);
+        worst = worst.max(t.elapsed());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let rss_grew = supd.rss_kib().saturating_sub(rss_before);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let conns = pusher.join().unwrap();
+    assert!(
+        worst < Duration::from_millis(300),
+        "a well-behaved GET waited {worst:?}"
+    );
+    // 50 x (64 KiB of output + a head's worth of input), with room for the allocator.
+    assert!(rss_grew < 16 * 1024, "supd grew by {rss_grew} KiB");
+    drop(conns);
+}
+
+// ---- a stalled writer is not kept -------------------------------------------------------------
+
+/// A client that pipelines requests and stops reading gets its connection closed once its
+/// answers have made no write progress for `write-timeout-ms`, long before the idle timeout.
+#[test]
+fn a_connection_whose_answers_are_not_read_is_closed() {
+    let dir = TempDir::new();
+    let supd = start_with_config(
+        &dir,
+        "limits:\n  idle-timeout-ms: 60000\n  preauth-timeout-ms: 1000\n  write-timeout-ms: 2000\n",
+    );
+    let one =
+        format!("GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n");
+    // More answers than the kernel's buffers take, so that they queue in supd: write until
+    // supd stops reading (no progress for 300 ms).
+    let burst = one.repeat(100_000).into_bytes();
+    let mut s = small_window(supd.addr);
+    let mut off = 0;
+    let mut last = Instant::now();
+    while off < burst.len() && last.elapsed() < Duration::from_millis(300) {
+        match s.write(&burst[off..]) {
+            Ok(n) => {
+                off += n;
+                last = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(off < burst.len(), "supd read every request");
+    let t = Instant::now();
+    supd.wait_until(Duration::from_secs(10), || {
+        supd.log_text().contains("answers not read in time")
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "closed before the write timeout"
+    );
+    // What was queued is read, then the end (before: answers for as long as it reads).
+    s.set_nonblocking(false).unwrap();
+    let mut r = Reader::new(s);
+    while r.fill() {}
+    assert_healthy(supd.addr);
+}
+
+/// Websocket sessions count for their token as the connections they were: with a cap of 2,
+/// two tunnels leave the token no connection (503), another token is served, and closing a
+/// tunnel gives its place back.
+#[test]
+fn websocket_sessions_count_for_their_token() {
+    let cs = Containers::new("conn-token-cap");
+    let app = unique("tokcap");
+    echo_instance(&cs, &app);
+    let dir = TempDir::new();
+    let supd = start_with_config(&dir, "limits:\n  connections-per-token: 2\n");
+    wait_running(&supd, &app);
+    let path = connect_path(&app, 7);
+    let first = ws_client(supd.addr, &path, CONNECT);
+    let _second = ws_client(supd.addr, &path, CONNECT);
+    let from = Ipv4Addr::new(127, 0, 4, 2);
+    let (_c, r) = get_from(from, supd.addr, ADMIN_TOKEN);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error_message().contains("for this token"), "{}", r.text());
+    let (_c, r) = get_from(from, supd.addr, READER_TOKEN);
+    assert_eq!(r.status, 200, "reader: {}", r.text());
+    drop(first);
+    supd.wait_until(Duration::from_secs(10), || {
+        get_from(from, supd.addr, ADMIN_TOKEN).1.status == 200
+    });
 }

@@ -154,6 +154,31 @@ fn framing_fields_with_unicode_spaces_or_repeats_are_refused() {
     }
 }
 
+/// Two credentials (which one counts would depend on the reader) and bare LF line ends (a
+/// proxy in front may see one line where supd's parser sees two) are refused: 400, closed.
+#[test]
+fn several_authorizations_and_bare_lf_heads_are_refused() {
+    let supd = Supd::start();
+    let two = format!(
+        "GET {LIST} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nAuthorization: Bearer {READER_TOKEN}\r\n\r\n"
+    );
+    assert_refused(&supd, "two Authorization fields", two.as_bytes(), 400);
+    let lf = format!("GET {LIST} HTTP/1.1\nHost: x\nAuthorization: Bearer {ADMIN_TOKEN}\n\n");
+    assert_refused(&supd, "bare LF everywhere", lf.as_bytes(), 400);
+    let one_lf = format!(
+        "GET {LIST} HTTP/1.1\r\nHost: x\nX-Hidden: 1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    assert_refused(&supd, "one bare LF", one_lf.as_bytes(), 400);
+    // The control: one credential, CRLF throughout.
+    let (responses, _) = exchange(
+        &supd,
+        follow_up()
+            .replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(responses.iter().map(|r| r.0).collect::<Vec<_>>(), [200]);
+}
+
 /// Finding 10: "funky chunks".
 #[test]
 fn funky_chunks_are_refused() {

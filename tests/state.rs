@@ -655,29 +655,34 @@ fn sigterm_stops_cleanly() {
 
 #[test]
 fn connection_limit_answers_503_and_recovers() {
-    let cfg = write_config("limits:\n  max-connections: 2\n");
+    // The busy connections below (a partial request each) end at the head timeout.
+    let cfg = write_config("limits:\n  max-connections: 2\n  head-timeout-ms: 3000\n");
     let supd = Supd::start_with(SupdOptions {
         extra_args: vec!["--config".into(), cfg.to_string_lossy().into_owned()],
         wait_ready: false,
         ..Default::default()
     });
-    // Both slots held by authenticated connections (a silent one would be closed to make
-    // room for a newcomer: tests/conn_hardening.rs).
+    // Both slots held by authenticated connections, each busy with a request in progress (a
+    // silent one, or an idle keep-alive one, would be closed to make room for a newcomer:
+    // tests/conn_hardening.rs).
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let held: Vec<Client> = (0..2)
         .map(|_| {
             let mut c = supd.connect();
             c.send("GET", &list_path("x"), &[("Authorization", &auth)], b"");
             c.read_response(false);
+            c.send_raw(b"GET /v1/");
             c
         })
         .collect();
+    // The partial requests have arrived.
+    std::thread::sleep(Duration::from_millis(200));
     let mut c = supd.connect();
     let r = c.read_response(false);
     assert_eq!(r.status, 503);
     assert!(r.error_message().contains("too many connections"));
     drop(held);
-    supd.wait_until(Duration::from_secs(5), || {
+    supd.wait_until(Duration::from_secs(8), || {
         supd.get(&list_path("x"), ADMIN_TOKEN).status != 503
     });
 }

@@ -297,6 +297,13 @@ impl Parser {
         if n > self.head_limit {
             return Err(Error::HeadTooLarge);
         }
+        // httparse takes a bare LF as a line end; a proxy in front may not (it may see one
+        // header line where we see two), so a head whose lines do not all end in CRLF is
+        // refused rather than read one way here and another way there.
+        let head = &input[..n];
+        if head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') {
+            return Err(Error::Malformed("bare LF in the request head".into()));
+        }
         let method = Method::from_token(req.method.unwrap_or(""));
         let target = req.path.unwrap_or("");
         if !target.starts_with('/') {
@@ -322,6 +329,7 @@ impl Parser {
         let mut content_length: Option<usize> = None;
         let mut chunked = false;
         let mut hosts = 0;
+        let mut authorizations = 0;
         let mut upgrade = false;
         for h in req.headers.iter() {
             let name = h.name.to_ascii_lowercase();
@@ -365,6 +373,14 @@ impl Parser {
                 }
                 "upgrade" => upgrade = true,
                 "host" => hosts += 1,
+                // Which of two credentials counts would depend on the reader (first wins here,
+                // the last elsewhere): refused, as for Host.
+                "authorization" => {
+                    authorizations += 1;
+                    if authorizations > 1 {
+                        return Err(Error::Malformed("several Authorization fields".into()));
+                    }
+                }
                 "expect" => {
                     if value.eq_ignore_ascii_case("100-continue") {
                         request.expect_continue = minor == 1;
@@ -560,6 +576,37 @@ mod tests {
         assert_eq!(reqs[1].body, b"abcde");
         assert_eq!(reqs[2].path, "/c");
         assert!(!reqs[2].keep_alive);
+    }
+
+    #[test]
+    fn bare_lf_in_the_head_is_refused() {
+        for input in [
+            &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"GET / HTTP/1.1\nHost: x\n\n",
+        ] {
+            let e = Parser::new(1024, 10).parse(input).unwrap_err();
+            assert_eq!(
+                e,
+                Error::Malformed("bare LF in the request head".into()),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // A bare LF in a body is the body's business.
+        let r = parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na\n").unwrap();
+        assert_eq!(r[0].body, b"a\n");
+    }
+
+    #[test]
+    fn several_authorization_fields_are_refused() {
+        let e = Parser::new(1024, 10)
+            .parse(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(e, Error::Malformed("several Authorization fields".into()));
+        let r = parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\n\r\n").unwrap();
+        assert_eq!(r[0].header("authorization"), Some("Bearer a"));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use mio::Interest;
 
 use super::Server;
-use super::admission::Verdict;
-use super::conn::HttpConn;
+use super::admission::{ConnError, Verdict};
+use super::conn::{HttpConn, Phase};
 use crate::http::{ApiError, Format};
 use crate::reactor::Target;
 use crate::reactor::net::Stream;
@@ -68,25 +68,35 @@ impl Server {
         let mut conn = HttpConn::new(stream, peer, ip, &self.cfg.limits);
         match self.admission.admit(ip, open, &self.cfg.limits) {
             Verdict::Admit => {}
-            Verdict::Evict(oldest) => {
+            Verdict::Evict(oldest, why) => {
                 if let Some(c) = self.conns.get_mut(&oldest) {
                     log::debug!("{}: unauthenticated, closed to make room", c.peer);
-                    let resp =
-                        ApiError::new(503, "too many connections").into_response(Format::Json);
+                    let resp = ApiError::from(why).into_response(Format::Json);
                     c.discard_input();
                     c.respond(&resp, false, true);
                     let _ = c.flush();
                 }
                 self.close_conn(oldest);
             }
-            Verdict::Refuse(why) => {
-                // A canned answer, best effort: the socket is new, so its buffer has room.
-                log::debug!("{}: refused: {why}", conn.peer);
-                let resp = ApiError::new(503, why).into_response(Format::Json);
-                conn.respond(&resp, false, true);
-                let _ = conn.flush();
-                return;
-            }
+            Verdict::Full => match self.longest_idle() {
+                // Closing an idle keep-alive connection is ordinary HTTP (its client opens a
+                // new one when it needs it); refusing the newcomer would let whoever holds
+                // the slots keep everyone else out.
+                Some(idle) => {
+                    if let Some(c) = self.conns.get(&idle) {
+                        log::debug!("{}: idle, closed to make room", c.peer);
+                    }
+                    self.close_conn(idle);
+                }
+                None => {
+                    // A canned answer, best effort: the socket is new, so its buffer has room.
+                    log::debug!("{}: refused: too many connections", conn.peer);
+                    let resp = ApiError::from(ConnError::TooMany).into_response(Format::Json);
+                    conn.respond(&resp, false, true);
+                    let _ = conn.flush();
+                    return;
+                }
+            },
         }
         let token = self.token();
         if let Err(e) =
@@ -113,5 +123,17 @@ impl Server {
         // Data may already be there (edge-triggered registration sees only new readiness on
         // some kernels' paths); reading now costs one syscall.
         self.drive_conn(token);
+    }
+
+    /// The connection idle the longest: keep-alive, nothing in flight, nothing buffered
+    /// either way. A linear scan, run only when every slot is taken.
+    fn longest_idle(&self) -> Option<mio::Token> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
+            })
+            .min_by_key(|(_, c)| c.idle_since)
+            .map(|(t, _)| *t)
     }
 }

@@ -18,9 +18,10 @@ use crate::http::response::Response;
 use crate::reactor::log::RequestLog;
 use crate::reactor::net::{ByteStream, Stream};
 
-/// Stop reading while this much output is queued: a client that pipelines without reading
-/// its answers is paused instead of growing our buffer.
-const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+/// Stop reading and handling while this much output is queued: a client that pipelines
+/// without reading its answers is paused instead of growing our buffer (or taking the loop's
+/// time for answers nobody reads). One answer larger than this still goes out whole.
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 /// Input may exceed the head limit by this much (the start of a body or of a pipelined
 /// request).
 const READ_CHUNK: usize = 16 * 1024;
@@ -70,6 +71,12 @@ pub struct HttpConn<S: ByteStream = Stream> {
     pub opened: Instant,
     /// A request on this connection has passed auth.
     pub authenticated: bool,
+    /// A request was refused because its token holds its cap: answer it and close.
+    pub refused: bool,
+    /// Last time queued output was written (or first queued): the write-stall limit.
+    pub write_progress: Instant,
+    /// Waiting in the server's ready queue (its per-wake budget ran out with requests left).
+    pub queued: bool,
 }
 
 pub enum Next {
@@ -104,6 +111,9 @@ impl<S: ByteStream> HttpConn<S> {
             peer_ip,
             opened: now,
             authenticated: false,
+            refused: false,
+            write_progress: now,
+            queued: false,
         }
     }
 
@@ -207,6 +217,9 @@ impl<S: ByteStream> HttpConn<S> {
         let wants_continue = head.expect_continue;
         self.parser.continue_body(head, limit)?;
         if wants_continue {
+            if self.pending_output() == 0 {
+                self.write_progress = Instant::now();
+            }
             self.outbuf
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -226,6 +239,10 @@ impl<S: ByteStream> HttpConn<S> {
 
     /// Queue a response; `close` ends the connection after it.
     pub fn respond(&mut self, resp: &Response, head_only: bool, close: bool) {
+        if self.pending_output() == 0 {
+            // The write-stall clock starts when there is something to write.
+            self.write_progress = Instant::now();
+        }
         resp.write_to(&mut self.outbuf, head_only, close);
         self.idle_since = Instant::now();
         self.request_started = if self.inbuf.is_empty() {
@@ -250,7 +267,10 @@ impl<S: ByteStream> HttpConn<S> {
         while self.written < self.outbuf.len() {
             match self.stream.write(&self.outbuf[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.write_progress = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -458,10 +478,13 @@ mod tests {
             .collect();
         conn.respond(&answer(200, &body), false, false);
         assert!(!conn.flush().unwrap());
-        assert_eq!(
-            conn.wanted_interest(),
+        // Reading resumes only once the unread output is under the cap.
+        let want = if conn.output_blocked() {
+            Interest::WRITABLE
+        } else {
             Interest::READABLE | Interest::WRITABLE
-        );
+        };
+        assert_eq!(conn.wanted_interest(), want);
         let mut got = Vec::new();
         let mut rounds = 0;
         loop {

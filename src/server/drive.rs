@@ -6,11 +6,16 @@ use std::time::Instant;
 use mio::Token;
 
 use super::Server;
+use super::admission::ConnError;
 use super::conn::{Awaiting, Next, Phase};
 use super::request::Outcome;
 use crate::http::request::Request;
 use crate::http::response::negotiate;
 use crate::http::{ApiError, Format, Method};
+
+/// Requests one connection may have handled per wake before the others get their turn: a
+/// client pipelining thousands of requests does not hold the loop until its output blocks.
+const REQUESTS_PER_WAKE: usize = 16;
 use crate::reactor::log::RequestLog;
 use crate::reactor::timers::Timer;
 
@@ -26,8 +31,7 @@ impl Server {
             if now >= until {
                 log::debug!("{}: no authenticated request in time, closing", c.peer);
                 if c.phase == Phase::Open && c.has_partial_request() {
-                    let err = ApiError::new(408, "request not received in time");
-                    self.fail_conn(token, err);
+                    self.fail_conn(token, ConnError::Timeout.into());
                     // A client that does not read its 408 is not waited for.
                     if self
                         .conns
@@ -43,7 +47,7 @@ impl Server {
             }
             self.reactor.timers.at(until, Timer::Conn(token));
         }
-        let deadline = match c.phase {
+        let mut deadline = match c.phase {
             // Complete pipelined requests wait for the client to read its answers: not a slow
             // head, but a client that stopped reading is dropped after the idle timeout.
             Phase::Open if c.output_blocked() => Some((c.idle_since + limits.idle_timeout, false)),
@@ -55,13 +59,23 @@ impl Server {
             }
             _ => None,
         };
+        // A queued answer that makes no write progress (a client that stopped reading) is not
+        // kept for the idle timeout: it pins its memory.
+        if c.pending_output() > 0 {
+            let stall = c.write_progress + limits.write_timeout;
+            if deadline.is_none_or(|(when, _)| stall < when) {
+                deadline = Some((stall, false));
+            }
+        }
         match deadline {
             Some((when, _)) if when > now => self.reactor.timers.at(when, Timer::Conn(token)),
-            Some((_, true)) => {
-                let err = ApiError::new(408, "request not received in time");
-                self.fail_conn(token, err);
+            Some((_, true)) => self.fail_conn(token, ConnError::Timeout.into()),
+            Some((_, false)) => {
+                if c.pending_output() > 0 {
+                    log::info!("{}: answers not read in time, closing", c.peer);
+                }
+                self.close_conn(token)
             }
-            Some((_, false)) => self.close_conn(token),
             // Busy (waiting for an operation or writing): look again later.
             None => self
                 .reactor
@@ -72,6 +86,7 @@ impl Server {
 
     pub(super) fn close_conn(&mut self, token: Token) {
         self.admission.remove(token);
+        self.admission.release(token);
         if let Some(mut c) = self.conns.remove(&token) {
             let _ = self.reactor.poll.registry().deregister(&mut c.stream);
             self.reactor.routes.remove(&token);
@@ -98,6 +113,7 @@ impl Server {
     }
 
     pub(super) fn drive_conn_now(&mut self, token: Token) {
+        let mut handled = 0;
         loop {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
@@ -114,10 +130,15 @@ impl Server {
                 return;
             }
             let mut progressed = false;
+            let mut yielded = false;
             loop {
                 let Some(c) = self.conns.get_mut(&token) else {
                     return;
                 };
+                if handled >= REQUESTS_PER_WAKE {
+                    yielded = true;
+                    break;
+                }
                 match c.next_request() {
                     Next::Nothing => break,
                     Next::Invalid(e) => {
@@ -132,6 +153,7 @@ impl Server {
                     }
                     Next::Request(req) => {
                         progressed = true;
+                        handled += 1;
                         if self.handle(token, req) {
                             // Upgraded: the connection is no longer ours.
                             return;
@@ -169,7 +191,11 @@ impl Server {
                 self.close_conn(token);
                 return;
             }
-            if !(c.should_refill() || (progressed && c.phase == Phase::Open) || unblocked) {
+            // Budget spent with requests perhaps left: resume after the other events (no
+            // readiness edge will come for bytes already read).
+            let resume = yielded && c.phase == Phase::Open && !c.output_blocked();
+            if resume || !(c.should_refill() || (progressed && c.phase == Phase::Open) || unblocked)
+            {
                 let want = c.wanted_interest();
                 if c.interest != Some(want) {
                     if self
@@ -186,6 +212,10 @@ impl Server {
                 }
                 if c.phase == Phase::Open && !c.has_partial_request() {
                     c.shrink();
+                }
+                if resume && !c.queued {
+                    c.queued = true;
+                    self.ready.push_back(token);
                 }
                 return;
             }
@@ -215,8 +245,8 @@ impl Server {
             Outcome::Error(err) => {
                 let status = err.status;
                 // A client without a valid token gets one answer per connection: retrying on
-                // it must not keep a slot.
-                let close = close || status == 401;
+                // it must not keep a slot; nor does one over its token's cap.
+                let close = close || status == 401 || c.refused;
                 c.respond(&err.into_response(format), head_only, close);
                 status
             }

@@ -17,7 +17,7 @@ mod drive;
 mod request;
 mod signals;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
@@ -39,6 +39,7 @@ use crate::reactor::{Reactor, Target};
 use crate::systemd;
 
 use admission::Admission;
+pub(crate) use admission::ConnError;
 use conn::{HttpConn, Phase};
 pub use signals::load_tokens;
 
@@ -123,6 +124,8 @@ pub struct Server {
     /// Instances with a restart in progress (at most one each).
     restarting: HashSet<String>,
     signals: SignalFd,
+    /// Connections whose per-wake request budget ran out: driven again after the events.
+    ready: VecDeque<Token>,
     /// Connections and operations being driven right now, outermost first (see `contained`).
     driving: Vec<Token>,
     life: Lifecycle,
@@ -182,6 +185,7 @@ impl Server {
             ops: HashMap::new(),
             restarting: Default::default(),
             signals,
+            ready: VecDeque::new(),
             driving: Vec::new(),
             life: Lifecycle {
                 draining: None,
@@ -228,6 +232,10 @@ impl Server {
                 return Ok(());
             }
             let mut timeout = self.reactor.timers.timeout(now);
+            if !self.ready.is_empty() {
+                // Connections wait in the ready queue: look at new events without sleeping.
+                timeout = Some(Duration::ZERO);
+            }
             if self.life.draining.is_some() {
                 let tick = Duration::from_millis(50);
                 timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
@@ -251,6 +259,18 @@ impl Server {
                     _ => None,
                 };
                 self.contained(owner, |s| s.on_timer(t, now));
+            }
+            // One more turn for each connection that yielded; those that yield again wait
+            // for the next loop turn, after its events.
+            for _ in 0..self.ready.len() {
+                let Some(token) = self.ready.pop_front() else {
+                    break;
+                };
+                let Some(c) = self.conns.get_mut(&token) else {
+                    continue;
+                };
+                c.queued = false;
+                self.contained(Some(token), |s| s.drive_conn(token));
             }
         }
     }
@@ -293,6 +313,7 @@ impl Server {
             Some(Target::Conn) => {
                 let c = self.conns.remove(&token);
                 self.admission.remove(token);
+                self.admission.release(token);
                 self.reactor.routes.remove(&token);
                 match c.map(|c| c.phase) {
                     Some(Phase::Waiting(op)) => Some(op),
@@ -318,8 +339,10 @@ impl Server {
         for t in waiting {
             self.conns.remove(&t);
             self.admission.remove(t);
+            self.admission.release(t);
             self.reactor.routes.remove(&t);
         }
+        self.admission.release(op);
         if let Some(mut o) = self.ops.remove(&op) {
             if let Some(key) = o.restart_key() {
                 self.restarting.remove(key);

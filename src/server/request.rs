@@ -71,7 +71,15 @@ impl Server {
             }
             .into());
         }
-        self.authorize(req, &route)?;
+        let name = self.authorize(req, &route)?;
+        if let Err(e) = self.admission.claim(token, &name, &self.cfg.limits) {
+            // Over its token's cap: refused and closed, so the holder's own connections do
+            // not linger on it (counted here, when a request shows which token it is).
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.refused = true;
+            }
+            return Err(e.into());
+        }
         if let Some(c) = self.conns.get_mut(&token)
             && !c.authenticated
         {
@@ -122,7 +130,7 @@ impl Server {
         &self,
         req: &Request,
         route: &Route,
-    ) -> std::result::Result<(), ApiError> {
+    ) -> std::result::Result<String, ApiError> {
         let tokens = match &self.tokens {
             TokenState::Ready(t) => t,
             TokenState::Sealed(why) => {
@@ -131,7 +139,7 @@ impl Server {
         };
         let bearer = req.header("authorization").and_then(auth::bearer_token);
         match tokens.check(bearer, route.operation(), &route.application) {
-            Decision::Allow { .. } => Ok(()),
+            Decision::Allow { token } => Ok(token.to_string()),
             Decision::Unauthorized => Err(auth::Denied::Unauthorized.into()),
             Decision::Forbidden { token } => Err(auth::Denied::Forbidden {
                 token: token.to_string(),
@@ -193,6 +201,8 @@ impl Server {
         log: Option<RequestLog>,
     ) {
         self.admission.remove(token);
+        // The session counts for its token as the connection did.
+        self.admission.transfer(token, op_token);
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
@@ -212,6 +222,7 @@ impl Server {
         };
         if let Err(e) = attached {
             log::warn!("websocket attach: {e}");
+            self.admission.release(op_token);
             if let Some(mut op) = self.ops.remove(&op_token) {
                 let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
                 op.release(&mut io);
@@ -264,6 +275,7 @@ impl Server {
         if progress.done
             && let Some(mut op) = self.ops.remove(&op_token)
         {
+            self.admission.release(op_token);
             if let Some(key) = op.restart_key() {
                 self.restarting.remove(key);
             }
