@@ -12,6 +12,9 @@ use crate::ws::session::{self, Incoming, Session};
 
 /// A peer that does not answer our close within this long is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A fragmented message must be finished within this long of its first fragment: until
+/// then tungstenite holds it, and pongs between fragments would keep it for ever.
+pub const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `WsClient::forward` stopped.
 #[derive(Debug)]
@@ -77,6 +80,9 @@ impl WsClient {
     ) {
         while sink.ready() {
             let Some(event) = self.read() else {
+                if let Some(since) = self.session.partial_since() {
+                    io.wake_at(me, since + FRAGMENT_TIMEOUT);
+                }
                 return;
             };
             match event {
@@ -313,6 +319,12 @@ impl<S: ByteStream> WsClient<S> {
             self.close(me, 1000, "idle timeout", io);
             return;
         }
+        let partial = self.session.partial_since();
+        if partial.is_some_and(|since| now >= since + FRAGMENT_TIMEOUT) {
+            log::info!("{}: fragmented message unfinished, closing", self.peer);
+            self.close(me, 1008, "message unfinished after 10 s", io);
+            return;
+        }
         if now >= self.next_ping {
             if self.session.ping().is_err() {
                 self.dead = true;
@@ -323,6 +335,9 @@ impl<S: ByteStream> WsClient<S> {
         let mut next = self.next_ping.min(seen + self.ping_timeout);
         if let Some(idle) = self.idle_timeout {
             next = next.min(self.last_activity + idle);
+        }
+        if let Some(since) = partial {
+            next = next.min(since + FRAGMENT_TIMEOUT);
         }
         io.wake_at(me, next);
     }
