@@ -37,6 +37,8 @@ pub struct WsClient<S: ByteStream = Stream> {
     next_ping: Instant,
     last_activity: Instant,
     close_sent: Option<Instant>,
+    /// The unfinished message a fragment timer is set for (`Session::partial_since`).
+    partial_armed: Option<Instant>,
     /// Set when the session can no longer be used (error, close complete, timeout).
     pub dead: bool,
 }
@@ -80,8 +82,15 @@ impl WsClient {
     ) {
         while sink.ready() {
             let Some(event) = self.read() else {
-                if let Some(since) = self.session.partial_since() {
-                    io.wake_at(me, since + FRAGMENT_TIMEOUT);
+                // One timer per unfinished message (not one per read), and none once closing.
+                let since = self.session.partial_since();
+                if since != self.partial_armed {
+                    self.partial_armed = since;
+                    if let Some(since) = since
+                        && self.close_sent.is_none()
+                    {
+                        io.wake_at(me, since + FRAGMENT_TIMEOUT);
+                    }
                 }
                 return;
             };
@@ -135,6 +144,7 @@ impl<S: ByteStream> WsClient<S> {
             next_ping: now + ws.ping_interval,
             last_activity: now,
             close_sent: None,
+            partial_armed: None,
             dead: false,
         };
         io.wake_at(me, client.next_ping);

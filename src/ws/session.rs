@@ -58,7 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message: 68 << 10,
-            max_frame: 64 << 10,
+            max_frame: 68 << 10,
             write_buffer: 64 * 1024,
             read_buffer: 4 * 1024,
         }
