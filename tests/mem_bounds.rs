@@ -63,6 +63,18 @@ fn exec_answers_are_capped_as_encoded() {
     let output = v["output"].as_str().unwrap();
     assert!(output.len() > CAP / 7 && output.bytes().all(|b| b == 0));
 
+    // YAML writes a NUL as `\0`: its answer is bounded the same way.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = supd.request(
+        "POST",
+        &exec_path(&app),
+        &[("Authorization", &auth), ("Accept", "application/yaml")],
+        b"cmd: head -c 1048576 /dev/zero",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.len() <= CAP + 1024, "YAML answer: {}", r.body.len());
+    assert!(r.text().contains("truncated: true"), "{}", &r.text()[..200]);
+
     let before = supd.rss_kib();
     let mut unread = Vec::new();
     for _ in 0..40 {
