@@ -445,7 +445,11 @@ fn output_cap_truncates() {
     assert_eq!(out.len(), 909);
     assert!(out.starts_with("abcdefghi\nabcdefghi\n"));
     // Exactly the cap of bytes that JSON writes as they are: whole, not truncated.
-    let v = run(&supd, &p, "sh -c 'yes abcdefghi | tr -cd a-z | head -c 1000'");
+    let v = run(
+        &supd,
+        &p,
+        "sh -c 'yes abcdefghi | tr -cd a-z | head -c 1000'",
+    );
     assert!(v.get("truncated").is_none(), "{v}");
     assert_eq!(v["output"].as_str().unwrap().len(), 1000);
     // 1000 NULs are 6000 bytes of JSON (`\u0000`): 166 of them fit.

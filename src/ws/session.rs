@@ -203,7 +203,9 @@ impl FrameScan {
     fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.skip > 0 {
-                let n = bytes.len().min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
                 self.skip -= n as u64;
                 bytes = &bytes[n..];
                 continue;
