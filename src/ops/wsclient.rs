@@ -39,6 +39,8 @@ pub struct WsClient<S: ByteStream = Stream> {
     close_sent: Option<Instant>,
     /// The unfinished message a fragment timer is set for (`Session::partial_since`).
     partial_armed: Option<Instant>,
+    /// The operation stopped reading (its sink was full): no fragment timeout meanwhile.
+    paused: bool,
     /// Set when the session can no longer be used (error, close complete, timeout).
     pub dead: bool,
 }
@@ -80,7 +82,17 @@ impl WsClient {
         text_reason: &str,
         sink: &mut impl FrameSink,
     ) {
-        while sink.ready() {
+        loop {
+            if !sink.ready() {
+                // Not reading: a message left unfinished meanwhile is not the peer's fault.
+                self.paused = true;
+                return;
+            }
+            if self.paused {
+                self.paused = false;
+                // Reading again: the unfinished message (if any) gets its timer again.
+                self.partial_armed = None;
+            }
             let Some(event) = self.read() else {
                 // One timer per unfinished message (not one per read), and none once closing.
                 let since = self.session.partial_since();
@@ -145,6 +157,7 @@ impl<S: ByteStream> WsClient<S> {
             last_activity: now,
             close_sent: None,
             partial_armed: None,
+            paused: false,
             dead: false,
         };
         io.wake_at(me, client.next_ping);
@@ -329,7 +342,7 @@ impl<S: ByteStream> WsClient<S> {
             self.close(me, 1000, "idle timeout", io);
             return;
         }
-        let partial = self.session.partial_since();
+        let partial = self.session.partial_since().filter(|_| !self.paused);
         if partial.is_some_and(|since| now >= since + FRAGMENT_TIMEOUT) {
             log::info!("{}: fragmented message unfinished, closing", self.peer);
             self.close(me, 1008, "message unfinished after 10 s", io);
