@@ -146,8 +146,11 @@ impl Default for WsSettings {
             ping_interval: Duration::from_secs(30),
             ping_timeout: None,
             idle_timeout: None,
-            max_message: 1 << 20,
-            max_frame: 256 << 10,
+            // supd's protocols are streams of small messages, and what a session may hold
+            // (a frame being read, an unfinished message) follows these. 68 KiB: a UDP
+            // datagram (65,507 bytes) or a 64 KiB chunk, with a type byte, is one frame.
+            max_message: 68 << 10,
+            max_frame: 68 << 10,
             write_buffer: 256 << 10,
             allowed_origins: Vec::new(),
         }
@@ -961,7 +964,8 @@ mod tests {
         assert_eq!(c.exec, ExecSettings::default());
         assert_eq!(c.ws.ping_interval, Duration::from_secs(30));
         assert_eq!(c.ws.idle_timeout, None);
-        assert_eq!(c.ws.max_frame, 256 << 10);
+        assert_eq!(c.ws.max_frame, 68 << 10);
+        assert_eq!(c.ws.max_message, 68 << 10);
         assert_eq!(c.connect.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.config_file, None);
         let d = Config::default();

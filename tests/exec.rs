@@ -390,10 +390,22 @@ fn output_cap_truncates() {
     assert_eq!(v["truncated"], true, "{v}");
     assert_eq!(v["exit-code"], 7, "{v}");
     let out = v["output"].as_str().unwrap();
-    assert_eq!(out.len(), 1000);
+    // The cap bounds the output as encoded: each newline is two bytes of JSON (`\n`), so
+    // 909 characters (999 bytes) fit and the next newline would not.
+    assert_eq!(out.len(), 909);
     assert!(out.starts_with("abcdefghi\nabcdefghi\n"));
-    let v = run(&supd, &p, "head -c 1000 /dev/zero");
+    // Exactly the cap of bytes that JSON writes as they are: whole, not truncated.
+    let v = run(
+        &supd,
+        &p,
+        "sh -c 'yes abcdefghi | tr -cd a-z | head -c 1000'",
+    );
     assert!(v.get("truncated").is_none(), "{v}");
+    assert_eq!(v["output"].as_str().unwrap().len(), 1000);
+    // 1000 NULs are 6000 bytes of JSON (`\u0000`): 166 of them fit.
+    let v = run(&supd, &p, "head -c 1000 /dev/zero");
+    assert_eq!(v["truncated"], true, "{v}");
+    assert_eq!(v["output"].as_str().unwrap().len(), 166);
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let r = supd.request(
         "POST",

@@ -107,6 +107,46 @@ pub fn decode_cmd(content_type: Option<&str>, body: &[u8]) -> Result<String, Dec
     }
 }
 
+/// Room in an answer for what surrounds the output (exit code, signal, `truncated`).
+const ANSWER_SLACK: usize = 512;
+
+/// Makes room in `buf` for `more` bytes, doubling while small but never reserving past
+/// `cap`: the output buffer's size follows what arrived, not the next power of two.
+fn grow_within(buf: &mut Vec<u8>, more: usize, cap: usize) {
+    let need = buf.len() + more;
+    if need <= buf.capacity() {
+        return;
+    }
+    let want = (buf.capacity() * 2).max(need).min(cap.max(need));
+    buf.reserve_exact(want - buf.len());
+}
+
+/// Bytes that `c` takes inside a quoted string of `format` (JSON: exact, as serde_json
+/// writes it; YAML: libyaml's double-quoted escapes, the longest style it picks).
+fn encoded_len(c: char, format: Format) -> usize {
+    match (format, c) {
+        (Format::Json, '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t') => 2,
+        (Format::Json, '\0'..='\u{1f}') => 6,
+        (Format::Json, _) => c.len_utf8(),
+        (_, '"' | '\\' | '\0' | '\n' | '\t' | '\r') => 2,
+        (_, '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}') => 4,
+        (_, '\u{feff}' | '\u{fffe}' | '\u{ffff}') => 6,
+        (_, _) => c.len_utf8(),
+    }
+}
+
+/// The longest prefix of `text` whose encoded form fits in `budget` bytes.
+fn fit_encoded(text: &str, format: Format, budget: usize) -> &str {
+    let mut used = 0;
+    for (i, c) in text.char_indices() {
+        used += encoded_len(c, format);
+        if used > budget {
+            return &text[..i];
+        }
+    }
+    text
+}
+
 #[derive(Serialize)]
 struct Outcome<'a> {
     output: &'a str,
@@ -218,7 +258,9 @@ impl Exec {
                     if n > room {
                         self.truncated = true;
                     }
-                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
+                    let take = n.min(room);
+                    grow_within(&mut self.buf, take, self.cap);
+                    self.buf.extend_from_slice(&chunk[..take]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -263,16 +305,28 @@ impl Exec {
             r
         } else {
             let text = String::from_utf8_lossy(&self.buf);
-            Response::serialized(
-                200,
-                &Outcome {
-                    output: &text,
-                    exit_code: code,
-                    signal,
-                    truncated: self.truncated,
-                },
-                self.format,
-            )
+            // The cap bounds the output as it is sent: escaping (a NUL is six bytes in JSON)
+            // must not make an unread answer several times the cap.
+            let mut budget = self.cap;
+            loop {
+                let kept = fit_encoded(&text, self.format, budget);
+                let response = Response::serialized(
+                    200,
+                    &Outcome {
+                        output: kept,
+                        exit_code: code,
+                        signal,
+                        truncated: self.truncated || kept.len() < text.len(),
+                    },
+                    self.format,
+                );
+                // The estimate is exact for JSON; YAML may fold long lines: cut further if so.
+                let over = response.body.len().saturating_sub(self.cap + ANSWER_SLACK);
+                if over == 0 || kept.is_empty() {
+                    break response;
+                }
+                budget = budget.saturating_sub(over.max(budget / 16));
+            }
         };
         Reply { response }
     }
@@ -385,5 +439,33 @@ mod decode_tests {
             (413, format!("request body larger than {MAX_BODY} bytes"))
         );
         assert_eq!(e("", &[], &[b'['; 100]).0, 400);
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn encoded_output_fits_the_cap() {
+        let nuls = "\0".repeat(1000);
+        assert_eq!(fit_encoded(&nuls, Format::Json, 600).len(), 100);
+        assert_eq!(fit_encoded(&nuls, Format::Yaml, 600).len(), 300);
+        assert_eq!(fit_encoded("ab\"c", Format::Json, 3).len(), 2);
+        assert_eq!(fit_encoded("héllo", Format::Json, 100), "héllo");
+        let json = serde_json::to_string(fit_encoded(&nuls, Format::Json, 600)).unwrap();
+        assert!(json.len() <= 602);
+    }
+
+    #[test]
+    fn output_buffer_grows_no_further_than_the_cap() {
+        let mut buf = Vec::new();
+        let cap = 100_000;
+        while buf.len() < cap {
+            let take = (cap - buf.len()).min(16 * 1024);
+            grow_within(&mut buf, take, cap);
+            buf.extend_from_slice(&vec![0; take]);
+        }
+        assert_eq!(buf.capacity(), cap);
     }
 }

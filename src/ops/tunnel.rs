@@ -30,8 +30,10 @@ use crate::ws::protocol;
 /// Largest read from the socket per frame (and the UDP datagram limit, 65,507, fits).
 const CHUNK: usize = 64 * 1024;
 const _: () = assert!(CHUNK <= crate::reactor::SCRATCH);
-/// Bytes from the client waiting for the socket beyond which the client is not read.
-const TO_SOCKET_LIMIT: usize = 256 * 1024;
+/// Bytes from the client waiting for the socket beyond which the client is not read (and
+/// the most its queued UDP datagrams may hold). Past it one more message may be added: a
+/// session holds at most this plus `websocket: max-message` for its target.
+const TO_SOCKET_LIMIT: usize = 64 * 1024;
 
 enum Sock {
     Tcp(TcpStream),
@@ -66,7 +68,9 @@ pub struct Tunnel {
 impl FrameSink for Tunnel {
     fn ready(&mut self) -> bool {
         self.write_socket();
-        self.to_sock.len() < TO_SOCKET_LIMIT && self.datagrams.len() < 64
+        self.to_sock.len() < TO_SOCKET_LIMIT
+            && self.datagrams.len() < 64
+            && self.datagrams.iter().map(Bytes::len).sum::<usize>() < TO_SOCKET_LIMIT
     }
 
     fn message(&mut self, _client: &mut WsClient, _me: Token, _io: &mut Io<'_>, data: Bytes) {

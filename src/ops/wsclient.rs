@@ -12,6 +12,9 @@ use crate::ws::session::{self, Incoming, Session};
 
 /// A peer that does not answer our close within this long is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A fragmented message must be finished within this long of its first fragment: until
+/// then tungstenite holds it, and pongs between fragments would keep it for ever.
+pub const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `WsClient::forward` stopped.
 #[derive(Debug)]
@@ -34,6 +37,10 @@ pub struct WsClient<S: ByteStream = Stream> {
     next_ping: Instant,
     last_activity: Instant,
     close_sent: Option<Instant>,
+    /// The unfinished message a fragment timer is set for (`Session::partial_since`).
+    partial_armed: Option<Instant>,
+    /// The operation stopped reading (its sink was full): no fragment timeout meanwhile.
+    paused: bool,
     /// Set when the session can no longer be used (error, close complete, timeout).
     pub dead: bool,
 }
@@ -75,8 +82,28 @@ impl WsClient {
         text_reason: &str,
         sink: &mut impl FrameSink,
     ) {
-        while sink.ready() {
+        loop {
+            if !sink.ready() {
+                // Not reading: a message left unfinished meanwhile is not the peer's fault.
+                self.paused = true;
+                return;
+            }
+            if self.paused {
+                self.paused = false;
+                // Reading again: the unfinished message (if any) gets its timer again.
+                self.partial_armed = None;
+            }
             let Some(event) = self.read() else {
+                // One timer per unfinished message (not one per read), and none once closing.
+                let since = self.session.partial_since();
+                if since != self.partial_armed {
+                    self.partial_armed = since;
+                    if let Some(since) = since
+                        && self.close_sent.is_none()
+                    {
+                        io.wake_at(me, since + FRAGMENT_TIMEOUT);
+                    }
+                }
                 return;
             };
             match event {
@@ -129,6 +156,8 @@ impl<S: ByteStream> WsClient<S> {
             next_ping: now + ws.ping_interval,
             last_activity: now,
             close_sent: None,
+            partial_armed: None,
+            paused: false,
             dead: false,
         };
         io.wake_at(me, client.next_ping);
@@ -313,6 +342,12 @@ impl<S: ByteStream> WsClient<S> {
             self.close(me, 1000, "idle timeout", io);
             return;
         }
+        let partial = self.session.partial_since().filter(|_| !self.paused);
+        if partial.is_some_and(|since| now >= since + FRAGMENT_TIMEOUT) {
+            log::info!("{}: fragmented message unfinished, closing", self.peer);
+            self.close(me, 1008, "message unfinished after 10 s", io);
+            return;
+        }
         if now >= self.next_ping {
             if self.session.ping().is_err() {
                 self.dead = true;
@@ -323,6 +358,9 @@ impl<S: ByteStream> WsClient<S> {
         let mut next = self.next_ping.min(seen + self.ping_timeout);
         if let Some(idle) = self.idle_timeout {
             next = next.min(self.last_activity + idle);
+        }
+        if let Some(since) = partial {
+            next = next.min(since + FRAGMENT_TIMEOUT);
         }
         io.wake_at(me, next);
     }

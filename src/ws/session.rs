@@ -57,8 +57,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message: 1 << 20,
-            max_frame: 1 << 20,
+            max_message: 68 << 10,
+            max_frame: 68 << 10,
             write_buffer: 64 * 1024,
             read_buffer: 4 * 1024,
         }
@@ -181,6 +181,69 @@ struct Outbox<S> {
     /// a pong answer only the most recent ping), so a ping flood cannot fill the queue.
     owed_pong: Option<Vec<u8>>,
     overflowed: bool,
+    /// Follows the frames the peer sends, to know since when a message is unfinished.
+    scan: FrameScan,
+}
+
+/// Follows frame boundaries in the bytes read from the peer (headers only, payloads are
+/// skipped) to tell when a fragmented message began: tungstenite holds an unfinished
+/// message without saying so, and a peer that never finishes one (pongs keep the session
+/// alive meanwhile) must not keep that memory for ever.
+#[derive(Debug, Default)]
+struct FrameScan {
+    head: [u8; 14],
+    have: usize,
+    /// Payload bytes of the current frame still to skip.
+    skip: u64,
+    /// When the first fragment of the unfinished message was read.
+    partial_since: Option<Instant>,
+}
+
+impl FrameScan {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                self.skip -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.head[self.have] = bytes[0];
+            self.have += 1;
+            bytes = &bytes[1..];
+            if self.have < 2 {
+                continue;
+            }
+            let len7 = self.head[1] & 0x7f;
+            let masked = self.head[1] & 0x80 != 0;
+            let ext = match len7 {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let need = 2 + ext + if masked { 4 } else { 0 };
+            if self.have < need {
+                continue;
+            }
+            let len = match ext {
+                0 => u64::from(len7),
+                n => self.head[2..2 + n]
+                    .iter()
+                    .fold(0u64, |a, &b| (a << 8) | u64::from(b)),
+            };
+            let fin = self.head[0] & 0x80 != 0;
+            match (self.head[0] & 0x0f, fin) {
+                // A data frame starts a message; one without FIN leaves it unfinished.
+                (1 | 2, false) => self.partial_since = Some(Instant::now()),
+                (1 | 2, true) | (0, true) => self.partial_since = None,
+                _ => {}
+            }
+            self.skip = len;
+            self.have = 0;
+        }
+    }
 }
 
 /// Whether `buf` is exactly one pong frame as tungstenite writes it for a server: final,
@@ -331,7 +394,9 @@ impl<S: Write> Write for Outbox<S> {
 
 impl<S: Read> Read for Outbox<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        let n = self.stream.read(buf)?;
+        self.scan.feed(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -377,7 +442,7 @@ impl<S: Read + Write> Session<S> {
         // The preface is bounded by the connection's own output cap; it must not count
         // against the frames' hard limit, or a large one would make the first close fail.
         let limit = limits.hard_write_limit() + preface.len();
-        let outbox = Outbox {
+        let mut outbox = Outbox {
             stream,
             queue: preface,
             sent: 0,
@@ -385,7 +450,10 @@ impl<S: Read + Write> Session<S> {
             soft: limits.write_buffer,
             owed_pong: None,
             overflowed: false,
+            scan: FrameScan::default(),
         };
+        // The leftover reaches tungstenite without passing through the outbox's `read`.
+        outbox.scan.feed(&leftover);
         Session {
             ws: WebSocket::from_partially_read(
                 outbox,
@@ -554,6 +622,12 @@ impl<S: Read + Write> Session<S> {
 
     /// When the last message of any kind (data, ping, pong, close) arrived, or the session
     /// started.
+    /// Since when the peer's current message is unfinished (its first fragment was read and
+    /// its last one was not), if it is.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.ws.get_ref().scan.partial_since
+    }
+
     pub fn last_seen(&self) -> Instant {
         self.last_seen
     }
@@ -887,15 +961,21 @@ mod tests {
     #[test]
     fn fragmented_message_across_would_block() {
         let mut s = session(Script::new());
+        s.get_mut().feed(&client(OP_BINARY, true, &[1; 200]));
+        assert_eq!(binary(&mut s), [1; 200]);
+        assert_eq!(s.partial_since(), None);
         s.get_mut().feed(&client(OP_BINARY, false, b"ab"));
         assert!(matches!(s.read(), Ok(None)));
+        let since = s.partial_since().expect("a message is unfinished");
         // A ping may come between fragments; it is answered at once.
         s.get_mut().feed(&client(OP_PING, true, b"p"));
         assert!(matches!(s.read(), Ok(None)));
         s.get_mut().feed(&client(OP_CONT, false, b"cd"));
         assert!(matches!(s.read(), Ok(None)));
+        assert_eq!(s.partial_since(), Some(since));
         s.get_mut().feed(&client(OP_CONT, true, b"ef"));
         assert_eq!(binary(&mut s), b"abcdef");
+        assert_eq!(s.partial_since(), None);
         assert_eq!(
             server_frames(&s.get_mut().take_output()),
             vec![(OP_PONG, b"p".to_vec())]
