@@ -158,7 +158,7 @@ struct Outcome<'a> {
     truncated: bool,
 }
 
-pub struct Exec {
+pub(crate) struct Exec {
     proc: Proc,
     output: Option<(File, Token)>,
     buf: Vec<u8>,
@@ -172,7 +172,7 @@ pub struct Exec {
 }
 
 impl Exec {
-    pub fn start(
+    pub(crate) fn start(
         me: Token,
         spawned: container::Spawned,
         format: Format,
@@ -198,7 +198,7 @@ impl Exec {
         })
     }
 
-    pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
+    pub(crate) fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
         match role {
             Some(Role::Output) => self.read_output(me, io),
             Some(r @ (Role::Intermediate | Role::Process)) => {
@@ -332,23 +332,23 @@ impl Exec {
     }
 
     /// The daemon is stopping: stop the command, and still answer with how it ended.
-    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+    pub(crate) fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
         self.proc.terminate(me, Signal::SIGTERM, self.grace, io);
     }
 
-    pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
+    pub(crate) fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
         self.client_gone = true;
         self.proc.terminate(me, Signal::SIGTERM, self.grace, io);
     }
 
-    pub fn release(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         if let Some((fd, token)) = self.output.take() {
             io.deregister_fd(token, fd.as_fd());
         }
         self.proc.release(io);
     }
 
-    pub fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         self.proc.abandon();
     }
 }

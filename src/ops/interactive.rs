@@ -81,7 +81,7 @@ const STDIN_LIMIT: usize = 256 * 1024;
 /// After the command exits, how long to wait for the rest of its output.
 const OUTPUT_LINGER: Duration = Duration::from_millis(500);
 
-pub struct Interactive {
+pub(crate) struct Interactive {
     client: Option<WsClient>,
     proc: Proc,
     /// The PTY master, or the output pipe.
@@ -142,7 +142,7 @@ impl FrameSink for Interactive {
 }
 
 impl Interactive {
-    pub fn start(
+    pub(crate) fn start(
         me: Token,
         spawned: container::Spawned,
         head: Vec<u8>,
@@ -184,16 +184,16 @@ impl Interactive {
         Ok(op)
     }
 
-    pub fn take_head(&mut self) -> Vec<u8> {
+    pub(crate) fn take_head(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.head)
     }
 
     /// The upgraded client connection, from now on the other end of the session.
-    pub fn attach(&mut self, client: WsClient) {
+    pub(crate) fn attach(&mut self, client: WsClient) {
         self.client = Some(client);
     }
 
-    pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
+    pub(crate) fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
         match role {
             Some(r @ (Role::Intermediate | Role::Process)) if self.proc.on_ready(me, r, io) => {
                 self.exited_at = Some(Instant::now());
@@ -338,7 +338,7 @@ impl Interactive {
     }
 
     /// The daemon is stopping.
-    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+    pub(crate) fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
         if let Some(c) = self.client.as_mut() {
             c.close(me, 1001, "supd is shutting down", io);
             c.pump();
@@ -347,7 +347,7 @@ impl Interactive {
         self.hang_up(me, io);
     }
 
-    pub fn release(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         self.close_output(io);
         if let Some((f, t)) = self.stdin.take() {
             io.deregister_fd(t, f.as_fd());
@@ -358,7 +358,7 @@ impl Interactive {
         self.proc.release(io);
     }
 
-    pub fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         self.proc.abandon();
     }
 }

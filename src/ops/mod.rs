@@ -10,22 +10,21 @@ pub mod call;
 pub mod decode;
 pub mod exec;
 pub mod interactive;
-pub mod prepare;
+pub(crate) mod prepare;
 pub mod proc;
 pub mod restart;
 pub mod state;
-pub mod target;
+pub(crate) mod target;
 pub mod tunnel;
-pub mod wsclient;
+pub(crate) mod wsclient;
 
 use std::io;
 use std::net::SocketAddr;
 
 use mio::Token;
 
-use crate::config::Config;
 use crate::container;
-use crate::docker::client::{Client as DockerClient, Purpose};
+use crate::docker::client::Purpose;
 use crate::docker::mirror::{Mirror, Want};
 use crate::http::{ApiError, Format, Response};
 use crate::reactor::net::Stream;
@@ -34,30 +33,28 @@ use crate::ws::handshake;
 pub use call::{Call, decode};
 pub use decode::{DecodeCtx, DecodeError};
 
-pub use crate::reactor::{Io, Role};
+pub(crate) use crate::reactor::{Io, Role};
 
 /// What operations read when they start.
-pub struct Env<'a> {
+pub(crate) struct Env<'a> {
     pub mirror: &'a Mirror,
-    pub cfg: &'a Config,
     /// Instances (`<application>/<instance>`) with a restart in progress.
     pub restarting: &'a std::collections::HashSet<String>,
 }
 
 /// What operations may change while they run.
-pub struct EnvMut<'a> {
+pub(crate) struct EnvMut<'a> {
     pub mirror: &'a mut Mirror,
-    pub docker: &'a mut DockerClient,
 }
 
 /// An HTTP answer an operation produced later. The waiting connection keeps the request's
 /// log line and keep-alive decision.
-pub struct Reply {
+pub(crate) struct Reply {
     pub response: Response,
 }
 
 #[derive(Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub reply: Option<Reply>,
     pub wants: Vec<Want>,
     /// The operation has finished and released nothing it still needs.
@@ -67,9 +64,7 @@ pub struct Progress {
     pub upgrade: bool,
 }
 
-pub enum Started {
-    /// Answered at once.
-    Respond(Response),
+pub(crate) enum Started {
     /// Will answer later on the same connection.
     Pending(Op),
     /// A websocket session: the connection's stream moves into it, after the 101 head (bytes).
@@ -77,7 +72,7 @@ pub enum Started {
 }
 
 /// The long-lived operations.
-pub enum Op {
+pub(crate) enum Op {
     /// An exec or session waiting for the init's seccomp filters; becomes one of them.
     Preparing(Box<prepare::Preparing>),
     Exec(exec::Exec),
@@ -205,7 +200,7 @@ impl Op {
 
 /// Start the operation a decoded request names. State requests are answered by the server
 /// from its cache or `state::answer`; here they are an error (a bug in the caller).
-pub fn start(
+pub(crate) fn start(
     me: Token,
     call: Call,
     format: Format,

@@ -15,7 +15,7 @@ use crate::http::{ApiError, Format};
 
 /// Why an exec or session could not be started.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// Reading the filters or spawning failed (`container::Error` has the statuses).
     Container(container::Error),
     /// The loop would not take the filter read's pipe (500).
@@ -49,14 +49,14 @@ impl From<container::Error> for Error {
 }
 
 /// What to run, and which operation follows it.
-pub struct Start {
-    pub target: container::Target,
-    pub argv: Vec<String>,
-    pub stdio: container::Stdio,
-    pub then: Then,
+pub(crate) struct Start {
+    pub(crate) target: container::Target,
+    pub(crate) argv: Vec<String>,
+    pub(crate) stdio: container::Stdio,
+    pub(crate) then: Then,
 }
 
-pub enum Then {
+pub(crate) enum Then {
     /// A one-shot exec answering in `output` (JSON, YAML or raw bytes).
     Exec { output: Format },
     /// An interactive session; `head` is its 101 answer.
@@ -64,14 +64,19 @@ pub enum Then {
 }
 
 /// What [`begin`] produced: the operation itself, or a wait for the filters first.
-pub enum Begun {
+pub(crate) enum Begun {
     Now(Op),
     Later(Box<Preparing>),
 }
 
 /// Starts `start` at once when the init's filters are known (no filter, or cached), else
 /// waits for them. `format` is for an error answered later.
-pub fn begin(me: Token, start: Start, format: Format, io: &mut Io<'_>) -> Result<Begun, Error> {
+pub(crate) fn begin(
+    me: Token,
+    start: Start,
+    format: Format,
+    io: &mut Io<'_>,
+) -> Result<Begun, Error> {
     match confine::lookup(start.target.pid)? {
         confine::Lookup::Ready(filters) => Ok(Begun::Now(launch(me, start, &filters, io)?)),
         confine::Lookup::Reading(read) => {
@@ -110,7 +115,7 @@ fn launch(
 }
 
 /// An exec or session waiting for the init's filters.
-pub struct Preparing {
+pub(crate) struct Preparing {
     /// Until launched.
     start: Option<Start>,
     /// The shared read, this operation's own descriptor of its pipe, and its token.
@@ -124,7 +129,7 @@ pub struct Preparing {
 impl Preparing {
     /// Looks at the read (pipe readable, deadline, or any wake-up). Returns the operation
     /// that replaces this one once the command is spawned.
-    pub fn drive(&mut self, me: Token, io: &mut Io<'_>) -> (Option<Op>, Progress) {
+    pub(crate) fn drive(&mut self, me: Token, io: &mut Io<'_>) -> (Option<Op>, Progress) {
         let mut progress = Progress::default();
         if self.gone {
             progress.done = true;
@@ -162,16 +167,16 @@ impl Preparing {
 
     /// The client left: this operation stops waiting (the helper is killed with the last
     /// waiter gone).
-    pub fn client_gone(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn client_gone(&mut self, io: &mut Io<'_>) {
         self.gone = true;
         self.stop_reading(io);
     }
 
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         self.stopping = true;
     }
 
-    pub fn release(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         self.stop_reading(io);
     }
 

@@ -42,14 +42,14 @@ struct Start {
     timed_out: bool,
 }
 
-pub struct Proc {
+pub(crate) struct Proc {
     intermediate: Option<Child>,
     /// Boxed: every op lives in one map, and this is needed only for a moment.
     start: Box<Start>,
     command: Option<Child>,
     /// The command's pid once known (kept after reaping only for logging).
-    pub pid: Option<i32>,
-    pub status: Option<ExitStatus>,
+    pub(crate) pid: Option<i32>,
+    pub(crate) status: Option<ExitStatus>,
     /// A signal to deliver as soon as the command's pid is known.
     pending_signal: Option<Signal>,
     /// When SIGKILL follows an earlier SIGTERM/SIGHUP.
@@ -58,7 +58,7 @@ pub struct Proc {
 
 impl Proc {
     /// Take the child-tracking parts of a spawn and register the intermediate's pidfd.
-    pub fn start(
+    pub(crate) fn start(
         me: Token,
         intermediate_pid: i32,
         intermediate_pidfd: OwnedFd,
@@ -108,7 +108,7 @@ impl Proc {
     }
 
     /// Split a spawn into the process part (registered now) and its stdio.
-    pub fn from_spawned(
+    pub(crate) fn from_spawned(
         me: Token,
         spawned: Spawned,
         io: &mut Io<'_>,
@@ -132,12 +132,12 @@ impl Proc {
         Ok((proc, stdio))
     }
 
-    pub fn exited(&self) -> bool {
+    pub(crate) fn exited(&self) -> bool {
         self.status.is_some()
     }
 
     /// Handle readiness of one of our pidfds. Returns true when the status just became known.
-    pub fn on_ready(&mut self, me: Token, role: Role, io: &mut Io<'_>) -> bool {
+    pub(crate) fn on_ready(&mut self, me: Token, role: Role, io: &mut Io<'_>) -> bool {
         self.check_start();
         match role {
             Role::Intermediate => self.on_intermediate(me, io),
@@ -232,7 +232,7 @@ impl Proc {
     }
 
     /// Signal the command's process group (now, or as soon as its pid is known).
-    pub fn signal(&mut self, sig: Signal) {
+    pub(crate) fn signal(&mut self, sig: Signal) {
         if self.exited() {
             return;
         }
@@ -245,7 +245,7 @@ impl Proc {
 
     /// Ask the command to stop (`first`, e.g. SIGTERM or SIGHUP) and schedule SIGKILL after
     /// `grace`.
-    pub fn terminate(&mut self, me: Token, first: Signal, grace: Duration, io: &mut Io<'_>) {
+    pub(crate) fn terminate(&mut self, me: Token, first: Signal, grace: Duration, io: &mut Io<'_>) {
         if self.exited() || self.kill_at.is_some() {
             return;
         }
@@ -287,7 +287,7 @@ impl Proc {
     }
 
     /// Why the operation failed though the command ran (or was killed): its start timed out.
-    pub fn start_error(&self) -> Option<container::Error> {
+    pub(crate) fn start_error(&self) -> Option<container::Error> {
         self.start
             .timed_out
             .then_some(container::Error::StartTimeout {
@@ -297,7 +297,7 @@ impl Proc {
 
     /// Called on timer wake-ups: deliver the SIGKILL that follows a grace period, and end a
     /// start that took too long.
-    pub fn on_timer(&mut self) {
+    pub(crate) fn on_timer(&mut self) {
         self.check_start();
         if let Some(when) = self.kill_at
             && Instant::now() >= when
@@ -307,7 +307,7 @@ impl Proc {
         }
     }
 
-    pub fn release(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         if let Some(c) = self.intermediate.take() {
             io.deregister_fd(c.token, c.pidfd.as_fd());
         }
@@ -317,7 +317,7 @@ impl Proc {
     }
 
     /// supd is exiting: kill what is still running; whoever inherits the children reaps them.
-    pub fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         if let Some(c) = self.command.as_ref() {
             signal_command(c.pid, Signal::SIGKILL);
         }

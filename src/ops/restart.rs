@@ -65,7 +65,7 @@ impl RestartParams {
     }
 
     /// `<application>/<instance>`: at most one restart per instance at a time.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         format!("{}/{}", self.application, self.instance)
     }
 }
@@ -119,7 +119,7 @@ enum State {
     Failed(String),
 }
 
-pub struct Restart {
+pub(crate) struct Restart {
     /// `<application>/<instance>`: at most one restart per instance at a time.
     pub key: String,
     containers: Vec<(String, State)>,
@@ -136,7 +136,7 @@ pub struct Restart {
 
 impl Restart {
     /// `inits` then `others`: the instance's init containers and its other containers.
-    pub fn new(
+    pub(crate) fn new(
         key: String,
         inits: Vec<String>,
         others: Vec<String>,
@@ -161,11 +161,15 @@ impl Restart {
         }
     }
 
-    pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
+    pub(crate) fn docker_reply(
+        &mut self,
+        purpose: &Purpose,
+        reply: crate::docker::client::Outcome,
+    ) {
         self.replies.push_back((purpose.clone(), reply));
     }
 
-    pub fn drive(&mut self, me: Token, env: &mut EnvMut<'_>) -> Progress {
+    pub(crate) fn drive(&mut self, me: Token, env: &mut EnvMut<'_>) -> Progress {
         let mut p = Progress::default();
         let step = if self.immediate {
             STEP_KILL

@@ -18,7 +18,7 @@ use super::decode::{DecodeCtx, DecodeError, check_query};
 const LIST_PARAMS: &[&str] = &["fields", "site", "keys", "count"];
 const GET_PARAMS: &[&str] = &["fields", "site"];
 
-pub struct StateCtx<'a> {
+pub(crate) struct StateCtx<'a> {
     pub mirror: &'a Mirror,
     pub tenant: &'a str,
     pub host: &'a str,
@@ -110,7 +110,11 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// The answer to a decoded state request, from the mirror.
-pub fn answer(p: &StateParams, format: Format, ctx: &StateCtx<'_>) -> Result<Response, Error> {
+pub(crate) fn answer(
+    p: &StateParams,
+    format: Format,
+    ctx: &StateCtx<'_>,
+) -> Result<Response, Error> {
     if let Err(why) = ctx.mirror.available() {
         return Err(Error::Unavailable(why.to_string()));
     }
@@ -182,14 +186,14 @@ const CACHE_BYTES: usize = 4 << 20;
 /// and the format: tenant, host and site are fixed for the process, and authorization is
 /// checked before the cache is asked.
 #[derive(Default)]
-pub struct Cache {
+pub(crate) struct Cache {
     generation: u64,
     entries: VecDeque<(String, String, Format, Response)>,
     bytes: usize,
 }
 
 impl Cache {
-    pub fn get(
+    pub(crate) fn get(
         &mut self,
         generation: u64,
         path: &str,
@@ -207,7 +211,7 @@ impl Cache {
     }
 
     /// Remember a successful answer computed at `generation`.
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         generation: u64,
         path: &str,
@@ -232,11 +236,13 @@ impl Cache {
             .push_back((path.to_string(), query.to_string(), format, resp.clone()));
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
@@ -247,7 +253,7 @@ impl Cache {
     }
 }
 
-pub fn runtime_unavailable(why: &str) -> String {
+pub(crate) fn runtime_unavailable(why: &str) -> String {
     if why.starts_with("runtime unavailable") {
         why.to_string()
     } else {

@@ -9,7 +9,7 @@ use super::state::runtime_unavailable;
 
 /// Why an operation's target cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// The mirror is not current (503).
     Unavailable(String),
     /// No container of that instance on this host (404).
@@ -68,7 +68,7 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// The mirror must be current before an operation trusts it.
-pub fn available(mirror: &Mirror) -> Result<(), Error> {
+pub(crate) fn available(mirror: &Mirror) -> Result<(), Error> {
     mirror
         .available()
         .map_err(|why| Error::Unavailable(why.to_string()))
@@ -76,7 +76,7 @@ pub fn available(mirror: &Mirror) -> Result<(), Error> {
 
 /// All containers of one instance, at least one: 503 without a current mirror, 404 without
 /// any container.
-pub fn instance<'m>(
+pub(crate) fn instance<'m>(
     mirror: &'m Mirror,
     application: &str,
     instance: &Instance,
@@ -93,7 +93,7 @@ pub fn instance<'m>(
 }
 
 /// All containers of one instance.
-pub fn instance_containers<'m>(
+pub(crate) fn instance_containers<'m>(
     mirror: &'m Mirror,
     application: &str,
     instance: &Instance,
@@ -111,7 +111,7 @@ pub fn instance_containers<'m>(
 }
 
 /// The container `target` names in an instance: 404 for an unknown instance or container.
-pub fn find<'m>(
+pub(crate) fn find<'m>(
     mirror: &'m Mirror,
     application: &str,
     instance: &Instance,
@@ -133,7 +133,7 @@ pub fn find<'m>(
 }
 
 /// Running (not paused, not restarting) with a known first process, or 409.
-pub fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
+pub(crate) fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
     if rec.running && !rec.paused && !rec.restarting && rec.pid > 0 {
         return Ok(());
     }
@@ -157,7 +157,7 @@ pub fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
 /// container can reach that image through `/proc/<pid>/exe` (CVE-2019-5736). The daemon runs
 /// from a sealed in-memory copy for that reason (see `main`); without one, nothing is started
 /// in containers: 503.
-pub fn require_sealed_binary() -> Result<(), Error> {
+pub(crate) fn require_sealed_binary() -> Result<(), Error> {
     if crate::sys::exe::running_sealed() {
         return Ok(());
     }
@@ -165,7 +165,7 @@ pub fn require_sealed_binary() -> Result<(), Error> {
 }
 
 /// What entering the container needs.
-pub fn exec_target(rec: &ContainerRecord) -> container::Target {
+pub(crate) fn exec_target(rec: &ContainerRecord) -> container::Target {
     container::Target {
         pid: rec.pid,
         container_id: rec.id.clone(),

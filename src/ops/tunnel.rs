@@ -40,7 +40,7 @@ enum Sock {
     Udp(UdpSocket),
 }
 
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     client: Option<WsClient>,
     sock: Sock,
     sock_token: Token,
@@ -235,13 +235,13 @@ impl From<container::Error> for Error {
 }
 
 /// What `start` produced: a TCP tunnel still connecting (answer later) or a ready one.
-pub enum Begun {
+pub(crate) enum Begun {
     Connecting(Box<Tunnel>),
     Ready(Box<Tunnel>),
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn start(
+pub(crate) fn start(
     me: Token,
     netns_of: Option<(i32, &str)>,
     proto: Proto,
@@ -335,16 +335,16 @@ fn connect_error(target: SocketAddr, errno: i32) -> ApiError {
 
 impl Tunnel {
     /// The 101 head, taken when the HTTP connection is upgraded.
-    pub fn take_head(&mut self) -> Vec<u8> {
+    pub(crate) fn take_head(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.head)
     }
 
     /// The upgraded client connection, from now on the other end of the session.
-    pub fn attach(&mut self, client: WsClient) {
+    pub(crate) fn attach(&mut self, client: WsClient) {
         self.client = Some(client);
     }
 
-    pub fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
+    pub(crate) fn drive(&mut self, me: Token, role: Option<Role>, io: &mut Io<'_>) -> Progress {
         let mut p = Progress::default();
         if self.gone && self.client.is_none() {
             // Whether the connect finished or not, there is no client to upgrade.
@@ -506,14 +506,14 @@ impl Tunnel {
         }
     }
 
-    pub fn client_gone(&mut self) {
+    pub(crate) fn client_gone(&mut self) {
         self.gone = true;
         if let Sock::Tcp(s) = &self.sock {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
 
-    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+    pub(crate) fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
         match self.client.as_mut() {
             Some(c) => {
                 c.close(me, 1001, "supd is shutting down", io);
@@ -523,7 +523,7 @@ impl Tunnel {
         }
     }
 
-    pub fn release(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         match &mut self.sock {
             Sock::Tcp(s) => io.deregister(self.sock_token, s),
             Sock::Udp(s) => io.deregister(self.sock_token, s),

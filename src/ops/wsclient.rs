@@ -14,11 +14,11 @@ use crate::ws::session::{self, Incoming, Session};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A fragmented message must be finished within this long of its first fragment: until
 /// then tungstenite holds it, and pongs between fragments would keep it for ever.
-pub const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `WsClient::forward` stopped.
 #[derive(Debug)]
-pub enum Forwarded {
+pub(crate) enum Forwarded {
     /// Nothing more to read now, the client is full, or the turn is over: wait for events.
     Paused,
     /// The source ended.
@@ -27,10 +27,10 @@ pub enum Forwarded {
     Failed(std::io::Error),
 }
 
-pub struct WsClient<S: ByteStream = Stream> {
-    pub session: Session<S>,
+pub(crate) struct WsClient<S: ByteStream = Stream> {
+    pub(crate) session: Session<S>,
     token: Token,
-    pub peer: String,
+    pub(crate) peer: String,
     ping_interval: Duration,
     ping_timeout: Duration,
     idle_timeout: Option<Duration>,
@@ -42,20 +42,20 @@ pub struct WsClient<S: ByteStream = Stream> {
     /// The operation stopped reading (its sink was full): no fragment timeout meanwhile.
     paused: bool,
     /// Set when the session can no longer be used (error, close complete, timeout).
-    pub dead: bool,
+    pub(crate) dead: bool,
 }
 
-pub enum Event {
+pub(crate) enum Event {
     /// A binary message, as tungstenite unmasked it in its own buffer (not copied again).
     Message(Bytes),
     /// A text frame: not part of any supd protocol.
     Text,
     /// The peer closed (its close is answered).
-    Closed { code: u16, reason: String },
+    Closed,
 }
 
 /// What an operation does with the frames its client sends: see [`WsClient::read_frames`].
-pub trait FrameSink {
+pub(crate) trait FrameSink {
     /// Asked before each read: whether the operation takes another message now (its buffers
     /// are below their limits, it is not closing). It may first move what it holds onward.
     fn ready(&mut self) -> bool;
@@ -75,7 +75,7 @@ impl WsClient {
     /// Reads the client's messages and hands each to `sink`, while the sink is ready for more
     /// and a complete message is there: the one read loop of every websocket operation.
     /// `text_reason` goes with the 1003 close that a text frame gets.
-    pub fn read_frames(
+    pub(crate) fn read_frames(
         &mut self,
         me: Token,
         io: &mut Io<'_>,
@@ -112,7 +112,7 @@ impl WsClient {
                     self.close(me, 1003, text_reason, io);
                     sink.text(self, me, io);
                 }
-                Event::Closed { .. } => {
+                Event::Closed => {
                     sink.closed(me, io);
                     return;
                 }
@@ -122,7 +122,7 @@ impl WsClient {
 }
 
 impl<S: ByteStream> WsClient<S> {
-    pub fn attach(
+    pub(crate) fn attach(
         me: Token,
         mut stream: S,
         peer: String,
@@ -166,7 +166,7 @@ impl<S: ByteStream> WsClient<S> {
 
     /// Read the next message, if one is complete. Errors kill the session (after queueing the
     /// close frame a protocol error calls for).
-    pub fn read(&mut self) -> Option<Event> {
+    pub(crate) fn read(&mut self) -> Option<Event> {
         if self.dead {
             return None;
         }
@@ -180,7 +180,7 @@ impl<S: ByteStream> WsClient<S> {
                 self.last_activity = Instant::now();
                 Some(Event::Text)
             }
-            Ok(Some(Incoming::Closed { code, reason })) => Some(Event::Closed { code, reason }),
+            Ok(Some(Incoming::Closed { .. })) => Some(Event::Closed),
             Err(session::Error::Protocol {
                 close_code, reason, ..
             }) => {
@@ -203,7 +203,7 @@ impl<S: ByteStream> WsClient<S> {
 
     /// Queue a binary message. `false`: not queued, the caller must hold its data and stop
     /// reading its source until `can_send`. A dead or closing session takes (drops) it.
-    pub fn send(&mut self, data: &[u8]) -> bool {
+    pub(crate) fn send(&mut self, data: &[u8]) -> bool {
         if self.dead || self.close_sent.is_some() {
             return true;
         }
@@ -217,12 +217,12 @@ impl<S: ByteStream> WsClient<S> {
         }
     }
 
-    pub fn can_send(&self) -> bool {
+    pub(crate) fn can_send(&self) -> bool {
         !self.dead && self.session.can_send()
     }
 
     /// Start the close handshake.
-    pub fn close(&mut self, me: Token, code: u16, reason: &str, io: &mut Io<'_>) {
+    pub(crate) fn close(&mut self, me: Token, code: u16, reason: &str, io: &mut Io<'_>) {
         if self.close_sent.is_some() || self.dead {
             return;
         }
@@ -235,12 +235,12 @@ impl<S: ByteStream> WsClient<S> {
         io.wake_at(me, now + CLOSE_TIMEOUT);
     }
 
-    pub fn closing(&self) -> bool {
+    pub(crate) fn closing(&self) -> bool {
         self.close_sent.is_some()
     }
 
     /// Write the head, then queued frames. Ok(true) when everything is out.
-    pub fn flush(&mut self) -> std::io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<bool> {
         match self.session.flush() {
             Ok(done) => Ok(done),
             Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -248,7 +248,7 @@ impl<S: ByteStream> WsClient<S> {
     }
 
     /// Flush, and mark the session dead if the socket broke or the close handshake is over.
-    pub fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         if self.dead {
             return;
         }
@@ -261,7 +261,7 @@ impl<S: ByteStream> WsClient<S> {
     }
 
     /// Send the frame the client refused last time, if any: false while it still refuses.
-    pub fn send_held(&mut self, held: &mut Option<Vec<u8>>) -> bool {
+    pub(crate) fn send_held(&mut self, held: &mut Option<Vec<u8>>) -> bool {
         self.pump();
         match held.take() {
             Some(data) if !self.send(&data) => {
@@ -276,7 +276,7 @@ impl<S: ByteStream> WsClient<S> {
     /// the client accepts more. `read` answers `Ok(None)` at the end of its source. A frame the
     /// client refuses is kept in `held` and goes first next time. After 16 frames `me` is woken
     /// again at once instead, so that one busy source cannot starve the other sessions.
-    pub fn forward(
+    pub(crate) fn forward(
         &mut self,
         me: Token,
         io: &mut Io<'_>,
@@ -318,7 +318,7 @@ impl<S: ByteStream> WsClient<S> {
     }
 
     /// Timer work: pings, ping timeout, idle timeout, close timeout.
-    pub fn on_timer(&mut self, me: Token, io: &mut Io<'_>) {
+    pub(crate) fn on_timer(&mut self, me: Token, io: &mut Io<'_>) {
         if self.dead {
             return;
         }
@@ -365,7 +365,7 @@ impl<S: ByteStream> WsClient<S> {
         io.wake_at(me, next);
     }
 
-    pub fn release(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         io.deregister(self.token, self.session.get_mut());
     }
 }

@@ -5,13 +5,13 @@ use std::time::Instant;
 use crate::http::request::Request;
 
 /// The one log line of a request: who, what (path without the query's values), status, time.
-pub struct RequestLog {
+pub(crate) struct RequestLog {
     line: String,
     started: Instant,
 }
 
 impl RequestLog {
-    pub fn new(peer: &str, req: &Request, started: Instant) -> RequestLog {
+    pub(crate) fn new(peer: &str, req: &Request, started: Instant) -> RequestLog {
         let query = if req.query.is_empty() {
             String::new()
         } else {
@@ -23,7 +23,7 @@ impl RequestLog {
         }
     }
 
-    pub fn done(self, status: u16) {
+    pub(crate) fn done(self, status: u16) {
         log::info!(
             "{} {} {:.1}ms",
             self.line,

@@ -5,9 +5,9 @@
 //! module knows nothing of the server or of operations (it imports neither): the server
 //! dispatches on `Target`, operations register their descriptors through `Io`.
 
-pub mod log;
+pub(crate) mod log;
 pub mod net;
-pub mod timers;
+pub(crate) mod timers;
 
 use std::collections::HashMap;
 use std::io;
@@ -23,11 +23,11 @@ use timers::{Timer, Timers};
 
 /// Size of the loop's shared read buffer: a 1 MiB body arrives in a few reads, and the
 /// largest UDP datagram fits.
-pub const SCRATCH: usize = 64 * 1024;
+pub(crate) const SCRATCH: usize = 64 * 1024;
 
 /// What a token is for.
 #[derive(Debug, Clone, Copy)]
-pub enum Target {
+pub(crate) enum Target {
     Listener(usize),
     Conn,
     Docker,
@@ -37,7 +37,7 @@ pub enum Target {
 
 /// Which of an operation's descriptors an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The client's socket (websocket sessions).
     Client,
     /// The intermediate child of a spawn (its pidfd).
@@ -55,11 +55,11 @@ pub enum Role {
 }
 
 /// The poller, the token table, the timers and the shared read buffer.
-pub struct Reactor {
-    pub poll: Poll,
-    pub routes: HashMap<Token, Target>,
+pub(crate) struct Reactor {
+    pub(crate) poll: Poll,
+    pub(crate) routes: HashMap<Token, Target>,
     next_token: usize,
-    pub timers: Timers,
+    pub(crate) timers: Timers,
     /// The one read buffer of the loop: client connections read into it (see
     /// `HttpConn::fill`), operations borrow it to move output (`Io::take_scratch`).
     /// Nothing keeps a large buffer of its own between wake-ups.
@@ -68,7 +68,7 @@ pub struct Reactor {
 
 impl Reactor {
     /// A poller whose dynamic tokens start at `first_token` (those below are the caller's).
-    pub fn new(first_token: usize) -> io::Result<Reactor> {
+    pub(crate) fn new(first_token: usize) -> io::Result<Reactor> {
         Ok(Reactor {
             poll: Poll::new()?,
             routes: HashMap::new(),
@@ -79,7 +79,7 @@ impl Reactor {
     }
 
     /// A token never handed out before.
-    pub fn token(&mut self) -> Token {
+    pub(crate) fn token(&mut self) -> Token {
         let t = Token(self.next_token);
         self.next_token += 1;
         t
@@ -87,7 +87,7 @@ impl Reactor {
 
     /// The loop's read buffer, whole again if an operation that borrowed it
     /// (`Io::take_scratch`) never gave it back (a panic in between).
-    pub fn scratch(&mut self) -> &mut [u8] {
+    pub(crate) fn scratch(&mut self) -> &mut [u8] {
         if self.scratch.len() < SCRATCH {
             self.scratch.resize(SCRATCH, 0);
         }
@@ -97,31 +97,31 @@ impl Reactor {
 
 /// What operations may do with the loop: register descriptors, set timers, borrow the read
 /// buffer.
-pub struct Io<'a> {
+pub(crate) struct Io<'a> {
     reactor: &'a mut Reactor,
-    pub cfg: &'a Config,
+    pub(crate) cfg: &'a Config,
 }
 
 impl<'a> Io<'a> {
-    pub fn new(reactor: &'a mut Reactor, cfg: &'a Config) -> Io<'a> {
+    pub(crate) fn new(reactor: &'a mut Reactor, cfg: &'a Config) -> Io<'a> {
         Io { reactor, cfg }
     }
 
     /// Borrow the loop's read buffer (64 KiB, contents meaningless); give it back with
     /// `put_scratch`. Moving output through it spares every session a buffer of its own.
-    pub fn take_scratch(&mut self) -> Vec<u8> {
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.reactor.scratch);
         // Only if a caller did not give it back: a fresh one, so nothing breaks.
         buf.resize(SCRATCH, 0);
         buf
     }
 
-    pub fn put_scratch(&mut self, buf: Vec<u8>) {
+    pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
         self.reactor.scratch = buf;
     }
 
     /// Register a descriptor of operation `op`; returns its new token.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         op: Token,
         role: Role,
@@ -135,7 +135,7 @@ impl<'a> Io<'a> {
     }
 
     /// Register a plain descriptor (pidfd, pipe, PTY master) of operation `op`.
-    pub fn register_fd(
+    pub(crate) fn register_fd(
         &mut self,
         op: Token,
         role: Role,
@@ -145,30 +145,18 @@ impl<'a> Io<'a> {
         self.register(op, role, &mut SourceFd(&fd.as_raw_fd()), interest)
     }
 
-    pub fn reregister(
-        &mut self,
-        token: Token,
-        source: &mut impl Source,
-        interest: Interest,
-    ) -> io::Result<()> {
-        self.reactor
-            .poll
-            .registry()
-            .reregister(source, token, interest)
-    }
-
-    pub fn deregister(&mut self, token: Token, source: &mut impl Source) {
+    pub(crate) fn deregister(&mut self, token: Token, source: &mut impl Source) {
         let _ = self.reactor.poll.registry().deregister(source);
         self.reactor.routes.remove(&token);
     }
 
     /// Deregister a descriptor registered with `register_fd`.
-    pub fn deregister_fd(&mut self, token: Token, fd: BorrowedFd<'_>) {
+    pub(crate) fn deregister_fd(&mut self, token: Token, fd: BorrowedFd<'_>) {
         self.deregister(token, &mut SourceFd(&fd.as_raw_fd()));
     }
 
     /// Wake operation `op` at `when` (it checks its own deadlines then).
-    pub fn wake_at(&mut self, op: Token, when: Instant) {
+    pub(crate) fn wake_at(&mut self, op: Token, when: Instant) {
         self.reactor.timers.at(when, Timer::Op(op));
     }
 }

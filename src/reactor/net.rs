@@ -19,7 +19,7 @@ pub enum Listener {
 impl Listener {
     /// Bind a configured address. A unix socket path left over from an earlier run is removed
     /// first; its parent directory is created.
-    pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+    pub(crate) fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(sa) => Ok(Listener::Tcp(TcpListener::bind(*sa)?)),
             ListenAddr::Unix(path) => {
@@ -41,7 +41,7 @@ impl Listener {
 
     /// A new connection, its peer as logged, and the peer's IP address (None for a unix
     /// socket, whose peers are local processes).
-    pub fn accept(&self) -> io::Result<(Stream, String, Option<IpAddr>)> {
+    pub(crate) fn accept(&self) -> io::Result<(Stream, String, Option<IpAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept()?;
@@ -59,7 +59,7 @@ impl Listener {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Listener::Tcp(l) => l
                 .local_addr()
@@ -107,31 +107,21 @@ impl Source for Listener {
 /// What a connection needs of its byte stream: non-blocking reads and writes, registration
 /// with the poller, and closing its sending side. `Stream` in the daemon; a socket pair
 /// (mio's `UnixStream::pair`) in unit tests.
-pub trait ByteStream: Read + Write + Source {
-    fn shutdown_write(&self) -> io::Result<()>;
-}
+pub(crate) trait ByteStream: Read + Write + Source {}
 
-impl ByteStream for Stream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
+impl ByteStream for Stream {}
 
-impl ByteStream for UnixStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
+impl ByteStream for UnixStream {}
 
 /// A client connection's byte stream.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),

@@ -11,7 +11,7 @@ use mio::Token;
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Timer {
+pub(crate) enum Timer {
     /// Check a client connection's deadlines.
     Conn(Token),
     /// Check an operation's deadlines (kill grace, pings, connect timeout).
@@ -25,28 +25,28 @@ pub enum Timer {
 }
 
 #[derive(Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, Timer)>>,
 }
 
 impl Timers {
-    pub fn at(&mut self, when: Instant, timer: Timer) {
+    pub(crate) fn at(&mut self, when: Instant, timer: Timer) {
         self.heap.push(Reverse((when, timer)));
     }
 
-    pub fn after(&mut self, delay: Duration, timer: Timer) {
+    pub(crate) fn after(&mut self, delay: Duration, timer: Timer) {
         self.at(Instant::now() + delay, timer);
     }
 
     /// How long the loop may sleep.
-    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
         self.heap
             .peek()
             .map(|Reverse((when, _))| when.saturating_duration_since(now))
     }
 
     /// The next timer that is due, if any.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         match self.heap.peek() {
             Some(Reverse((when, _))) if *when <= now => self.heap.pop().map(|Reverse((_, t))| t),
             _ => None,

@@ -23,7 +23,7 @@ use crate::config::Limits;
 
 /// What to do with a newly accepted connection.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Admit,
     /// Admit it after closing this older unauthenticated connection, which is told why.
     Evict(Token, ConnError),
@@ -35,7 +35,7 @@ pub enum Verdict {
 /// Why a connection is refused, timed out or closed to make room; the statuses are in
 /// `http::error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnError {
+pub(crate) enum ConnError {
     /// A request's head (or an authenticated request) did not arrive in time.
     Timeout,
     /// Every connection slot is taken.
@@ -44,11 +44,11 @@ pub enum ConnError {
     Refused(&'static str),
 }
 
-pub const PEER_CAP: &str = "too many unauthenticated connections from this address";
-pub const TOKEN_CAP: &str = "too many connections and sessions for this token";
+pub(crate) const PEER_CAP: &str = "too many unauthenticated connections from this address";
+pub(crate) const TOKEN_CAP: &str = "too many connections and sessions for this token";
 
 #[derive(Debug, Default)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// Unauthenticated connections, oldest first (tokens only grow), with their peer.
     pending: BTreeMap<Token, Option<IpAddr>>,
     per_peer: HashMap<IpAddr, usize>,
@@ -60,7 +60,7 @@ pub struct Admission {
 impl Admission {
     /// The most unauthenticated connections at once: the slots minus the reserve, which is at
     /// most half of them.
-    pub fn share(limits: &Limits) -> usize {
+    pub(crate) fn share(limits: &Limits) -> usize {
         let reserve = limits.reserved_connections.min(limits.max_connections / 2);
         (limits.max_connections - reserve).max(1)
     }
@@ -68,7 +68,7 @@ impl Admission {
     /// Decide on a new connection from `peer` while `open` slots are taken (connections and
     /// operations). Unix-socket peers (None) are local processes and exempt from the per-peer
     /// cap, not from the share.
-    pub fn admit(&self, peer: Option<IpAddr>, open: usize, limits: &Limits) -> Verdict {
+    pub(crate) fn admit(&self, peer: Option<IpAddr>, open: usize, limits: &Limits) -> Verdict {
         if let Some(ip) = peer
             && self.per_peer.get(&ip).copied().unwrap_or(0) >= limits.preauth_per_peer
             && let Some((&oldest, _)) = self.pending.iter().find(|(_, p)| **p == Some(ip))
@@ -86,7 +86,12 @@ impl Admission {
 
     /// A request on connection `conn` passed auth as token `name`: the connection now counts
     /// for that token, unless the token already holds its cap.
-    pub fn claim(&mut self, conn: Token, name: &str, limits: &Limits) -> Result<(), ConnError> {
+    pub(crate) fn claim(
+        &mut self,
+        conn: Token,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<(), ConnError> {
         if self.holder.get(&conn).is_some_and(|n| n == name) {
             return Ok(());
         }
@@ -100,14 +105,14 @@ impl Admission {
     }
 
     /// A connection upgraded into operation `op`: its claim moves with it.
-    pub fn transfer(&mut self, conn: Token, op: Token) {
+    pub(crate) fn transfer(&mut self, conn: Token, op: Token) {
         if let Some(name) = self.holder.remove(&conn) {
             self.holder.insert(op, name);
         }
     }
 
     /// A connection or operation is gone: its token holds one less.
-    pub fn release(&mut self, t: Token) {
+    pub(crate) fn release(&mut self, t: Token) {
         let Some(name) = self.holder.remove(&t) else {
             return;
         };
@@ -119,7 +124,7 @@ impl Admission {
         }
     }
 
-    pub fn add(&mut self, token: Token, peer: Option<IpAddr>) {
+    pub(crate) fn add(&mut self, token: Token, peer: Option<IpAddr>) {
         self.pending.insert(token, peer);
         if let Some(ip) = peer {
             *self.per_peer.entry(ip).or_insert(0) += 1;
@@ -127,7 +132,7 @@ impl Admission {
     }
 
     /// The connection is gone, or passed auth: it no longer counts as unauthenticated.
-    pub fn remove(&mut self, token: Token) {
+    pub(crate) fn remove(&mut self, token: Token) {
         let Some(Some(ip)) = self.pending.remove(&token) else {
             return;
         };

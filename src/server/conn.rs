@@ -27,7 +27,7 @@ const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading (or between) requests.
     Open,
     /// A request is being handled by an operation that will answer later.
@@ -38,48 +38,48 @@ pub enum Phase {
 
 /// What a connection keeps of the request an operation will answer: its log line, written
 /// with the answer's status (or 101), and whether the connection stays open after it.
-pub struct Awaiting {
-    pub log: RequestLog,
-    pub keep_alive: bool,
+pub(crate) struct Awaiting {
+    pub(crate) log: RequestLog,
+    pub(crate) keep_alive: bool,
 }
 
-pub struct HttpConn<S: ByteStream = Stream> {
-    pub stream: S,
-    pub peer: String,
+pub(crate) struct HttpConn<S: ByteStream = Stream> {
+    pub(crate) stream: S,
+    pub(crate) peer: String,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     written: usize,
     parser: Parser,
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// In `Phase::Waiting`: the request being answered by the operation.
-    pub awaiting: Option<Awaiting>,
+    pub(crate) awaiting: Option<Awaiting>,
     /// When the current request's first byte arrived (head timeout), if one is in progress.
-    pub request_started: Option<Instant>,
+    pub(crate) request_started: Option<Instant>,
     /// Last time a request completed or the connection opened (idle timeout).
-    pub idle_since: Instant,
+    pub(crate) idle_since: Instant,
     /// The peer shut down its sending side.
-    pub read_eof: bool,
+    pub(crate) read_eof: bool,
     /// The socket may hold more input than we took (we stopped early for backpressure).
     maybe_more_input: bool,
-    pub interest: Option<Interest>,
+    pub(crate) interest: Option<Interest>,
     limits_head: usize,
     /// The peer's address, for the per-peer cap on unauthenticated connections (None for a
     /// unix-socket peer).
-    pub peer_ip: Option<IpAddr>,
+    pub(crate) peer_ip: Option<IpAddr>,
     /// When the connection was accepted: the pre-auth limit counts from here, and nothing an
     /// unauthenticated client does (an OPTIONS, a 404) moves it.
-    pub opened: Instant,
+    pub(crate) opened: Instant,
     /// A request on this connection has passed auth.
-    pub authenticated: bool,
+    pub(crate) authenticated: bool,
     /// A request was refused because its token holds its cap: answer it and close.
-    pub refused: bool,
+    pub(crate) refused: bool,
     /// Last time queued output was written (or first queued): the write-stall limit.
-    pub write_progress: Instant,
+    pub(crate) write_progress: Instant,
     /// Waiting in the server's ready queue (its per-wake budget ran out with requests left).
-    pub queued: bool,
+    pub(crate) queued: bool,
 }
 
-pub enum Next {
+pub(crate) enum Next {
     /// Nothing complete yet.
     Nothing,
     Request(Request),
@@ -91,7 +91,12 @@ pub enum Next {
 }
 
 impl<S: ByteStream> HttpConn<S> {
-    pub fn new(stream: S, peer: String, peer_ip: Option<IpAddr>, limits: &Limits) -> HttpConn<S> {
+    pub(crate) fn new(
+        stream: S,
+        peer: String,
+        peer_ip: Option<IpAddr>,
+        limits: &Limits,
+    ) -> HttpConn<S> {
         let now = Instant::now();
         HttpConn {
             stream,
@@ -136,7 +141,7 @@ impl<S: ByteStream> HttpConn<S> {
     /// Reads go through the loop's one `scratch` buffer and only the bytes that arrived are
     /// kept: a connection holds memory for what it was sent, not for what it might be (with
     /// 10,000 idle connections, a 16 KiB buffer each would be 160 MiB).
-    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn fill(&mut self, scratch: &mut [u8]) -> io::Result<()> {
         if !self.wants_input() {
             return Ok(());
         }
@@ -173,12 +178,12 @@ impl<S: ByteStream> HttpConn<S> {
 
     /// Whether `fill` should be called again without waiting for an event (edge-triggered
     /// readiness: we stopped before the socket said WouldBlock).
-    pub fn should_refill(&self) -> bool {
+    pub(crate) fn should_refill(&self) -> bool {
         self.maybe_more_input && self.wants_input()
     }
 
     /// The next complete request from the buffer, if we are ready for one.
-    pub fn next_request(&mut self) -> Next {
+    pub(crate) fn next_request(&mut self) -> Next {
         if self.phase != Phase::Open || self.pending_output() >= MAX_PENDING_OUTPUT {
             return Next::Nothing;
         }
@@ -213,7 +218,11 @@ impl<S: ByteStream> HttpConn<S> {
 
     /// Read the body of the request `head` (from `Next::Head`), at most `limit` bytes; a
     /// client that waits for `100 Continue` gets it now, not before the request was admitted.
-    pub fn continue_body(&mut self, head: Request, limit: usize) -> Result<(), request::Error> {
+    pub(crate) fn continue_body(
+        &mut self,
+        head: Request,
+        limit: usize,
+    ) -> Result<(), request::Error> {
         let wants_continue = head.expect_continue;
         self.parser.continue_body(head, limit)?;
         if wants_continue {
@@ -228,17 +237,17 @@ impl<S: ByteStream> HttpConn<S> {
 
     /// The current request is refused before its body: drop what was read of it and read no
     /// more (the caller answers with `close`, as the body's framing is lost).
-    pub fn discard_input(&mut self) {
+    pub(crate) fn discard_input(&mut self) {
         self.inbuf = Vec::new();
     }
 
     /// Bytes of a request (or a partial one) are buffered.
-    pub fn has_partial_request(&self) -> bool {
+    pub(crate) fn has_partial_request(&self) -> bool {
         !self.inbuf.is_empty() || self.parser.in_body()
     }
 
     /// Queue a response; `close` ends the connection after it.
-    pub fn respond(&mut self, resp: &Response, head_only: bool, close: bool) {
+    pub(crate) fn respond(&mut self, resp: &Response, head_only: bool, close: bool) {
         if self.pending_output() == 0 {
             // The write-stall clock starts when there is something to write.
             self.write_progress = Instant::now();
@@ -254,16 +263,16 @@ impl<S: ByteStream> HttpConn<S> {
     }
 
     /// So much output is queued that no further request is read or handled.
-    pub fn output_blocked(&self) -> bool {
+    pub(crate) fn output_blocked(&self) -> bool {
         self.pending_output() >= MAX_PENDING_OUTPUT
     }
 
-    pub fn pending_output(&self) -> usize {
+    pub(crate) fn pending_output(&self) -> usize {
         self.outbuf.len() - self.written
     }
 
     /// Write queued output. Ok(true) when all of it is written.
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         while self.written < self.outbuf.len() {
             match self.stream.write(&self.outbuf[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -286,14 +295,14 @@ impl<S: ByteStream> HttpConn<S> {
     }
 
     /// Whether the connection has nothing more to do and should be closed.
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.pending_output() == 0
             && (self.phase == Phase::Closing
                 || (self.read_eof && self.phase == Phase::Open && self.inbuf.is_empty()))
     }
 
     /// Readiness we need now.
-    pub fn wanted_interest(&self) -> Interest {
+    pub(crate) fn wanted_interest(&self) -> Interest {
         let read = self.wants_input();
         let write = self.pending_output() > 0;
         match (read, write) {
@@ -306,13 +315,13 @@ impl<S: ByteStream> HttpConn<S> {
 
     /// Take the stream and any bytes that followed the upgrade request (websocket frames the
     /// client sent without waiting for the 101).
-    pub fn into_upgraded(self) -> (S, Vec<u8>, Vec<u8>) {
+    pub(crate) fn into_upgraded(self) -> (S, Vec<u8>, Vec<u8>) {
         let pending = self.outbuf[self.written..].to_vec();
         (self.stream, self.inbuf, pending)
     }
 
     /// Release buffer memory of an idle connection.
-    pub fn shrink(&mut self) {
+    pub(crate) fn shrink(&mut self) {
         if self.inbuf.is_empty() {
             self.inbuf = Vec::new();
         }

@@ -41,7 +41,7 @@ use crate::systemd;
 use admission::Admission;
 pub(crate) use admission::ConnError;
 use conn::{HttpConn, Phase};
-pub use signals::load_tokens;
+pub(crate) use signals::load_tokens;
 
 const SIGNAL: Token = Token(0);
 const FIRST_DYNAMIC: usize = 1;
@@ -76,7 +76,7 @@ impl std::error::Error for Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The tokens file as loaded, or why it could not be.
-pub enum TokenState {
+pub(crate) enum TokenState {
     Ready(Tokens),
     Sealed(String),
 }

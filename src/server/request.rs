@@ -162,14 +162,12 @@ impl Server {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             let env = ops::Env {
                 mirror: &self.mirror,
-                cfg: &self.cfg,
                 restarting: &self.restarting,
             };
             ops::start(op_token, call, format, &env, &mut io)
         };
         match start {
             Err(e) => Outcome::Error(e),
-            Ok(ops::Started::Respond(r)) => Outcome::Respond(r),
             Ok(ops::Started::Pending(op)) => {
                 if let Some(key) = op.restart_key() {
                     self.restarting.insert(key.to_string());
@@ -248,7 +246,6 @@ impl Server {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             let mut env = ops::EnvMut {
                 mirror: &mut self.mirror,
-                docker: &mut self.docker.client,
             };
             op.drive(op_token, ev, &mut io, &mut env)
         };

@@ -92,7 +92,7 @@ impl Server {
 }
 
 /// Load the tokens file; first start with the default path creates it.
-pub fn load_tokens(cfg: &Config) -> TokenState {
+pub(crate) fn load_tokens(cfg: &Config) -> TokenState {
     if cfg.tokens_is_default && !cfg.tokens.exists() {
         match auth::bootstrap(&cfg.tokens, &cfg.bootstrap_token_file) {
             Ok(Some(path)) => log::warn!(
