@@ -398,7 +398,7 @@ impl Setup {
         let config = dir.join("supd.yaml");
         std::fs::write(
             &config,
-            "limits: {max-connections: 30000}\nwebsocket: {ping-interval-ms: 600000}\n",
+            "limits: {max-connections: 30000, connections-per-token: 30000}\nwebsocket: {ping-interval-ms: 600000}\n",
         )
         .map_err(|e| format!("{config:?}: {e}"))?;
         Ok(Setup {
@@ -1463,7 +1463,8 @@ const METHOD: &str = "\
 supd is better.
 - The client is the bench's own raw-socket HTTP/1.1 and websocket code (masked frames), the \
 same for supd and every peer; supd is reached over loopback TCP, Docker over its unix socket.
-- supd runs with its defaults except `limits.max-connections: 30000` and \
+- supd runs with its defaults except `limits.max-connections: 30000`, \
+`limits.connections-per-token: 30000` (the bench holds all its sessions with one token) and \
 `websocket.ping-interval-ms: 600000` (so 10,000 websockets fit and drained sessions are not \
 pinged), logging at its default level to a file.
 - The containers are `supd-test-busybox:latest` running `sleep 3600`, labelled as instances \
