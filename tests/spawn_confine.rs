@@ -292,3 +292,43 @@ fn a_tenant_filter_refusing_a_step_fails_the_exec_with_its_reason() {
         assert_eq!(body["output"], expected, "{syscall}");
     }
 }
+
+/// A tenant's seccomp filter that answers clone with "success" (`SCMP_ACT_ERRNO` with errno
+/// 0: nothing done, 0 returned) must not make supd's intermediate take itself for the command
+/// and run it where it stands, in the host's PID namespace (the red team's second round,
+/// `clone-errno-hostpidns`). With and without no_new_privs (the filters go in last, or before
+/// the capability drop).
+#[test]
+fn a_filter_faking_clone_never_runs_the_command_in_the_host_pid_namespace() {
+    let dir = TempDir::new();
+    let cs = Containers::new("spawnconf-fakeclone");
+    let supd = Supd::start();
+    let profile = dir.path().join("fake-clone.json");
+    let json = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{ "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 0 }],
+    });
+    std::fs::write(&profile, json.to_string()).unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    for nnp in [false, true] {
+        let mut extra = vec!["--security-opt", opt.as_str()];
+        if nnp {
+            extra.extend(["--security-opt", "no-new-privileges"]);
+        }
+        std::fs::write(dir.path().join("report"), "ready\n").unwrap();
+        let t = start(&cs, dir.path(), &extra, "exec sleep 3600");
+        let mut answer = None;
+        supd.wait_until(Duration::from_secs(20), || {
+            answer = exec_output(supd.addr, &t.path, "true", START_BOUND);
+            !matches!(answer, Some((404 | 409, _)))
+        });
+        let (status, body) = answer.expect("the exec answered");
+        assert_eq!(status, 200, "nnp {nnp}: {body}");
+        // Before the fix: exit code 0, `true` having run in the intermediate.
+        assert_eq!(body["exit-code"], 126, "nnp {nnp}: {body}");
+        assert_eq!(
+            body["output"], "supd: clone: Operation not permitted\n",
+            "nnp {nnp}"
+        );
+    }
+}

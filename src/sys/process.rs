@@ -39,33 +39,48 @@ pub fn fork_child<F: FnOnce() -> i32>(child: F) -> nix::Result<i32> {
     }
 }
 
-/// `clone(CLONE_PARENT | CLONE_PARENT_SETTID | SIGCHLD)` with no new stack: like fork, but
-/// the new process is a child of the caller's parent, so the caller may exit without
-/// orphaning it, and the kernel stores the new pid (as the caller's PID namespace sees it) in
-/// `slot` before the new process runs. The new process runs `child` and `_exit`s with its
-/// return value. Returns the new pid.
+/// `clone(CLONE_PARENT | CLONE_PARENT_SETTID | CLONE_CHILD_SETTID | SIGCHLD)` with no new
+/// stack: like fork, but the new process is a child of the caller's parent, so the caller may
+/// exit without orphaning it, and the kernel stores the new pid (as the caller's PID namespace
+/// sees it) in `slot` before the new process runs. The new process runs `child` and `_exit`s
+/// with its return value. Returns the new pid.
+///
+/// The caller may already run under a container's seccomp filters, and a filter can answer
+/// any syscall with `SECCOMP_RET_ERRNO | 0`: "success", nothing done. A faked clone returns 0,
+/// and the caller would take itself for the new process and run the command where it stands
+/// (in the host's PID namespace). So the child side is trusted only when the kernel really
+/// made a process: with `CLONE_CHILD_SETTID` it writes the new process's pid (at least 1)
+/// into the new process's copy of `child_tid` before it runs; a faked clone leaves it 0.
+/// That is an `EPERM` here, for the caller to report.
 ///
 /// Only for a single-threaded caller (a forked child), which has nothing to lock.
 pub fn clone_sibling<F: FnOnce() -> i32>(slot: &PidSlot, child: F) -> nix::Result<i32> {
-    let flags = (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD) as libc::c_ulong;
+    let flags =
+        (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::CLONE_CHILD_SETTID | libc::SIGCHLD)
+            as libc::c_ulong;
+    let mut child_tid: c_int = 0;
     // SAFETY: a null stack makes clone behave like fork: the new process continues on a
     // copy-on-write copy of this stack. `slot.ptr` is a valid, writable, aligned int for the
-    // kernel's CLONE_PARENT_SETTID store (in the caller's memory); ctid and tls are unused
-    // without their flags. The caller is single-threaded, so no lock can be held by a thread
-    // missing from the copy. The new process only runs `child` and `_exit`s.
+    // kernel's CLONE_PARENT_SETTID store (in the caller's memory); `child_tid` is a valid,
+    // aligned int on this stack for the CLONE_CHILD_SETTID store (in the new process's copy of
+    // it); tls is unused without its flag. The caller is single-threaded, so no lock can be
+    // held by a thread missing from the copy. The new process only runs `child` and `_exit`s.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
             flags,
             ptr::null_mut::<libc::c_void>(),
             slot.ptr.as_ptr(),
-            ptr::null_mut::<c_int>(),
+            &mut child_tid as *mut c_int,
             0 as libc::c_ulong,
         )
     };
     match ret {
         -1 => Err(Errno::last()),
-        0 => run_child(child),
+        // SAFETY: `child_tid` is a live local; the volatile read sees the kernel's store, which
+        // the compiler cannot know about.
+        0 if unsafe { ptr::read_volatile(&child_tid) } > 0 => run_child(child),
+        0 => Err(Errno::EPERM),
         pid => Ok(pid as i32),
     }
 }
