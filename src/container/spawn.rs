@@ -5,7 +5,7 @@
 //!   │              not dumpable, join cgroups, setns user..mnt, LSM exec label, stdio on 0-2,
 //!   │              close every other descriptor, signals, user lookup, chown tty, rlimits,
 //!   │              no_new_privs, [seccomp], capabilities, groups/gid/uid, check them in its
-//!   │              /proc/self/status (opened before setns), HOME, [seccomp]
+//!   │              /proc/self/status (opened before the filters), HOME, [seccomp]
 //!   │            └──clone(CLONE_PARENT)──> command (supd's child, in the container's PID
 //!   │               exits at once              namespace, already confined): setsid, tty,
 //!   │                                          chdir, check cwd, execve
@@ -113,8 +113,10 @@ struct Plan<'s> {
     cwd_buffer: Vec<u8>,
     /// What confines the container's first process, taken over by the command.
     confinement: Confinement,
+    /// The host's /proc, where the intermediate is visible (it is not in the container's).
+    host_proc: OwnedFd,
     /// The intermediate's `/proc/self/status`, opened before anything of the container's
-    /// applies to it (see [`verify_confinement`]); moved to [`OWN_STATUS_FD`].
+    /// filters applies to it (see [`verify_confinement`]); moved to [`OWN_STATUS_FD`].
     own_status: Option<OwnedFd>,
     status_buffer: Vec<u8>,
 }
@@ -159,6 +161,12 @@ pub fn spawn(
     let cgroup_procs = cgroup::open_cgroup_procs(pid)?;
     let confinement = confine::read(pid, seccomp)?;
     let (io, child_stdio) = open_stdio(pid, stdio)?;
+    let host_proc = nix::fcntl::open(
+        c"/proc",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open /proc"))?;
     if exited(container.as_fd())? {
         return Err(Error::ContainerGone { pid });
     }
@@ -186,6 +194,7 @@ pub fn spawn(
         working_dir,
         cwd_buffer: vec![0; libc::PATH_MAX as usize + 1],
         confinement,
+        host_proc,
         own_status: None,
         status_buffer: vec![0; STATUS_BUFFER],
     };
@@ -407,10 +416,10 @@ const INTERMEDIATE_STEPS: &[Step] = &[
     // is not root in supd's user namespace may ptrace it or open its /proc/<pid>/fd.
     ("prctl(PR_SET_DUMPABLE)", not_dumpable),
     ("madvise(MADV_DONTFORK)", keep_pid_slot_from_command),
-    // Before setns: the host's /proc, where this process is visible.
-    ("open /proc/self/status", open_own_status),
     ("join cgroup", join_cgroups),
     ("setns", join_namespaces),
+    // After setns: the file shows ids as seen from the opener's user namespace.
+    ("open /proc/self/status", open_own_status),
     // Through the host's /proc, still open; the label is inherited by the command.
     ("set LSM exec label", set_exec_label),
     ("dup2", stdio_in_place),
@@ -629,11 +638,7 @@ fn close_other_descriptors(plan: &mut Plan<'_>) -> StepResult {
 }
 
 fn open_own_status(plan: &mut Plan<'_>) -> StepResult {
-    let status = nix::fcntl::open(
-        c"/proc/self/status",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let status = process::open_in_root(plan.host_proc.as_fd(), c"self/status", OFlag::O_RDONLY)?;
     plan.own_status = Some(status);
     Ok(())
 }
@@ -734,8 +739,8 @@ fn clear_ambient_capabilities(_: &mut Plan<'_>) -> StepResult {
 /// install its own filter (CAP_SYS_ADMIN) can answer capset, prctl and set*id with
 /// "success" and nothing done. Their results prove nothing, and neither would capget,
 /// getresuid or prctl(PR_CAPBSET_READ) (a faked read reports "not held", just what such a
-/// filter wants). The kernel's own account does: /proc/self/status, opened before
-/// setns and read through that descriptor; a faked pread returns no bytes or leaves the
+/// filter wants). The kernel's own account does: /proc/self/status, opened (through the
+/// host's /proc) before the filters and read through that descriptor; a faked pread returns no bytes or leaves the
 /// zeroed buffer, which the check refuses (a filter cannot write this process's memory, and
 /// no process of the container can see it). A mismatch fails the exec (126) rather than run
 /// the command with more than the container has.
