@@ -332,3 +332,63 @@ fn a_filter_faking_clone_never_runs_the_command_in_the_host_pid_namespace() {
         );
     }
 }
+
+/// The capability sets of a `/proc/<pid>/status` text, by field name.
+fn cap_field(status: &str, name: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in:\n{status}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// A container with CAP_SYS_ADMIN whose first process installs, without no_new_privs, a filter
+/// answering capset, prctl(PR_CAPBSET_DROP/PR_CAP_AMBIENT), setgroups and set*id with
+/// "success" (`SECCOMP_RET_ERRNO | 0`, nothing done): supd installs the copied filter before
+/// its capability drop and id change, which must not leave the command with supd's own
+/// capabilities (the red team's second round, `seccomp-fakes-capdrop`). A Docker profile
+/// cannot show it: runc installs that filter before its own drop, so the first process keeps
+/// every capability itself. The exec either fails, naming the check, or runs with no more
+/// than the first process has.
+#[test]
+fn a_filter_faking_the_capability_drop_never_leaves_the_command_more_capabilities() {
+    let dir = TempDir::new();
+    compile(dir.path(), "capfake");
+    let cs = Containers::new("spawnconf-capfake");
+    let supd = Supd::start();
+    let t = start(
+        &cs,
+        dir.path(),
+        &["--cap-add", "SYS_ADMIN"],
+        "exec /t/capfake /t/report",
+    );
+    let init_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &t.id]);
+    let init = std::fs::read_to_string(format!("/proc/{}/status", init_pid.trim())).unwrap();
+    assert!(init.contains("NoNewPrivs:\t0"), "{init}");
+    let mut answer = None;
+    supd.wait_until(Duration::from_secs(20), || {
+        answer = exec_output(supd.addr, &t.path, "cat /proc/self/status", START_BOUND);
+        !matches!(answer, Some((404 | 409, _)))
+    });
+    let (status, body) = answer.expect("the exec answered");
+    assert_eq!(status, 200, "{body}");
+    let output = body["output"].as_str().unwrap_or_default();
+    eprintln!("exec answer: {body}");
+    if body["exit-code"] == 126 {
+        assert!(
+            output.starts_with("supd: verify capabilities and ids: "),
+            "{body}"
+        );
+        return;
+    }
+    // Before the fix: exit code 0 with CapEff/CapBnd 000001fffeffffff.
+    assert_eq!(body["exit-code"], 0, "{body}");
+    for name in ["CapPrm", "CapEff", "CapBnd", "CapInh", "CapAmb"] {
+        let (command, first) = (cap_field(output, name), cap_field(&init, name));
+        assert_eq!(
+            command & !first,
+            0,
+            "{name}: the command holds {command:016x}, the first process {first:016x}"
+        );
+    }
+}

@@ -881,9 +881,127 @@ pub fn apply_filters(filters: &Filters) -> std::result::Result<(), Errno> {
         .try_for_each(|program| sys::install_seccomp_filter(program))
 }
 
+/// What the exec intermediate must hold once its privileged steps ran: no capability outside
+/// the container's, the user's ids and groups only.
+pub struct Expected<'a> {
+    pub bounding: u64,
+    pub inheritable: u64,
+    pub no_new_privs: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [nix::unistd::Gid],
+}
+
+/// Checks the intermediate's own `/proc/self/status` (`text`, as the kernel wrote it) against
+/// `expected`, without allocating (it runs in a forked child). Every field must be present:
+/// a read the container's seccomp filter faked returns nothing (or leaves the zeroed buffer
+/// untouched), which fails here instead of passing for "nothing held".
+pub fn check_own_status(
+    text: &[u8],
+    expected: &Expected<'_>,
+) -> std::result::Result<(), &'static str> {
+    let text = std::str::from_utf8(text).map_err(|_| "unreadable /proc/self/status")?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let caps = |name: &str| {
+        field(name)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or("capabilities missing from /proc/self/status")
+    };
+    let allowed = expected.inheritable & expected.bounding;
+    if caps("CapBnd")? & !expected.bounding != 0 {
+        return Err("bounding set not dropped");
+    }
+    if (caps("CapPrm")? | caps("CapEff")?) & !expected.bounding != 0 {
+        return Err("permitted or effective capabilities not dropped");
+    }
+    if caps("CapInh")? & !allowed != 0 {
+        return Err("inheritable capabilities not dropped");
+    }
+    if caps("CapAmb")? != 0 {
+        return Err("ambient capabilities not cleared");
+    }
+    let ids = |name: &str, want: u32| {
+        let values = field(name).ok_or("ids missing from /proc/self/status")?;
+        let mut count = 0;
+        for value in values.split_ascii_whitespace() {
+            if value.parse::<u32>() != Ok(want) {
+                return Err("ids not changed");
+            }
+            count += 1;
+        }
+        // Real, effective, saved and file-system ids.
+        if count != 4 {
+            return Err("ids missing from /proc/self/status");
+        }
+        Ok(())
+    };
+    ids("Uid", expected.uid)?;
+    ids("Gid", expected.gid)?;
+    let groups = field("Groups").ok_or("groups missing from /proc/self/status")?;
+    for group in groups.split_ascii_whitespace() {
+        let group = group.parse::<u32>().map_err(|_| "unreadable groups")?;
+        if !expected.groups.iter().any(|g| g.as_raw() == group) {
+            return Err("supplementary groups not changed");
+        }
+    }
+    match field("NoNewPrivs") {
+        Some("1") => {}
+        Some("0") if !expected.no_new_privs => {}
+        Some("0") => return Err("no_new_privs not set"),
+        _ => return Err("no_new_privs missing from /proc/self/status"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn own_status(caps: &str, uid: &str, groups: &str) -> String {
+        format!(
+            "Name:\tsupd\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t5\t5\t5\t5\nGroups:\t{groups}\n\
+             CapInh:\t0000000000000000\nCapPrm:\t{caps}\nCapEff:\t{caps}\nCapBnd:\t{caps}\n\
+             CapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n"
+        )
+    }
+
+    #[test]
+    fn own_status_is_checked_field_by_field() {
+        let groups = [nix::unistd::Gid::from_raw(5), nix::unistd::Gid::from_raw(7)];
+        let expected = Expected {
+            bounding: 0xa82425fb,
+            inheritable: 0,
+            no_new_privs: false,
+            uid: 1000,
+            gid: 5,
+            groups: &groups,
+        };
+        let good = own_status("00000000a82425fb", "1000", "5 7 ");
+        assert_eq!(check_own_status(good.as_bytes(), &expected), Ok(()));
+        let fewer = own_status("0000000000000001", "1000", "");
+        assert_eq!(check_own_status(fewer.as_bytes(), &expected), Ok(()));
+        // What a faked drop leaves: supd's capabilities, root, root's groups.
+        let kept = own_status("000001fffeffffff", "1000", "5");
+        assert!(check_own_status(kept.as_bytes(), &expected).is_err());
+        let root = own_status("00000000a82425fb", "0", "5");
+        assert!(check_own_status(root.as_bytes(), &expected).is_err());
+        let group = own_status("00000000a82425fb", "1000", "0 5");
+        assert!(check_own_status(group.as_bytes(), &expected).is_err());
+        // What a faked read leaves: nothing, or the zeroed buffer.
+        assert!(check_own_status(b"", &expected).is_err());
+        assert!(check_own_status(&[0; 64], &expected).is_err());
+        let cut = &good.as_bytes()[..good.find("CapAmb").unwrap()];
+        assert!(check_own_status(cut, &expected).is_err());
+        let nnp = Expected {
+            no_new_privs: true,
+            ..expected
+        };
+        assert!(check_own_status(good.as_bytes(), &nnp).is_err());
+    }
 
     #[test]
     fn status_fields() {

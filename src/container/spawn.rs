@@ -4,7 +4,8 @@
 //! supd ──fork──> intermediate (host PID namespace, invisible to the container), in order:
 //!   │              not dumpable, join cgroups, setns user..mnt, LSM exec label, stdio on 0-2,
 //!   │              close every other descriptor, signals, user lookup, chown tty, rlimits,
-//!   │              no_new_privs, [seccomp], capabilities, groups/gid/uid, HOME, [seccomp]
+//!   │              no_new_privs, [seccomp], capabilities, groups/gid/uid, check them in its
+//!   │              /proc/self/status (opened before the filters), HOME, [seccomp]
 //!   │            └──clone(CLONE_PARENT)──> command (supd's child, in the container's PID
 //!   │               exits at once              namespace, already confined): setsid, tty,
 //!   │                                          chdir, check cwd, execve
@@ -28,7 +29,9 @@
 //!
 //! The command is confined like the container's first process (see [`super::confine`]). Its
 //! seccomp filters go in before the capabilities drop when the container lacks
-//! no_new_privs (installing them then needs CAP_SYS_ADMIN), else last, as runc does. Both
+//! no_new_privs (installing them then needs CAP_SYS_ADMIN), else last, as runc does; in the
+//! first case a filter may fake the drop, so its effect is read back from the kernel (see
+//! [`verify_confinement`]). Both
 //! children are non-dumpable (CVE-2016-9962, CVE-2019-5736) until the command's execve; the
 //! command checks that its working directory lies inside the container's root
 //! (CVE-2024-21626). A command that is a `#!/proc/self/exe` script execs supd's image again,
@@ -58,6 +61,11 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 const EXIT_NOT_FOUND: i32 = 127;
 /// The command's start pipe: the one descriptor besides stdio it is born with.
 const START_PIPE_FD: i32 = 3;
+/// The intermediate's own `/proc/self/status` (host /proc), kept until the checks after the
+/// privileged steps; close-on-exec.
+const OWN_STATUS_FD: i32 = 4;
+/// Room for `/proc/self/status` with [`user::MAX_GROUPS`] groups.
+const STATUS_BUFFER: usize = 16 * 1024;
 const MAX_ARGS: usize = 4096;
 const MAX_ENV: usize = 4096;
 const MAX_PATH_DIRS: usize = 128;
@@ -105,6 +113,12 @@ struct Plan<'s> {
     cwd_buffer: Vec<u8>,
     /// What confines the container's first process, taken over by the command.
     confinement: Confinement,
+    /// The host's /proc, where the intermediate is visible (it is not in the container's).
+    host_proc: OwnedFd,
+    /// The intermediate's `/proc/self/status`, opened before anything of the container's
+    /// filters applies to it (see [`verify_confinement`]); moved to [`OWN_STATUS_FD`].
+    own_status: Option<OwnedFd>,
+    status_buffer: Vec<u8>,
 }
 
 /// Starts `argv` in the container of `target`, whose first process's seccomp filters
@@ -147,6 +161,12 @@ pub fn spawn(
     let cgroup_procs = cgroup::open_cgroup_procs(pid)?;
     let confinement = confine::read(pid, seccomp)?;
     let (io, child_stdio) = open_stdio(pid, stdio)?;
+    let host_proc = nix::fcntl::open(
+        c"/proc",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open /proc"))?;
     if exited(container.as_fd())? {
         return Err(Error::ContainerGone { pid });
     }
@@ -174,6 +194,9 @@ pub fn spawn(
         working_dir,
         cwd_buffer: vec![0; libc::PATH_MAX as usize + 1],
         confinement,
+        host_proc,
+        own_status: None,
+        status_buffer: vec![0; STATUS_BUFFER],
     };
     let intermediate_pid = process::fork_child(|| intermediate(&mut plan)).map_err(sys("fork"))?;
     // Dropping the plan closes the children's ends here, so EOF on the output means the
@@ -395,6 +418,8 @@ const INTERMEDIATE_STEPS: &[Step] = &[
     ("madvise(MADV_DONTFORK)", keep_pid_slot_from_command),
     ("join cgroup", join_cgroups),
     ("setns", join_namespaces),
+    // After setns: the file shows ids as seen from the opener's user namespace.
+    ("open /proc/self/status", open_own_status),
     // Through the host's /proc, still open; the label is inherited by the command.
     ("set LSM exec label", set_exec_label),
     ("dup2", stdio_in_place),
@@ -418,6 +443,8 @@ const INTERMEDIATE_STEPS: &[Step] = &[
     ("setuid", set_uid),
     ("limit capabilities", limit_capabilities),
     ("clear ambient capabilities", clear_ambient_capabilities),
+    // The filter above may have faked every one of them.
+    ("verify capabilities and ids", verify_confinement),
     // A uid change makes the process dumpable again when fs.suid_dumpable is 1.
     ("prctl(PR_SET_DUMPABLE)", not_dumpable),
     ("HOME", set_home),
@@ -601,10 +628,19 @@ fn start_pipe_in_place(plan: &mut Plan<'_>) -> StepResult {
     )?)
 }
 
-fn close_other_descriptors(_: &mut Plan<'_>) -> StepResult {
+fn close_other_descriptors(plan: &mut Plan<'_>) -> StepResult {
+    if let Some(status) = &plan.own_status {
+        process::move_fd_cloexec(status.as_fd(), OWN_STATUS_FD)?;
+    }
     // The plan's descriptors are closed under it; no step uses them after this one, and
     // the child never drops them (it leaves through `_exit`).
-    Ok(process::close_from(START_PIPE_FD as u32 + 1)?)
+    Ok(process::close_from(OWN_STATUS_FD as u32 + 1)?)
+}
+
+fn open_own_status(plan: &mut Plan<'_>) -> StepResult {
+    let status = process::open_in_root(plan.host_proc.as_fd(), c"self/status", OFlag::O_RDONLY)?;
+    plan.own_status = Some(status);
+    Ok(())
 }
 
 fn reset_signals(_: &mut Plan<'_>) -> StepResult {
@@ -696,6 +732,60 @@ fn limit_capabilities(plan: &mut Plan<'_>) -> StepResult {
 
 fn clear_ambient_capabilities(_: &mut Plan<'_>) -> StepResult {
     Ok(crate::sys::confine::clear_ambient_capabilities()?)
+}
+
+/// Without no_new_privs the container's filters go in before the capability drop and the id
+/// changes (installing them later would need CAP_SYS_ADMIN), so a container allowed to
+/// install its own filter (CAP_SYS_ADMIN) can answer capset, prctl and set*id with
+/// "success" and nothing done. Their results prove nothing, and neither would capget,
+/// getresuid or prctl(PR_CAPBSET_READ) (a faked read reports "not held", just what such a
+/// filter wants). The kernel's own account does: /proc/self/status, opened (through the
+/// host's /proc) before the filters and read through that descriptor; a faked pread returns no bytes or leaves the
+/// zeroed buffer, which the check refuses (a filter cannot write this process's memory, and
+/// no process of the container can see it). A mismatch fails the exec (126) rather than run
+/// the command with more than the container has.
+///
+/// Rejected: always setting no_new_privs so the filters could go last. Docker's containers
+/// lack it by default, so every exec would lose setuid binaries and file capabilities
+/// (sudo in an exec'd shell) where the container's own processes keep them.
+fn verify_confinement(plan: &mut Plan<'_>) -> StepResult {
+    let failed = |why: &'static str| Failure {
+        reason: Reason::Text(why),
+        name: None,
+        subject: Subject::Nothing,
+        code: EXIT_SETUP_FAILED,
+    };
+    if plan.own_status.is_none() {
+        return Err(failed("/proc/self/status not open"));
+    }
+    let fd = process::kept_fd(OWN_STATUS_FD);
+    plan.status_buffer.fill(0);
+    let mut len = 0;
+    loop {
+        let rest = &mut plan.status_buffer[len..];
+        if rest.is_empty() {
+            return Err(failed("/proc/self/status too long"));
+        }
+        match nix::sys::uio::pread(fd, rest, len as libc::off_t) {
+            Ok(0) => break,
+            Ok(n) if n <= rest.len() => len += n,
+            Ok(_) => return Err(failed("/proc/self/status read too long")),
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    let expected = confine::Expected {
+        bounding: plan.confinement.bounding,
+        inheritable: plan.confinement.inheritable,
+        no_new_privs: plan.confinement.no_new_privs,
+        uid: plan.identity.uid,
+        gid: plan.identity.gid,
+        groups: &plan.identity.groups,
+    };
+    confine::check_own_status(&plan.status_buffer[..len], &expected).map_err(failed)?;
+    // Close-on-exec besides: a faked close only leaves it to the command's execve.
+    let _ = nix::unistd::close(OWN_STATUS_FD);
+    Ok(())
 }
 
 fn set_home(plan: &mut Plan<'_>) -> StepResult {

@@ -160,6 +160,14 @@ pub fn standard_fd(fd: c_int) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
+/// Descriptor `fd` of a forked child that moved it there itself (see [`move_fd_cloexec`])
+/// and keeps it open until it closes it last.
+pub fn kept_fd(fd: c_int) -> BorrowedFd<'static> {
+    // SAFETY: only used in a forked child that dup'd one of its descriptors onto `fd` and
+    // closes it only after its last borrow (or leaves it to execve and exit).
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
 /// `dup3(fd, target, O_CLOEXEC)`, or only sets close-on-exec when `fd` already is `target`.
 /// Leaves `fd` open: for a forked child that closes everything above `target` next.
 pub fn move_fd_cloexec(fd: BorrowedFd<'_>, target: c_int) -> nix::Result<()> {
