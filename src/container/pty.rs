@@ -41,8 +41,14 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// tests and tools, never on supd's loop (which uses [`Opening`]).
 pub fn open(pid: i32, container_id: &str, rows: u16, cols: u16) -> Result<Pty> {
     let mut opening = Opening::start(pid, container_id)?;
+    let helper = opening.helper;
     loop {
         if let Some(result) = opening.progress() {
+            // Off the loop, the caller may wait a little for the helper's exit (it has
+            // answered, or been killed): no zombie is left for a caller without a loop.
+            if let Some(helper) = helper {
+                reap_soon(helper);
+            }
             let pty = result?;
             set_winsize(pty.master.as_fd(), rows, cols)?;
             return Ok(pty);
@@ -161,8 +167,8 @@ impl Opening {
         if n != MESSAGE {
             // The helper died before answering (killed, or out of memory).
             return Err(Error::Sys {
-                op: "open the container's ptmx",
-                errno: Errno::ECHILD,
+                op: "open the container's ptmx (the helper exited without an answer)",
+                errno: Errno::EPIPE,
             });
         }
         let errno = i32::from_ne_bytes(message);
@@ -237,9 +243,16 @@ pub fn reap_stragglers() {
     });
 }
 
-/// How many killed helpers are not reaped yet (for tests).
-pub fn stragglers() -> usize {
-    STRAGGLERS.with_borrow(|s| s.len())
+/// Waits up to a second for `helper` (killed) to be reaped, then leaves it to
+/// [`reap_stragglers`]. Blocks: never on the loop.
+fn reap_soon(helper: Pid) {
+    for _ in 0..100 {
+        reap_stragglers();
+        if !STRAGGLERS.with_borrow(|s| s.contains(&helper)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The helper's work (after fork: no allocation). Returns its exit code.

@@ -1,5 +1,6 @@
 //! Raw calls for configuration, tokens and systemd plumbing: kernel randomness, the
-//! descriptors systemd hands over on socket activation, and environment edits.
+//! descriptors systemd hands over on socket activation, environment edits, and descriptors
+//! passed between processes (`SCM_RIGHTS`, for helpers that open something for the loop).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -230,6 +231,37 @@ mod tests {
         assert_ne!(a, [0u8; 64]);
         assert_ne!(a, b);
         getrandom(&mut []).unwrap();
+    }
+
+    #[test]
+    fn descriptors_pass_over_a_socket() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        use std::os::fd::AsFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        send_fds(a.as_fd(), b"ok", &[r.as_fd(), w.as_fd()]).unwrap();
+        send_fds(a.as_fd(), b"no", &[]).unwrap();
+        drop(a);
+        let mut buf = [0u8; 4];
+        let (n, fds) = recv_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], fds.len()), (&b"ok"[..], 2));
+        // The passed pipe works: written through the second, read through the first.
+        nix::unistd::write(&fds[1], b"x").unwrap();
+        let mut one = [0u8; 1];
+        assert_eq!(nix::unistd::read(&fds[0], &mut one).unwrap(), 1);
+        let flags = fcntl(&fds[0], FcntlArg::F_GETFD).unwrap();
+        assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+        let (n, fds) = recv_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], fds.len()), (&b"no"[..], 0));
+        assert_eq!(recv_fds(b.as_fd(), &mut buf).unwrap().0, 0);
+        let too_many = [r.as_fd(), r.as_fd(), r.as_fd()];
+        assert_eq!(send_fds(b.as_fd(), b"x", &too_many), Err(Errno::EINVAL));
     }
 
     #[test]
