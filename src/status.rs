@@ -67,6 +67,8 @@ impl From<crate::container::Error> for ApiError {
             // Something in the container (its processes, its seccomp filter) kept the command
             // from starting: an upstream that did not answer in time.
             e @ E::StartTimeout { .. } => ApiError::new(504, e.to_string()),
+            // Its file system at /dev/pts did not answer the lookup of ptmx: the same.
+            e @ E::TerminalTimeout { .. } => ApiError::new(504, e.to_string()),
             other => {
                 log::error!("spawn: {other}");
                 ApiError::new(500, format!("cannot start the command: {other}"))
@@ -172,9 +174,10 @@ impl From<crate::ops::prepare::Error> for ApiError {
         match e {
             E::Container(e) => e.into(),
             E::ShuttingDown => ApiError::new(503, e.to_string()),
-            E::FollowFilters(_) | E::FollowCommand(_) | E::FilterReadLost => {
-                ApiError::new(500, e.to_string())
-            }
+            E::FollowFilters(_)
+            | E::FollowCommand(_)
+            | E::FollowTerminal(_)
+            | E::FilterReadLost => ApiError::new(500, e.to_string()),
         }
     }
 }

@@ -24,7 +24,8 @@ use nix::errno::Errno;
 
 pub use pty::set_winsize;
 pub use spawn::{
-    kill_group, kill_process, pidfd_open, reached_exec, read_handoff, spawn, try_wait,
+    kill_group, kill_process, pidfd_open, reached_exec, read_handoff, spawn, spawn_on_terminal,
+    try_wait,
 };
 pub use words::{is_blank, split_words};
 
@@ -48,6 +49,9 @@ pub enum Error {
     /// The command did not reach execve in time (something in the container stopped it, or
     /// its filter blocks a step); it and the intermediate were killed.
     StartTimeout { after: std::time::Duration },
+    /// The container's `/dev/pts/ptmx` could not be looked up in time (a file system the
+    /// container mounted there does not answer); the helper looking was killed.
+    TerminalTimeout { after: std::time::Duration },
 }
 
 impl fmt::Display for Error {
@@ -62,6 +66,11 @@ impl fmt::Display for Error {
             Error::StartTimeout { after } => write!(
                 f,
                 "the command did not start within {} ms (stopped or blocked in the container)",
+                after.as_millis()
+            ),
+            Error::TerminalTimeout { after } => write!(
+                f,
+                "the container's /dev/pts/ptmx could not be opened within {} ms",
                 after.as_millis()
             ),
         }

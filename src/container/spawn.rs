@@ -129,6 +129,33 @@ pub fn spawn(
     argv: &[String],
     stdio: Stdio,
 ) -> Result<Spawned> {
+    spawn_with(target, seccomp, argv, stdio, None)
+}
+
+/// [`spawn`] on a terminal already opened in the container ([`pty::Opening`]): supd's loop
+/// never looks up the container's ptmx itself.
+pub fn spawn_on_terminal(
+    target: &Target,
+    seccomp: &confine::InitFilters,
+    argv: &[String],
+    terminal: pty::Pty,
+) -> Result<Spawned> {
+    spawn_with(
+        target,
+        seccomp,
+        argv,
+        Stdio::Pty { rows: 0, cols: 0 },
+        Some(terminal),
+    )
+}
+
+fn spawn_with(
+    target: &Target,
+    seccomp: &confine::InitFilters,
+    argv: &[String],
+    stdio: Stdio,
+    terminal: Option<pty::Pty>,
+) -> Result<Spawned> {
     if argv.is_empty() {
         return Err(Error::BadCommand("empty command"));
     }
@@ -160,7 +187,13 @@ pub fn spawn(
     let namespaces = ns::open_namespaces(pid)?;
     let cgroup_procs = cgroup::open_cgroup_procs(pid)?;
     let confinement = confine::read(pid, seccomp)?;
-    let (io, child_stdio) = open_stdio(pid, stdio)?;
+    let (io, child_stdio) = match terminal {
+        Some(pty) => (
+            Io::Pty { master: pty.master },
+            ChildStdio::Terminal(pty.slave),
+        ),
+        None => open_stdio(target, stdio)?,
+    };
     let host_proc = nix::fcntl::open(
         c"/proc",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -325,10 +358,11 @@ fn program_candidates(program: &str, path: &str) -> Result<Vec<CString>> {
         .collect()
 }
 
-fn open_stdio(pid: i32, stdio: Stdio) -> Result<(Io, ChildStdio)> {
+fn open_stdio(target: &Target, stdio: Stdio) -> Result<(Io, ChildStdio)> {
     match stdio {
         Stdio::Pty { rows, cols } => {
-            let pty = pty::open(pid, rows, cols)?;
+            // Blocks up to pty::OPEN_TIMEOUT: supd's loop uses `spawn_on_terminal`.
+            let pty = pty::open(target.pid, &target.container_id, rows, cols)?;
             Ok((
                 Io::Pty { master: pty.master },
                 ChildStdio::Terminal(pty.slave),

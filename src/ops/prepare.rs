@@ -2,15 +2,18 @@
 //! container's first process, which a helper process reads
 //! ([`container::confine::lookup`]). The request waits here like any other operation, on the
 //! helper's pipe and a timer, so a container whose init never stops for the helper delays
-//! only its own requests; several requests for one init share one helper. Once the filters
-//! are there the operation becomes the exec or session it was asked for.
+//! only its own requests; several requests for one init share one helper. A session with a
+//! terminal also waits here for its PTY, which another helper opens in the container's
+//! devpts ([`container::pty::Opening`]): the container's file system is never looked into
+//! on the loop. Once both are there the operation becomes the exec or session it was asked
+//! for.
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use mio::{Interest, Token};
 
 use super::{Io, Op, Progress, Reply, Role, exec, interactive};
-use crate::container::{self, confine};
+use crate::container::{self, confine, pty};
 use crate::http::{ApiError, Format};
 
 /// Why an exec or session could not be started.
@@ -26,6 +29,8 @@ pub(crate) enum Error {
     ShuttingDown,
     /// The filter read disappeared (a bug: 500).
     FilterReadLost,
+    /// The loop would not take the PTY helper's socket (500).
+    FollowTerminal(std::io::Error),
 }
 
 impl std::fmt::Display for Error {
@@ -36,6 +41,7 @@ impl std::fmt::Display for Error {
             Error::FollowCommand(e) => write!(f, "cannot follow the command: {e}"),
             Error::ShuttingDown => f.write_str("supd is shutting down"),
             Error::FilterReadLost => f.write_str("the filter read was lost"),
+            Error::FollowTerminal(e) => write!(f, "cannot follow the terminal's opening: {e}"),
         }
     }
 }
@@ -77,32 +83,67 @@ pub(crate) fn begin(
     format: Format,
     io: &mut Io<'_>,
 ) -> Result<Begun, Error> {
-    match confine::lookup(start.target.pid)? {
-        confine::Lookup::Ready(filters) => Ok(Begun::Now(launch(me, start, &filters, io)?)),
-        confine::Lookup::Reading(read) => {
-            let watch = read.watch()?;
-            let token = io
-                .register_fd(me, Role::Filters, watch.as_fd(), Interest::READABLE)
-                .map_err(Error::FollowFilters)?;
-            io.wake_at(me, read.deadline());
-            Ok(Begun::Later(Box::new(Preparing {
-                start: Some(start),
-                read: Some((read, watch, token)),
-                format,
-                gone: false,
-                stopping: false,
-            })))
+    let lookup = confine::lookup(start.target.pid)?;
+    let terminal = match start.stdio {
+        container::Stdio::Pty { .. } => Some(pty::Opening::start(
+            start.target.pid,
+            &start.target.container_id,
+        )?),
+        container::Stdio::Pipes { .. } => None,
+    };
+    let (filters, read) = match lookup {
+        confine::Lookup::Ready(filters) if terminal.is_none() => {
+            return Ok(Begun::Now(launch(me, start, &filters, None, io)?));
         }
+        confine::Lookup::Ready(filters) => (Some(filters), None),
+        confine::Lookup::Reading(read) => (None, Some(read)),
+    };
+    let mut preparing = Box::new(Preparing {
+        start: Some(start),
+        read: None,
+        filters,
+        terminal: None,
+        pty: None,
+        format,
+        gone: false,
+        stopping: false,
+    });
+    if let Some(read) = read {
+        let watch = read.watch()?;
+        let token = io
+            .register_fd(me, Role::Filters, watch.as_fd(), Interest::READABLE)
+            .map_err(Error::FollowFilters)?;
+        io.wake_at(me, read.deadline());
+        preparing.read = Some((read, watch, token));
     }
+    if let Some(opening) = terminal {
+        let token = match io.register_fd(me, Role::Terminal, opening.socket(), Interest::READABLE) {
+            Ok(token) => token,
+            Err(e) => {
+                preparing.release(io);
+                return Err(Error::FollowTerminal(e));
+            }
+        };
+        io.wake_at(me, opening.deadline());
+        preparing.terminal = Some((opening, token));
+    }
+    Ok(Begun::Later(preparing))
 }
 
 fn launch(
     me: Token,
     start: Start,
     filters: &confine::InitFilters,
+    terminal: Option<pty::Pty>,
     io: &mut Io<'_>,
 ) -> Result<Op, Error> {
-    let spawned = container::spawn(&start.target, filters, &start.argv, start.stdio)?;
+    let spawned = match (terminal, start.stdio) {
+        (Some(pty), container::Stdio::Pty { rows, cols }) => {
+            container::set_winsize(pty.master.as_fd(), rows, cols)?;
+            container::spawn_on_terminal(&start.target, filters, &start.argv, pty)?
+        }
+        _ => container::spawn(&start.target, filters, &start.argv, start.stdio)?,
+    };
     let follow = Error::FollowCommand;
     Ok(match start.then {
         Then::Exec { output } => {
@@ -120,6 +161,12 @@ pub(crate) struct Preparing {
     start: Option<Start>,
     /// The shared read, this operation's own descriptor of its pipe, and its token.
     read: Option<(confine::FilterRead, OwnedFd, Token)>,
+    /// The filters, once read.
+    filters: Option<confine::InitFilters>,
+    /// A terminal's opening in the container (its helper and socket's token) until done.
+    terminal: Option<(pty::Opening, Token)>,
+    /// The terminal, once opened.
+    pty: Option<pty::Pty>,
     format: Format,
     /// The HTTP client left: nothing to start.
     gone: bool,
@@ -135,19 +182,18 @@ impl Preparing {
             progress.done = true;
             return (None, progress);
         }
-        let outcome = match (&self.read, self.stopping) {
-            (_, true) => Err(Error::ShuttingDown),
-            (Some((read, _, _)), false) => match read.progress() {
-                None => return (None, progress),
-                Some(result) => {
-                    self.stop_reading(io);
-                    result.map_err(Error::from).and_then(|filters| {
-                        let start = self.start.take().expect("launched once");
-                        launch(me, start, &filters, io)
-                    })
+        let outcome = if self.stopping {
+            Err(Error::ShuttingDown)
+        } else {
+            match (self.poll_terminal(io), self.poll_filters(io)) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+                (Some(Ok(())), Some(Ok(()))) => {
+                    let start = self.start.take().expect("launched once");
+                    let filters = self.filters.take().expect("filters read");
+                    launch(me, start, &filters, self.pty.take(), io)
                 }
-            },
-            (None, false) => Err(Error::FilterReadLost),
+                _ => return (None, progress),
+            }
         };
         match outcome {
             Ok(op) => {
@@ -170,6 +216,7 @@ impl Preparing {
     pub(crate) fn client_gone(&mut self, io: &mut Io<'_>) {
         self.gone = true;
         self.stop_reading(io);
+        self.stop_terminal(io);
     }
 
     pub(crate) fn shutdown(&mut self) {
@@ -178,12 +225,49 @@ impl Preparing {
 
     pub(crate) fn release(&mut self, io: &mut Io<'_>) {
         self.stop_reading(io);
+        self.stop_terminal(io);
+    }
+
+    /// `Some(Ok)` once the filters are there, `None` while they are read.
+    fn poll_filters(&mut self, io: &mut Io<'_>) -> Option<Result<(), Error>> {
+        if self.filters.is_some() {
+            return Some(Ok(()));
+        }
+        let result = match &self.read {
+            Some((read, _, _)) => read.progress()?,
+            None => return Some(Err(Error::FilterReadLost)),
+        };
+        self.stop_reading(io);
+        Some(
+            result
+                .map(|filters| self.filters = Some(filters))
+                .map_err(Error::from),
+        )
+    }
+
+    /// `Some(Ok)` once the terminal is open (or none is needed), `None` while its helper works.
+    fn poll_terminal(&mut self, io: &mut Io<'_>) -> Option<Result<(), Error>> {
+        let Some((opening, _)) = &mut self.terminal else {
+            return Some(Ok(()));
+        };
+        let result = opening.progress()?;
+        self.stop_terminal(io);
+        Some(result.map(|pty| self.pty = Some(pty)).map_err(Error::from))
     }
 
     fn stop_reading(&mut self, io: &mut Io<'_>) {
         if let Some((read, watch, token)) = self.read.take() {
             io.deregister_fd(token, watch.as_fd());
             drop(read);
+        }
+    }
+
+    /// Stops waiting for the terminal; a helper still at work is killed (see
+    /// [`pty::Opening`]).
+    fn stop_terminal(&mut self, io: &mut Io<'_>) {
+        if let Some((opening, token)) = self.terminal.take() {
+            io.deregister_fd(token, opening.socket());
+            drop(opening);
         }
     }
 }

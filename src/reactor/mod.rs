@@ -52,6 +52,8 @@ pub(crate) enum Role {
     Socket,
     /// The pipe of the helper reading the container init's seccomp filters (`prepare`).
     Filters,
+    /// The socket of the helper opening the container's ptmx (`prepare`).
+    Terminal,
 }
 
 /// The poller, the token table, the timers and the shared read buffer.

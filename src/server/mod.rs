@@ -246,6 +246,8 @@ impl Server {
                 }
                 return Err(Error::Io("epoll_wait", e));
             }
+            // Helpers killed while asleep in a container's file system die when it lets them.
+            crate::container::pty::reap_stragglers();
             for ev in events.iter() {
                 let token = ev.token();
                 // Which event it was does not matter: every part reads and writes until it

@@ -1,0 +1,181 @@
+//! A container that mounts a FUSE file system over its own `/dev/pts` whose daemon never
+//! answers a LOOKUP (attacks2/fuse-ptmx-stall): an exec-interactive with a terminal makes supd
+//! look up `dev/pts/ptmx` there. The lookup must not happen on supd's one loop thread: other
+//! clients keep their answers while the session waits, the session fails within its bound,
+//! and the helper that was stuck in the kernel is reaped once the container goes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Built from tests/fixtures/fuse/fusehang.c (the red team's daemon, raw FUSE protocol).
+const FUSE_IMAGE: &str = "supd-test-fusehang:latest";
+
+/// `cc -static` the daemon and put it on the busybox image as the entrypoint.
+fn ensure_fuse_image() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", FUSE_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return;
+    }
+    ensure_image();
+    let ctx = TempDir::new();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuse/fusehang.c");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(ctx.path().join("fusehang"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc -static fusehang.c");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY fusehang /fusehang\nENTRYPOINT [\"/fusehang\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", FUSE_IMAGE])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One state GET on its own connection; how long the answer took (`None`: no answer within
+/// `limit`).
+fn timed_get(addr: SocketAddr, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let req = format!(
+        "GET /v1/state/applications/{}/service-instances HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {READER_TOKEN}\r\nConnection: close\r\n\r\n",
+        unique("other")
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+    }
+    Some(started.elapsed())
+}
+
+/// Removes the container when dropped. Declared after the [`Supd`], so it goes first even when
+/// the test fails: a supd asleep in the FUSE request (the bug) dies only once the container's
+/// FUSE connection is gone, and dropping it first would wait forever.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_fuse_mount_over_dev_pts_does_not_stall_the_loop() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "this test needs /dev/fuse on the host"
+    );
+    ensure_fuse_image();
+    let cs = Containers::new("fuse-stall");
+    let supd = Supd::start();
+    let app = unique("fusey");
+    let id = managed(
+        &cs,
+        &app,
+        "web",
+        &["--cap-add", "SYS_ADMIN", "--device", "/dev/fuse"],
+        &[FUSE_IMAGE],
+    );
+    let _remove = RemoveOnDrop(id.clone());
+    // The daemon has mounted over /dev/pts.
+    supd.wait_until(Duration::from_secs(20), || {
+        let out = Command::new("docker").args(["logs", &id]).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("mounted over /dev/pts")
+    });
+    // Execs without a terminal work (the mirror has the container running).
+    supd.wait_until(Duration::from_secs(20), || {
+        let body = serde_json::json!({ "cmd": "true" }).to_string();
+        let path = format!("{}/containers/web/exec", instance_path(&app, "web"));
+        supd.post_json(&path, ADMIN_TOKEN, &body).status == 200
+    });
+    assert!(timed_get(supd.addr, Duration::from_secs(2)).is_some());
+
+    // Another client polls the state the whole time the session is pending.
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(Mutex::new(Duration::ZERO));
+    let poller = {
+        let (stop, worst, addr) = (Arc::clone(&stop), Arc::clone(&worst), supd.addr);
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let took = timed_get(addr, Duration::from_secs(3)).unwrap_or(Duration::MAX);
+                let mut w = worst.lock().unwrap();
+                *w = (*w).max(took);
+                drop(w);
+                answered += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            answered
+        })
+    };
+    let started = Instant::now();
+    // In a thread of its own: without an answer (the loop asleep) the handshake panics after
+    // its 30 s read timeout, and the GETs' latency is the failure to report.
+    let path = interactive_path(&app, "sh", true);
+    let addr = supd.addr;
+    let session = std::thread::spawn(move || handshake_status(addr, &path, INTERACTIVE)).join();
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let polls = poller.join().unwrap();
+    let worst = *worst.lock().unwrap();
+    assert!(
+        worst < Duration::from_millis(200),
+        "a state GET took {worst:?} while the session was pending (Duration::MAX: no answer)"
+    );
+    assert!(polls >= 10, "only {polls} state GETs during {took:?}");
+    let (status, body) = session.expect("the session got an answer");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("ptmx"), "{body}");
+    assert!(
+        took < Duration::from_secs(8),
+        "the session failed after {took:?}"
+    );
+    let daemon = Command::new("docker").args(["logs", &id]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&daemon.stderr).contains("LOOKUP ptmx"),
+        "the FUSE daemon never saw the lookup: the attack did not happen"
+    );
+
+    // The helper asleep in the FUSE request dies with the container's FUSE connection and
+    // is reaped: nothing is left behind.
+    docker(&["rm", "-f", &id]);
+    supd.wait_until(Duration::from_secs(10), || {
+        let _ = timed_get(supd.addr, Duration::from_secs(1));
+        supd.children().is_empty()
+    });
+    assert!(timed_get(supd.addr, Duration::from_secs(1)).is_some());
+}
