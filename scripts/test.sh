@@ -38,7 +38,7 @@ fi
 # Without cargo-nextest (building it costs more than it saves on a fresh machine), or with
 # SUPD_PARALLEL_TESTS=0, cargo test runs them all in turn. SUPD_TEST_THREADS sets how many
 # tests run at once (default: the number of CPUs).
-alone=(abuse conn_hardening docker_events filter_read http_strict mem_bounds soak)
+alone=(abuse conn_hardening docker_events filter_read fuse_stall http_strict mem_bounds soak)
 if [ "${SUPD_PARALLEL_TESTS:-1}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
     filter="" only=()
     for t in "${alone[@]}"; do
