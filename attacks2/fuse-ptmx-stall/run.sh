@@ -2,7 +2,7 @@
 # Usage: run.sh HOST PORT EXEC_TOKEN READ_TOKEN  (supd already running on HOST:PORT)
 set -eu
 H=$1; P=$2; T=$3; R=$4; D=$(cd "$(dirname "$0")" && pwd); W=$(mktemp -d)
-cc -static -O2 -o "$W/fusehang" "$D/fusehang.c"; cp "$D/Dockerfile" "$W/"
+cc -static -O2 -o "$W/fusehang" "$D/../../tests/fixtures/fuse/fusehang.c"; cp "$D/Dockerfile" "$W/"
 docker build -q -t supd-attack2-fusehang:latest "$W" >/dev/null; rm -rf "$W"
 docker run -d --name a2-fusehang --cap-add SYS_ADMIN --device /dev/fuse --label supd.attack=1 \
   --label io.supd.application=fusey --label io.supd.service=web --label io.supd.instance=1 \
