@@ -170,6 +170,28 @@ fn a_fuse_mount_over_dev_pts_does_not_stall_the_loop() {
         "the FUSE daemon never saw the lookup: the attack did not happen"
     );
 
+    // The helper still asleep in the FUSE request holds none of supd's descriptors (its
+    // listening socket would keep a restarted supd from binding): only its stdio, the answer
+    // socket (3) and the container's root it is looking in (4).
+    let helpers = supd.children();
+    assert!(
+        !helpers.is_empty(),
+        "no helper left asleep in the FUSE lookup"
+    );
+    for pid in helpers {
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            fds.iter().all(|fd| fd.parse::<u32>().is_ok_and(|n| n <= 4)),
+            "helper {pid} holds descriptors {fds:?}"
+        );
+    }
+
     // The helper asleep in the FUSE request dies with the container's FUSE connection and
     // is reaped: nothing is left behind.
     docker(&["rm", "-f", &id]);

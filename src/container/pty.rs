@@ -257,6 +257,13 @@ fn reap_soon(helper: Pid) {
 
 /// The helper's work (after fork: no allocation). Returns its exit code.
 fn open_helper(root_path: &CStr, out: BorrowedFd<'_>) -> i32 {
+    // The lookup may hang in the container's file system for as long as the container lives,
+    // past supd itself: hold nothing of supd's meanwhile (its listening sockets would keep a
+    // restarted supd from binding), only the answer socket, moved to 3.
+    if process::move_fd_cloexec(out, 3).is_err() || process::close_from(4).is_err() {
+        return 1;
+    }
+    let out = process::kept_fd(3);
     let result = nix::fcntl::open(
         root_path,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
