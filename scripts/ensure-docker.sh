@@ -2,7 +2,8 @@
 # Make sure a Docker engine answers on /var/run/docker.sock, installing Debian's docker.io and
 # starting containerd + dockerd in the background when it is missing. An engine that is already
 # running is left alone. Also installs what the tests need (busybox-static, iproute2, systemd
-# for systemd-analyze, curl and python3-venv for the API check, util-linux, procps).
+# for systemd-analyze, curl and python3-venv for the API check, util-linux, procps, and gcc with
+# libc6-dev for the static C helpers of the container-entry tests).
 set -euo pipefail
 
 need_pkgs=()
@@ -17,6 +18,10 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3 pytho
 # prlimit and nsenter (tests, bench), pkill (below).
 command -v prlimit >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v pkill >/dev/null 2>&1 || need_pkgs+=(procps)
+# Tests compile small static C programs for hostile containers (cc -static, kernel headers
+# for FUSE and seccomp).
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need_pkgs+=(libc6-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "ensure-docker: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
