@@ -14,4 +14,5 @@ pub mod server;
 mod status;
 pub mod sys;
 pub mod systemd;
+pub(crate) mod vm;
 pub mod ws;

@@ -64,6 +64,28 @@ use serde::Serialize;
 use crate::docker::inspect::{self, ContainerRecord, MountKind};
 use crate::docker::mirror::Counters;
 
+/// TEMPORARY (replaced by the vm-state branch): what the guest agent client learnt of a VM.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GuestInfo {
+    pub connected: bool,
+    pub os: Option<GuestOs>,
+    pub ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GuestOs {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub pretty_name: Option<String>,
+    pub version: Option<String>,
+    pub version_id: Option<String>,
+    pub kernel_release: Option<String>,
+    pub machine: Option<String>,
+}
+
+pub type Guests = std::collections::HashMap<String, GuestInfo>;
+
 /// TTL of every answer from Docker's embedded DNS server.
 pub const DOCKER_DNS_TTL: u32 = 600;
 

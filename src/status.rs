@@ -162,6 +162,9 @@ impl From<crate::ops::target::Error> for ApiError {
                 name,
             ),
             E::Vm => ApiError::new(501, message),
+            E::NoVm { instance } => {
+                ApiError::not_found(message).info("service-instance-name", instance)
+            }
             E::NotRunning { id, .. } => ApiError::conflict(message).info("container-id", id),
             E::NoAddress | E::NoneRunning => ApiError::conflict(message),
         }
@@ -312,5 +315,18 @@ mod tests {
         assert_eq!(e.status, 409);
         let e = ApiError::from(crate::ops::NotAnOperation);
         assert_eq!((e.status, e.message.as_str()), (500, "not an operation"));
+    }
+}
+
+impl From<crate::vm::AgentError> for ApiError {
+    fn from(e: crate::vm::AgentError) -> ApiError {
+        use crate::vm::AgentError as E;
+        let message = e.to_string();
+        match e {
+            E::NotConnected(_) | E::Gone => ApiError::conflict(message),
+            E::Timeout { .. } => ApiError::new(504, message),
+            E::Busy => ApiError::new(503, message),
+            E::Guest { class, .. } => ApiError::new(502, message).info("agent-error", class),
+        }
     }
 }

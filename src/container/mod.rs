@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 pub mod confine;
+pub mod helper;
 pub mod identity;
 pub mod netns;
 pub mod ns;

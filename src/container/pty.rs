@@ -5,21 +5,15 @@
 //! `tty` would say "not a tty" and programs that look up their terminal would fail. There is no
 //! fallback to the host's devpts.
 
-use std::cell::RefCell;
-use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
-use super::{Error, Result, identity};
+use super::helper::{Failed, InRoot, Job};
+use super::{Error, Result};
 use crate::sys::process;
 
 /// The device number of every devpts `ptmx` (major 5, minor 2).
@@ -41,251 +35,85 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// tests and tools, never on supd's loop (which uses [`Opening`]).
 pub fn open(pid: i32, container_id: &str, rows: u16, cols: u16) -> Result<Pty> {
     let mut opening = Opening::start(pid, container_id)?;
-    let helper = opening.helper;
-    loop {
-        if let Some(result) = opening.progress() {
-            // Off the loop, the caller may wait a little for the helper's exit (it has
-            // answered, or been killed): no zombie is left for a caller without a loop.
-            if let Some(helper) = helper {
-                reap_soon(helper);
-            }
-            let pty = result?;
-            set_winsize(pty.master.as_fd(), rows, cols)?;
-            return Ok(pty);
-        }
-        let left = opening.deadline().saturating_duration_since(Instant::now());
-        let millis = PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(opening.socket(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, millis) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => return Err(Error::Sys { op: "poll", errno }),
-        }
-    }
+    let answer = opening.helper.wait(OPEN_TIMEOUT);
+    let pty = opening.answer(answer)?;
+    set_winsize(pty.master.as_fd(), rows, cols)?;
+    Ok(pty)
 }
 
-/// A PTY being opened by a helper process.
-///
-/// The lookup of `dev/pts/ptmx` runs in the container's file system, which the container
-/// controls: a FUSE file system mounted over its `/dev/pts` can leave any lookup there
-/// waiting forever in the kernel (uninterruptibly once its daemon has read the request).
-/// So supd's loop never looks: a forked helper does the lookup, the checks and the open, and
-/// passes the master and slave back over a socket (`SCM_RIGHTS`); the loop waits on that
-/// socket and a deadline, after which the helper is killed. A helper the kill cannot stop
-/// yet (asleep in the kernel until the FUSE daemon answers or the container goes) is reaped
-/// later by [`reap_stragglers`], never waited for.
+/// A PTY being opened by a helper process ([`helper::InRoot`]): the lookup of `dev/pts/ptmx`
+/// runs in the container's file system, which the container controls.
 pub struct Opening {
     pid: i32,
-    /// The pidfd of the container's first process ([`identity::pin`]).
-    container: OwnedFd,
-    /// Until reaped (or handed to the stragglers).
-    helper: Option<Pid>,
-    /// supd's end: non-blocking, close-on-exec.
-    socket: OwnedFd,
-    deadline: Instant,
+    helper: InRoot,
 }
-
-/// What the helper sends: 0 with the master and slave attached, else the errno of the step
-/// that failed.
-const MESSAGE: usize = std::mem::size_of::<i32>();
 
 impl Opening {
     /// Forks the helper that opens the PTY of process `pid`'s container.
-    /// The pid is pinned first ([`identity::pin`]) and must still be alive when the answer
-    /// comes: then the root the helper opened was the container's, not a successor's.
     pub fn start(pid: i32, container_id: &str) -> Result<Opening> {
-        reap_stragglers();
-        let container = identity::pin(pid, container_id)?;
-        let (socket, child_end) = nix::sys::socket::socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(sys("socketpair"))?;
-        let root = std::ffi::CString::new(format!("/proc/{pid}/root"))
-            .map_err(|_| Error::BadTarget("bad pid"))?;
-        let helper =
-            process::fork_child(|| open_helper(&root, child_end.as_fd())).map_err(sys("fork"))?;
-        drop(child_end);
-        let flags = nix::fcntl::fcntl(&socket, FcntlArg::F_GETFL).map_err(sys("fcntl"))?;
-        nix::fcntl::fcntl(
-            &socket,
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-        )
-        .map_err(sys("fcntl"))?;
-        log::debug!("opening the ptmx of the container of pid {pid} (helper {helper})");
-        Ok(Opening {
-            pid,
-            container,
-            helper: Some(Pid::from_raw(helper)),
-            socket,
-            deadline: Instant::now() + OPEN_TIMEOUT,
-        })
+        let helper = InRoot::start(pid, container_id, Job::Ptmx, OPEN_TIMEOUT)?;
+        log::debug!("opening the ptmx of the container of pid {pid}");
+        Ok(Opening { pid, helper })
     }
 
     /// The descriptor to wait on: readable when the helper answered or exited.
     pub fn socket(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.helper.socket()
     }
 
     /// When the open fails if the helper has not answered.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        self.helper.deadline()
     }
 
     /// The helper's answer, without blocking: `None` while it works and the deadline is not
-    /// past. Once it returns `Some`, the helper is gone (or left to [`reap_stragglers`]).
+    /// past.
     pub fn progress(&mut self) -> Option<Result<Pty>> {
-        self.helper?;
-        let mut message = [0u8; MESSAGE];
-        let result = match crate::sys::fd::recv_fds(self.socket.as_fd(), &mut message) {
-            Err(Errno::EAGAIN) => {
-                if Instant::now() < self.deadline {
-                    return None;
+        let answer = self.helper.progress(OPEN_TIMEOUT)?;
+        Some(self.answer(answer))
+    }
+
+    fn answer(&self, answer: std::result::Result<Vec<OwnedFd>, Failed>) -> Result<Pty> {
+        match answer {
+            Ok(fds) => {
+                let mut fds = fds.into_iter();
+                match (fds.next(), fds.next()) {
+                    // Non-blocking already: the helper opened the master so (the flag is on
+                    // the open file, which the descriptor passed shares).
+                    (Some(master), Some(slave)) => Ok(Pty { master, slave }),
+                    _ => Err(Error::Sys {
+                        op: "receive the terminal",
+                        errno: Errno::EBADMSG,
+                    }),
                 }
+            }
+            Err(Failed::Job(errno)) => {
+                log::warn!(
+                    "container of pid {} has no usable /dev/pts/ptmx: {errno}",
+                    self.pid
+                );
+                Err(Error::BadTarget(
+                    "the container has no usable /dev/pts/ptmx for a terminal",
+                ))
+            }
+            Err(Failed::Timeout(after)) => {
                 log::warn!(
                     "the container of pid {} did not open its /dev/pts/ptmx within {} ms",
                     self.pid,
-                    OPEN_TIMEOUT.as_millis()
+                    after.as_millis()
                 );
-                Err(Error::TerminalTimeout {
-                    after: OPEN_TIMEOUT,
-                })
+                Err(Error::TerminalTimeout { after })
             }
-            Err(errno) => Err(Error::Sys {
-                op: "receive the terminal",
-                errno,
-            }),
-            Ok((n, fds)) => self.answer(n, message, fds),
-        };
-        self.finish();
-        Some(result)
-    }
-
-    fn answer(&self, n: usize, message: [u8; MESSAGE], fds: Vec<OwnedFd>) -> Result<Pty> {
-        if n != MESSAGE {
-            // The helper died before answering (killed, or out of memory).
-            return Err(Error::Sys {
-                op: "open the container's ptmx (the helper exited without an answer)",
-                errno: Errno::EPIPE,
-            });
-        }
-        let errno = i32::from_ne_bytes(message);
-        if errno != 0 {
-            let errno = Errno::from_raw(errno);
-            log::warn!(
-                "container of pid {} has no usable /dev/pts/ptmx: {errno}",
-                self.pid
-            );
-            return Err(if !self.alive() {
-                Error::ContainerGone { pid: self.pid }
-            } else {
-                Error::BadTarget("the container has no usable /dev/pts/ptmx for a terminal")
-            });
-        }
-        if !self.alive() {
-            return Err(Error::ContainerGone { pid: self.pid });
-        }
-        let mut fds = fds.into_iter();
-        match (fds.next(), fds.next()) {
-            (Some(master), Some(slave)) => {
-                // Non-blocking already: the helper opened the master so (the flag is on
-                // the open file, which the descriptor passed shares).
-                Ok(Pty { master, slave })
-            }
-            _ => Err(Error::Sys {
-                op: "receive the terminal",
-                errno: Errno::EBADMSG,
-            }),
+            Err(Failed::Other(e)) => Err(e),
         }
     }
-
-    /// Whether the pinned process has not exited (its pidfd is not readable).
-    fn alive(&self) -> bool {
-        let mut fds = [PollFd::new(self.container.as_fd(), PollFlags::POLLIN)];
-        matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(0))
-    }
-
-    /// Kills the helper (a no-op once it exited) and reaps it if it is gone; one still asleep
-    /// in the kernel joins the stragglers.
-    fn finish(&mut self) {
-        if let Some(helper) = self.helper.take() {
-            let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
-            STRAGGLERS.with_borrow_mut(|s| s.push(helper));
-            reap_stragglers();
-        }
-    }
-}
-
-impl Drop for Opening {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-thread_local! {
-    /// Killed helpers not reaped yet: one asleep in a FUSE request the container's daemon
-    /// never answers dies only when the answer comes or the container's FUSE connection goes.
-    static STRAGGLERS: RefCell<Vec<Pid>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Reaps the helpers that have died since they were killed, without waiting. The loop calls
-/// it on every turn (cheap when there are none).
-pub fn reap_stragglers() {
-    STRAGGLERS.with_borrow_mut(|stragglers| {
-        stragglers.retain(|&helper| {
-            matches!(
-                nix::sys::wait::waitpid(helper, Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR)
-            )
-        })
-    });
-}
-
-/// Waits up to a second for `helper` (killed) to be reaped, then leaves it to
-/// [`reap_stragglers`]. Blocks: never on the loop.
-fn reap_soon(helper: Pid) {
-    for _ in 0..100 {
-        reap_stragglers();
-        if !STRAGGLERS.with_borrow(|s| s.contains(&helper)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The helper's work (after fork: no allocation). Returns its exit code.
-fn open_helper(root_path: &CStr, out: BorrowedFd<'_>) -> i32 {
-    // The lookup may hang in the container's file system for as long as the container lives,
-    // past supd itself: hold nothing of supd's meanwhile (its listening sockets would keep a
-    // restarted supd from binding), only the answer socket, moved to 3.
-    if process::move_fd_cloexec(out, 3).is_err() || process::close_from(4).is_err() {
-        return 1;
-    }
-    let out = process::kept_fd(3);
-    let result = nix::fcntl::open(
-        root_path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .and_then(|root| open_container_ptmx(root.as_fd()));
-    let sent = match &result {
-        Ok(pty) => crate::sys::fd::send_fds(
-            out,
-            &0i32.to_ne_bytes(),
-            &[pty.master.as_fd(), pty.slave.as_fd()],
-        ),
-        Err(errno) => crate::sys::fd::send_fds(out, &(*errno as i32).to_ne_bytes(), &[]),
-    };
-    i32::from(sent.is_err())
 }
 
 /// The container chooses what is at its `/dev/pts/ptmx`, and supd is the host's root: whatever
 /// is there is only looked at (an `O_PATH` handle, no link followed) until it is proved to be
 /// a devpts `ptmx`, and only then opened. Opening first would run the open of any device the
 /// container mknod'ed there (a host device, past the devices cgroup that binds the container).
-fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<Pty> {
+pub(super) fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<Pty> {
     let handle = process::open_path_in_root(root, c"dev/pts/ptmx")?;
     let stat = nix::sys::stat::fstat(handle.as_fd())?;
     let is_char = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
@@ -310,32 +138,11 @@ fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<Pty> {
     Ok(Pty { master, slave })
 }
 
-/// `process::reopen` without allocating (the helper is a forked child): opens
-/// `/proc/self/fd/<fd>` written into a stack buffer.
+/// `process::reopen` without allocating (the helper is a forked child).
 fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
-    const PREFIX: &[u8] = b"/proc/self/fd/";
-    let mut path = [0u8; 40];
-    path[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut digits = [0u8; 12];
-    let mut n = handle.as_raw_fd() as u32;
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        path[PREFIX.len() + i] = digits[len - 1 - i];
-    }
-    let path = CStr::from_bytes_until_nul(&path).map_err(|_| Errno::EINVAL)?;
+    let mut buf = [0u8; process::FD_PATH_LEN];
+    let path = process::self_fd_path(handle, &mut buf);
     nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
-}
-
-fn sys(op: &'static str) -> impl Fn(Errno) -> Error {
-    move |errno| Error::Sys { op, errno }
 }
 
 /// Sets the terminal size seen by the command (which gets SIGWINCH).

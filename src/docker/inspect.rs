@@ -196,6 +196,23 @@ pub struct ContainerRecord {
     pub image: String,
     /// `com.docker.compose.project`, whose `<project>_` prefix Compose puts on volume names.
     pub compose_project: Option<String>,
+    /// The VM contract, for a VM launcher (`io.supd.vm-container=true`).
+    pub vm: Option<VmSpec>,
+}
+
+/// Where a VM launcher's QEMU serves the guest's ports (paths inside the launcher).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub agent: String,
+    pub console: String,
+    pub terminals: Vec<VmTerminal>,
+    pub address: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmTerminal {
+    pub socket: String,
+    pub tty: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +306,7 @@ fn record(raw: RawInspect, identity: Identity) -> ContainerRecord {
         .map(|h| (h.status, h.log.iter().any(|p| p.exit_code == 0)));
     let time = |s: String| (!is_zero_time(&s)).then_some(s);
     let compose_project = raw.config.labels.get(COMPOSE_PROJECT).cloned();
+    let raw_labels = raw.config.labels.clone();
 
     let mut networks: Vec<Network> = raw
         .network_settings
@@ -435,6 +453,7 @@ fn record(raw: RawInspect, identity: Identity) -> ContainerRecord {
         stop_timeout: raw.config.stop_timeout,
         image: raw.config.image,
         compose_project,
+        vm: vm_spec(&raw_labels),
     }
 }
 
@@ -1004,4 +1023,28 @@ mod tests {
         assert!(e.to_string().starts_with("malformed container document"));
         assert!(std::error::Error::source(&e).is_some());
     }
+}
+
+/// TEMPORARY (replaced by the vm-state branch): the VM labels with their defaults.
+fn vm_spec(labels: &HashMap<String, String>) -> Option<VmSpec> {
+    if labels.get("io.supd.vm-container").map(String::as_str) != Some("true") {
+        return None;
+    }
+    let get = |k: &str, d: &str| labels.get(k).cloned().unwrap_or_else(|| d.to_string());
+    let terminals = get("io.supd.vm.terminals", "/run/supd-vm/ttyS1.sock=ttyS1")
+        .split(',')
+        .filter_map(|t| t.split_once('='))
+        .map(|(s, t)| VmTerminal {
+            socket: s.to_string(),
+            tty: t.to_string(),
+        })
+        .collect();
+    Some(VmSpec {
+        agent: get("io.supd.vm.agent", "/run/supd-vm/qga.sock"),
+        console: get("io.supd.vm.console", "/run/supd-vm/console.sock"),
+        terminals,
+        address: labels
+            .get("io.supd.vm.address")
+            .and_then(|a| a.parse().ok()),
+    })
 }

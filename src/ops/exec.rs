@@ -158,6 +158,55 @@ struct Outcome<'a> {
     truncated: bool,
 }
 
+/// The answer to an exec (in a container or a VM): the output (at most `cap` bytes as
+/// sent) and how the command ended, in `format`.
+pub(crate) fn answer(
+    output: Vec<u8>,
+    truncated: bool,
+    status: ExitStatus,
+    format: Format,
+    cap: usize,
+) -> Response {
+    let (code, signal) = match status {
+        ExitStatus::Code(c) => (Some(c), None),
+        ExitStatus::Signal(s) => (None, Some(s)),
+    };
+    if format == Format::OctetStream {
+        let mut r = Response::bytes(200, "application/octet-stream", output);
+        r = match status {
+            ExitStatus::Code(c) => r.header("Supd-Exit-Code", c.to_string()),
+            ExitStatus::Signal(s) => r.header("Supd-Exit-Signal", s.to_string()),
+        };
+        if truncated {
+            r = r.header("Supd-Output-Truncated", "true");
+        }
+        return r;
+    }
+    let text = String::from_utf8_lossy(&output);
+    // The cap bounds the output as it is sent: escaping (a NUL is six bytes in JSON) must not
+    // make an unread answer several times the cap.
+    let mut budget = cap;
+    loop {
+        let kept = fit_encoded(&text, format, budget);
+        let response = Response::serialized(
+            200,
+            &Outcome {
+                output: kept,
+                exit_code: code,
+                signal,
+                truncated: truncated || kept.len() < text.len(),
+            },
+            format,
+        );
+        // The estimate is exact for JSON; YAML may fold long lines: cut further if so.
+        let over = response.body.len().saturating_sub(cap + ANSWER_SLACK);
+        if over == 0 || kept.is_empty() {
+            return response;
+        }
+        budget = budget.saturating_sub(over.max(budget / 16));
+    }
+}
+
 pub(crate) struct Exec {
     proc: Proc,
     output: Option<(File, Token)>,
@@ -285,50 +334,10 @@ impl Exec {
                 response: ApiError::from(e).into_response(self.format),
             };
         }
-        let (code, signal) = match status {
-            ExitStatus::Code(c) => (Some(c), None),
-            ExitStatus::Signal(s) => (None, Some(s)),
-        };
-        let response = if self.format == Format::OctetStream {
-            let mut r = Response::bytes(
-                200,
-                "application/octet-stream",
-                std::mem::take(&mut self.buf),
-            );
-            r = match status {
-                ExitStatus::Code(c) => r.header("Supd-Exit-Code", c.to_string()),
-                ExitStatus::Signal(s) => r.header("Supd-Exit-Signal", s.to_string()),
-            };
-            if self.truncated {
-                r = r.header("Supd-Output-Truncated", "true");
-            }
-            r
-        } else {
-            let text = String::from_utf8_lossy(&self.buf);
-            // The cap bounds the output as it is sent: escaping (a NUL is six bytes in JSON)
-            // must not make an unread answer several times the cap.
-            let mut budget = self.cap;
-            loop {
-                let kept = fit_encoded(&text, self.format, budget);
-                let response = Response::serialized(
-                    200,
-                    &Outcome {
-                        output: kept,
-                        exit_code: code,
-                        signal,
-                        truncated: self.truncated || kept.len() < text.len(),
-                    },
-                    self.format,
-                );
-                // The estimate is exact for JSON; YAML may fold long lines: cut further if so.
-                let over = response.body.len().saturating_sub(self.cap + ANSWER_SLACK);
-                if over == 0 || kept.is_empty() {
-                    break response;
-                }
-                budget = budget.saturating_sub(over.max(budget / 16));
-            }
-        };
-        Reply { response }
+        let output = std::mem::take(&mut self.buf);
+        Reply {
+            response: answer(output, self.truncated, status, self.format, self.cap),
+        }
     }
 
     /// The daemon is stopping: stop the command, and still answer with how it ended.

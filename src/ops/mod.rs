@@ -16,6 +16,7 @@ pub mod restart;
 pub mod state;
 pub(crate) mod target;
 pub mod tunnel;
+pub(crate) mod vm_exec;
 pub(crate) mod wsclient;
 
 use std::io;
@@ -26,8 +27,10 @@ use mio::Token;
 use crate::container;
 use crate::docker::client::Purpose;
 use crate::docker::mirror::{Mirror, Want};
+use crate::http::router::ContainerRef;
 use crate::http::{ApiError, Format, Response};
 use crate::reactor::net::Stream;
+use crate::vm::Vms;
 use crate::ws::handshake;
 
 pub use call::{Call, decode};
@@ -40,11 +43,15 @@ pub(crate) struct Env<'a> {
     pub mirror: &'a Mirror,
     /// Instances (`<application>/<instance>`) with a restart in progress.
     pub restarting: &'a std::collections::HashSet<String>,
+    /// VM launchers: a session claims a terminal port or the console as it starts.
+    pub vms: &'a mut Vms,
 }
 
 /// What operations may change while they run.
 pub(crate) struct EnvMut<'a> {
     pub mirror: &'a mut Mirror,
+    /// VM launchers: operations send commands to guest agents.
+    pub vms: &'a mut Vms,
 }
 
 /// An HTTP answer an operation produced later. The waiting connection keeps the request's
@@ -79,6 +86,7 @@ pub(crate) enum Op {
     Interactive(Box<interactive::Interactive>),
     Tunnel(Box<tunnel::Tunnel>),
     Restart(restart::Restart),
+    VmExec(vm_exec::VmExec),
 }
 
 impl Op {
@@ -87,7 +95,7 @@ impl Op {
         me: Token,
         ev: Option<Role>,
         io: &mut Io<'_>,
-        _env: &mut EnvMut<'_>,
+        env: &mut EnvMut<'_>,
     ) -> Progress {
         match self {
             Op::Preparing(p) => {
@@ -100,7 +108,8 @@ impl Op {
             Op::Exec(e) => e.drive(me, ev, io),
             Op::Interactive(s) => s.drive(me, ev, io),
             Op::Tunnel(t) => t.drive(me, ev, io),
-            Op::Restart(r) => r.drive(me, _env),
+            Op::Restart(r) => r.drive(me, env),
+            Op::VmExec(e) => e.drive(me, io, env),
         }
     }
 
@@ -120,7 +129,7 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
-            Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) => {
+            Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) | Op::VmExec(_) => {
                 Err(io::Error::other("not a websocket operation"))
             }
             Op::Interactive(s) => {
@@ -140,6 +149,20 @@ impl Op {
         }
     }
 
+    /// A guest agent answered a command of this operation.
+    pub fn agent_reply(
+        &mut self,
+        me: Token,
+        reply: crate::vm::Reply,
+        io: &mut Io<'_>,
+        env: &mut EnvMut<'_>,
+    ) -> Progress {
+        match self {
+            Op::VmExec(e) => e.agent_reply(me, reply, io, env),
+            _ => Progress::default(),
+        }
+    }
+
     pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
         if let Op::Restart(r) = self {
             r.docker_reply(purpose, reply);
@@ -155,8 +178,9 @@ impl Op {
     }
 
     /// The HTTP client that waits for this operation went away.
-    pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>) {
+    pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         match self {
+            Op::VmExec(e) => e.client_gone(me, io, env),
             Op::Preparing(p) => p.client_gone(io),
             Op::Exec(e) => e.client_gone(me, io),
             Op::Tunnel(t) => t.client_gone(),
@@ -166,8 +190,10 @@ impl Op {
     }
 
     /// The daemon is stopping: wind down (close sessions, kill processes).
-    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+    pub fn shutdown(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         match self {
+            // Killed as if its client went; it still answers with how the command ended.
+            Op::VmExec(e) => e.shutdown(me, io, env),
             Op::Preparing(p) => p.shutdown(),
             Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
@@ -183,7 +209,7 @@ impl Op {
             Op::Exec(e) => e.release(io),
             Op::Interactive(s) => s.release(io),
             Op::Tunnel(t) => t.release(io),
-            Op::Restart(_) => {}
+            Op::Restart(_) | Op::VmExec(_) => {}
         }
     }
 
@@ -193,7 +219,8 @@ impl Op {
             Op::Exec(e) => e.abandon(),
             Op::Interactive(s) => s.abandon(),
             // A helper reading filters is killed when the operation is dropped.
-            Op::Preparing(_) | Op::Tunnel(_) | Op::Restart(_) => {}
+            // A guest process is killed by the guest agent, which needs the loop: it runs on.
+            Op::Preparing(_) | Op::Tunnel(_) | Op::Restart(_) | Op::VmExec(_) => {}
         }
     }
 }
@@ -204,10 +231,16 @@ pub(crate) fn start(
     me: Token,
     call: Call,
     format: Format,
-    env: &Env<'_>,
+    env: &mut Env<'_>,
     io: &mut Io<'_>,
 ) -> Result<Started, ApiError> {
     match call {
+        Call::Exec(p) if p.target == ContainerRef::Vm => {
+            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
+            target::require_running(launcher)?;
+            let op = vm_exec::VmExec::new(launcher.id.clone(), p.argv, p.output, format, io);
+            Ok(Started::Pending(Op::VmExec(op)))
+        }
         Call::Exec(p) => {
             let rec = target::find(env.mirror, &p.application, &p.instance, &p.target)?;
             target::require_running(rec)?;

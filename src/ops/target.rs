@@ -25,6 +25,8 @@ pub(crate) enum Error {
     },
     /// `vm-container`: not on this host (501).
     Vm,
+    /// `vm-container` of an instance without a VM launcher (404).
+    NoVm { instance: String },
     /// Not running, paused, restarting or a completed init container (409).
     NotRunning { why: String, id: String },
     /// No sealed copy of supd's binary: nothing is started in containers (503).
@@ -55,6 +57,9 @@ impl std::fmt::Display for Error {
                 write!(f, "no {what} {name:?} in service instance {instance}")
             }
             Error::Vm => f.write_str("vm-container operations are not available on this host"),
+            Error::NoVm { instance } => {
+                write!(f, "service instance {instance} has no vm-container")
+            }
             Error::NotRunning { why, .. } => f.write_str(why),
             Error::NotSealed => f.write_str(
                 "exec is disabled: supd could not re-execute itself from a sealed copy of its binary (see its log)",
@@ -128,6 +133,21 @@ pub(crate) fn find<'m>(
         .ok_or_else(|| Error::UnknownContainer {
             name: name.clone(),
             init,
+            instance: instance.to_string(),
+        })
+}
+
+/// The instance's VM launcher (the first by container name, then id): 404 without one.
+pub(crate) fn find_vm<'m>(
+    mirror: &'m Mirror,
+    application: &str,
+    instance: &Instance,
+) -> Result<&'m ContainerRecord, Error> {
+    let mut all = self::instance(mirror, application, instance)?;
+    all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    all.into_iter()
+        .find(|r| r.vm.is_some())
+        .ok_or_else(|| Error::NoVm {
             instance: instance.to_string(),
         })
 }

@@ -33,6 +33,9 @@ pub(crate) enum Target {
     Docker,
     /// A descriptor of an operation: the op's token and which of its descriptors.
     Op(Token, Role),
+    /// A descriptor of a VM's guest-agent connection, shared by that VM's operations: the
+    /// agent's key.
+    Agent(Token),
 }
 
 /// Which of an operation's descriptors an event is about.
@@ -160,6 +163,35 @@ impl<'a> Io<'a> {
     /// Wake operation `op` at `when` (it checks its own deadlines then).
     pub(crate) fn wake_at(&mut self, op: Token, when: Instant) {
         self.reactor.timers.at(when, Timer::Op(op));
+    }
+
+    /// A token never handed out before (a key for something shared, like a VM's agent).
+    pub(crate) fn token(&mut self) -> Token {
+        self.reactor.token()
+    }
+
+    /// Register a descriptor of the guest agent whose key is `agent`.
+    pub(crate) fn register_agent_source(
+        &mut self,
+        agent: Token,
+        source: &mut impl Source,
+        interest: Interest,
+    ) -> io::Result<Token> {
+        let t = self.reactor.token();
+        self.reactor.poll.registry().register(source, t, interest)?;
+        self.reactor.routes.insert(t, Target::Agent(agent));
+        Ok(t)
+    }
+
+    /// Register a plain descriptor of the guest agent whose key is `agent` (readable).
+    pub(crate) fn register_agent(&mut self, agent: Token, fd: BorrowedFd<'_>) -> io::Result<Token> {
+        let raw = fd.as_raw_fd();
+        self.register_agent_source(agent, &mut SourceFd(&raw), Interest::READABLE)
+    }
+
+    /// Wake the guest agent whose key is `agent` at `when`.
+    pub(crate) fn wake_agent_at(&mut self, agent: Token, when: Instant) {
+        self.reactor.timers.at(when, Timer::Agent(agent));
     }
 }
 

@@ -16,6 +16,8 @@ pub(crate) enum Timer {
     Conn(Token),
     /// Check an operation's deadlines (kill grace, pings, connect timeout).
     Op(Token),
+    /// Check a VM guest agent's deadlines (its key).
+    Agent(Token),
     /// Reconnect to Docker after a backoff.
     DockerReconnect,
     /// Send the systemd watchdog keep-alive.

@@ -86,6 +86,7 @@ impl Server {
                 Reply::Failed { purpose, error } => self.docker_failed(purpose, &error),
             }
         }
+        self.reconcile_vms();
     }
 
     pub(super) fn docker_failed(&mut self, purpose: Purpose, error: &str) {

@@ -16,6 +16,7 @@ mod docker;
 mod drive;
 mod request;
 mod signals;
+mod vm;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -121,6 +122,8 @@ pub struct Server {
     /// Which of `conns` have not passed auth yet, and who may open another.
     admission: Admission,
     ops: HashMap<Token, ops::Op>,
+    /// The running VM launchers: their guest agents, terminal ports and consoles.
+    vms: crate::vm::Vms,
     /// Instances with a restart in progress (at most one each).
     restarting: HashSet<String>,
     signals: SignalFd,
@@ -183,6 +186,7 @@ impl Server {
             conns: HashMap::new(),
             admission: Admission::default(),
             ops: HashMap::new(),
+            vms: Default::default(),
             restarting: Default::default(),
             signals,
             ready: VecDeque::new(),
@@ -247,7 +251,7 @@ impl Server {
                 return Err(Error::Io("epoll_wait", e));
             }
             // Helpers killed while asleep in a container's file system die when it lets them.
-            crate::container::pty::reap_stragglers();
+            crate::container::helper::reap_stragglers();
             for ev in events.iter() {
                 let token = ev.token();
                 // Which event it was does not matter: every part reads and writes until it
@@ -327,6 +331,8 @@ impl Server {
                 self.docker_failed(Purpose::Events, "internal error; resynchronising");
                 None
             }
+            // The agent keeps going: its queue and connection are its own.
+            Some(Target::Agent(_)) => None,
             Some(Target::Listener(_)) | None => self.ops.contains_key(&token).then_some(token),
         };
         let Some(op) = op else {
@@ -367,6 +373,7 @@ impl Server {
             Some(Target::Conn) => self.drive_conn(token),
             Some(Target::Docker) => self.on_docker(token),
             Some(Target::Op(op, role)) => self.drive_op(op, Some(role)),
+            Some(Target::Agent(key)) => self.on_agent(key),
             None => {}
         }
     }
@@ -375,6 +382,7 @@ impl Server {
         match t {
             Timer::Conn(token) => self.check_conn_deadlines(token, now),
             Timer::Op(token) => self.drive_op(token, None),
+            Timer::Agent(key) => self.on_agent(key),
             Timer::DockerReconnect => {
                 self.docker.reconnect_scheduled = false;
                 if self.docker.down && self.life.draining.is_none() {

@@ -101,7 +101,8 @@ impl Server {
         };
         match call {
             ops::Call::State(params) => {
-                let generation = self.mirror.generation();
+                // Guest agents change what a VM shows without the mirror knowing.
+                let generation = self.mirror.generation().wrapping_add(self.vms.generation());
                 if let Some(r) = self
                     .state_cache
                     .get(generation, &req.path, &req.query, format)
@@ -160,11 +161,12 @@ impl Server {
         let op_token = self.token();
         let start = {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            let env = ops::Env {
+            let mut env = ops::Env {
                 mirror: &self.mirror,
                 restarting: &self.restarting,
+                vms: &mut self.vms,
             };
-            ops::start(op_token, call, format, &env, &mut io)
+            ops::start(op_token, call, format, &mut env, &mut io)
         };
         match start {
             Err(e) => Outcome::Error(e),
@@ -246,9 +248,15 @@ impl Server {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             let mut env = ops::EnvMut {
                 mirror: &mut self.mirror,
+                vms: &mut self.vms,
             };
             op.drive(op_token, ev, &mut io, &mut env)
         };
+        self.apply_progress(op_token, progress);
+    }
+
+    /// What an operation's turn produced: its answer, an upgrade, Docker requests, its end.
+    pub(super) fn apply_progress(&mut self, op_token: Token, progress: ops::Progress) {
         if let Some(reply) = progress.reply {
             self.deliver(op_token, reply);
         }
@@ -276,6 +284,7 @@ impl Server {
             if let Some(key) = op.restart_key() {
                 self.restarting.remove(key);
             }
+            self.vms.release(op_token);
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             op.release(&mut io);
         }
@@ -309,7 +318,11 @@ impl Server {
     pub(super) fn client_gone(&mut self, op_token: Token) {
         if let Some(op) = self.ops.get_mut(&op_token) {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-            op.client_gone(op_token, &mut io);
+            let mut env = ops::EnvMut {
+                mirror: &mut self.mirror,
+                vms: &mut self.vms,
+            };
+            op.client_gone(op_token, &mut io, &mut env);
         }
         self.drive_op(op_token, None);
     }

@@ -68,7 +68,11 @@ impl Server {
         for t in op_tokens {
             if let Some(op) = self.ops.get_mut(&t) {
                 let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
-                op.shutdown(t, &mut io);
+                let mut env = ops::EnvMut {
+                    mirror: &mut self.mirror,
+                    vms: &mut self.vms,
+                };
+                op.shutdown(t, &mut io, &mut env);
             }
             self.drive_op(t, None);
         }

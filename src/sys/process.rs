@@ -255,6 +255,50 @@ pub fn open_path_in_root(dir: BorrowedFd<'_>, path: &CStr) -> nix::Result<OwnedF
     )
 }
 
+/// Room for `/proc/self/fd/<fd>` and its NUL.
+pub const FD_PATH_LEN: usize = 40;
+
+/// `/proc/self/fd/<fd>` written into `buf`, without allocating (for forked children).
+pub fn self_fd_path<'b>(fd: BorrowedFd<'_>, buf: &'b mut [u8; FD_PATH_LEN]) -> &'b CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    *buf = [0; FD_PATH_LEN];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 12];
+    let mut n = fd.as_raw_fd() as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    // A u32 has at most 10 digits: the prefix, the digits and a NUL always fit.
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/")
+}
+
+/// A stream socket connected to the unix socket an `O_PATH` handle refers to, through
+/// `/proc/self/fd/<fd>`: the socket inode the handle holds, no path of anyone else's resolved
+/// again. Blocking; without allocating (for forked children).
+pub fn connect_unix_handle(handle: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let mut buf = [0u8; FD_PATH_LEN];
+    let path = self_fd_path(handle, &mut buf);
+    let addr = UnixAddr::new(path.to_bytes())?;
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(sock.as_raw_fd(), &addr)?;
+    Ok(sock)
+}
+
 /// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
 /// through `/proc/self/fd`: no path of anyone else's is resolved again.
 pub fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {

@@ -1,0 +1,133 @@
+//! VM containers: a service instance's virtual machine runs in a Docker container (its
+//! launcher, which runs QEMU); supd reaches the guest through unix sockets QEMU serves inside
+//! the launcher: the guest agent ([`agent`], [`qga`]), the serial console and spare serial
+//! ports used as terminals. README "VM containers" has the contract.
+//!
+//! [`Vms`] holds what outlives one request: each running launcher's agent connection, which
+//! terminal ports are taken, who has the console.
+
+pub mod agent;
+pub mod qga;
+
+use std::collections::HashMap;
+
+use mio::Token;
+
+use crate::docker::inspect::ContainerRecord;
+use crate::docker::mirror::Mirror;
+use crate::model::Guests;
+use crate::reactor::Io;
+
+pub use agent::{Agent, Error as AgentError, Got, Reply, Request};
+
+/// One running launcher.
+pub struct Vm {
+    pub agent: Agent,
+    /// The launcher's first process when this entry was made: another one means a restart.
+    pub pid: i32,
+    /// Which operation holds each terminal port (the index in the launcher's `terminals`).
+    pub terminals: Vec<Option<Token>>,
+    /// The console session, if one is open.
+    pub console: Option<Token>,
+}
+
+/// The VMs of the running launchers, by the launcher's full container id.
+#[derive(Default)]
+pub struct Vms {
+    by_id: HashMap<String, Vm>,
+    /// Agent key → launcher id.
+    keys: HashMap<Token, String>,
+    /// Counts changes of what the state shows (added to the mirror's generation).
+    removed: u64,
+}
+
+impl Vms {
+    /// Follow the mirror: an entry for each running launcher (its agent watched, so the state
+    /// can say whether it answers), none for the others. Answers for requests of launchers
+    /// that stopped are returned.
+    pub fn reconcile(&mut self, mirror: &Mirror, io: &mut Io<'_>) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        let running: HashMap<&str, &ContainerRecord> = mirror
+            .records()
+            .filter(|r| r.vm.is_some() && r.running && r.pid > 0)
+            .map(|r| (r.id.as_str(), r))
+            .collect();
+        let stale: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(id, vm)| running.get(id.as_str()).is_none_or(|r| r.pid != vm.pid))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some(mut vm) = self.by_id.remove(&id) {
+                self.keys.retain(|_, v| *v != id);
+                replies.extend(vm.agent.close(io));
+                self.removed += 1 + vm.agent.changes;
+            }
+        }
+        for (id, rec) in running {
+            if self.by_id.contains_key(id) {
+                continue;
+            }
+            let Some(spec) = &rec.vm else { continue };
+            let key = io.token();
+            let mut agent = Agent::new(key, rec.pid, id, &spec.agent, io.cfg.exec.output_cap);
+            agent.watch(io);
+            self.keys.insert(key, id.to_string());
+            self.by_id.insert(
+                id.to_string(),
+                Vm {
+                    agent,
+                    pid: rec.pid,
+                    terminals: vec![None; spec.terminals.len()],
+                    console: None,
+                },
+            );
+            self.removed += 1;
+        }
+        replies
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Vm> {
+        self.by_id.get_mut(id)
+    }
+
+    /// An event or timer of the agent keyed `key`: its answers.
+    pub fn on_agent(&mut self, key: Token, io: &mut Io<'_>) -> Vec<Reply> {
+        let Some(id) = self.keys.get(&key) else {
+            return Vec::new();
+        };
+        match self.by_id.get_mut(id) {
+            Some(vm) => vm.agent.on_event(io),
+            None => Vec::new(),
+        }
+    }
+
+    /// Everything an operation holds (terminal ports, the console, queued commands) is let go.
+    pub fn release(&mut self, owner: Token) {
+        for vm in self.by_id.values_mut() {
+            for t in &mut vm.terminals {
+                if *t == Some(owner) {
+                    *t = None;
+                }
+            }
+            if vm.console == Some(owner) {
+                vm.console = None;
+            }
+            vm.agent.forget(owner);
+        }
+    }
+
+    /// What the state shows of each VM's guest.
+    pub fn guests(&self) -> Guests {
+        self.by_id
+            .iter()
+            .map(|(id, vm)| (id.clone(), vm.agent.info.clone()))
+            .collect()
+    }
+
+    /// Changes whenever [`Vms::guests`] may have changed.
+    pub fn generation(&self) -> u64 {
+        self.removed + self.by_id.values().map(|vm| vm.agent.changes).sum::<u64>()
+    }
+}
