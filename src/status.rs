@@ -330,3 +330,16 @@ impl From<crate::vm::AgentError> for ApiError {
         }
     }
 }
+
+impl From<crate::ops::vm_session::Error> for ApiError {
+    fn from(e: crate::ops::vm_session::Error) -> ApiError {
+        use crate::ops::vm_session::Error as E;
+        let message = e.to_string();
+        match e {
+            E::TerminalsBusy { .. } | E::NoTerminals | E::ConsoleBusy | E::Port { .. } => {
+                ApiError::conflict(message)
+            }
+            E::Follow(_) => ApiError::new(500, message),
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod state;
 pub(crate) mod target;
 pub mod tunnel;
 pub(crate) mod vm_exec;
+pub(crate) mod vm_session;
 pub(crate) mod wsclient;
 
 use std::io;
@@ -87,6 +88,8 @@ pub(crate) enum Op {
     Tunnel(Box<tunnel::Tunnel>),
     Restart(restart::Restart),
     VmExec(vm_exec::VmExec),
+    /// A websocket session with a VM's serial port (terminal or console).
+    VmSession(Box<vm_session::VmSession>),
 }
 
 impl Op {
@@ -110,6 +113,7 @@ impl Op {
             Op::Tunnel(t) => t.drive(me, ev, io),
             Op::Restart(r) => r.drive(me, env),
             Op::VmExec(e) => e.drive(me, io, env),
+            Op::VmSession(s) => s.drive(me, ev, io, env),
         }
     }
 
@@ -139,6 +143,13 @@ impl Op {
                 )?);
                 Ok(())
             }
+            Op::VmSession(s) => {
+                out.extend_from_slice(&s.take_head());
+                s.attach(wsclient::WsClient::attach(
+                    me, stream, peer, out, leftover, io,
+                )?);
+                Ok(())
+            }
             Op::Tunnel(t) => {
                 out.extend_from_slice(&t.take_head());
                 t.attach(wsclient::WsClient::attach(
@@ -159,6 +170,7 @@ impl Op {
     ) -> Progress {
         match self {
             Op::VmExec(e) => e.agent_reply(me, reply, io, env),
+            Op::VmSession(s) => s.agent_reply(me, reply, io, env),
             _ => Progress::default(),
         }
     }
@@ -181,6 +193,7 @@ impl Op {
     pub fn client_gone(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         match self {
             Op::VmExec(e) => e.client_gone(me, io, env),
+            Op::VmSession(s) => s.client_gone(me, io, env),
             Op::Preparing(p) => p.client_gone(io),
             Op::Exec(e) => e.client_gone(me, io),
             Op::Tunnel(t) => t.client_gone(),
@@ -194,6 +207,7 @@ impl Op {
         match self {
             // Killed as if its client went; it still answers with how the command ended.
             Op::VmExec(e) => e.shutdown(me, io, env),
+            Op::VmSession(s) => s.shutdown(me, io, env),
             Op::Preparing(p) => p.shutdown(),
             Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
@@ -209,6 +223,7 @@ impl Op {
             Op::Exec(e) => e.release(io),
             Op::Interactive(s) => s.release(io),
             Op::Tunnel(t) => t.release(io),
+            Op::VmSession(s) => s.release(io),
             Op::Restart(_) | Op::VmExec(_) => {}
         }
     }
@@ -220,7 +235,11 @@ impl Op {
             Op::Interactive(s) => s.abandon(),
             // A helper reading filters is killed when the operation is dropped.
             // A guest process is killed by the guest agent, which needs the loop: it runs on.
-            Op::Preparing(_) | Op::Tunnel(_) | Op::Restart(_) | Op::VmExec(_) => {}
+            Op::Preparing(_)
+            | Op::Tunnel(_)
+            | Op::Restart(_)
+            | Op::VmExec(_)
+            | Op::VmSession(_) => {}
         }
     }
 }
@@ -257,6 +276,49 @@ pub(crate) fn start(
                     prepare::Begun::Later(p) => Op::Preparing(p),
                 },
             ))
+        }
+        Call::Interactive(p) if p.target == ContainerRef::Vm => {
+            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
+            target::require_running(launcher)?;
+            let spec = launcher.vm.as_ref().ok_or(target::Error::Vm)?;
+            let vm = env
+                .vms
+                .get_mut(&launcher.id)
+                .filter(|vm| vm.agent.connected())
+                .ok_or_else(|| {
+                    crate::vm::AgentError::NotConnected("it has not answered yet".into())
+                })?;
+            let index = match vm.terminals.iter().position(Option::is_none) {
+                Some(i) => i,
+                None if vm.terminals.is_empty() => {
+                    return Err(vm_session::Error::NoTerminals.into());
+                }
+                None => {
+                    return Err(vm_session::Error::TerminalsBusy {
+                        ports: vm.terminals.len(),
+                    }
+                    .into());
+                }
+            };
+            let port = &spec.terminals[index];
+            let kind = vm_session::Kind::Terminal {
+                tty: port.tty.clone(),
+                argv: p.argv,
+                tty_mode: p.tty,
+            };
+            let head = handshake::response_head(&p.accepted, &[]);
+            let session = vm_session::VmSession::start(
+                me,
+                launcher.id.clone(),
+                launcher.pid,
+                &port.socket,
+                kind,
+                head,
+                format,
+                io,
+            )?;
+            vm.terminals[index] = Some(me);
+            Ok(Started::Pending(Op::VmSession(Box::new(session))))
         }
         Call::Interactive(p) => {
             let rec = target::find(env.mirror, &p.application, &p.instance, &p.target)?;
