@@ -14,7 +14,7 @@ use supd::config::{Config, Limits};
 use supd::fields::Fields;
 use supd::http::query::{self, Query};
 use supd::http::request::{Error, Parser, Request};
-use supd::http::response::{Format, negotiate};
+use supd::http::response::{Accept, DOCUMENT, EXEC_OUTPUT};
 use supd::http::router::route;
 use supd::ops::{self, DecodeCtx};
 use supd::ws::protocol;
@@ -134,12 +134,14 @@ fn dispatch(req: &Request) {
         }
         let _ = q.single("port");
     }
-    let _ = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
+    // Parsed once, as the server does: every answer to the request picks from it.
+    let accept = Accept::parse(req.header("accept"));
+    let _ = (accept.pick(DOCUMENT), accept.pick(EXEC_OUTPUT));
     if let Some(value) = req.header("authorization") {
         let _ = auth::bearer_token(value);
     }
     let _ = req.header_has_token("connection", "upgrade");
-    let ctx = DecodeCtx::new(config());
+    let ctx = DecodeCtx::new(config(), accept);
     if let Ok(r) = route(&req.path) {
         let _ = ops::decode(&r, req, &ctx);
     }

@@ -12,6 +12,7 @@ use supd::docker::inspect;
 use supd::fields::{Fields, MAX_DEPTH};
 use supd::http::query::{self, Query};
 use supd::http::request::{Method, Request};
+use supd::http::response::Accept;
 use supd::http::router::{Instance, Route, route, valid_name};
 use supd::model;
 use supd::ops::{self, DecodeCtx, DecodeError};
@@ -109,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let req = request(text);
-    let ctx = DecodeCtx::new(config());
+    let ctx = DecodeCtx::new(config(), Accept::default());
     let parsed = Query::parse(text).is_ok();
     for r in routes() {
         let decoded = ops::decode(r, &req, &ctx);

@@ -9,6 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use supd::config::Config;
 use supd::http::request::{Method, Request};
+use supd::http::response::Accept;
 use supd::ops::{DecodeCtx, DecodeError, decode};
 use supd::ws::handshake::{self, UpgradeHeaders};
 use supd::ws::protocol;
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut cfg = Config::default();
     cfg.ws.allowed_origins = allowed.clone();
-    let ctx = DecodeCtx::new(&cfg);
+    let ctx = DecodeCtx::new(&cfg, Accept::default());
     for supported in lists {
         let checked = handshake::check(&h, supported, &allowed);
         let decoded = decode::upgrade(&req, supported, &ctx);
