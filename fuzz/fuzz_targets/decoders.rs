@@ -9,11 +9,11 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use supd::config::{Config, Limits};
-use supd::http::request::{Parser, Request};
-use supd::http::response::Accept;
-use supd::http::router::{Endpoint, Route, route};
-use supd::ops::{self, Call, DecodeCtx};
+use supd::testing::config::{Config, Limits};
+use supd::testing::http::request::{Parser, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::http::router::{Endpoint, Route, route};
+use supd::testing::ops::{self, Call, DecodeCtx};
 
 /// One path per endpoint, so every decoder sees every request.
 const PATHS: [&str; 8] = [

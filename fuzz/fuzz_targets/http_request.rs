@@ -9,15 +9,15 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use supd::auth;
-use supd::config::{Config, Limits};
-use supd::fields::Fields;
-use supd::http::query::{self, Query};
-use supd::http::request::{Error, Parser, Request};
-use supd::http::response::{Accept, DOCUMENT, EXEC_OUTPUT};
-use supd::http::router::route;
-use supd::ops::{self, DecodeCtx};
-use supd::ws::protocol;
+use supd::testing::auth;
+use supd::testing::config::{Config, Limits};
+use supd::testing::fields::Fields;
+use supd::testing::http::query::{self, Query};
+use supd::testing::http::request::{Error, Parser, Request};
+use supd::testing::http::response::{Accept, DOCUMENT, EXEC_OUTPUT};
+use supd::testing::http::router::route;
+use supd::testing::ops::{self, DecodeCtx};
+use supd::testing::ws::protocol;
 
 /// Everything one feeding produced: the requests (as Debug text, since Request has no Eq),
 /// how many heads asked for 100-continue, and the error that ended it, if any.

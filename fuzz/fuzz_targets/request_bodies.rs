@@ -11,12 +11,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use supd::config::Config;
-use supd::http::body::{self, MAX_NESTING};
-use supd::http::request::{Method, Request};
-use supd::http::response::Accept;
-use supd::http::router::{Route, route};
-use supd::ops::{self, DecodeCtx};
+use supd::testing::config::Config;
+use supd::testing::http::body::{self, MAX_NESTING};
+use supd::testing::http::request::{Method, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::http::router::{Route, route};
+use supd::testing::ops::{self, DecodeCtx};
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();

@@ -7,12 +7,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::config::Config;
-use supd::http::request::{Method, Request};
-use supd::http::response::Accept;
-use supd::ops::{DecodeCtx, DecodeError, decode};
-use supd::ws::handshake::{self, UpgradeHeaders};
-use supd::ws::protocol;
+use supd::testing::config::Config;
+use supd::testing::http::request::{Method, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::ops::{DecodeCtx, DecodeError, decode};
+use supd::testing::ws::handshake::{self, UpgradeHeaders};
+use supd::testing::ws::protocol;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mask, rest)) = data.split_first() else {

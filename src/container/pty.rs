@@ -310,8 +310,9 @@ fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<Pty> {
     Ok(Pty { master, slave })
 }
 
-/// `process::reopen` without allocating (the helper is a forked child): opens
-/// `/proc/self/fd/<fd>` written into a stack buffer.
+/// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
+/// through `/proc/self/fd`: no path of anyone else's is resolved again. Without allocating
+/// (the helper is a forked child): the path is written into a stack buffer.
 fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
     const PREFIX: &[u8] = b"/proc/self/fd/";
     let mut path = [0u8; 40];
