@@ -2,21 +2,17 @@
 
 use std::process::ExitCode;
 
-use supd::config::{self, Command};
-use supd::reactor::net::Listener;
-use supd::server::Server;
-use supd::sys::exe::{self, Sealed};
-use supd::{auth, systemd};
+use supd::daemon::{self, Command, Config, Listener, Sealed, Server};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    let command = match config::parse_args(std::env::args().skip(1)) {
+    let command = match daemon::parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("supd: {e}");
-            eprintln!("{}", config::usage());
+            eprintln!("{}", daemon::usage());
             return ExitCode::from(2);
         }
     };
@@ -33,7 +29,7 @@ fn main() -> ExitCode {
             // The tokens file is part of a working configuration: check it too, without
             // creating anything.
             if (cfg.tokens.exists() || !cfg.tokens_is_default)
-                && let Err(e) = auth::Tokens::load(&cfg.tokens)
+                && let Err(e) = daemon::Tokens::load(&cfg.tokens)
             {
                 eprintln!("supd: {e}");
                 return ExitCode::FAILURE;
@@ -46,7 +42,7 @@ fn main() -> ExitCode {
             name,
             operations,
             applications,
-        } => match auth::create_token(&tokens, &name, &operations, &applications) {
+        } => match daemon::create_token(&tokens, &name, &operations, &applications) {
             Ok(token) => {
                 println!("{token}");
                 eprintln!(
@@ -73,7 +69,7 @@ fn main() -> ExitCode {
 /// serves what does not enter containers, and refuses exec and terminals (503) rather than
 /// running them unprotected.
 fn run_from_sealed_copy() {
-    match exe::ensure_sealed() {
+    match daemon::ensure_sealed() {
         Ok(Sealed::Already) => {
             // fexecve names the process after its descriptor: give it its name back for ps,
             // top and the journal.
@@ -100,9 +96,9 @@ fn raise_nofile() {
     }
 }
 
-fn run(cfg: config::Config) -> ExitCode {
+fn run(cfg: Config) -> ExitCode {
     raise_nofile();
-    let inherited = match systemd::listen_fds() {
+    let inherited = match daemon::listen_fds() {
         Ok(fds) => fds.into_iter().map(Listener::from).collect::<Vec<_>>(),
         Err(e) => {
             log::error!("socket activation: {e}");

@@ -126,16 +126,7 @@ impl From<crate::ops::state::Error> for ApiError {
     fn from(e: crate::ops::state::Error) -> ApiError {
         use crate::ops::state::Error as E;
         match e {
-            E::Unavailable(_) => ApiError::new(503, e.to_string()),
-            E::UnknownInstance {
-                ref application,
-                ref instance,
-            } => {
-                let (a, i) = (application.clone(), instance.clone());
-                ApiError::not_found(e.to_string())
-                    .info("application-name", a)
-                    .info("service-instance-name", i)
-            }
+            E::Lookup(e) => e.into(),
             E::Serialize(_) => ApiError::new(500, e.to_string()),
         }
     }

@@ -287,7 +287,7 @@ fn a_reused_init_pid_never_leads_into_the_host() {
             );
         }
         // The process on that pid is a host process: the check itself refuses it.
-        assert!(supd::container::identity::verify(pid as i32, &id).is_err());
+        assert!(supd::testing::container::identity::verify(pid as i32, &id).is_err());
         let _ = host.kill();
         let _ = host.wait();
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use supd::container::{self, ExitStatus, Io, Stdio, Target};
+use supd::testing::container::{self, ExitStatus, Io, Stdio, Target};
 
 const IMAGE: &str = "supd-test-busybox:latest";
 const LABEL: &str = "supd.test=container";

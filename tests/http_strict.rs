@@ -424,3 +424,42 @@ fn deeply_nested_bodies_are_refused_at_once() {
         "slowest state GET {worst:?}"
     );
 }
+
+/// `Accept` is read once per request, and an error is a document whatever the request is
+/// answered at: refused on its head (401, or 413 over the endpoint's body limit, the body
+/// unread) or after its body (404). A raw-bytes client gets its errors in JSON, or in the
+/// next format it accepts.
+#[test]
+fn errors_before_and_after_the_body_follow_accept() {
+    let supd = Supd::start();
+    let exec = exec_path("none");
+    let admin = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
+    for (auth, length, status) in [
+        ("", 7, 401),
+        (admin.as_str(), 100_000, 413),
+        (admin.as_str(), 7, 404),
+    ] {
+        for (accept, format) in [
+            ("application/yaml", "application/yaml"),
+            ("application/octet-stream", "application/json"),
+            (
+                "application/octet-stream, text/yaml;q=0.5",
+                "application/yaml",
+            ),
+        ] {
+            let req = format!(
+                "POST {exec} HTTP/1.1\r\nHost: x\r\n{auth}Accept: {accept}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\ncmd: ls"
+            );
+            let (responses, _) = exchange(&supd, req.as_bytes());
+            let what = format!("{status} for {accept:?}");
+            assert_eq!(responses.len(), 1, "{what}");
+            assert_eq!(responses[0].0, status, "{what}");
+            let content_type = responses[0]
+                .1
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.as_str());
+            assert_eq!(content_type, Some(format), "{what}");
+        }
+    }
+}

@@ -498,7 +498,7 @@ fn frames_sent_with_the_upgrade_and_large_stdin() {
     let out = String::from_utf8_lossy(&out);
     assert_eq!(
         out.split_whitespace().next(),
-        Some(supd::auth::hash_hex(&total).as_str())
+        Some(supd::testing::auth::hash_hex(&total).as_str())
     );
     assert_eq!(code, 1000);
 }

@@ -9,9 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use supd::ws::handshake::{self, UpgradeHeaders};
-use supd::ws::protocol::{self, ClientFrame};
-use supd::ws::session::{self, Incoming, Limits, Session};
+use supd::testing::ws::handshake::{self, UpgradeHeaders};
+use supd::testing::ws::protocol::{self, ClientFrame};
+use supd::testing::ws::session::{self, Incoming, Limits, Session};
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::container::cgroup::{cgroup_dirs, parse_cgroup_mounts, parse_memberships};
+use supd::testing::container::cgroup::{cgroup_dirs, parse_cgroup_mounts, parse_memberships};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use supd::auth::{self, Operation, Tokens};
-use supd::config;
+use supd::testing::auth::{self, Operation, Tokens};
+use supd::testing::config;
 
 /// Like `glob_match`, written the obvious way: `*`, `?`, `[...]` with `!`/`^`, ranges, a
 /// leading `]` literal, and a `[` without its `]` taken literally.

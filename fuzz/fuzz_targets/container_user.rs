@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use supd::container::user::{self, FileLines, Identity, Lines, UserError};
+use supd::testing::container::user::{self, FileLines, Identity, Lines, UserError};
 
 /// Memory files for `FileLines`, opened by path through /proc/self/fd (so nothing is left on
 /// disk), one pair per fuzzing process.

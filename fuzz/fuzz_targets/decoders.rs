@@ -9,10 +9,11 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use supd::config::{Config, Limits};
-use supd::http::request::{Parser, Request};
-use supd::http::router::{Endpoint, Route, route};
-use supd::ops::{self, Call, DecodeCtx};
+use supd::testing::config::{Config, Limits};
+use supd::testing::http::request::{Parser, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::http::router::{Endpoint, Route, route};
+use supd::testing::ops::{self, Call, DecodeCtx};
 
 /// One path per endpoint, so every decoder sees every request.
 const PATHS: [&str; 8] = [
@@ -77,7 +78,6 @@ fn decode(route: &Route, req: &Request, ctx: &DecodeCtx<'_>) {
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
     let mut parser = Parser::new(limits.head_bytes, limits.body_bytes);
-    let ctx = DecodeCtx::new(config());
     let mut buf = data;
     // At most a few requests: each is decoded nine times.
     for _ in 0..4 {
@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
         let Some(req) = p.request else {
             return;
         };
+        let ctx = DecodeCtx::new(config(), Accept::parse(req.header("accept")));
         if let Ok(own) = route(&req.path) {
             decode(&own, &req, &ctx);
         }

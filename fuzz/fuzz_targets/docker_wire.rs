@@ -9,9 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::docker::wire::{self, Event, Line, LineSplitter, ResponseParser};
-use supd::docker::{events, inspect};
-use supd::http::request::Parser;
+use supd::testing::docker::wire::{self, Event, Line, LineSplitter, ResponseParser};
+use supd::testing::docker::{events, inspect};
+use supd::testing::http::request::Parser;
 
 /// Small enough that the fuzzer reaches it; supd's is 1 MiB.
 const MAX_LINE: usize = 512;

@@ -9,15 +9,15 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use supd::auth;
-use supd::config::{Config, Limits};
-use supd::fields::Fields;
-use supd::http::query::{self, Query};
-use supd::http::request::{Error, Parser, Request};
-use supd::http::response::{Format, negotiate};
-use supd::http::router::route;
-use supd::ops::{self, DecodeCtx};
-use supd::ws::protocol;
+use supd::testing::auth;
+use supd::testing::config::{Config, Limits};
+use supd::testing::fields::Fields;
+use supd::testing::http::query::{self, Query};
+use supd::testing::http::request::{Error, Parser, Request};
+use supd::testing::http::response::{Accept, DOCUMENT, EXEC_OUTPUT};
+use supd::testing::http::router::route;
+use supd::testing::ops::{self, DecodeCtx};
+use supd::testing::ws::protocol;
 
 /// Everything one feeding produced: the requests (as Debug text, since Request has no Eq),
 /// how many heads asked for 100-continue, and the error that ended it, if any.
@@ -134,12 +134,14 @@ fn dispatch(req: &Request) {
         }
         let _ = q.single("port");
     }
-    let _ = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
+    // Parsed once, as the server does: every answer to the request picks from it.
+    let accept = Accept::parse(req.header("accept"));
+    let _ = (accept.pick(DOCUMENT), accept.pick(EXEC_OUTPUT));
     if let Some(value) = req.header("authorization") {
         let _ = auth::bearer_token(value);
     }
     let _ = req.header_has_token("connection", "upgrade");
-    let ctx = DecodeCtx::new(config());
+    let ctx = DecodeCtx::new(config(), accept);
     if let Ok(r) = route(&req.path) {
         let _ = ops::decode(&r, req, &ctx);
     }

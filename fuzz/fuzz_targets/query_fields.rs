@@ -7,14 +7,15 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use supd::config::Config;
-use supd::docker::inspect;
-use supd::fields::{Fields, MAX_DEPTH};
-use supd::http::query::{self, Query};
-use supd::http::request::{Method, Request};
-use supd::http::router::{Instance, Route, route, valid_name};
-use supd::model;
-use supd::ops::{self, DecodeCtx, DecodeError};
+use supd::testing::config::Config;
+use supd::testing::docker::inspect;
+use supd::testing::fields::{Fields, MAX_DEPTH};
+use supd::testing::http::query::{self, Query};
+use supd::testing::http::request::{Method, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::http::router::{Instance, Route, route, valid_name};
+use supd::testing::model;
+use supd::testing::ops::{self, DecodeCtx, DecodeError};
 
 /// The endpoints that read the query string.
 fn routes() -> &'static [Route] {
@@ -109,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let req = request(text);
-    let ctx = DecodeCtx::new(config());
+    let ctx = DecodeCtx::new(config(), Accept::default());
     let parsed = Query::parse(text).is_ok();
     for r in routes() {
         let decoded = ops::decode(r, &req, &ctx);

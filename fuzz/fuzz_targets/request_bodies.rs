@@ -11,11 +11,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use supd::config::Config;
-use supd::http::body::{self, MAX_NESTING};
-use supd::http::request::{Method, Request};
-use supd::http::router::{Route, route};
-use supd::ops::{self, DecodeCtx};
+use supd::testing::config::Config;
+use supd::testing::http::body::{self, MAX_NESTING};
+use supd::testing::http::request::{Method, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::http::router::{Route, route};
+use supd::testing::ops::{self, DecodeCtx};
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -72,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let req = request(content_type, body);
     let direct = ops::exec::decode_cmd(content_type, body);
-    let ctx = DecodeCtx::new(config());
+    let ctx = DecodeCtx::new(config(), Accept::default());
     let exec = ops::decode(&routes().0, &req, &ctx);
     // The endpoint's decoder reads the body exactly as the body decoder does.
     if let Err(e) = &direct {

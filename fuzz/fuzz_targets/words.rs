@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::container::split_words;
+use supd::testing::container::split_words;
 
 /// Quotes `word` so that a POSIX shell reads it back as exactly that word.
 fn quote(word: &str) -> String {

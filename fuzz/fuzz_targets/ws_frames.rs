@@ -11,8 +11,8 @@
 use std::io::{self, Read, Write};
 
 use libfuzzer_sys::fuzz_target;
-use supd::ws::protocol::{self, ClientFrame, MAX_TERMINAL_SIDE};
-use supd::ws::session::{Error, Incoming, Limits, Session};
+use supd::testing::ws::protocol::{self, ClientFrame, MAX_TERMINAL_SIDE};
+use supd::testing::ws::session::{Error, Incoming, Limits, Session};
 
 struct Stream<'a> {
     data: &'a [u8],

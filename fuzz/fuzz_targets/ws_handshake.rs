@@ -7,11 +7,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::config::Config;
-use supd::http::request::{Method, Request};
-use supd::ops::{DecodeCtx, DecodeError, decode};
-use supd::ws::handshake::{self, UpgradeHeaders};
-use supd::ws::protocol;
+use supd::testing::config::Config;
+use supd::testing::http::request::{Method, Request};
+use supd::testing::http::response::Accept;
+use supd::testing::ops::{DecodeCtx, DecodeError, decode};
+use supd::testing::ws::handshake::{self, UpgradeHeaders};
+use supd::testing::ws::protocol;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mask, rest)) = data.split_first() else {
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut cfg = Config::default();
     cfg.ws.allowed_origins = allowed.clone();
-    let ctx = DecodeCtx::new(&cfg);
+    let ctx = DecodeCtx::new(&cfg, Accept::default());
     for supported in lists {
         let checked = handshake::check(&h, supported, &allowed);
         let decoded = decode::upgrade(&req, supported, &ctx);

@@ -138,7 +138,9 @@ pub(super) fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<Pty> {
     Ok(Pty { master, slave })
 }
 
-/// `process::reopen` without allocating (the helper is a forked child).
+/// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
+/// through `/proc/self/fd`: no path of anyone else's is resolved again. Without allocating
+/// (the helper is a forked child): the path is written into a stack buffer.
 fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
     let mut buf = [0u8; process::FD_PATH_LEN];
     let path = process::self_fd_path(handle, &mut buf);

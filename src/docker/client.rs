@@ -82,10 +82,6 @@ impl Client {
         self.prefix = format!("/v{version}");
     }
 
-    pub fn api_prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn owns(&self, token: Token) -> bool {
         self.conns.contains_key(&token)
     }

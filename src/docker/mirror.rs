@@ -119,18 +119,16 @@ impl Mirror {
         self.phase == Phase::Ready
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.containers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.containers.is_empty()
     }
 
     pub fn records(&self) -> impl Iterator<Item = &ContainerRecord> {
         self.containers.values()
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<&ContainerRecord> {
         self.containers.get(id)
     }

@@ -174,6 +174,7 @@ impl Decoder {
     }
 
     /// Whether the body is over: its last chunk, trailers and final CRLF have been read.
+    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

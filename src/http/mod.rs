@@ -9,5 +9,5 @@ pub mod response;
 pub mod router;
 
 pub use error::ApiError;
-pub use request::{Method, Request};
+pub use request::Method;
 pub use response::{Format, Response};

@@ -21,40 +21,66 @@ impl Format {
     }
 }
 
-/// Pick the body format from an `Accept` header among `offered` (in server preference order).
-/// No header, `*/*`, or nothing acceptable: the first offered (JSON), since a client that cannot
-/// read JSON gains nothing from a 406 and every client of this API reads JSON.
-pub fn negotiate(accept: Option<&str>, offered: &[Format]) -> Format {
-    let default = offered.first().copied().unwrap_or(Format::Json);
-    let Some(accept) = accept else {
-        return default;
-    };
-    let mut best: Option<(u32, usize, Format)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let mut q = 1000u32;
-        for p in parts {
-            if let Some(v) = p.trim().strip_prefix("q=") {
-                q = parse_q(v);
+/// What a request's `Accept` header allows, parsed once per request (by the server) into the
+/// weight it gives each of supd's formats; every answer to the request picks its format from
+/// this value: errors and state among JSON and YAML, exec's output among those and raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accept {
+    /// Per `Format` (its discriminant), the highest q (in thousandths) of a range that names
+    /// it; 0 when none does (a range with q=0 is ignored, it names nothing).
+    q: [u16; 3],
+}
+
+/// What errors and state answers are offered in.
+pub const DOCUMENT: &[Format] = &[Format::Json, Format::Yaml];
+/// What exec's answer is offered in: a document, or the raw output.
+pub const EXEC_OUTPUT: &[Format] = &[Format::Json, Format::Yaml, Format::OctetStream];
+
+impl Accept {
+    /// Parse an `Accept` header (`None`: no header, which accepts anything).
+    pub fn parse(accept: Option<&str>) -> Accept {
+        let mut weights = Accept::default();
+        let Some(accept) = accept else {
+            return weights;
+        };
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1000u32;
+            for p in parts {
+                if let Some(v) = p.trim().strip_prefix("q=") {
+                    q = parse_q(v);
+                }
             }
-        }
-        if q == 0 {
-            continue;
-        }
-        for (rank, &f) in offered.iter().enumerate() {
-            if media_matches(&media, f) {
-                let better = match best {
-                    None => true,
-                    Some((bq, brank, _)) => q > bq || (q == bq && rank < brank),
-                };
-                if better {
-                    best = Some((q, rank, f));
+            if q == 0 {
+                continue;
+            }
+            for f in [Format::Json, Format::Yaml, Format::OctetStream] {
+                if media_matches(&media, f) {
+                    let w = &mut weights.q[f as usize];
+                    // q is at most 1000 (parse_q), so it fits.
+                    *w = (*w).max(q as u16);
                 }
             }
         }
+        weights
     }
-    best.map(|(_, _, f)| f).unwrap_or(default)
+
+    /// The body format among `offered` (in server preference order): the one with the highest
+    /// q, the earlier offered on a tie. No header, `*/*`, or nothing acceptable: the first
+    /// offered (JSON), since a client that cannot read JSON gains nothing from a 406 and every
+    /// client of this API reads JSON.
+    pub fn pick(self, offered: &[Format]) -> Format {
+        let default = offered.first().copied().unwrap_or(Format::Json);
+        let mut best: Option<(u16, Format)> = None;
+        for &f in offered {
+            let q = self.q[f as usize];
+            if q > 0 && best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, f));
+            }
+        }
+        best.map(|(_, f)| f).unwrap_or(default)
+    }
 }
 
 fn parse_q(v: &str) -> u32 {
@@ -209,7 +235,11 @@ pub fn reason(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    const ALL: &[Format] = &[Format::Json, Format::Yaml];
+    const ALL: &[Format] = DOCUMENT;
+
+    fn negotiate(accept: Option<&str>, offered: &[Format]) -> Format {
+        Accept::parse(accept).pick(offered)
+    }
 
     #[test]
     fn negotiation() {
@@ -230,7 +260,7 @@ mod tests {
             Format::Json
         );
         assert_eq!(negotiate(Some("text/html"), ALL), Format::Json);
-        let exec = &[Format::Json, Format::Yaml, Format::OctetStream];
+        let exec = EXEC_OUTPUT;
         assert_eq!(
             negotiate(Some("application/octet-stream"), exec),
             Format::OctetStream
@@ -239,6 +269,59 @@ mod tests {
             negotiate(Some("application/octet-stream"), ALL),
             Format::Json
         );
+    }
+
+    /// One parsed header answers both questions a request asks of it: the error or state
+    /// format, and exec's output format (the answers two negotiations of the header gave).
+    #[test]
+    fn one_parse_answers_every_offer() {
+        use Format::{Json, OctetStream, Yaml};
+        let cases = [
+            (None, Json, Json),
+            (Some(""), Json, Json),
+            (Some("application/*"), Json, Json),
+            (Some("application/octet-stream"), Json, OctetStream),
+            // An error for a raw-bytes client is a document: the best other it accepts.
+            (
+                Some("application/octet-stream, text/yaml;q=0.5"),
+                Yaml,
+                OctetStream,
+            ),
+            (
+                Some("application/yaml;q=0.5, application/octet-stream;q=0.4"),
+                Yaml,
+                Yaml,
+            ),
+            (Some("application/octet-stream;q=0.9, */*"), Json, Json),
+            // A format's weight is the highest of the ranges naming it; ties go to JSON.
+            (
+                Some("application/*;q=0.2, application/json;q=0.1"),
+                Json,
+                Json,
+            ),
+            (
+                Some("application/yaml;q=0.3, application/*;q=0.3"),
+                Json,
+                Json,
+            ),
+            (Some("application/yaml, application/*;q=0.3"), Yaml, Yaml),
+            // Media types are case-insensitive; the parameter name is not read so.
+            (Some("APPLICATION/OCTET-STREAM;Q=1"), Json, OctetStream),
+            (
+                Some("application/octet-stream;q=0.002, application/yaml;q=0.001"),
+                Yaml,
+                OctetStream,
+            ),
+            (Some("text/plain, application/json;q=0"), Json, Json),
+        ];
+        for (header, document, exec) in cases {
+            let a = Accept::parse(header);
+            assert_eq!(
+                (a.pick(DOCUMENT), a.pick(EXEC_OUTPUT)),
+                (document, exec),
+                "{header:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,21 +11,27 @@ use crate::config::Config;
 use crate::http::body;
 use crate::http::query::{self, Query};
 use crate::http::request::Request;
+use crate::http::response::Accept;
 use crate::ws::handshake;
 
-/// What the decoders need besides the request: settings fixed for the process.
+/// What the decoders need besides the request: settings fixed for the process, and the
+/// request's `Accept` as the server parsed it (once: its error and state answers pick their
+/// format from the same value).
 pub struct DecodeCtx<'a> {
     /// This host's site: `site=` naming another is a 404 (no forwarding yet).
     pub site: &'a str,
     /// Origins a websocket upgrade may come from.
     pub allowed_origins: &'a [String],
+    /// The request's `Accept`, parsed once by the server.
+    pub accept: Accept,
 }
 
 impl<'a> DecodeCtx<'a> {
-    pub fn new(cfg: &'a Config) -> DecodeCtx<'a> {
+    pub fn new(cfg: &'a Config, accept: Accept) -> DecodeCtx<'a> {
         DecodeCtx {
             site: &cfg.site,
             allowed_origins: &cfg.ws.allowed_origins,
+            accept,
         }
     }
 }
@@ -231,6 +237,7 @@ pub(crate) mod testing {
         DecodeCtx {
             site: "here",
             allowed_origins: &ORIGINS,
+            accept: Accept::default(),
         }
     }
 

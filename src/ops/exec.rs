@@ -19,7 +19,7 @@ use super::{Io, Progress, Reply, Role};
 use crate::container::{self, ExitStatus};
 use crate::http::query::Query;
 use crate::http::request::Request;
-use crate::http::response::negotiate;
+use crate::http::response::EXEC_OUTPUT;
 use crate::http::router::{ContainerRef, Instance};
 use crate::http::{ApiError, Format, Response};
 
@@ -63,10 +63,7 @@ impl ExecParams {
         check_query(query, &["site"], ctx)?;
         let cmd = decode_cmd(req.header("content-type"), &req.body)?;
         let argv = words(&cmd)?;
-        let output = negotiate(
-            req.header("accept"),
-            &[Format::Json, Format::Yaml, Format::OctetStream],
-        );
+        let output = ctx.accept.pick(EXEC_OUTPUT);
         Ok(ExecParams {
             application,
             instance,
@@ -366,6 +363,7 @@ impl Exec {
 mod decode_tests {
     use super::*;
     use crate::http::request::Method;
+    use crate::http::response::Accept;
     use crate::ops::decode::testing::{ctx, q, request, seen};
 
     fn decode(
@@ -374,13 +372,18 @@ mod decode_tests {
         body: &[u8],
     ) -> Result<ExecParams, DecodeError> {
         let req = request(Method::Post, query, headers, body);
+        // The server parses `Accept` once per request and hands it over in the context.
+        let ctx = DecodeCtx {
+            accept: Accept::parse(req.header("accept")),
+            ..ctx()
+        };
         ExecParams::decode(
             "shop".into(),
             Instance::parse("web-1").unwrap(),
             ContainerRef::Container("main".into()),
             &q(query),
             &req,
-            &ctx(),
+            &ctx,
         )
     }
 

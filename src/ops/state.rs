@@ -13,6 +13,7 @@ use crate::http::{Format, Response};
 use crate::model::{self, Context};
 
 use super::decode::{DecodeCtx, DecodeError, check_query};
+use super::target;
 
 /// The query parameters each state endpoint accepts.
 const LIST_PARAMS: &[&str] = &["fields", "site", "keys", "count"];
@@ -80,13 +81,10 @@ impl StateParams {
 
 /// Why a state request cannot be answered (its decoding passed).
 #[derive(Debug)]
-pub enum Error {
-    /// The mirror is not current (Docker unreachable or still listing).
-    Unavailable(String),
-    UnknownInstance {
-        application: String,
-        instance: String,
-    },
+pub(crate) enum Error {
+    /// The mirror is not current, or no such instance: the lookup errors every operation has,
+    /// with their messages and statuses (`target::Error::Unavailable`, `UnknownInstance`).
+    Lookup(target::Error),
     /// Serializing the model failed (a bug).
     Serialize(serde_json::Error),
 }
@@ -94,16 +92,15 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Unavailable(why) => f.write_str(&runtime_unavailable(why)),
-            Error::UnknownInstance {
-                application,
-                instance,
-            } => write!(
-                f,
-                "no service instance {instance:?} of application {application:?} on this host"
-            ),
+            Error::Lookup(e) => write!(f, "{e}"),
             Error::Serialize(e) => write!(f, "{e}"),
         }
+    }
+}
+
+impl From<target::Error> for Error {
+    fn from(e: target::Error) -> Error {
+        Error::Lookup(e)
     }
 }
 
@@ -115,9 +112,7 @@ pub(crate) fn answer(
     format: Format,
     ctx: &StateCtx<'_>,
 ) -> Result<Response, Error> {
-    if let Err(why) = ctx.mirror.available() {
-        return Err(Error::Unavailable(why.to_string()));
-    }
+    target::available(ctx.mirror)?;
     let mctx = Context {
         tenant: ctx.tenant,
         host: ctx.host,
@@ -159,7 +154,7 @@ pub(crate) fn answer(
                 &counters,
                 &mctx,
             )
-            .ok_or_else(|| Error::UnknownInstance {
+            .ok_or_else(|| target::Error::UnknownInstance {
                 application: p.application.clone(),
                 instance: name,
             })?;
@@ -250,14 +245,6 @@ impl Cache {
         self.entries.clear();
         self.bytes = 0;
         self.generation = generation;
-    }
-}
-
-pub(crate) fn runtime_unavailable(why: &str) -> String {
-    if why.starts_with("runtime unavailable") {
-        why.to_string()
-    } else {
-        format!("runtime unavailable: {why}")
     }
 }
 
@@ -425,15 +412,18 @@ mod decode_tests {
 
     #[test]
     fn state_errors_keep_their_status_and_message() {
-        let e = crate::http::ApiError::from(Error::Unavailable("docker: refused".into()));
+        // The lookup errors are the operations' (`target::Error`): one message, one status.
+        let e = crate::http::ApiError::from(Error::from(target::Error::Unavailable(
+            "docker: refused".into(),
+        )));
         assert_eq!(
             (e.status, e.message.as_str()),
             (503, "runtime unavailable: docker: refused")
         );
-        let e = crate::http::ApiError::from(Error::UnknownInstance {
+        let e = crate::http::ApiError::from(Error::from(target::Error::UnknownInstance {
             application: "shop".into(),
             instance: "web-9".into(),
-        });
+        }));
         assert_eq!(e.status, 404);
         assert_eq!(
             e.message,

@@ -5,8 +5,6 @@ use crate::docker::inspect::ContainerRecord;
 use crate::docker::mirror::Mirror;
 use crate::http::router::{ContainerRef, Instance};
 
-use super::state::runtime_unavailable;
-
 /// Why an operation's target cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Error {
@@ -71,6 +69,15 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The 503 message: the mirror's reason, said once to be about the runtime.
+fn runtime_unavailable(why: &str) -> String {
+    if why.starts_with("runtime unavailable") {
+        why.to_string()
+    } else {
+        format!("runtime unavailable: {why}")
+    }
+}
 
 /// The mirror must be current before an operation trusts it.
 pub(crate) fn available(mirror: &Mirror) -> Result<(), Error> {

@@ -10,7 +10,7 @@ use super::admission::ConnError;
 use super::conn::{Awaiting, Next, Phase};
 use super::request::Outcome;
 use crate::http::request::Request;
-use crate::http::response::negotiate;
+use crate::http::response::{Accept, DOCUMENT};
 use crate::http::{ApiError, Format, Method};
 
 /// Requests one connection may have handled per wake before the others get their turn: a
@@ -230,9 +230,12 @@ impl Server {
             panic!("SUPD_DEBUG_PANIC_PATH was requested");
         }
         let started = Instant::now();
-        let format = negotiate(req.header("accept"), &[Format::Json, Format::Yaml]);
+        // `Accept` is parsed once: errors and state answers pick from it here, exec's output
+        // in its decoder.
+        let accept = Accept::parse(req.header("accept"));
+        let format = accept.pick(DOCUMENT);
         let head_only = req.method == Method::Head;
-        let outcome = self.route_request(token, &req, format);
+        let outcome = self.route_request(token, &req, accept, format);
         let Some(c) = self.conns.get_mut(&token) else {
             return true;
         };

@@ -10,7 +10,7 @@ use super::conn::Phase;
 use super::{Server, TokenState};
 use crate::auth::{self, Decision};
 use crate::http::request::Request;
-use crate::http::response::negotiate;
+use crate::http::response::{Accept, DOCUMENT};
 use crate::http::router::{self, Route};
 use crate::http::{ApiError, Format, Method, Response};
 use crate::ops;
@@ -23,7 +23,9 @@ impl Server {
     /// bytes would otherwise be taken for the next request).
     pub(super) fn admit_body(&mut self, token: Token, head: Request) {
         let started = Instant::now();
-        let format = negotiate(head.header("accept"), &[Format::Json, Format::Yaml]);
+        // The head moves into the parser below; its `Accept` is kept, unparsed, for a refusal's
+        // answer, so that an admitted request's is parsed once, in `handle`.
+        let accept = head.header("accept").map(str::to_owned);
         let limit = match self.gate(token, &head) {
             Ok(Gate::Route(route)) => Ok(route.endpoint.body_limit()),
             // OPTIONS is answered without credentials; it has no use for a body.
@@ -43,6 +45,7 @@ impl Server {
             Err(e) => Err(e),
         };
         if let Err(err) = refused {
+            let format = Accept::parse(accept.as_deref()).pick(DOCUMENT);
             let status = err.status;
             c.discard_input();
             c.respond(&err.into_response(format), head_only, true);
@@ -89,13 +92,19 @@ impl Server {
         Ok(Gate::Route(route))
     }
 
-    pub(super) fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
+    pub(super) fn route_request(
+        &mut self,
+        token: Token,
+        req: &Request,
+        accept: Accept,
+        format: Format,
+    ) -> Outcome {
         let route = match self.gate(token, req) {
             Ok(Gate::Route(route)) => route,
             Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
             Err(e) => return Outcome::Error(e),
         };
-        let call = match ops::decode(&route, req, &ops::DecodeCtx::new(&self.cfg)) {
+        let call = match ops::decode(&route, req, &ops::DecodeCtx::new(&self.cfg, accept)) {
             Ok(c) => c,
             Err(e) => return Outcome::Error(e.into()),
         };

@@ -299,17 +299,6 @@ pub fn connect_unix_handle(handle: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
-/// through `/proc/self/fd`: no path of anyone else's is resolved again.
-pub fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
-    let path = format!("/proc/self/fd/{}", handle.as_raw_fd());
-    nix::fcntl::open(
-        path.as_str(),
-        flags | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-}
-
 fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | OFlag::O_CLOEXEC).bits() as u64,

@@ -45,7 +45,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn sha256_hex(s: &str) -> String {
-    supd::auth::hash_hex(s)
+    supd::testing::auth::hash_hex(s)
 }
 
 pub fn write_tokens(path: &Path) {
