@@ -108,8 +108,11 @@ impl Server {
                 {
                     return Outcome::Respond(r);
                 }
+                // The guest-agent client is not wired yet: no VM has guest information.
+                let guests = crate::model::Guests::new();
                 let ctx = ops::state::StateCtx {
                     mirror: &self.mirror,
+                    guests: &guests,
                     tenant: &self.cfg.tenant,
                     host: &self.cfg.host,
                 };
