@@ -1567,6 +1567,37 @@ mod tests {
     }
 
     #[test]
+    fn fields_select_in_the_vm_container() {
+        let mut guests = Guests::new();
+        guests.insert("a".repeat(64), connected());
+        let v = with_guests(&[fixture("plain"), launcher("qemu", 'a')], &guests);
+        let select = |expr: &str| crate::fields::Fields::parse(expr).unwrap().apply(&v);
+        assert_eq!(
+            select("name;vm-container(name;agent;guest-os/pretty-name)"),
+            json!({
+                "name": "acme.shop.api-1",
+                "vm-container": {
+                    "name": "acme.shop.api-1.qemu",
+                    "agent": "connected",
+                    "guest-os": {"pretty-name": "Debian GNU/Linux 12 (bookworm)"}
+                }
+            })
+        );
+        assert_eq!(
+            select("supd:vm-container/ips"),
+            json!({"vm-container": {"ips": ["10.0.2.15/24", "fec0::5054:ff:fe12:3456/64"]}})
+        );
+        assert_eq!(
+            select("vm-container"),
+            json!({"vm-container": v["vm-container"]})
+        );
+        assert_eq!(
+            select("containers/name;vm-container/id"),
+            json!({"containers": [{"name": "acme.shop.api-1.api"}], "vm-container": {"id": "aaaaaaaaaaaa"}})
+        );
+    }
+
+    #[test]
     fn no_vm_no_member() {
         let v = one("shop", "api-1", &[fixture("plain")]);
         assert!(v.get("vm-container").is_none());

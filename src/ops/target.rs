@@ -123,8 +123,10 @@ pub(crate) fn find<'m>(
         ContainerRef::Init(n) => (n, true),
         ContainerRef::Vm => return Err(Error::Vm),
     };
+    // A VM launcher is not one of the instance's containers (the API lists it as its
+    // vm-container only), so it cannot be entered as one.
     all.into_iter()
-        .find(|r| r.identity.container == *name && r.identity.init == init)
+        .find(|r| r.identity.container == *name && r.identity.init == init && !r.is_vm())
         .ok_or_else(|| Error::UnknownContainer {
             name: name.clone(),
             init,
