@@ -7,6 +7,7 @@
 //! module's typed error, turned into a status in `http/error.rs`.
 
 pub mod call;
+pub mod console;
 pub mod decode;
 pub mod exec;
 pub mod interactive;
@@ -26,6 +27,7 @@ use mio::Token;
 use crate::container;
 use crate::docker::client::Purpose;
 use crate::docker::mirror::{Mirror, Want};
+use crate::http::router::ContainerRef;
 use crate::http::{ApiError, Format, Response};
 use crate::reactor::net::Stream;
 use crate::ws::handshake;
@@ -301,6 +303,11 @@ pub(crate) fn start(
             };
             let op = restart::Restart::new(key, ids(true), ids(false), p.immediate, format);
             Ok(Started::Pending(Op::Restart(op)))
+        }
+        Call::Console(p) => {
+            // Not available yet: after the instance is checked (404), 501.
+            target::find(env.mirror, &p.application, &p.instance, &ContainerRef::Vm)?;
+            Err(target::Error::Vm.into())
         }
         Call::State(_) => Err(NotAnOperation.into()),
     }
