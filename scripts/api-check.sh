@@ -86,6 +86,10 @@ run $(labels apicheck web web) "$IMAGE" sh -c "$idle"
 # A second instance, for lists of more than one.
 # shellcheck disable=SC2046
 run $(labels apicheck worker worker --label io.supd.application-version=1.2.3) "$IMAGE" sh -c "$idle"
+# A VM launcher (no QEMU in it: its state is what is checked), so that the state answers
+# carry a `vm-container` object.
+# shellcheck disable=SC2046
+run $(labels apicheck legacy qemu --label io.supd.vm-container=true) "$IMAGE" sh -c "$idle"
 # The websocket client's own instance (schemathesis does not know its name): a TCP echo on
 # port 7, a byte counter on port 8 (answers once its input ends) and an idle loop.
 # shellcheck disable=SC2046
@@ -104,6 +108,9 @@ for _ in $(seq 1 100); do
     if curl -sf -H "Authorization: Bearer $token" \
         "$base/v1/state/applications/apicheck/service-instances?fields=name;oper-status" 2>/dev/null |
         grep -q 'web-1","oper-status":"running' &&
+        curl -sf -H "Authorization: Bearer $token" \
+            "$base/v1/state/applications/apicheck/service-instances/legacy-1?fields=vm-container" 2>/dev/null |
+        grep -q '"oper-status":"running"' &&
         curl -sf -H "Authorization: Bearer $token" \
             "$base/v1/state/applications/apiws/service-instances/box-1" >/dev/null 2>&1; then
         ready=1

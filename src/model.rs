@@ -30,12 +30,30 @@
 //! - **`devices`**: `HostConfig.Devices` paths inside the container. **`gpus`**: the device ids
 //!   of device requests with the `gpu` capability; **`nvidia-driver-capabilities`**: those
 //!   requests' other capabilities joined with ", ".
+//! - **`vm-container`** (supd's addition): the instance's virtual machine, when one of its
+//!   containers is a VM launcher (`io.supd.vm-container=true`, see
+//!   [`crate::docker::inspect::vm_spec`]). The launcher is not listed among `containers` or
+//!   `init-containers`. `name`, `id`, `oper-status`, `start-time`, `current-restarts` and
+//!   `total-restarts` are the launcher's, with the same meaning as for a container; `ready` as
+//!   for a container (the launcher runs, and is healthy if it has a health check; the guest
+//!   agent plays no part, a VM need not run one). `agent`: `connected` while supd's guest-agent
+//!   client is connected to the agent of a running launcher, else `unavailable`. `guest-os`
+//!   (`guest-get-osinfo`, members the agent did not give left out) and `ips` (the guest's
+//!   addresses with prefix length, `guest-network-get-interfaces`) are shown only while the
+//!   agent is connected: after that, the guest may have rebooted into another system or other
+//!   addresses. The guest information comes from the caller ([`Guests`], by the launcher's
+//!   full id); this module does no I/O. An instance with several launchers has one VM, the first
+//!   launcher by container name, then id ([`vm_launcher`]); the others are shown nowhere, count
+//!   for nothing and no operation reaches them. The launcher's networks, ports and volumes are
+//!   the instance's like any container's.
 //! - **Instance `oper-status`**, first rule that matches: any container (init included)
 //!   restarting: `restarting`; any failed: `failed`; any being removed: `removing`; any non-init
 //!   container paused: `paused`; every non-init container running or completed and at least one
 //!   running: `running`; every non-init container completed: `completed`; otherwise (containers
-//!   only created, init containers still running, no non-init container yet): `starting`.
-//! - **Instance `ready`**: it has non-init containers and every one is ready.
+//!   only created, init containers still running, no non-init container yet): `starting`. The
+//!   VM counts as one more non-init container, so an instance of only a VM is `running` while
+//!   its launcher runs.
+//! - **Instance `ready`**: it has non-init containers (the VM included) and every one is ready.
 //!   **`application-version`**: `io.supd.application-version` of its first container that has
 //!   one. **`host`**: from the configuration.
 //! - **`application-network`**: the first user-defined network (not `bridge`, `host`, `none`)
@@ -63,28 +81,6 @@ use serde::Serialize;
 
 use crate::docker::inspect::{self, ContainerRecord, MountKind};
 use crate::docker::mirror::Counters;
-
-/// TEMPORARY (replaced by the vm-state branch): what the guest agent client learnt of a VM.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GuestInfo {
-    pub connected: bool,
-    pub os: Option<GuestOs>,
-    pub ips: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct GuestOs {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub pretty_name: Option<String>,
-    pub version: Option<String>,
-    pub version_id: Option<String>,
-    pub kernel_release: Option<String>,
-    pub machine: Option<String>,
-}
-
-pub type Guests = std::collections::HashMap<String, GuestInfo>;
 
 /// TTL of every answer from Docker's embedded DNS server.
 pub const DOCKER_DNS_TTL: u32 = 600;
@@ -116,6 +112,75 @@ pub struct ServiceInstance {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub init_containers: Vec<Container>,
     pub containers: Vec<Container>,
+    /// supd's addition: the instance's virtual machine, from its launcher container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_container: Option<VmContainer>,
+}
+
+/// What supd's guest-agent client last learnt of a VM (keyed by the launcher's full container id).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GuestInfo {
+    /// The agent answers (its connection is open and in sync).
+    pub connected: bool,
+    pub os: Option<GuestOs>,
+    /// The guest's addresses with their prefix length ("10.0.2.15/24"), as the agent reports them.
+    pub ips: Vec<String>,
+}
+
+/// The guest's operating system, from `guest-get-osinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GuestOs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretty_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+}
+
+impl GuestOs {
+    /// Nothing known: the object is not shown.
+    pub fn is_empty(&self) -> bool {
+        *self == GuestOs::default()
+    }
+}
+
+/// Guest information by the launcher's full container id.
+pub type Guests = std::collections::HashMap<String, GuestInfo>;
+
+/// An instance's VM as the API shows it: its launcher's state, and what its guest agent says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VmContainer {
+    pub name: String,
+    pub id: String,
+    pub oper_status: ContainerStatus,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    pub current_restarts: u32,
+    pub total_restarts: u32,
+    pub agent: AgentStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_os: Option<GuestOs>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentStatus {
+    Connected,
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -243,11 +308,12 @@ pub enum ProbeStatus {
 }
 
 /// All instances of `application` among `records`, sorted by service then N. `counters(id)`
-/// gives the counters of a container (by full id).
+/// gives the counters of a container (by full id); `guests` what is known of each VM.
 pub fn service_instances<'r>(
     application: &str,
     records: impl IntoIterator<Item = &'r ContainerRecord>,
     counters: &dyn Fn(&str) -> Counters,
+    guests: &Guests,
     ctx: &Context,
 ) -> Vec<ServiceInstance> {
     let mut groups: BTreeMap<(&str, u32), Vec<&ContainerRecord>> = BTreeMap::new();
@@ -261,7 +327,9 @@ pub fn service_instances<'r>(
     }
     groups
         .into_iter()
-        .map(|((service, n), members)| build(application, service, n, members, counters, ctx))
+        .map(|((service, n), members)| {
+            build(application, service, n, members, counters, guests, ctx)
+        })
         .collect()
 }
 
@@ -271,6 +339,7 @@ pub fn service_instance<'r>(
     instance: &str,
     records: impl IntoIterator<Item = &'r ContainerRecord>,
     counters: &dyn Fn(&str) -> Counters,
+    guests: &Guests,
     ctx: &Context,
 ) -> Option<ServiceInstance> {
     let (service, n) = parse_instance_name(instance)?;
@@ -281,7 +350,7 @@ pub fn service_instance<'r>(
             id.application == application && id.service == service && id.instance == n
         })
         .collect();
-    (!members.is_empty()).then(|| build(application, service, n, members, counters, ctx))
+    (!members.is_empty()).then(|| build(application, service, n, members, counters, guests, ctx))
 }
 
 /// Parse `<service>-<N>` (service may contain '-'; N is after the last '-', a positive integer
@@ -294,14 +363,29 @@ pub fn parse_instance_name(s: &str) -> Option<(&str, u32)> {
     Some((service, inspect::parse_instance_number(n)?))
 }
 
+/// The container of an instance that is its VM, among all of the instance's containers: the
+/// first launcher by container name, then id. Any other launcher of the instance is ignored
+/// (shown nowhere, reached by no operation), so an instance has at most one VM.
+pub fn vm_launcher<'r>(
+    members: impl IntoIterator<Item = &'r ContainerRecord>,
+) -> Option<&'r ContainerRecord> {
+    members
+        .into_iter()
+        .filter(|r| r.is_vm())
+        .min_by(|a, b| (&a.identity.container, &a.id).cmp(&(&b.identity.container, &b.id)))
+}
+
 fn build(
     application: &str,
     service: &str,
     n: u32,
     mut members: Vec<&ContainerRecord>,
     counters: &dyn Fn(&str) -> Counters,
+    guests: &Guests,
     ctx: &Context,
 ) -> ServiceInstance {
+    let launcher = vm_launcher(members.iter().copied());
+    members.retain(|r| !r.is_vm());
     members.sort_by(|a, b| (&a.identity.container, &a.id).cmp(&(&b.identity.container, &b.id)));
     let (inits, mains): (Vec<&ContainerRecord>, Vec<&ContainerRecord>) =
         members.iter().partition(|r| r.identity.init);
@@ -322,12 +406,29 @@ fn build(
         .iter()
         .map(|r| container(r, r.identity.container.clone(), false, counters))
         .collect();
+    let vm_container = launcher.map(|r| {
+        vm_container(
+            r,
+            format!("{name}.{}", r.identity.container),
+            counters,
+            guests.get(&r.id),
+        )
+    });
 
-    let all = || mains.iter().chain(&inits).copied();
+    // The VM counts as one more non-init container for the instance's status and readiness.
+    let regular: Vec<(ContainerStatus, bool)> = containers
+        .iter()
+        .map(|c| (c.oper_status, c.ready == Some(true)))
+        .chain(vm_container.iter().map(|v| (v.oper_status, v.ready)))
+        .collect();
+    let statuses: Vec<ContainerStatus> = regular.iter().map(|(s, _)| *s).collect();
+    let init_statuses: Vec<ContainerStatus> =
+        init_containers.iter().map(|c| c.oper_status).collect();
+    let all = || mains.iter().chain(&inits).copied().chain(launcher);
     ServiceInstance {
         application_version: all().find_map(|r| r.identity.application_version.clone()),
-        oper_status: instance_status(&containers, &init_containers),
-        ready: !containers.is_empty() && containers.iter().all(|c| c.ready == Some(true)),
+        oper_status: instance_status(&statuses, &init_statuses),
+        ready: !regular.is_empty() && regular.iter().all(|(_, ready)| *ready),
         host: ctx.host.to_string(),
         application_network: application_network(all),
         gateway_network: gateway_network(all),
@@ -337,6 +438,7 @@ fn build(
         name,
         init_containers,
         containers,
+        vm_container,
     }
 }
 
@@ -356,7 +458,7 @@ fn container(
         name,
         id: r.id.chars().take(12).collect(),
         oper_status: status,
-        ready: regular.then(|| running && r.health.as_deref().is_none_or(|h| h == "healthy")),
+        ready: regular.then(|| is_ready(r, status)),
         start_time: r.started_at.as_deref().and_then(rfc3339_millis),
         current_restarts,
         total_restarts,
@@ -364,6 +466,43 @@ fn container(
         devices: r.devices.clone(),
         gpus: r.gpus.iter().map(|g| Gpu { uuid: g.clone() }).collect(),
         nvidia_driver_capabilities: r.nvidia_capabilities.clone(),
+    }
+}
+
+/// Running, and healthy if it has a health check.
+fn is_ready(r: &ContainerRecord, status: ContainerStatus) -> bool {
+    status == ContainerStatus::Running && r.health.as_deref().is_none_or(|h| h == "healthy")
+}
+
+fn vm_container(
+    r: &ContainerRecord,
+    name: String,
+    counters: &dyn Fn(&str) -> Counters,
+    guest: Option<&GuestInfo>,
+) -> VmContainer {
+    let status = container_status(r);
+    let Counters {
+        current_restarts,
+        total_restarts,
+    } = counters(&r.id);
+    // What the agent said is shown only while it is connected to a running launcher: after
+    // that the guest may have rebooted into another system or other addresses.
+    let guest = guest.filter(|g| g.connected && status == ContainerStatus::Running);
+    VmContainer {
+        name,
+        id: r.id.chars().take(12).collect(),
+        oper_status: status,
+        ready: is_ready(r, status),
+        start_time: r.started_at.as_deref().and_then(rfc3339_millis),
+        current_restarts,
+        total_restarts,
+        agent: if guest.is_some() {
+            AgentStatus::Connected
+        } else {
+            AgentStatus::Unavailable
+        },
+        guest_os: guest.and_then(|g| g.os.clone()).filter(|os| !os.is_empty()),
+        ips: guest.map(|g| g.ips.clone()).unwrap_or_default(),
     }
 }
 
@@ -380,17 +519,18 @@ fn container_status(r: &ContainerRecord) -> ContainerStatus {
     }
 }
 
-fn instance_status(mains: &[Container], inits: &[Container]) -> InstanceStatus {
+/// `mains`: the status of each non-init container, the VM included.
+fn instance_status(mains: &[ContainerStatus], inits: &[ContainerStatus]) -> InstanceStatus {
     use ContainerStatus as C;
-    let any = |s: C| mains.iter().chain(inits).any(|c| c.oper_status == s);
-    let main_is = |f: &dyn Fn(C) -> bool| mains.iter().all(|c| f(c.oper_status));
+    let any = |s: C| mains.iter().chain(inits).any(|c| *c == s);
+    let main_is = |f: &dyn Fn(C) -> bool| mains.iter().all(|s| f(*s));
     if any(C::Restarting) {
         InstanceStatus::Restarting
     } else if any(C::Failed) {
         InstanceStatus::Failed
     } else if any(C::Removing) {
         InstanceStatus::Removing
-    } else if mains.iter().any(|c| c.oper_status == C::Paused) {
+    } else if mains.contains(&C::Paused) {
         InstanceStatus::Paused
     } else if mains.is_empty() {
         InstanceStatus::Starting
@@ -688,7 +828,8 @@ mod tests {
     }
 
     fn one(application: &str, instance: &str, records: &[ContainerRecord]) -> Value {
-        let si = service_instance(application, instance, records, &zero, &CTX).unwrap();
+        let si =
+            service_instance(application, instance, records, &zero, &Guests::new(), &CTX).unwrap();
         serde_json::to_value(si).unwrap()
     }
 
@@ -702,7 +843,8 @@ mod tests {
             },
             _ => Counters::default(),
         };
-        let si = service_instance("shop", "web-1", &records, &counters, &CTX).unwrap();
+        let si =
+            service_instance("shop", "web-1", &records, &counters, &Guests::new(), &CTX).unwrap();
         assert_eq!(
             serde_json::to_value(si).unwrap(),
             json!({
@@ -1007,10 +1149,11 @@ mod tests {
     #[test]
     fn listing_is_sorted_and_per_application() {
         let records = all_fixtures();
-        let names: Vec<String> = service_instances("shop", records.iter().rev(), &zero, &CTX)
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let names: Vec<String> =
+            service_instances("shop", records.iter().rev(), &zero, &Guests::new(), &CTX)
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
         assert_eq!(
             names,
             [
@@ -1025,15 +1168,19 @@ mod tests {
                 "acme.shop.worker-2"
             ]
         );
-        assert_eq!(service_instances("blog", &records, &zero, &CTX).len(), 1);
-        assert!(service_instances("nope", &records, &zero, &CTX).is_empty());
+        assert_eq!(
+            service_instances("blog", &records, &zero, &Guests::new(), &CTX).len(),
+            1
+        );
+        assert!(service_instances("nope", &records, &zero, &Guests::new(), &CTX).is_empty());
         let mut ten = fixture("plain");
         ten.identity.instance = 10;
         let two = fixture("failed");
-        let order: Vec<String> = service_instances("shop", [&ten, &two], &zero, &CTX)
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let order: Vec<String> =
+            service_instances("shop", [&ten, &two], &zero, &Guests::new(), &CTX)
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
         assert_eq!(
             order,
             ["acme.shop.api-2", "acme.shop.api-10"],
@@ -1044,16 +1191,16 @@ mod tests {
     #[test]
     fn lookup_by_short_name() {
         let records = all_fixtures();
-        assert!(service_instance("shop", "web-1", &records, &zero, &CTX).is_some());
+        assert!(service_instance("shop", "web-1", &records, &zero, &Guests::new(), &CTX).is_some());
         for miss in [
             "web-2", "web", "web-01", "web-0", "1", "-1", "api-1x", "", "Web-1",
         ] {
             assert!(
-                service_instance("shop", miss, &records, &zero, &CTX).is_none(),
+                service_instance("shop", miss, &records, &zero, &Guests::new(), &CTX).is_none(),
                 "{miss}"
             );
         }
-        assert!(service_instance("blog", "web-1", &records, &zero, &CTX).is_none());
+        assert!(service_instance("blog", "web-1", &records, &zero, &Guests::new(), &CTX).is_none());
     }
 
     #[test]
@@ -1099,7 +1246,7 @@ mod tests {
                 r
             })
             .collect();
-        service_instance("shop", "api-1", &records, &zero, &CTX)
+        service_instance("shop", "api-1", &records, &zero, &Guests::new(), &CTX)
             .unwrap()
             .oper_status
     }
@@ -1161,6 +1308,299 @@ mod tests {
         let v = one("shop", "api-1", &[init]);
         assert_eq!(v["ready"], false, "only init containers: not ready");
         assert_eq!(v["containers"], json!([]), "containers is always present");
+    }
+
+    /// Instance api-1 of "shop" with its VM launcher `container`, running, id of `c`s.
+    fn launcher(container: &str, c: char) -> ContainerRecord {
+        let mut r = fixture("plain");
+        r.identity.container = container.into();
+        r.id = c.to_string().repeat(64);
+        r.vm = Some(inspect::VmSpec {
+            agent: inspect::DEFAULT_VM_AGENT.into(),
+            console: inspect::DEFAULT_VM_CONSOLE.into(),
+            terminals: Vec::new(),
+            address: None,
+        });
+        r
+    }
+
+    fn with_guests(records: &[ContainerRecord], guests: &Guests) -> Value {
+        let si = service_instance("shop", "api-1", records, &zero, guests, &CTX).unwrap();
+        serde_json::to_value(si).unwrap()
+    }
+
+    fn connected() -> GuestInfo {
+        GuestInfo {
+            connected: true,
+            os: Some(GuestOs {
+                id: Some("debian".into()),
+                pretty_name: Some("Debian GNU/Linux 12 (bookworm)".into()),
+                kernel_release: Some("6.1.0-28-cloud-amd64".into()),
+                machine: Some("x86_64".into()),
+                ..GuestOs::default()
+            }),
+            ips: vec!["10.0.2.15/24".into(), "fec0::5054:ff:fe12:3456/64".into()],
+        }
+    }
+
+    #[test]
+    fn an_instance_of_only_a_vm() {
+        let vm = launcher("qemu", 'a');
+        let counters = |id: &str| match &id[..12] {
+            "aaaaaaaaaaaa" => Counters {
+                current_restarts: 1,
+                total_restarts: 3,
+            },
+            _ => Counters::default(),
+        };
+        let si = service_instance(
+            "shop",
+            "api-1",
+            std::slice::from_ref(&vm),
+            &counters,
+            &Guests::new(),
+            &CTX,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(si).unwrap(),
+            json!({
+                "name": "acme.shop.api-1",
+                "oper-status": "running",
+                "ready": true,
+                "host": "edge-1",
+                "gateway-network": {"ips": ["172.17.0.2/16"]},
+                "containers": [],
+                "vm-container": {
+                    "name": "acme.shop.api-1.qemu",
+                    "id": "aaaaaaaaaaaa",
+                    "oper-status": "running",
+                    "ready": true,
+                    "start-time": "2026-11-27T13:56:49.165Z",
+                    "current-restarts": 1,
+                    "total-restarts": 3,
+                    "agent": "unavailable"
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn guest_information_while_the_agent_is_connected() {
+        let vm = launcher("qemu", 'a');
+        let mut guests = Guests::new();
+        guests.insert(vm.id.clone(), connected());
+        let v = with_guests(std::slice::from_ref(&vm), &guests);
+        assert_eq!(
+            v["vm-container"],
+            json!({
+                "name": "acme.shop.api-1.qemu",
+                "id": "aaaaaaaaaaaa",
+                "oper-status": "running",
+                "ready": true,
+                "start-time": "2026-11-27T13:56:49.165Z",
+                "current-restarts": 0,
+                "total-restarts": 0,
+                "agent": "connected",
+                "guest-os": {
+                    "id": "debian",
+                    "pretty-name": "Debian GNU/Linux 12 (bookworm)",
+                    "kernel-release": "6.1.0-28-cloud-amd64",
+                    "machine": "x86_64"
+                },
+                "ips": ["10.0.2.15/24", "fec0::5054:ff:fe12:3456/64"]
+            })
+        );
+        // Every member of guest-os, kebab-case.
+        let mut full = connected();
+        full.os = Some(GuestOs {
+            id: Some("a".into()),
+            name: Some("b".into()),
+            pretty_name: Some("c".into()),
+            version: Some("d".into()),
+            version_id: Some("e".into()),
+            kernel_release: Some("f".into()),
+            machine: Some("g".into()),
+        });
+        guests.insert(vm.id.clone(), full);
+        let v = with_guests(std::slice::from_ref(&vm), &guests);
+        assert_eq!(
+            v["vm-container"]["guest-os"],
+            json!({"id": "a", "name": "b", "pretty-name": "c", "version": "d",
+                   "version-id": "e", "kernel-release": "f", "machine": "g"})
+        );
+        // Known but empty: not shown.
+        guests.insert(
+            vm.id.clone(),
+            GuestInfo {
+                connected: true,
+                os: Some(GuestOs::default()),
+                ips: Vec::new(),
+            },
+        );
+        let v = with_guests(std::slice::from_ref(&vm), &guests);
+        assert_eq!(v["vm-container"]["agent"], "connected");
+        assert!(v["vm-container"].get("guest-os").is_none());
+        assert!(v["vm-container"].get("ips").is_none());
+    }
+
+    #[test]
+    fn agent_unavailable_hides_what_it_said() {
+        let vm = launcher("qemu", 'a');
+        let hidden = |records: &[ContainerRecord], info: GuestInfo| {
+            let mut guests = Guests::new();
+            guests.insert("a".repeat(64), info);
+            let v = with_guests(records, &guests)["vm-container"].clone();
+            assert_eq!(v["agent"], "unavailable", "{v}");
+            assert!(v.get("guest-os").is_none() && v.get("ips").is_none(), "{v}");
+            v
+        };
+        // Not connected (the last answer is stale).
+        let mut info = connected();
+        info.connected = false;
+        hidden(std::slice::from_ref(&vm), info);
+        // Connected, as far as the client knows, to a launcher that no longer runs.
+        for (status, exit_code, shown) in [
+            ("exited", 137, "failed"),
+            ("exited", 0, "completed"),
+            ("paused", 0, "paused"),
+            ("restarting", 1, "restarting"),
+            ("created", 0, "created"),
+        ] {
+            let mut stopped = vm.clone();
+            stopped.status = status.into();
+            stopped.exit_code = exit_code;
+            let v = hidden(std::slice::from_ref(&stopped), connected());
+            assert_eq!(v["oper-status"], shown);
+            assert_eq!(v["ready"], false);
+        }
+        // Guest information of another VM is not this one's.
+        let mut guests = Guests::new();
+        guests.insert("b".repeat(64), connected());
+        assert_eq!(
+            with_guests(std::slice::from_ref(&vm), &guests)["vm-container"]["agent"],
+            "unavailable"
+        );
+    }
+
+    #[test]
+    fn the_vm_counts_as_a_regular_container() {
+        let app = fixture("plain");
+        let vm = launcher("qemu", 'a');
+        let v = with_guests(&[app.clone(), vm.clone()], &Guests::new());
+        assert_eq!(
+            (v["oper-status"].clone(), v["ready"].clone()),
+            (json!("running"), json!(true))
+        );
+        let names: Vec<&Value> = v["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["name"])
+            .collect();
+        assert_eq!(
+            names,
+            [&json!("acme.shop.api-1.api")],
+            "the launcher is no container"
+        );
+        let set = |status: &str, exit_code: i64| {
+            let mut r = vm.clone();
+            r.status = status.into();
+            r.exit_code = exit_code;
+            let v = with_guests(&[app.clone(), r], &Guests::new());
+            (
+                v["oper-status"].as_str().unwrap().to_string(),
+                v["ready"].as_bool().unwrap(),
+            )
+        };
+        assert_eq!(set("exited", 137), ("failed".into(), false));
+        assert_eq!(set("paused", 0), ("paused".into(), false));
+        assert_eq!(set("restarting", 1), ("restarting".into(), false));
+        assert_eq!(set("created", 0), ("starting".into(), false));
+        assert_eq!(set("removing", 0), ("removing".into(), false));
+        assert_eq!(set("exited", 0), ("running".into(), false));
+        // A launcher's health check decides its readiness as for any container.
+        let mut sick = vm.clone();
+        sick.health = Some("unhealthy".into());
+        let v = with_guests(&[app.clone(), sick], &Guests::new());
+        assert_eq!(
+            (v["ready"].clone(), v["vm-container"]["ready"].clone()),
+            (json!(false), json!(false))
+        );
+        // A VM beside init containers only: the VM decides.
+        let mut init = app.clone();
+        init.identity.init = true;
+        init.identity.container = "setup".into();
+        init.status = "exited".into();
+        let v = with_guests(&[init, vm], &Guests::new());
+        assert_eq!(
+            (v["oper-status"].clone(), v["ready"].clone()),
+            (json!("running"), json!(true))
+        );
+        assert_eq!(v["containers"], json!([]));
+        assert_eq!(v["init-containers"][0]["name"], "setup");
+    }
+
+    #[test]
+    fn one_vm_per_instance_the_first_by_name_then_id() {
+        let b2 = launcher("b", '2');
+        let a9 = launcher("a", '9');
+        let a1 = launcher("a", '1');
+        let all = [b2.clone(), a9.clone(), a1.clone()];
+        assert_eq!(vm_launcher(&all).map(|r| &r.id), Some(&a1.id));
+        assert_eq!(vm_launcher([&b2, &a9]).map(|r| &r.id), Some(&a9.id));
+        assert_eq!(vm_launcher([&fixture("plain")]), None);
+        // The others are shown nowhere, and do not count for the instance.
+        let mut stopped = b2.clone();
+        stopped.status = "exited".into();
+        stopped.exit_code = 1;
+        let v = with_guests(&[stopped, a9, a1], &Guests::new());
+        assert_eq!(v["vm-container"]["name"], "acme.shop.api-1.a");
+        assert_eq!(v["vm-container"]["id"], "111111111111");
+        assert_eq!(v["containers"], json!([]));
+        assert!(v.get("init-containers").is_none());
+        assert_eq!(v["oper-status"], "running");
+        // Listing: the same answer per instance.
+        let list = service_instances("shop", &all, &zero, &Guests::new(), &CTX);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].vm_container.as_ref().unwrap().id, "111111111111");
+    }
+
+    #[test]
+    fn fields_select_in_the_vm_container() {
+        let mut guests = Guests::new();
+        guests.insert("a".repeat(64), connected());
+        let v = with_guests(&[fixture("plain"), launcher("qemu", 'a')], &guests);
+        let select = |expr: &str| crate::fields::Fields::parse(expr).unwrap().apply(&v);
+        assert_eq!(
+            select("name;vm-container(name;agent;guest-os/pretty-name)"),
+            json!({
+                "name": "acme.shop.api-1",
+                "vm-container": {
+                    "name": "acme.shop.api-1.qemu",
+                    "agent": "connected",
+                    "guest-os": {"pretty-name": "Debian GNU/Linux 12 (bookworm)"}
+                }
+            })
+        );
+        assert_eq!(
+            select("supd:vm-container/ips"),
+            json!({"vm-container": {"ips": ["10.0.2.15/24", "fec0::5054:ff:fe12:3456/64"]}})
+        );
+        assert_eq!(
+            select("vm-container"),
+            json!({"vm-container": v["vm-container"]})
+        );
+        assert_eq!(
+            select("containers/name;vm-container/id"),
+            json!({"containers": [{"name": "acme.shop.api-1.api"}], "vm-container": {"id": "aaaaaaaaaaaa"}})
+        );
+    }
+
+    #[test]
+    fn no_vm_no_member() {
+        let v = one("shop", "api-1", &[fixture("plain")]);
+        assert!(v.get("vm-container").is_none());
     }
 
     #[test]
@@ -1226,7 +1666,7 @@ mod tests {
                 bad[pos] = replacements[i % replacements.len()];
                 if let Ok(Some(r)) = parse(&bad) {
                     let application = r.identity.application.clone();
-                    let si = service_instances(&application, [&r], &zero, &CTX);
+                    let si = service_instances(&application, [&r], &zero, &Guests::new(), &CTX);
                     serde_json::to_vec(&si).unwrap();
                 }
             }
@@ -1235,11 +1675,36 @@ mod tests {
 
     #[test]
     fn serializes_to_yaml_too() {
-        let si = service_instance("shop", "web-1", &all_fixtures(), &zero, &CTX).unwrap();
+        let si = service_instance(
+            "shop",
+            "web-1",
+            &all_fixtures(),
+            &zero,
+            &Guests::new(),
+            &CTX,
+        )
+        .unwrap();
         let yaml = serde_yaml::to_string(&si).unwrap();
         assert!(yaml.starts_with(
             "name: acme.shop.web-1\napplication-version: 1.2.3\noper-status: running\n"
         ));
         assert!(yaml.contains("init-containers:\n- name: setup\n"));
+        let mut guests = Guests::new();
+        guests.insert("a".repeat(64), connected());
+        let si = service_instance(
+            "shop",
+            "api-1",
+            &[launcher("qemu", 'a')],
+            &zero,
+            &guests,
+            &CTX,
+        )
+        .unwrap();
+        let yaml = serde_yaml::to_string(&si).unwrap();
+        assert!(
+            yaml.contains("vm-container:\n  name: acme.shop.api-1.qemu\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("  guest-os:\n    id: debian\n"), "{yaml}");
     }
 }

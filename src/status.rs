@@ -112,6 +112,7 @@ impl From<crate::ops::DecodeError> for ApiError {
             | E::BlankCmd
             | E::BadCommand(_)
             | E::BadTty(_)
+            | E::BadBool { .. }
             | E::DelayedShutdownFalse
             | E::ProtocolRequired
             | E::BadProtocol(_)

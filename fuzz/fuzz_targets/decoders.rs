@@ -16,7 +16,7 @@ use supd::testing::http::router::{Endpoint, Route, route};
 use supd::testing::ops::{self, Call, DecodeCtx};
 
 /// One path per endpoint, so every decoder sees every request.
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/v1/state/applications/shop/service-instances",
     "/v1/state/applications/shop/service-instances/web-1",
     "/v1/state/applications/shop/service-instances/web-1/connect",
@@ -25,6 +25,7 @@ const PATHS: [&str; 8] = [
     "/v1/state/applications/shop/service-instances/web-1/init-containers/setup/exec-interactive",
     "/v1/state/applications/shop/service-instances/web-1/containers/main/tcp-connect",
     "/v1/state/applications/shop/service-instances/web-1/vm-container/exec",
+    "/v1/state/applications/shop/service-instances/web-1/vm-container/console",
 ];
 
 fn config() -> &'static Config {
@@ -56,6 +57,7 @@ fn matches_endpoint(call: &Call, endpoint: &Endpoint) -> bool {
             | (Call::TcpConnect(_), Endpoint::TcpConnect { .. })
             | (Call::Connect(_), Endpoint::Connect { .. })
             | (Call::Restart(_), Endpoint::Restart { .. })
+            | (Call::Console(_), Endpoint::Console { .. })
     )
 }
 
@@ -79,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
     let mut parser = Parser::new(limits.head_bytes, limits.body_bytes);
     let mut buf = data;
-    // At most a few requests: each is decoded nine times.
+    // At most a few requests: each is decoded ten times.
     for _ in 0..4 {
         let Ok(p) = parser.parse(buf) else {
             return;

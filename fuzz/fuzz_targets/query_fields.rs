@@ -29,6 +29,7 @@ fn routes() -> &'static [Route] {
             "/web-1/restart".to_owned(),
             "/web-1/containers/main/exec-interactive".to_owned(),
             "/web-1/containers/main/tcp-connect".to_owned(),
+            "/web-1/vm-container/console".to_owned(),
         ]
         .iter()
         .map(|tail| route(&format!("{base}{tail}")).unwrap())
@@ -51,7 +52,7 @@ fn request(query: &str) -> Request {
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         (
             "sec-websocket-protocol",
-            "v1.connect.supd, v1.tcp-connect.supd, v1.exec-interactive.supd",
+            "v1.connect.supd, v1.tcp-connect.supd, v1.exec-interactive.supd, v1.console.supd",
         ),
     ];
     Request {
@@ -129,6 +130,29 @@ fuzz_target!(|data: &[u8]| {
     let _ = model::parse_instance_name(text);
     let _ = inspect::is_name(text);
     let _ = inspect::parse_instance_number(text);
+    // The VM labels, each given the text: whatever is accepted keeps the contract's promises.
+    for label in [
+        inspect::LABEL_VM_AGENT,
+        inspect::LABEL_VM_CONSOLE,
+        inspect::LABEL_VM_TERMINALS,
+        inspect::LABEL_VM_ADDRESS,
+    ] {
+        let labels: std::collections::HashMap<String, String> = [
+            (inspect::LABEL_VM.to_owned(), "true".to_owned()),
+            (label.to_owned(), text.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        if let Ok(Some(vm)) = inspect::vm_spec(&labels) {
+            assert!(vm.terminals.len() <= inspect::MAX_VM_TERMINALS);
+            for t in &vm.terminals {
+                assert!(inspect::is_tty_name(&t.tty), "{t:?}");
+                assert!(inspect::check_socket_path(&t.socket).is_ok(), "{t:?}");
+            }
+            assert!(inspect::check_socket_path(&vm.agent).is_ok());
+            assert!(inspect::check_socket_path(&vm.console).is_ok());
+        }
+    }
     if let Ok(fields) = Fields::parse(text) {
         let selected = fields.apply(resource());
         // A selection never adds members: the result is no deeper than the resource.

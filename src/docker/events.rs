@@ -124,7 +124,7 @@ pub fn parse(line: &[u8]) -> Result<Option<ContainerEvent>> {
         id,
         action,
         time_nano: raw.time_nano,
-        managed: inspect::identity(&raw.actor.attributes).is_some(),
+        managed: inspect::is_managed(&raw.actor.attributes),
     }))
 }
 
@@ -278,6 +278,20 @@ mod tests {
         assert_eq!(parse(b"  \r\n").unwrap(), None);
         assert_eq!(parse(br#"{"Type":"image","Action":"pull"}"#).unwrap(), None);
         assert_eq!(parse(br#"{}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn launchers_with_invalid_vm_labels_are_unmanaged() {
+        let ev = |extra: &str| {
+            let line = format!(
+                r#"{{"Type":"container","Action":"start","Actor":{{"ID":"abc","Attributes":{{"io.supd.application":"a","io.supd.service":"b","io.supd.instance":"1","io.supd.vm-container":"true"{extra}}}}}}}"#
+            );
+            parse(line.as_bytes()).unwrap().unwrap().managed
+        };
+        assert!(ev(""));
+        assert!(ev(r#","io.supd.vm.terminals":"/run/t=ttyS2""#));
+        assert!(!ev(r#","io.supd.vm.terminals":"/run/t=tty S2""#));
+        assert!(!ev(r#","io.supd.vm.agent":"/run/../qga""#));
     }
 
     #[test]

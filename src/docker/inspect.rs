@@ -3,7 +3,8 @@
 //!
 //! Only the fields the API view and the operations need are deserialized; every field may be
 //! missing or `null` (Docker versions differ and Go marshals empty slices and maps as `null`).
-//! Which containers are managed, and as what, is decided by their labels alone: see [`identity`].
+//! Which containers are managed, and as what, is decided by their labels alone: see [`identity`]
+//! and, for VM launchers, [`vm_spec`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -29,6 +30,21 @@ pub const LABEL_INSTANCE: &str = "io.supd.instance";
 pub const LABEL_CONTAINER: &str = "io.supd.container";
 pub const LABEL_INIT: &str = "io.supd.init-container";
 pub const LABEL_VERSION: &str = "io.supd.application-version";
+/// `true`: the container is the instance's VM launcher (QEMU), not one of its containers.
+pub const LABEL_VM: &str = "io.supd.vm-container";
+pub const LABEL_VM_AGENT: &str = "io.supd.vm.agent";
+pub const LABEL_VM_CONSOLE: &str = "io.supd.vm.console";
+pub const LABEL_VM_TERMINALS: &str = "io.supd.vm.terminals";
+pub const LABEL_VM_ADDRESS: &str = "io.supd.vm.address";
+pub const DEFAULT_VM_AGENT: &str = "/run/supd-vm/qga.sock";
+pub const DEFAULT_VM_CONSOLE: &str = "/run/supd-vm/console.sock";
+pub const DEFAULT_VM_TERMINALS: &str = "/run/supd-vm/ttyS1.sock=ttyS1";
+/// Longest socket path: `sun_path` holds 108 bytes with the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Most spare terminal ports a VM may declare.
+pub const MAX_VM_TERMINALS: usize = 16;
+/// Longest guest terminal name (`ttyS1`, `hvc1`, `ttyAMA1`...).
+pub const MAX_TTY_NAME: usize = 32;
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
@@ -146,6 +162,227 @@ pub fn parse_instance_number(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
+/// Whether a container with these labels is managed: it has an identity ([`identity`]) and, if
+/// it is a VM launcher, valid VM labels ([`vm_spec`]).
+pub fn is_managed(labels: &HashMap<String, String>) -> bool {
+    identity(labels).is_some() && vm_spec(labels).is_ok()
+}
+
+/// How supd reaches a service instance's virtual machine: unix sockets that QEMU serves inside
+/// its launcher container, reached through the launcher's root (`/proc/<pid>/root/...`),
+/// never through a path on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// Guest agent socket path inside the launcher (label io.supd.vm.agent, default /run/supd-vm/qga.sock)
+    pub agent: String,
+    /// Serial console socket (io.supd.vm.console, default /run/supd-vm/console.sock)
+    pub console: String,
+    /// Spare terminal ports (io.supd.vm.terminals, "SOCKET=GUEST_TTY,...", default "/run/supd-vm/ttyS1.sock=ttyS1")
+    pub terminals: Vec<VmTerminal>,
+    /// io.supd.vm.address, when set
+    pub address: Option<IpAddr>,
+}
+
+/// A spare serial port of the VM: the socket QEMU serves for it in the launcher, and the name
+/// of its device in the guest (`/dev/<tty>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmTerminal {
+    pub socket: String,
+    pub tty: String,
+}
+
+/// Why a container's VM labels are refused; the container is then not managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmLabelError {
+    /// `io.supd.vm-container` is neither `true` nor `false`.
+    Flag(String),
+    /// A launcher cannot also be an init container.
+    Init,
+    /// A socket path that is not a clean absolute path of at most 107 bytes.
+    SocketPath {
+        label: &'static str,
+        path: String,
+        why: &'static str,
+    },
+    /// An `io.supd.vm.terminals` entry that is not `SOCKET=GUEST_TTY` with a plain tty name.
+    Terminal {
+        entry: String,
+        why: &'static str,
+    },
+    TooManyTerminals(usize),
+    /// Two of the agent, console and terminal sockets are the same path.
+    DuplicateSocket(String),
+    DuplicateTty(String),
+    /// `io.supd.vm.address` is not a literal IPv4 or IPv6 address.
+    Address(String),
+}
+
+impl fmt::Display for VmLabelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmLabelError::Flag(v) => write!(f, "{LABEL_VM} must be true or false (got {v:?})"),
+            VmLabelError::Init => write!(f, "{LABEL_VM} and {LABEL_INIT} cannot both be true"),
+            VmLabelError::SocketPath { label, path, why } => {
+                write!(f, "{label}: socket path {path:?} {why}")
+            }
+            VmLabelError::Terminal { entry, why } => {
+                write!(f, "{LABEL_VM_TERMINALS}: entry {entry:?} {why}")
+            }
+            VmLabelError::TooManyTerminals(n) => write!(
+                f,
+                "{LABEL_VM_TERMINALS}: {n} terminals, at most {MAX_VM_TERMINALS} are allowed"
+            ),
+            VmLabelError::DuplicateSocket(p) => write!(f, "socket path {p:?} is used twice"),
+            VmLabelError::DuplicateTty(t) => {
+                write!(
+                    f,
+                    "{LABEL_VM_TERMINALS}: guest terminal {t:?} is listed twice"
+                )
+            }
+            VmLabelError::Address(a) => {
+                write!(
+                    f,
+                    "{LABEL_VM_ADDRESS} must be an IPv4 or IPv6 address (got {a:?})"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for VmLabelError {}
+
+/// The VM contract: `io.supd.vm-container=true` makes the container its instance's VM launcher,
+/// with the sockets of `io.supd.vm.agent`, `io.supd.vm.console` and `io.supd.vm.terminals`
+/// (`SOCKET=GUEST_TTY,...`, possibly empty: no spare port) and the address of
+/// `io.supd.vm.address`, each defaulting as [`VmSpec`] says. `Ok(None)`: not a launcher
+/// (the label absent or `false`; the `io.supd.vm.*` labels are then ignored).
+///
+/// The launcher is untrusted input: its socket paths are opened under its root and its tty
+/// names go into a shell command line in the guest. So socket paths must be absolute, at most
+/// 107 bytes, without NUL, `.`, `..` or empty components; tty names `^[A-Za-z0-9]{1,32}$`; at
+/// most 16 terminals; no socket path used twice (agent, console and terminals included), no
+/// tty listed twice; the address a literal IP address. As for [`identity`], a present but
+/// invalid label makes the container unmanaged rather than being read as its default, and
+/// so does a flag other than `true`/`false` or a launcher that also says it is an init
+/// container.
+pub fn vm_spec(
+    labels: &HashMap<String, String>,
+) -> std::result::Result<Option<VmSpec>, VmLabelError> {
+    match labels.get(LABEL_VM).map(String::as_str) {
+        None | Some("false") => return Ok(None),
+        Some("true") => {}
+        Some(other) => return Err(VmLabelError::Flag(other.to_string())),
+    }
+    if labels.get(LABEL_INIT).is_some_and(|v| v == "true") {
+        return Err(VmLabelError::Init);
+    }
+    let socket = |label: &'static str, default: &str| {
+        let path = labels.get(label).map_or(default, String::as_str);
+        check_socket_path(path)
+            .map(|()| path.to_string())
+            .map_err(|why| VmLabelError::SocketPath {
+                label,
+                path: path.to_string(),
+                why,
+            })
+    };
+    let agent = socket(LABEL_VM_AGENT, DEFAULT_VM_AGENT)?;
+    let console = socket(LABEL_VM_CONSOLE, DEFAULT_VM_CONSOLE)?;
+    let terminals = parse_terminals(
+        labels
+            .get(LABEL_VM_TERMINALS)
+            .map_or(DEFAULT_VM_TERMINALS, String::as_str),
+    )?;
+    if agent == console {
+        return Err(VmLabelError::DuplicateSocket(agent));
+    }
+    let mut sockets: Vec<&str> = vec![&agent, &console];
+    for t in &terminals {
+        if sockets.contains(&t.socket.as_str()) {
+            return Err(VmLabelError::DuplicateSocket(t.socket.clone()));
+        }
+        sockets.push(&t.socket);
+    }
+    let address = match labels.get(LABEL_VM_ADDRESS) {
+        None => None,
+        Some(a) => Some(
+            a.parse::<IpAddr>()
+                .map_err(|_| VmLabelError::Address(a.clone()))?,
+        ),
+    };
+    Ok(Some(VmSpec {
+        agent,
+        console,
+        terminals,
+        address,
+    }))
+}
+
+/// `SOCKET=GUEST_TTY,...`; the empty string is no terminal at all.
+fn parse_terminals(list: &str) -> std::result::Result<Vec<VmTerminal>, VmLabelError> {
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<&str> = list.split(',').collect();
+    if entries.len() > MAX_VM_TERMINALS {
+        return Err(VmLabelError::TooManyTerminals(entries.len()));
+    }
+    let mut terminals: Vec<VmTerminal> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let bad = |why| VmLabelError::Terminal {
+            entry: entry.to_string(),
+            why,
+        };
+        // The tty name has no '=', so the last one separates; a socket path may hold one.
+        let (socket, tty) = entry
+            .rsplit_once('=')
+            .ok_or_else(|| bad("is not SOCKET=GUEST_TTY"))?;
+        check_socket_path(socket).map_err(bad)?;
+        if !is_tty_name(tty) {
+            return Err(bad(
+                "does not name a guest terminal matching ^[A-Za-z0-9]{1,32}$",
+            ));
+        }
+        if terminals.iter().any(|t| t.tty == tty) {
+            return Err(VmLabelError::DuplicateTty(tty.to_string()));
+        }
+        terminals.push(VmTerminal {
+            socket: socket.to_string(),
+            tty: tty.to_string(),
+        });
+    }
+    Ok(terminals)
+}
+
+/// A socket path supd may open under a launcher's root: absolute, at most 107 bytes (a unix
+/// socket address), no NUL, and only plain components (no `.`, `..` or empty one), so that
+/// it names the place it appears to name. Why it is refused otherwise.
+pub fn check_socket_path(path: &str) -> std::result::Result<(), &'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("is not absolute");
+    };
+    if path.len() > MAX_SOCKET_PATH {
+        return Err("is longer than 107 bytes");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    for component in rest.split('/') {
+        match component {
+            "" => return Err("has an empty component"),
+            "." | ".." => return Err("has a '.' or '..' component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A guest terminal name as the VM contract allows it: `^[A-Za-z0-9]{1,32}$`. It is put into a
+/// shell command line in the guest (`/dev/<tty>`), so nothing else is accepted.
+pub fn is_tty_name(s: &str) -> bool {
+    (1..=MAX_TTY_NAME).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// What the mirror keeps of one managed container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerRecord {
@@ -196,23 +433,15 @@ pub struct ContainerRecord {
     pub image: String,
     /// `com.docker.compose.project`, whose `<project>_` prefix Compose puts on volume names.
     pub compose_project: Option<String>,
-    /// The VM contract, for a VM launcher (`io.supd.vm-container=true`).
+    /// Set when the container is a VM launcher (`io.supd.vm-container=true`): see [`vm_spec`].
     pub vm: Option<VmSpec>,
 }
 
-/// Where a VM launcher's QEMU serves the guest's ports (paths inside the launcher).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmSpec {
-    pub agent: String,
-    pub console: String,
-    pub terminals: Vec<VmTerminal>,
-    pub address: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmTerminal {
-    pub socket: String,
-    pub tty: String,
+impl ContainerRecord {
+    /// Whether the container is a VM launcher rather than one of its instance's containers.
+    pub fn is_vm(&self) -> bool {
+        self.vm.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +500,10 @@ pub fn parse(json: &[u8]) -> Result<Option<ContainerRecord>> {
     let Some(identity) = identity(&raw.config.labels) else {
         return Ok(None);
     };
-    Ok(Some(record(raw, identity)))
+    let Ok(vm) = vm_spec(&raw.config.labels) else {
+        return Ok(None);
+    };
+    Ok(Some(record(raw, identity, vm)))
 }
 
 /// The ids of the entries of `GET /containers/json`, each with whether its labels make it
@@ -288,7 +520,7 @@ pub fn list_entry_ids(json: &[u8]) -> Result<Vec<(String, bool)>> {
         .into_iter()
         .filter(|e| !e.id.is_empty())
         .map(|e| {
-            let managed = identity(&e.labels).is_some();
+            let managed = is_managed(&e.labels);
             (e.id, managed)
         })
         .collect())
@@ -299,14 +531,13 @@ fn is_zero_time(s: &str) -> bool {
     s.is_empty() || s.starts_with("0001-01-01T00:00:00")
 }
 
-fn record(raw: RawInspect, identity: Identity) -> ContainerRecord {
+fn record(raw: RawInspect, identity: Identity, vm: Option<VmSpec>) -> ContainerRecord {
     let state = raw.state;
     let health = state
         .health
         .map(|h| (h.status, h.log.iter().any(|p| p.exit_code == 0)));
     let time = |s: String| (!is_zero_time(&s)).then_some(s);
     let compose_project = raw.config.labels.get(COMPOSE_PROJECT).cloned();
-    let raw_labels = raw.config.labels.clone();
 
     let mut networks: Vec<Network> = raw
         .network_settings
@@ -453,7 +684,7 @@ fn record(raw: RawInspect, identity: Identity) -> ContainerRecord {
         stop_timeout: raw.config.stop_timeout,
         image: raw.config.image,
         compose_project,
-        vm: vm_spec(&raw_labels),
+        vm,
     }
 }
 
@@ -815,6 +1046,382 @@ mod tests {
         assert_eq!(identity(&l).unwrap().instance, 7);
     }
 
+    fn launcher(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut l = labels(&[
+            (LABEL_APPLICATION, "shop"),
+            (LABEL_SERVICE, "legacy"),
+            (LABEL_INSTANCE, "1"),
+            (LABEL_VM, "true"),
+        ]);
+        for (k, v) in extra {
+            l.insert(k.to_string(), v.to_string());
+        }
+        l
+    }
+
+    fn vm_err(extra: &[(&str, &str)]) -> VmLabelError {
+        let l = launcher(extra);
+        assert!(
+            !is_managed(&l),
+            "{extra:?} must leave the container unmanaged"
+        );
+        vm_spec(&l).unwrap_err()
+    }
+
+    #[test]
+    fn vm_defaults() {
+        let l = launcher(&[]);
+        assert!(is_managed(&l));
+        assert_eq!(
+            vm_spec(&l).unwrap(),
+            Some(VmSpec {
+                agent: "/run/supd-vm/qga.sock".into(),
+                console: "/run/supd-vm/console.sock".into(),
+                terminals: vec![VmTerminal {
+                    socket: "/run/supd-vm/ttyS1.sock".into(),
+                    tty: "ttyS1".into(),
+                }],
+                address: None,
+            })
+        );
+    }
+
+    #[test]
+    fn vm_labels_override_the_defaults() {
+        let l = launcher(&[
+            (LABEL_VM_AGENT, "/vm/agent"),
+            (LABEL_VM_CONSOLE, "/vm/con"),
+            (LABEL_VM_TERMINALS, "/vm/a=ttyS1,/vm/b=b.sock=hvc2"),
+            (LABEL_VM_ADDRESS, "fd00::5"),
+        ]);
+        let vm = vm_spec(&l).unwrap().unwrap();
+        assert_eq!(
+            (vm.agent.as_str(), vm.console.as_str()),
+            ("/vm/agent", "/vm/con")
+        );
+        let t: Vec<(&str, &str)> = vm
+            .terminals
+            .iter()
+            .map(|t| (t.socket.as_str(), t.tty.as_str()))
+            .collect();
+        // The last '=' separates: a socket path may hold one, a tty name never.
+        assert_eq!(t, [("/vm/a", "ttyS1"), ("/vm/b=b.sock", "hvc2")]);
+        assert_eq!(vm.address, Some("fd00::5".parse().unwrap()));
+        let vm = vm_spec(&launcher(&[(LABEL_VM_ADDRESS, "10.0.2.15")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(vm.address, Some("10.0.2.15".parse().unwrap()));
+        // An empty list is a VM without spare terminal ports.
+        let vm = vm_spec(&launcher(&[(LABEL_VM_TERMINALS, "")]))
+            .unwrap()
+            .unwrap();
+        assert!(vm.terminals.is_empty());
+        let sixteen: Vec<String> = (0..16).map(|i| format!("/t/{i}=ttyS{i}")).collect();
+        let vm = vm_spec(&launcher(&[(LABEL_VM_TERMINALS, &sixteen.join(","))]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(vm.terminals.len(), 16);
+    }
+
+    #[test]
+    fn not_a_launcher() {
+        let mut l = launcher(&[(LABEL_VM_TERMINALS, "garbage"), (LABEL_VM_AGENT, "rel")]);
+        l.remove(LABEL_VM);
+        assert_eq!(
+            vm_spec(&l),
+            Ok(None),
+            "vm labels without the flag are ignored"
+        );
+        assert!(is_managed(&l));
+        l.insert(LABEL_VM.into(), "false".into());
+        assert_eq!(vm_spec(&l), Ok(None));
+        assert!(is_managed(&l));
+    }
+
+    #[test]
+    fn vm_flag_must_be_true_or_false() {
+        for v in ["True", "yes", "1", "", " true"] {
+            assert_eq!(
+                vm_err(&[(LABEL_VM, v)]),
+                VmLabelError::Flag(v.into()),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_launcher_is_no_init_container() {
+        assert_eq!(vm_err(&[(LABEL_INIT, "true")]), VmLabelError::Init);
+        assert!(is_managed(&launcher(&[(LABEL_INIT, "false")])));
+    }
+
+    #[test]
+    fn vm_socket_paths_must_be_absolute() {
+        for label in [LABEL_VM_AGENT, LABEL_VM_CONSOLE] {
+            for p in ["run/qga.sock", "", "./qga.sock"] {
+                assert_eq!(
+                    vm_err(&[(label, p)]),
+                    VmLabelError::SocketPath {
+                        label,
+                        path: p.into(),
+                        why: "is not absolute"
+                    },
+                    "{label} {p:?}"
+                );
+            }
+        }
+        let e = vm_err(&[(LABEL_VM_TERMINALS, "run/t=ttyS1")]);
+        assert!(
+            matches!(
+                e,
+                VmLabelError::Terminal {
+                    why: "is not absolute",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn vm_socket_paths_fit_a_unix_address() {
+        let longest = format!("/{}", "a".repeat(MAX_SOCKET_PATH - 1));
+        assert!(check_socket_path(&longest).is_ok());
+        let too_long = format!("{longest}b");
+        assert!(is_managed(&launcher(&[(LABEL_VM_AGENT, &longest)])));
+        assert_eq!(
+            vm_err(&[(LABEL_VM_AGENT, &too_long)]),
+            VmLabelError::SocketPath {
+                label: LABEL_VM_AGENT,
+                path: too_long.clone(),
+                why: "is longer than 107 bytes"
+            }
+        );
+        let e = vm_err(&[(LABEL_VM_TERMINALS, &format!("{too_long}=ttyS1"))]);
+        assert!(matches!(
+            e,
+            VmLabelError::Terminal {
+                why: "is longer than 107 bytes",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn vm_socket_paths_have_no_nul() {
+        let e = vm_err(&[(LABEL_VM_CONSOLE, "/run/a\0b")]);
+        assert!(
+            matches!(
+                e,
+                VmLabelError::SocketPath {
+                    why: "contains a NUL byte",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = vm_err(&[(LABEL_VM_TERMINALS, "/a\0=ttyS1")]);
+        assert!(
+            matches!(
+                e,
+                VmLabelError::Terminal {
+                    why: "contains a NUL byte",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn vm_socket_paths_have_no_dot_components() {
+        for p in [
+            "/run/../etc/s",
+            "/..",
+            "/run/./s",
+            "/.",
+            "/run/s/..",
+            "/a/.",
+        ] {
+            let e = vm_err(&[(LABEL_VM_AGENT, p)]);
+            assert!(
+                matches!(
+                    e,
+                    VmLabelError::SocketPath {
+                        why: "has a '.' or '..' component",
+                        ..
+                    }
+                ),
+                "{p:?}: {e:?}"
+            );
+        }
+        let e = vm_err(&[(LABEL_VM_TERMINALS, "/a/../b=ttyS1")]);
+        assert!(matches!(
+            e,
+            VmLabelError::Terminal {
+                why: "has a '.' or '..' component",
+                ..
+            }
+        ));
+        // Dots inside a name are fine.
+        assert!(check_socket_path("/run/.s/..x/a.sock").is_ok());
+    }
+
+    #[test]
+    fn vm_socket_paths_have_no_empty_components() {
+        for p in ["/", "//run/s", "/run//s", "/run/s/"] {
+            let e = vm_err(&[(LABEL_VM_CONSOLE, p)]);
+            assert!(
+                matches!(
+                    e,
+                    VmLabelError::SocketPath {
+                        why: "has an empty component",
+                        ..
+                    }
+                ),
+                "{p:?}: {e:?}"
+            );
+        }
+        let e = vm_err(&[(LABEL_VM_TERMINALS, "/a//b=ttyS1")]);
+        assert!(matches!(
+            e,
+            VmLabelError::Terminal {
+                why: "has an empty component",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn vm_terminal_entries_are_socket_equals_tty() {
+        for entry in [
+            "/a",
+            "/a=ttyS1,",
+            ",/a=ttyS1",
+            "/a=ttyS1,,/b=ttyS2",
+            "=ttyS1",
+        ] {
+            let e = vm_err(&[(LABEL_VM_TERMINALS, entry)]);
+            assert!(
+                matches!(e, VmLabelError::Terminal { .. }),
+                "{entry:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn vm_tty_names_are_plain() {
+        let long = "t".repeat(MAX_TTY_NAME + 1);
+        for tty in [
+            "",
+            "ttyS1;reboot",
+            "tty S1",
+            "../ttyS1",
+            "tty/S1",
+            "ttyS1\n",
+            "tty-S1",
+            "tty_S1",
+            "ttyé",
+            "$(id)",
+            long.as_str(),
+        ] {
+            let e = vm_err(&[(LABEL_VM_TERMINALS, &format!("/a={tty}"))]);
+            assert!(
+                matches!(&e, VmLabelError::Terminal { why, .. } if why.contains("guest terminal")),
+                "{tty:?}: {e:?}"
+            );
+        }
+        assert!(is_tty_name(&"t".repeat(MAX_TTY_NAME)));
+        assert!(is_tty_name("ttyAMA1") && is_tty_name("hvc0") && is_tty_name("0"));
+    }
+
+    #[test]
+    fn at_most_sixteen_vm_terminals() {
+        let seventeen: Vec<String> = (0..17).map(|i| format!("/t/{i}=ttyS{i}")).collect();
+        assert_eq!(
+            vm_err(&[(LABEL_VM_TERMINALS, &seventeen.join(","))]),
+            VmLabelError::TooManyTerminals(17)
+        );
+    }
+
+    #[test]
+    fn vm_sockets_and_ttys_are_not_shared() {
+        assert_eq!(
+            vm_err(&[(LABEL_VM_TERMINALS, "/a=ttyS1,/a=ttyS2")]),
+            VmLabelError::DuplicateSocket("/a".into())
+        );
+        assert_eq!(
+            vm_err(&[(LABEL_VM_TERMINALS, "/a=ttyS1,/b=ttyS1")]),
+            VmLabelError::DuplicateTty("ttyS1".into())
+        );
+        assert_eq!(
+            vm_err(&[(LABEL_VM_TERMINALS, "/run/supd-vm/qga.sock=ttyS1")]),
+            VmLabelError::DuplicateSocket("/run/supd-vm/qga.sock".into()),
+            "a terminal on the agent's socket"
+        );
+        assert_eq!(
+            vm_err(&[(LABEL_VM_TERMINALS, "/run/supd-vm/console.sock=ttyS1")]),
+            VmLabelError::DuplicateSocket("/run/supd-vm/console.sock".into())
+        );
+        assert_eq!(
+            vm_err(&[(LABEL_VM_CONSOLE, "/run/supd-vm/qga.sock")]),
+            VmLabelError::DuplicateSocket("/run/supd-vm/qga.sock".into())
+        );
+    }
+
+    #[test]
+    fn vm_address_is_a_literal_ip() {
+        for a in [
+            "",
+            "vm.local",
+            "10.0.2",
+            "10.0.2.15/24",
+            "fe80::1%eth0",
+            " 10.0.2.15",
+            "[::1]",
+        ] {
+            assert_eq!(
+                vm_err(&[(LABEL_VM_ADDRESS, a)]),
+                VmLabelError::Address(a.into()),
+                "{a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn vm_label_errors_say_what_is_wrong() {
+        let e = vm_err(&[(LABEL_VM_TERMINALS, "/a=tty;x")]);
+        assert_eq!(
+            e.to_string(),
+            "io.supd.vm.terminals: entry \"/a=tty;x\" does not name a guest terminal matching ^[A-Za-z0-9]{1,32}$"
+        );
+        assert_eq!(
+            vm_err(&[(LABEL_VM_AGENT, "x")]).to_string(),
+            "io.supd.vm.agent: socket path \"x\" is not absolute"
+        );
+    }
+
+    #[test]
+    fn launchers_in_documents_lists_and_events() {
+        let vm_labels = r#""io.supd.application":"a","io.supd.service":"b","io.supd.instance":"1","io.supd.vm-container":"true""#;
+        let doc = format!(r#"{{"Id":"abc","Config":{{"Labels":{{{vm_labels}}}}}}}"#);
+        let r = rec(doc.as_bytes());
+        assert!(r.is_vm());
+        assert_eq!(r.vm.unwrap().agent, DEFAULT_VM_AGENT);
+        assert!(!rec(MAIN).is_vm());
+        let bad = format!(
+            r#"{{"Id":"abc","Config":{{"Labels":{{{vm_labels},"io.supd.vm.terminals":"/x=a b"}}}}}}"#
+        );
+        assert_eq!(parse(bad.as_bytes()).unwrap(), None);
+        let list = format!(
+            r#"[{{"Id":"good","Labels":{{{vm_labels}}}}},{{"Id":"bad","Labels":{{{vm_labels},"io.supd.vm.address":"x"}}}}]"#
+        );
+        assert_eq!(
+            list_entry_ids(list.as_bytes()).unwrap(),
+            [("good".to_string(), true), ("bad".to_string(), false)]
+        );
+    }
+
     #[test]
     fn parses_a_full_container() {
         let r = rec(MAIN);
@@ -1023,28 +1630,4 @@ mod tests {
         assert!(e.to_string().starts_with("malformed container document"));
         assert!(std::error::Error::source(&e).is_some());
     }
-}
-
-/// TEMPORARY (replaced by the vm-state branch): the VM labels with their defaults.
-fn vm_spec(labels: &HashMap<String, String>) -> Option<VmSpec> {
-    if labels.get("io.supd.vm-container").map(String::as_str) != Some("true") {
-        return None;
-    }
-    let get = |k: &str, d: &str| labels.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let terminals = get("io.supd.vm.terminals", "/run/supd-vm/ttyS1.sock=ttyS1")
-        .split(',')
-        .filter_map(|t| t.split_once('='))
-        .map(|(s, t)| VmTerminal {
-            socket: s.to_string(),
-            tty: t.to_string(),
-        })
-        .collect();
-    Some(VmSpec {
-        agent: get("io.supd.vm.agent", "/run/supd-vm/qga.sock"),
-        console: get("io.supd.vm.console", "/run/supd-vm/console.sock"),
-        terminals,
-        address: labels
-            .get("io.supd.vm.address")
-            .and_then(|a| a.parse().ok()),
-    })
 }

@@ -42,6 +42,10 @@ pub enum Endpoint {
         instance: Instance,
         target: ContainerRef,
     },
+    /// supd's addition: the serial console of the instance's VM (websocket).
+    Console {
+        instance: Instance,
+    },
 }
 
 impl Endpoint {
@@ -55,7 +59,8 @@ impl Endpoint {
             | Endpoint::Get { .. }
             | Endpoint::Connect { .. }
             | Endpoint::ExecInteractive { .. }
-            | Endpoint::TcpConnect { .. } => 0,
+            | Endpoint::TcpConnect { .. }
+            | Endpoint::Console { .. } => 0,
         }
     }
 }
@@ -109,7 +114,10 @@ impl Route {
     pub fn operation(&self) -> Operation {
         match self.endpoint {
             Endpoint::List | Endpoint::Get { .. } => Operation::Read,
-            Endpoint::Exec { .. } | Endpoint::ExecInteractive { .. } => Operation::Exec,
+            // A console is a shell on the VM as much as an interactive exec is.
+            Endpoint::Exec { .. } | Endpoint::ExecInteractive { .. } | Endpoint::Console { .. } => {
+                Operation::Exec
+            }
             Endpoint::Connect { .. } | Endpoint::TcpConnect { .. } => Operation::Connect,
             Endpoint::Restart { .. } => Operation::Restart,
         }
@@ -122,7 +130,8 @@ impl Route {
             Endpoint::Restart { .. } | Endpoint::Exec { .. } => "POST, OPTIONS",
             Endpoint::Connect { .. }
             | Endpoint::ExecInteractive { .. }
-            | Endpoint::TcpConnect { .. } => "GET, OPTIONS",
+            | Endpoint::TcpConnect { .. }
+            | Endpoint::Console { .. } => "GET, OPTIONS",
         }
     }
 
@@ -136,7 +145,8 @@ impl Route {
             }
             Endpoint::Connect { .. }
             | Endpoint::ExecInteractive { .. }
-            | Endpoint::TcpConnect { .. } => matches!(method, Method::Get | Method::Options),
+            | Endpoint::TcpConnect { .. }
+            | Endpoint::Console { .. } => matches!(method, Method::Get | Method::Options),
         }
     }
 
@@ -147,6 +157,7 @@ impl Route {
             Endpoint::Connect { .. }
                 | Endpoint::ExecInteractive { .. }
                 | Endpoint::TcpConnect { .. }
+                | Endpoint::Console { .. }
         )
     }
 }
@@ -219,7 +230,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
             | [
                 _,
                 "vm-container",
-                "exec" | "exec-interactive" | "tcp-connect"
+                "exec" | "exec-interactive" | "tcp-connect" | "console"
             ]
     );
     if !shape_ok || tail.iter().any(|s| s.is_empty()) {
@@ -246,6 +257,9 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
             };
             container_op(instance, target, op)
         }
+        [si, "vm-container", "console"] => Endpoint::Console {
+            instance: instance_param(si)?,
+        },
         [si, "vm-container", op] => container_op(instance_param(si)?, ContainerRef::Vm, op),
         _ => return Err(not_found()),
     };
@@ -360,6 +374,12 @@ mod tests {
                     target: ContainerRef::Vm,
                 },
             ),
+            (
+                format!("{base}/my-vm-7/vm-container/console"),
+                Endpoint::Console {
+                    instance: inst("my-vm", 7),
+                },
+            ),
         ];
         for (path, endpoint) in cases {
             let r = route(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -378,6 +398,13 @@ mod tests {
             "/v1/state/applications/a/service-instances/x-1/nope",
             "/v1/state/applications/a/service-instances/x-1/containers/c",
             "/v1/state/applications/a/service-instances/x-1/containers/c/exec/x",
+            "/v1/state/applications/a/service-instances/x-1/vm-container",
+            "/v1/state/applications/a/service-instances/x-1/vm-container/",
+            "/v1/state/applications/a/service-instances/x-1/vm-container/consoles",
+            "/v1/state/applications/a/service-instances/x-1/vm-container/console/x",
+            "/v1/state/applications/a/service-instances/x-1/containers/c/console",
+            "/v1/state/applications/a/service-instances/x-1/init-containers/c/console",
+            "/v1/state/applications/a/service-instances/x-1/console",
             "/v2/state/applications/a/service-instances",
         ] {
             assert_eq!(route(p).unwrap_err().status, 404, "{p}");
@@ -392,6 +419,8 @@ mod tests {
             "/v1/state/applications/a/service-instances/-1",
             "/v1/state/applications/a/service-instances/x-1/containers/C_1/exec",
             "/v1/state/applications/a/service-instances/x-1/init-containers/a%zz/exec",
+            "/v1/state/applications/a/service-instances/x-01/vm-container/console",
+            "/v1/state/applications/A/service-instances/x-1/vm-container/console",
         ] {
             assert_eq!(route(p).unwrap_err().status, 400, "{p}");
         }
@@ -410,6 +439,18 @@ mod tests {
         let r = route("/v1/state/applications/a/service-instances").unwrap();
         assert!(r.allows(Method::Head));
         assert_eq!(r.operation(), Operation::Read);
+    }
+
+    #[test]
+    fn console_is_an_exec_websocket() {
+        let r =
+            route("/v1/state/applications/a/service-instances/x-1/vm-container/console").unwrap();
+        assert!(r.is_websocket());
+        assert_eq!(r.operation(), Operation::Exec);
+        assert!(r.allows(Method::Get) && r.allows(Method::Options));
+        assert!(!r.allows(Method::Post) && !r.allows(Method::Head));
+        assert_eq!(r.allow(), "GET, OPTIONS");
+        assert_eq!(r.endpoint.body_limit(), 0);
     }
 
     #[test]

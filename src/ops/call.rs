@@ -5,7 +5,7 @@
 //! shared pieces of `decode.rs`), a variant and a line here, the operation.
 
 use super::decode::{DecodeCtx, DecodeError};
-use super::{exec, interactive, restart, state, tunnel};
+use super::{console, exec, interactive, restart, state, tunnel};
 use crate::http::query::Query;
 use crate::http::request::Request;
 use crate::http::router::{Endpoint, Route};
@@ -20,6 +20,8 @@ pub enum Call {
     TcpConnect(tunnel::TcpConnectParams),
     Connect(tunnel::ConnectParams),
     Restart(restart::RestartParams),
+    /// supd's addition: a VM's serial console.
+    Console(console::ConsoleParams),
 }
 
 /// Decode the request `route` was found for. The query is parsed first, so a malformed one is
@@ -67,6 +69,13 @@ pub fn decode(route: &Route, req: &Request, ctx: &DecodeCtx<'_>) -> Result<Call,
             ctx,
         )?),
         Endpoint::Restart { instance } => Call::Restart(restart::RestartParams::decode(
+            application,
+            instance.clone(),
+            &query,
+            req,
+            ctx,
+        )?),
+        Endpoint::Console { instance } => Call::Console(console::ConsoleParams::decode(
             application,
             instance.clone(),
             &query,
@@ -136,6 +145,15 @@ mod tests {
         assert!(matches!(
             call(Method::Post, &format!("{APP}/web-1/restart"), "", &[]),
             Call::Restart(_)
+        ));
+        assert!(matches!(
+            call(
+                Method::Get,
+                &format!("{APP}/web-1/vm-container/console"),
+                "takeover=true",
+                &ws(crate::ws::protocol::CONSOLE)
+            ),
+            Call::Console(p) if p.takeover
         ));
     }
 

@@ -67,6 +67,11 @@ pub enum DecodeError {
     /// `cmd` cannot be split into words (`container::split_words`).
     BadCommand(&'static str),
     BadTty(String),
+    /// A boolean parameter (`takeover`) other than `true` or `false`.
+    BadBool {
+        name: &'static str,
+        value: String,
+    },
     /// `no-delayed-shutdown: false`.
     DelayedShutdownFalse,
     ProtocolRequired,
@@ -96,6 +101,9 @@ impl fmt::Display for DecodeError {
             DecodeError::BlankCmd => f.write_str("cmd must be a non-blank string"),
             DecodeError::BadCommand(why) => write!(f, "cmd: {why}"),
             DecodeError::BadTty(v) => write!(f, "tty must be true or false (got {v:?})"),
+            DecodeError::BadBool { name, value } => {
+                write!(f, "{name} must be true or false (got {value:?})")
+            }
             DecodeError::DelayedShutdownFalse => {
                 f.write_str("no-delayed-shutdown must have the value true")
             }

@@ -7,6 +7,7 @@
 //! module's typed error, turned into a status in `http/error.rs`.
 
 pub mod call;
+pub mod console;
 pub mod decode;
 pub mod exec;
 pub mod interactive;
@@ -396,6 +397,38 @@ pub(crate) fn start(
             };
             let op = restart::Restart::new(key, ids(true), ids(false), p.immediate, format);
             Ok(Started::Pending(Op::Restart(op)))
+        }
+        Call::Console(p) => {
+            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
+            target::require_running(launcher)?;
+            let spec = launcher.vm.as_ref().ok_or(target::Error::Vm)?;
+            let vm = env
+                .vms
+                .get_mut(&launcher.id)
+                .ok_or_else(|| vm_session::Error::Port {
+                    which: "console".into(),
+                    why: "its launcher has only just started".into(),
+                })?;
+            if let Some(old) = vm.console {
+                if !p.takeover {
+                    return Err(vm_session::Error::ConsoleBusy.into());
+                }
+                // The session that had it closes on its next turn (it sees it lost it).
+                io.wake_at(old, std::time::Instant::now());
+            }
+            let head = handshake::response_head(&p.accepted, &[]);
+            let session = vm_session::VmSession::start(
+                me,
+                launcher.id.clone(),
+                launcher.pid,
+                &spec.console,
+                vm_session::Kind::Console,
+                head,
+                format,
+                io,
+            )?;
+            vm.console = Some(me);
+            Ok(Started::Pending(Op::VmSession(Box::new(session))))
         }
         Call::State(_) => Err(NotAnOperation.into()),
     }

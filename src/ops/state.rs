@@ -10,7 +10,7 @@ use crate::fields::Fields;
 use crate::http::query::Query;
 use crate::http::router::{Endpoint, Instance, Route};
 use crate::http::{Format, Response};
-use crate::model::{self, Context};
+use crate::model::{self, Context, Guests};
 
 use super::decode::{DecodeCtx, DecodeError, check_query};
 use super::target;
@@ -21,6 +21,8 @@ const GET_PARAMS: &[&str] = &["fields", "site"];
 
 pub(crate) struct StateCtx<'a> {
     pub mirror: &'a Mirror,
+    /// What the guest-agent client knows of each VM, by launcher id.
+    pub guests: &'a Guests,
     pub tenant: &'a str,
     pub host: &'a str,
 }
@@ -120,8 +122,13 @@ pub(crate) fn answer(
     let counters = |id: &str| ctx.mirror.counters(id);
     match &p.what {
         What::List { keys, count } => {
-            let instances =
-                model::service_instances(&p.application, ctx.mirror.records(), &counters, &mctx);
+            let instances = model::service_instances(
+                &p.application,
+                ctx.mirror.records(),
+                &counters,
+                ctx.guests,
+                &mctx,
+            );
             if *count {
                 return Ok(Response::serialized(
                     200,
@@ -152,6 +159,7 @@ pub(crate) fn answer(
                 &name,
                 ctx.mirror.records(),
                 &counters,
+                ctx.guests,
                 &mctx,
             )
             .ok_or_else(|| target::Error::UnknownInstance {

@@ -135,8 +135,10 @@ pub(crate) fn find<'m>(
         ContainerRef::Init(n) => (n, true),
         ContainerRef::Vm => return Err(Error::Vm),
     };
+    // A VM launcher is not one of the instance's containers (the API lists it as its
+    // vm-container only), so it cannot be entered as one.
     all.into_iter()
-        .find(|r| r.identity.container == *name && r.identity.init == init)
+        .find(|r| r.identity.container == *name && r.identity.init == init && !r.is_vm())
         .ok_or_else(|| Error::UnknownContainer {
             name: name.clone(),
             init,
@@ -144,17 +146,15 @@ pub(crate) fn find<'m>(
         })
 }
 
-/// The instance's VM launcher (the first by container name, then id): 404 without one.
+/// The instance's VM launcher (the one the state shows: `model::vm_launcher`): 404 without
+/// one.
 pub(crate) fn find_vm<'m>(
     mirror: &'m Mirror,
     application: &str,
     instance: &Instance,
 ) -> Result<&'m ContainerRecord, Error> {
-    let mut all = self::instance(mirror, application, instance)?;
-    all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-    all.into_iter()
-        .find(|r| r.vm.is_some())
-        .ok_or_else(|| Error::NoVm {
+    let all = self::instance(mirror, application, instance)?;
+    crate::model::vm_launcher(all).ok_or_else(|| Error::NoVm {
             instance: instance.to_string(),
         })
 }

@@ -118,8 +118,11 @@ impl Server {
                 {
                     return Outcome::Respond(r);
                 }
+                // The guest-agent client is not wired yet: no VM has guest information.
+                let guests = self.vms.guests();
                 let ctx = ops::state::StateCtx {
                     mirror: &self.mirror,
+                    guests: &guests,
                     tenant: &self.cfg.tenant,
                     host: &self.cfg.host,
                 };

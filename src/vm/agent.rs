@@ -28,8 +28,12 @@ pub const MAX_QUEUE: usize = 64;
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the helper may take to connect to the agent's socket in the launcher.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause before connecting again after a connection failed or closed.
+/// Pause before connecting again after a connection failed or closed, doubled after each
+/// failure up to `RETRY_MAX` (a launcher without the socket is not asked twice a second).
 const RETRY: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Why a connection that was never tried is down.
+const NEVER_TRIED: &str = "not connected yet";
 /// How often what the guest reports (OS, addresses) is asked again while connected.
 const REFRESH: Duration = Duration::from_secs(30);
 /// Largest answer line kept: room for an exec's output cap in base64, and then some.
@@ -154,6 +158,8 @@ pub struct Agent {
     /// The agent's version, from `guest-info` after each sync.
     pub version: Option<(u32, u32)>,
     refresh_at: Option<Instant>,
+    /// The pause before the next connection attempt.
+    backoff: Duration,
     /// Counts changes to `info` (state answers are cached by it).
     pub changes: u64,
 }
@@ -170,7 +176,7 @@ impl Agent {
             container_id: container_id.to_string(),
             path,
             link: Link::Down {
-                why: "not connected yet".into(),
+                why: NEVER_TRIED.into(),
                 retry_at: Instant::now(),
             },
             queue: VecDeque::new(),
@@ -182,6 +188,7 @@ impl Agent {
             info: GuestInfo::default(),
             version: None,
             refresh_at: None,
+            backoff: RETRY,
             changes: 0,
         }
     }
@@ -196,6 +203,10 @@ impl Agent {
             return Err(Error::Busy);
         }
         let wait_until = Instant::now() + request.timeout.max(SYNC_TIMEOUT);
+        // A request tries to connect at once, whatever the watch's backoff says.
+        if let Link::Down { retry_at, .. } = &mut self.link {
+            *retry_at = Instant::now();
+        }
         self.queue.push_back(Queued {
             request,
             wait_until,
@@ -367,9 +378,10 @@ impl Agent {
             &mut self.link,
             Link::Down {
                 why: why.to_string(),
-                retry_at: Instant::now() + RETRY,
+                retry_at: Instant::now() + self.backoff,
             },
         );
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
         match link {
             Link::Opening { helper, token } => io.deregister_fd(token, helper.socket()),
             Link::Syncing {
@@ -436,6 +448,7 @@ impl Agent {
                     self.link = Link::Ready { stream, token };
                 }
                 self.set_connected(true);
+                self.backoff = RETRY;
                 // What the guest is may have changed (a restart of the guest or its agent).
                 self.refresh_at = Some(Instant::now());
                 // First, before any command: how to encode them depends on the version.
@@ -574,9 +587,12 @@ impl Agent {
             Link::Ready { .. } => String::new(),
         };
         let ready = self.connected();
+        // A connection attempt failed (no socket, refused): waiting longer helps nobody; the
+        // next request tries again.
+        let failed = matches!(&self.link, Link::Down { why, .. } if why != NEVER_TRIED);
         let mut i = 0;
         while i < self.queue.len() {
-            if now >= self.queue[i].wait_until
+            if (failed || now >= self.queue[i].wait_until)
                 && let Some(q) = self.queue.remove(i)
             {
                 let err = if ready {

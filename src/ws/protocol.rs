@@ -8,6 +8,8 @@ use serde::Deserialize;
 pub const EXEC_INTERACTIVE: &str = "v1.exec-interactive.supd";
 pub const CONNECT: &str = "v1.connect.supd";
 pub const TCP_CONNECT: &str = "v1.tcp-connect.supd";
+/// supd's addition: raw bytes both ways with a VM's serial console.
+pub const CONSOLE: &str = "v1.console.supd";
 
 /// Client frame types of `v1.exec-interactive.supd`.
 pub const STDIN: u8 = 0x10;
