@@ -164,7 +164,11 @@ fn a_launcher_is_the_instances_vm_container() {
     );
     // This launcher runs no QEMU: its console socket is not there.
     assert_eq!(r.status, 409, "{}", r.text());
-    assert!(r.text().contains("cannot connect to the VM's console"), "{}", r.text());
+    assert!(
+        r.text().contains("cannot connect to the VM's console"),
+        "{}",
+        r.text()
+    );
 
     // The launcher stops: the VM, and so the instance, has failed; no agent.
     docker(&["kill", &launcher]);

@@ -344,6 +344,35 @@ pub(crate) fn start(
                 prepare::Begun::Later(p) => Started::Pending(Op::Preparing(p)),
             })
         }
+        Call::TcpConnect(p) if p.target == ContainerRef::Vm => {
+            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
+            target::require_running(launcher)?;
+            let spec = launcher.vm.as_ref().ok_or(target::Error::Vm)?;
+            // The label's address (reached in the launcher's network namespace), else the
+            // first address the guest reports.
+            let ip = spec
+                .address
+                .or_else(|| {
+                    let vm = env.vms.get_mut(&launcher.id)?;
+                    vm.agent
+                        .info
+                        .ips
+                        .iter()
+                        .find_map(|a| a.split('/').next()?.parse().ok())
+                })
+                .ok_or(target::Error::NoAddress)?;
+            let head = handshake::response_head(&p.accepted, &[("Deprecation", "true")]);
+            let begun = tunnel::start(
+                me,
+                Some((launcher.pid, launcher.id.as_str())),
+                tunnel::Proto::Tcp,
+                SocketAddr::new(ip, p.port),
+                head,
+                format,
+                io,
+            )?;
+            Ok(tunnel_started(begun))
+        }
         Call::TcpConnect(p) => {
             let rec = target::find(env.mirror, &p.application, &p.instance, &p.target)?;
             target::require_running(rec)?;

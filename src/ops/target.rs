@@ -62,7 +62,9 @@ impl std::fmt::Display for Error {
             Error::NotSealed => f.write_str(
                 "exec is disabled: supd could not re-execute itself from a sealed copy of its binary (see its log)",
             ),
-            Error::NoAddress => f.write_str("the container has no IP address on a Docker network"),
+            Error::NoAddress => f.write_str(
+                "the container has no IP address on a Docker network (a VM: no io.supd.vm.address and no address from its guest agent)",
+            ),
             Error::NoneRunning => f.write_str("no container of the instance is running"),
         }
     }
@@ -155,8 +157,8 @@ pub(crate) fn find_vm<'m>(
 ) -> Result<&'m ContainerRecord, Error> {
     let all = self::instance(mirror, application, instance)?;
     crate::model::vm_launcher(all).ok_or_else(|| Error::NoVm {
-            instance: instance.to_string(),
-        })
+        instance: instance.to_string(),
+    })
 }
 
 /// Running (not paused, not restarting) with a known first process, or 409.
