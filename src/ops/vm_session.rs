@@ -121,6 +121,10 @@ pub(crate) struct VmSession {
     to_port: Vec<u8>,
     /// A close-stdin arrived: EOF goes after the input before it.
     eof_after: bool,
+    /// Until the command's start prints it on the port, output is dropped and input held.
+    marker: Option<Vec<u8>>,
+    /// The port's output while the marker is awaited (its last bytes).
+    before_marker: Vec<u8>,
     resize: Option<(u16, u16)>,
     resize_inflight: bool,
     polls: u32,
@@ -186,6 +190,8 @@ impl VmSession {
             held: None,
             to_port: Vec::new(),
             eof_after: false,
+            marker: None,
+            before_marker: Vec::new(),
             resize: None,
             resize_inflight: false,
             polls: 0,
@@ -316,15 +322,22 @@ impl VmSession {
             Kind::Console => self.upgrade(),
             Kind::Terminal { argv, tty_mode, .. } => {
                 let mode = if *tty_mode { "sane" } else { "raw -echo" };
+                // The port is opened once (fd 3) and stays open into the command: input that
+                // reaches a serial port nobody has open is dropped, so supd writes none until
+                // the marker, printed once the port is open, comes back.
                 let script = format!(
-                    "stty -F \"$0\" {mode} rows \"$1\" cols \"$2\" 2>/dev/null; shift 2; \
-                     exec setsid -c \"$@\" <>\"$0\" >&0 2>&0"
+                    "stty -F \"$0\" {mode} rows \"$1\" cols \"$2\" 2>/dev/null; \
+                     exec 3<>\"$0\"; printf '%s' \"$3\" >&3; shift 3; \
+                     exec setsid -c \"$@\" <&3 >&3 2>&3 3>&-"
                 );
+                let marker = ready_marker(me);
                 let mut args = vec![
                     self.device(),
                     START_SIZE.0.to_string(),
                     START_SIZE.1.to_string(),
+                    String::from_utf8_lossy(&marker).into_owned(),
                 ];
+                self.marker = Some(marker);
                 args.extend(argv.iter().cloned());
                 match self.send(me, TAG_START, Command::Shell { script, args }, io, env) {
                     Ok(()) => self.progress(),
@@ -487,6 +500,9 @@ impl VmSession {
     }
 
     fn write_port(&mut self, io: &mut Io<'_>) {
+        if self.marker.is_some() {
+            return;
+        }
         let Some((port, _)) = self.port.as_mut() else {
             self.to_port.clear();
             return;
@@ -517,6 +533,14 @@ impl VmSession {
     }
 
     fn pump_output(&mut self, me: Token, io: &mut Io<'_>) {
+        if self.marker.is_some() {
+            self.await_marker(io);
+            if self.marker.is_some() {
+                return;
+            }
+            // Input held meanwhile can go now.
+            self.write_port(io);
+        }
         let Some(client) = self.client.as_mut() else {
             return;
         };
@@ -544,6 +568,47 @@ impl VmSession {
         match end {
             Forwarded::Paused => {}
             Forwarded::Ended | Forwarded::Failed(_) => self.close_port(io),
+        }
+    }
+
+    /// Reads the port until the marker: what comes before it is the start's own output.
+    fn await_marker(&mut self, io: &mut Io<'_>) {
+        let (Some(marker), Some((port, _))) = (self.marker.as_ref(), self.port.as_mut()) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match port.read(&mut buf) {
+                Ok(0) => {
+                    self.marker = None;
+                    self.close_port(io);
+                    return;
+                }
+                Ok(n) => {
+                    self.before_marker.extend_from_slice(&buf[..n]);
+                    if let Some(at) = find(&self.before_marker, marker) {
+                        let rest = self.before_marker.split_off(at + marker.len());
+                        self.before_marker = Vec::new();
+                        self.marker = None;
+                        if !rest.is_empty() {
+                            self.held = Some(rest);
+                        }
+                        return;
+                    }
+                    // Only a marker's length may still be the start of one.
+                    let keep = marker.len().saturating_sub(1);
+                    if self.before_marker.len() > keep {
+                        self.before_marker.drain(..self.before_marker.len() - keep);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.marker = None;
+                    self.close_port(io);
+                    return;
+                }
+            }
         }
     }
 
@@ -680,6 +745,20 @@ impl VmSession {
             c.release(io);
         }
     }
+}
+
+/// What the start of a terminal command prints once the port is open: an APC sequence
+/// (terminals ignore it), different for every session so a stale one never counts.
+fn ready_marker(me: Token) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("\x1b_supd-ready-{:x}-{:x}\x1b\\", me.0, nanos).into_bytes()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 impl FrameSink for VmSession {
