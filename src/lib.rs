@@ -14,4 +14,5 @@ pub mod server;
 mod status;
 pub mod sys;
 pub mod systemd;
+pub mod tls;
 pub mod ws;

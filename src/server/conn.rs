@@ -271,7 +271,12 @@ impl<S: ByteStream> HttpConn<S> {
         self.outbuf.len() - self.written
     }
 
-    /// Write queued output. Ok(true) when all of it is written.
+    /// Output is queued here or held by the stream (TLS records rustls has not written).
+    pub(crate) fn unsent(&self) -> bool {
+        self.pending_output() > 0 || self.stream.holds_output()
+    }
+
+    /// Write queued output, then what the stream holds. Ok(true) when all of it is written.
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
         while self.written < self.outbuf.len() {
             match self.stream.write(&self.outbuf[self.written..]) {
@@ -291,12 +296,16 @@ impl<S: ByteStream> HttpConn<S> {
             // A large answer went out; don't keep its buffer for an idle keep-alive socket.
             self.outbuf = Vec::new();
         }
-        Ok(true)
+        match self.stream.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the connection has nothing more to do and should be closed.
     pub(crate) fn finished(&self) -> bool {
-        self.pending_output() == 0
+        !self.unsent()
             && (self.phase == Phase::Closing
                 || (self.read_eof && self.phase == Phase::Open && self.inbuf.is_empty()))
     }
@@ -304,7 +313,7 @@ impl<S: ByteStream> HttpConn<S> {
     /// Readiness we need now.
     pub(crate) fn wanted_interest(&self) -> Interest {
         let read = self.wants_input();
-        let write = self.pending_output() > 0;
+        let write = self.unsent();
         match (read, write) {
             (_, true) if !read => Interest::WRITABLE,
             (true, true) => Interest::READABLE | Interest::WRITABLE,

@@ -61,7 +61,7 @@ impl Server {
         };
         // A queued answer that makes no write progress (a client that stopped reading) is not
         // kept for the idle timeout: it pins its memory.
-        if c.pending_output() > 0 {
+        if c.unsent() {
             let stall = c.write_progress + limits.write_timeout;
             if deadline.is_none_or(|(when, _)| stall < when) {
                 deadline = Some((stall, false));
@@ -118,7 +118,13 @@ impl Server {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
-            if c.fill(self.reactor.scratch()).is_err() {
+            if let Err(e) = c.fill(self.reactor.scratch()) {
+                // A failed TLS handshake is worth a line (a client without the right CA or
+                // certificate sees only an alert); a reset connection is not.
+                match crate::tls::protocol_error(&e) {
+                    Some(tls) => log::info!("{}: {tls}", c.peer),
+                    None => log::debug!("{}: {e}", c.peer),
+                }
                 self.close_conn(token);
                 return;
             }

@@ -54,6 +54,8 @@ const DOCKER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub enum Error {
     Io(&'static str, io::Error),
     Listen(String, io::Error),
+    /// A TLS listener's certificate, key or CA file is not usable.
+    Tls(String, crate::tls::Error),
 }
 
 impl std::fmt::Display for Error {
@@ -61,6 +63,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io(what, e) => write!(f, "{what}: {e}"),
             Error::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Error::Tls(addr, e) => write!(f, "TLS on {addr}: {e}"),
         }
     }
 }
@@ -69,6 +72,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(_, e) | Error::Listen(_, e) => Some(e),
+            Error::Tls(_, e) => Some(e),
         }
     }
 }
@@ -161,6 +165,29 @@ impl Server {
                 listeners.push(l);
             }
         }
+        // TLS where the configuration asks for it, by address: socket-activated listeners
+        // are matched the same way. A listener whose files are unusable stops the start:
+        // serving it plain instead would send tokens in clear.
+        let mut listeners = listeners
+            .into_iter()
+            .map(|l| match l.tcp_addr().and_then(|a| tls_for(&cfg, a)) {
+                Some(files) => l
+                    .with_tls(files)
+                    .map_err(|e| Error::Tls(files.cert_file.display().to_string(), e)),
+                None => Ok(l),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for l in &mut listeners {
+            if let Some(ip) = l.tcp_addr().map(|a| a.ip())
+                && l.acceptor_mut().is_none()
+                && !ip.is_loopback()
+            {
+                log::warn!(
+                    "{} is plain HTTP on a non-loopback address: tokens cross the network in clear (configure tls: for it)",
+                    l.describe()
+                );
+            }
+        }
         let docker = DockerClient::new(cfg.docker_socket.clone());
         let watchdog = systemd::watchdog_interval();
         let mut server = Server {
@@ -218,6 +245,20 @@ impl Server {
 
     fn token(&mut self) -> Token {
         self.reactor.token()
+    }
+
+    /// SIGHUP: read every TLS listener's files again. New handshakes use the new
+    /// certificate; open connections keep theirs; unusable files keep the old one.
+    pub(super) fn reload_tls(&mut self) {
+        for l in self.accepting.listeners.iter_mut().flatten() {
+            let name = l.describe();
+            if let Some(acceptor) = l.acceptor_mut() {
+                match acceptor.reload() {
+                    Ok(()) => log::info!("SIGHUP: {name}: certificate reloaded"),
+                    Err(e) => log::warn!("SIGHUP: {name}: keeping the previous certificate: {e}"),
+                }
+            }
+        }
     }
 
     /// Run until a shutdown completes.
@@ -396,4 +437,13 @@ impl Server {
             }
         }
     }
+}
+
+/// The TLS files configured for a TCP listener bound to `addr`: the same address, or a
+/// wildcard one with the same port (a socket-activated `[::]:4646` for `0.0.0.0:4646`).
+fn tls_for(cfg: &Config, addr: std::net::SocketAddr) -> Option<&crate::config::ListenerTls> {
+    cfg.listen_tls
+        .iter()
+        .find(|(a, _)| *a == addr || (a.ip().is_unspecified() && a.port() == addr.port()))
+        .map(|(_, f)| f)
 }

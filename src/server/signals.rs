@@ -18,7 +18,10 @@ impl Server {
         loop {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => self.reload_tokens(),
+                    Ok(Signal::SIGHUP) => {
+                        self.reload_tokens();
+                        self.reload_tls();
+                    }
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
                     _ => {}
                 },

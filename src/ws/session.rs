@@ -181,6 +181,9 @@ struct Outbox<S> {
     /// a pong answer only the most recent ping), so a ping flood cannot fill the queue.
     owed_pong: Option<Vec<u8>>,
     overflowed: bool,
+    /// The stream itself still held written bytes at the last `drain` (a TLS stream's
+    /// records): the session is not done until it has written them.
+    stream_holds: bool,
     /// Follows the frames the peer sends, to know since when a message is unfinished.
     scan: FrameScan,
 }
@@ -290,8 +293,14 @@ impl<S: Write> Outbox<S> {
         self.sent = 0;
         self.queue.shrink_to(OUTBOX_KEEP);
         match self.stream.flush() {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Ok(()) => {
+                self.stream_holds = false;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stream_holds = true;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -450,6 +459,7 @@ impl<S: Read + Write> Session<S> {
             soft: limits.write_buffer,
             owed_pong: None,
             overflowed: false,
+            stream_holds: false,
             scan: FrameScan::default(),
         };
         // The leftover reaches tungstenite without passing through the outbox's `read`.
@@ -600,14 +610,19 @@ impl<S: Read + Write> Session<S> {
     pub fn is_closed(&self) -> bool {
         match self.state {
             State::Dead => true,
-            State::Finished => self.ws.get_ref().pending() == 0,
+            State::Finished => !self.unsent(),
             State::Open | State::CloseSent => false,
         }
     }
 
     /// Bytes are queued for the peer.
     pub fn wants_write(&self) -> bool {
-        self.state != State::Dead && self.ws.get_ref().pending() > 0
+        self.state != State::Dead && self.unsent()
+    }
+
+    fn unsent(&self) -> bool {
+        let outbox = self.ws.get_ref();
+        outbox.pending() > 0 || outbox.stream_holds
     }
 
     /// Bytes queued for the peer.
