@@ -1306,6 +1306,78 @@ connect: {connect-timeout-ms: 1200}
     }
 
     #[test]
+    fn listeners_with_tls() {
+        let path = Path::new("/etc/supd/supd.yaml");
+        let c = from_file_text(
+            "listen:\n  - 127.0.0.1:1\n  - address: '0.0.0.0:4646'\n    tls: {cert-file: tls/cert.pem, key-file: /k.pem, client-ca-file: ca.pem}\n  - address: '[::1]:2'\n  - address: '[::]:3'\n    tls: {cert-file: /c, key-file: /k}\n  - unix:/run/x.sock\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 5);
+        assert_eq!(c.listen[2], ListenAddr::Tcp("[::1]:2".parse().unwrap()));
+        assert_eq!(
+            c.listen_tls,
+            vec![
+                (
+                    "0.0.0.0:4646".parse().unwrap(),
+                    ListenerTls {
+                        cert_file: "/etc/supd/tls/cert.pem".into(),
+                        key_file: "/k.pem".into(),
+                        client_ca_file: Some("/etc/supd/ca.pem".into()),
+                    }
+                ),
+                (
+                    "[::]:3".parse().unwrap(),
+                    ListenerTls {
+                        cert_file: "/c".into(),
+                        key_file: "/k".into(),
+                        client_ca_file: None,
+                    }
+                ),
+            ]
+        );
+        let e = |yaml: &str| from_file_text(yaml, path).unwrap_err().to_string();
+        assert!(
+            e("listen: [{address: 'unix:/x', tls: {cert-file: /c, key-file: /k}}]\n")
+                .contains("listen[0].tls: TLS is for TCP")
+        );
+        assert!(
+            e("listen: [{address: '127.0.0.1:1', tls: {cert-file: /c}}]\n")
+                .contains("missing field `key-file`")
+        );
+        assert!(
+            e("listen: [{address: '127.0.0.1:1', tls: {cert-file: /c, key-file: /k, ca: /x}}]\n")
+                .contains("unknown field `ca`")
+        );
+        assert!(e("listen: [{addr: '127.0.0.1:1'}]\n").contains("unknown field `addr`"));
+        assert!(
+            e("listen: [{address: '127.0.0.1:1', tls: {cert-file: '', key-file: /k}}]\n")
+                .contains("listen[0].tls.cert-file")
+        );
+        assert!(e("listen: ['127.0.0.1:1', {address: '127.0.0.1:1'}]\n").contains("listed twice"));
+        assert!(e("listen: [{address: nope}]\n").contains("listen[0]"));
+        assert!(e("listen: [7]\n").contains("an address or {address, tls}"));
+        // --listen replaces the file's list, TLS settings included.
+        let dir = temp_dir("tls");
+        let file = dir.join("supd.yaml");
+        fs::write(
+            &file,
+            "listen: [{address: '127.0.0.1:9', tls: {cert-file: /c, key-file: /k}}]\n",
+        )
+        .unwrap();
+        let c = run(&["--config", file.to_str().unwrap()]);
+        assert_eq!(c.listen_tls.len(), 1);
+        let c = run(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9",
+        ]);
+        assert!(c.listen_tls.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn file_errors() {
         assert!(file_err("colour: red\n").contains("unknown field `colour`"));
         assert!(file_err("limits: {head-byte: 1}\n").contains("unknown field `head-byte`"));
