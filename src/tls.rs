@@ -564,19 +564,22 @@ impl<S: Source> Source for TlsStream<S> {
     }
 }
 
+/// A throwaway PKI for unit tests here and in `server::conn`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_pki {
+    use std::path::{Path, PathBuf};
     use std::process::Command;
+    use std::sync::Arc;
 
     use mio::net::UnixStream;
 
-    use super::*;
+    use super::{Acceptor, ListenerTls, TlsStream};
 
-    /// A throwaway PKI from `scripts/make-test-ca.sh` (the integration tests use it too).
-    struct Pki(PathBuf);
+    /// Made by `scripts/make-test-ca.sh` (the integration tests use it too).
+    pub(crate) struct Pki(PathBuf);
 
     impl Pki {
-        fn new() -> Pki {
+        pub(crate) fn new() -> Pki {
             let mut r = [0u8; 8];
             crate::sys::fd::getrandom(&mut r).unwrap();
             let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
@@ -590,15 +593,24 @@ mod tests {
             );
             Pki(dir)
         }
-        fn path(&self, name: &str) -> PathBuf {
+        pub(crate) fn path(&self, name: &str) -> PathBuf {
             self.0.join(name)
         }
-        fn listener(&self, server: &str, client_ca: Option<&str>) -> ListenerTls {
+        pub(crate) fn listener(&self, server: &str, client_ca: Option<&str>) -> ListenerTls {
             ListenerTls {
                 cert_file: self.path(&format!("{server}.pem")),
                 key_file: self.path(&format!("{server}.key")),
                 client_ca_file: client_ca.map(|c| self.path(&format!("{c}.pem"))),
             }
+        }
+        /// A server and a client TLS stream over a socket pair (handshake not yet done).
+        pub(crate) fn streams(&self) -> (TlsStream<UnixStream>, TlsStream<UnixStream>) {
+            let (a, b) = UnixStream::pair().unwrap();
+            let acceptor = Acceptor::load(&self.listener("server", None)).unwrap();
+            let client = super::client_config(Some(&self.path("ca.pem")), None).unwrap();
+            let s = acceptor.accept(a).unwrap();
+            let c = TlsStream::client(b, Arc::clone(&client), "localhost").unwrap();
+            (s, c)
         }
     }
 
@@ -607,6 +619,14 @@ mod tests {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use mio::net::UnixStream;
+
+    use super::test_pki::Pki;
+    use super::*;
 
     fn pair(
         server: Arc<ServerConfig>,
