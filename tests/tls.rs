@@ -183,7 +183,7 @@ fn served_certificate(addr: SocketAddr) -> String {
     x509.stdin
         .take()
         .unwrap()
-        .write_all(text[pem_start..pem_end].as_bytes())
+        .write_all(&text.as_bytes()[pem_start..pem_end])
         .unwrap();
     String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap()
 }

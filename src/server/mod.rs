@@ -55,7 +55,7 @@ pub enum Error {
     Io(&'static str, io::Error),
     Listen(String, io::Error),
     /// A TLS listener's certificate, key or CA file is not usable.
-    Tls(String, crate::tls::Error),
+    Tls(String, Box<crate::tls::Error>),
 }
 
 impl std::fmt::Display for Error {
@@ -72,7 +72,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(_, e) | Error::Listen(_, e) => Some(e),
-            Error::Tls(_, e) => Some(e),
+            Error::Tls(_, e) => Some(e.as_ref()),
         }
     }
 }
@@ -173,7 +173,7 @@ impl Server {
             .map(|l| match l.tcp_addr().and_then(|a| tls_for(&cfg, a)) {
                 Some(files) => l
                     .with_tls(files)
-                    .map_err(|e| Error::Tls(files.cert_file.display().to_string(), e)),
+                    .map_err(|e| Error::Tls(files.cert_file.display().to_string(), Box::new(e))),
                 None => Ok(l),
             })
             .collect::<Result<Vec<_>>>()?;
