@@ -251,6 +251,15 @@ impl From<crate::server::ConnError> for ApiError {
     }
 }
 
+/// A TLS configuration or name that keeps a connection to a peer site from starting (its
+/// trust or client certificate files, a host that is no TLS name): the peer cannot be
+/// reached, as for a failed handshake.
+impl From<crate::tls::Error> for ApiError {
+    fn from(e: crate::tls::Error) -> ApiError {
+        ApiError::new(502, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,14 +321,5 @@ mod tests {
         assert_eq!(e.status, 409);
         let e = ApiError::from(crate::ops::NotAnOperation);
         assert_eq!((e.status, e.message.as_str()), (500, "not an operation"));
-    }
-}
-
-/// A TLS configuration or name that keeps a connection to a peer site from starting (its
-/// trust or client certificate files, a host that is no TLS name): the peer cannot be
-/// reached, as for a failed handshake.
-impl From<crate::tls::Error> for ApiError {
-    fn from(e: crate::tls::Error) -> ApiError {
-        ApiError::new(502, e.to_string())
     }
 }
