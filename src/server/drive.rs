@@ -54,9 +54,7 @@ impl Server {
             Phase::Open if c.has_partial_request() => {
                 c.request_started.map(|s| (s + limits.head_timeout, true))
             }
-            Phase::Open if c.pending_output() == 0 => {
-                Some((c.idle_since + limits.idle_timeout, false))
-            }
+            Phase::Open if !c.unsent() => Some((c.idle_since + limits.idle_timeout, false)),
             _ => None,
         };
         // A queued answer that makes no write progress (a client that stopped reading) is not
@@ -192,7 +190,7 @@ impl Server {
             if self.life.draining.is_some()
                 && c.phase == Phase::Open
                 && !c.has_partial_request()
-                && c.pending_output() == 0
+                && !c.unsent()
             {
                 self.close_conn(token);
                 return;

@@ -447,3 +447,32 @@ fn tls_for(cfg: &Config, addr: std::net::SocketAddr) -> Option<&crate::config::L
         .find(|(a, _)| *a == addr || (a.ip().is_unspecified() && a.port() == addr.port()))
         .map(|(_, f)| f)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ListenerTls;
+
+    #[test]
+    fn tls_settings_are_found_by_listener_address() {
+        let files = |n: &str| ListenerTls {
+            cert_file: n.into(),
+            key_file: n.into(),
+            client_ca_file: None,
+        };
+        let cfg = Config {
+            listen_tls: vec![
+                ("127.0.0.1:4647".parse().unwrap(), files("a")),
+                ("0.0.0.0:4648".parse().unwrap(), files("b")),
+            ],
+            ..Config::default()
+        };
+        let find = |a: &str| tls_for(&cfg, a.parse().unwrap()).map(|f| f.cert_file.clone());
+        assert_eq!(find("127.0.0.1:4647"), Some("a".into()));
+        assert_eq!(find("127.0.0.2:4647"), None);
+        assert_eq!(find("127.0.0.1:4646"), None);
+        // A socket-activated listener on any address of the wildcard entry's port.
+        assert_eq!(find("[::]:4648"), Some("b".into()));
+        assert_eq!(find("0.0.0.0:4648"), Some("b".into()));
+    }
+}

@@ -59,9 +59,7 @@ impl Server {
         let idle: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
-            })
+            .filter(|(_, c)| c.phase == Phase::Open && !c.has_partial_request() && !c.unsent())
             .map(|(t, _)| *t)
             .collect();
         for t in idle {
