@@ -299,6 +299,21 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(bare.to_owned()).map_err(|_| Error::ServerName(host.to_owned()))
 }
 
+/// A private key other users may read is a warning, not an error: the operator may have
+/// reasons (a group for a key-management daemon), but should know.
+fn warn_if_exposed(key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(key)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        log::warn!(
+            "{}: the private key is readable by others (mode {:o})",
+            key.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+}
+
 /// The TLS side of a listener: its files and the configuration new handshakes use. A reload
 /// replaces the configuration; connections keep the one they started with.
 pub struct Acceptor {
@@ -308,6 +323,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     pub fn load(files: &ListenerTls) -> Result<Acceptor> {
+        warn_if_exposed(&files.key_file);
         Ok(Acceptor {
             config: server_config(files)?,
             files: files.clone(),
@@ -316,6 +332,7 @@ impl Acceptor {
 
     /// Read the files again. On error the configuration in use stays.
     pub fn reload(&mut self) -> Result<()> {
+        warn_if_exposed(&self.files.key_file);
         self.config = server_config(&self.files)?;
         Ok(())
     }

@@ -404,10 +404,19 @@ fn sighup_reloads_the_certificate_and_open_connections_keep_working() {
 
     std::fs::copy(pki.path("server2.pem"), &cert).unwrap();
     std::fs::copy(pki.path("server2.key"), &key).unwrap();
+    // A key others may read is loaded, with a warning.
+    assert!(!supd.log_text().contains("readable by others"));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     supd.signal("HUP");
     supd.wait_until(Duration::from_secs(10), || {
         supd.log_text().contains("certificate reloaded")
     });
+    assert!(
+        supd.log_text()
+            .contains("the private key is readable by others (mode 644)"),
+        "{}",
+        supd.log_text()
+    );
     let after = served_certificate(addr);
     assert!(after.contains("supd-test-server-2"), "{after}");
     assert!(after.contains("serial=1002"), "{after}");
