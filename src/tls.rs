@@ -67,6 +67,11 @@ pub enum Error {
         key: PathBuf,
         source: rustls::Error,
     },
+    /// A certificate of a CA file cannot be a trust anchor.
+    Ca {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     /// No certificate of a CA file could be used as a trust anchor.
     NoTrustAnchor { path: PathBuf },
     /// rustls refused the configuration (protocol versions, verifier).
@@ -90,6 +95,13 @@ impl fmt::Display for Error {
                 key.display(),
                 cert.display()
             ),
+            Error::Ca { path, source } => {
+                write!(
+                    f,
+                    "{}: not a usable CA certificate: {source}",
+                    path.display()
+                )
+            }
             Error::NoTrustAnchor { path } => {
                 write!(f, "{}: no usable CA certificate", path.display())
             }
@@ -104,7 +116,7 @@ impl std::error::Error for Error {
         match self {
             Error::Read { source, .. } => Some(source),
             Error::Pem { source, .. } => Some(source),
-            Error::Key { source, .. } => Some(source),
+            Error::Key { source, .. } | Error::Ca { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -188,10 +200,9 @@ fn load_roots(path: &Path, strict: bool) -> Result<RootCertStore> {
     let certs = load_certs(path)?;
     if strict {
         for cert in certs {
-            roots.add(cert).map_err(|e| Error::Key {
-                cert: path.to_owned(),
-                key: path.to_owned(),
-                source: e,
+            roots.add(cert).map_err(|source| Error::Ca {
+                path: path.to_owned(),
+                source,
             })?;
         }
     } else {
@@ -874,7 +885,19 @@ mod tests {
             client_ca_file: Some(pki.path("server.key")),
             ..l
         };
-        assert!(server_config(&bad_ca).is_err());
+        let e = server_config(&bad_ca).unwrap_err().to_string();
+        assert!(e.contains("no usable certificate"), "{e}");
+        let junk = pki.path("junk-ca.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = client_config(Some(&junk), None).unwrap_err().to_string();
+        assert!(
+            e.contains("junk-ca.pem: not a usable CA certificate"),
+            "{e}"
+        );
         // The system roots are Debian's bundle.
         if Path::new(SYSTEM_ROOTS).exists() {
             client_config(None, None).unwrap();

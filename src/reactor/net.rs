@@ -159,6 +159,8 @@ impl ByteStream for Stream {
 
 impl ByteStream for UnixStream {}
 
+/// TLS over a socket pair, for the connection's unit tests.
+#[cfg(test)]
 impl ByteStream for TlsStream<UnixStream> {
     fn holds_output(&self) -> bool {
         TlsStream::holds_output(self)
