@@ -42,10 +42,15 @@ impl Pki {
 /// A supd with a plain listener at `supd.addr` (for readiness) and a TLS one at the returned
 /// address; `tls` is the YAML map of the TLS settings.
 fn start_tls(tmp: TempDir, tls: &str) -> (Supd, SocketAddr, TempDir) {
+    start_tls_with(tmp, tls, "")
+}
+
+/// The same, with more configuration (`extra`, YAML).
+fn start_tls_with(tmp: TempDir, tls: &str, extra: &str) -> (Supd, SocketAddr, TempDir) {
     let plain = free_port();
     let port = free_port();
     let yaml = format!(
-        "listen:\n  - 127.0.0.1:{plain}\n  - address: '127.0.0.1:{port}'\n    tls: {tls}\n"
+        "listen:\n  - 127.0.0.1:{plain}\n  - address: '127.0.0.1:{port}'\n    tls: {tls}\n{extra}"
     );
     let cfg = config_file(&tmp, &yaml);
     let supd = Supd::start_with(SupdOptions {
@@ -312,6 +317,14 @@ fn websockets_work_over_tls() {
     assert!(String::from_utf8_lossy(&out).contains("got-tls"), "{out:?}");
     assert_eq!(u16::from(close.code), 1000);
     assert_eq!(close.reason.as_str(), r#"{"exit-code":7}"#);
+    // After the close handshake the TLS stream ends with close_notify, not a cut.
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("after the close: {e:?}"),
+        }
+    }
 
     // A tunnel to the instance's echo server: 2 MiB through TLS both ways, byte-exact, in
     // 64 KiB messages (many records each; the socket buffers fill).
@@ -501,6 +514,24 @@ fn plain_http_and_half_open_handshakes_do_no_harm() {
     drop(held);
     let mut s = tls_connect(&pki, addr, "ca.pem", None);
     assert_eq!(get_on(&mut s, STATE).0, 200);
+}
+
+/// A connection supd closes (here: idle) ends with close_notify, so a client reading to the
+/// end can tell the end from a cut.
+#[test]
+fn supd_ends_tls_connections_with_close_notify() {
+    let tmp = TempDir::new();
+    let pki = Pki::new(&tmp);
+    let (_supd, addr, _tmp) = start_tls_with(
+        tmp,
+        &server_tls(&pki, None),
+        "limits: {idle-timeout-ms: 300}\n",
+    );
+    let mut s = tls_connect(&pki, addr, "ca.pem", None);
+    assert_eq!(get_on(&mut s, STATE).0, 200);
+    // rustls reports a cut as an error (UnexpectedEof) and a close_notify as the end.
+    let r = s.read(&mut [0u8; 64]);
+    assert!(matches!(r, Ok(0)), "{r:?}");
 }
 
 #[test]

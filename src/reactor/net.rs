@@ -146,6 +146,10 @@ pub(crate) trait ByteStream: Read + Write + Source {
     fn holds_output(&self) -> bool {
         false
     }
+
+    /// Tell a TLS peer the stream ends on purpose (best effort, before closing it), so that a
+    /// client reading until the end can tell it from a cut; nothing for a plain stream.
+    fn close_notify(&mut self) {}
 }
 
 impl ByteStream for Stream {
@@ -153,6 +157,12 @@ impl ByteStream for Stream {
         match self {
             Stream::Tls(s) => s.holds_output(),
             Stream::Tcp(_) | Stream::Unix(_) => false,
+        }
+    }
+
+    fn close_notify(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.close_notify();
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::http::{ApiError, Format, Method};
 /// client pipelining thousands of requests does not hold the loop until its output blocks.
 const REQUESTS_PER_WAKE: usize = 16;
 use crate::reactor::log::RequestLog;
+use crate::reactor::net::ByteStream;
 use crate::reactor::timers::Timer;
 
 impl Server {
@@ -86,6 +87,7 @@ impl Server {
         self.admission.remove(token);
         self.admission.release(token);
         if let Some(mut c) = self.conns.remove(&token) {
+            c.stream.close_notify();
             let _ = self.reactor.poll.registry().deregister(&mut c.stream);
             self.reactor.routes.remove(&token);
             if let Phase::Waiting(op) = c.phase {
