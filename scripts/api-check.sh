@@ -9,7 +9,8 @@
 # on a free port with its own tokens, and its own labelled containers; removes them on exit.
 #
 # Environment: API_CHECK_EXAMPLES (schemathesis examples per operation, default 25),
-# API_CHECK_SEED (a fixed seed, to replay a run).
+# API_CHECK_SEED (a fixed seed, to replay a run), API_CHECK_TLS=1 (the same checks over a TLS
+# listener: a test CA from scripts/make-test-ca.sh, https:// and wss:// trusting only it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,26 @@ EOF
 
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
+ws_base="ws://127.0.0.1:$port"
+listen_args=(--listen "127.0.0.1:$port")
+curl_tls=()
+st_tls=()
+ws_tls=()
+if [ "${API_CHECK_TLS:-}" = 1 ]; then
+    sh scripts/make-test-ca.sh "$work/pki" >/dev/null
+    cat >>"$work/supd.yaml" <<EOF
+listen:
+  - address: '127.0.0.1:$port'
+    tls: {cert-file: $work/pki/server.pem, key-file: $work/pki/server.key}
+EOF
+    # The certificate names localhost and 127.0.0.1; clients trust the test CA only.
+    base="https://localhost:$port"
+    ws_base="wss://localhost:$port"
+    listen_args=()
+    curl_tls=(--cacert "$work/pki/ca.pem")
+    st_tls=(--tls-verify "$work/pki/ca.pem")
+    ws_tls=(--cafile "$work/pki/ca.pem")
+fi
 
 run() { docker run -d --label "$label" --stop-timeout 1 "$@" >/dev/null; }
 labels() { # application service container [extra docker args...]
@@ -97,7 +118,7 @@ run $(labels apiws box box) "$IMAGE" sh -c \
     "nc -ll -p 7 -e cat & nc -ll -p 8 -e wc -c & $idle"
 box_id=$(docker ps -q --filter "label=$label" --filter "label=io.supd.application=apiws")
 
-RUST_LOG=info "$supd_bin" --config "$work/supd.yaml" --listen "127.0.0.1:$port" \
+RUST_LOG=info "$supd_bin" --config "$work/supd.yaml" "${listen_args[@]}" \
     --tokens "$work/tokens.yaml" --tenant acme --site local --host api-check \
     >"$work/supd.log" 2>&1 &
 supd_pid=$!
@@ -105,13 +126,13 @@ supd_pid=$!
 # Ready when both instances are seen running.
 ready=""
 for _ in $(seq 1 100); do
-    if curl -sf -H "Authorization: Bearer $token" \
+    if curl -sf "${curl_tls[@]}" -H "Authorization: Bearer $token" \
         "$base/v1/state/applications/apicheck/service-instances?fields=name;oper-status" 2>/dev/null |
         grep -q 'web-1","oper-status":"running' &&
-        curl -sf -H "Authorization: Bearer $token" \
+        curl -sf "${curl_tls[@]}" -H "Authorization: Bearer $token" \
             "$base/v1/state/applications/apicheck/service-instances/legacy-1?fields=vm-container" 2>/dev/null |
         grep -q '"oper-status":"running"' &&
-        curl -sf -H "Authorization: Bearer $token" \
+        curl -sf "${curl_tls[@]}" -H "Authorization: Bearer $token" \
             "$base/v1/state/applications/apiws/service-instances/box-1" >/dev/null 2>&1; then
         ready=1
         break
@@ -139,6 +160,7 @@ SCHEMATHESIS_HOOKS=tests/conformance/schemathesis_hooks.py \
     --request-timeout 20 \
     --generation-database none \
     --no-color \
+    "${st_tls[@]}" \
     "${seed_args[@]}" || status=$?
 
 if ! kill -0 "$supd_pid" 2>/dev/null; then
@@ -147,7 +169,7 @@ if ! kill -0 "$supd_pid" 2>/dev/null; then
 fi
 
 box_pid=$(docker inspect -f '{{.State.Pid}}' "$box_id")
-"$py" tests/conformance/ws_client.py --base "ws://127.0.0.1:$port" --token "$token" \
+"$py" tests/conformance/ws_client.py --base "$ws_base" "${ws_tls[@]}" --token "$token" \
     --application apiws --instance box-1 --container box --pid "$box_pid" || status=$?
 
 if [ "$status" -ne 0 ]; then

@@ -2,8 +2,9 @@
 # Make sure a Docker engine answers on /var/run/docker.sock, installing Debian's docker.io and
 # starting containerd + dockerd in the background when it is missing. An engine that is already
 # running is left alone. Also installs what the tests need (busybox-static, iproute2, systemd
-# for systemd-analyze, curl and python3-venv for the API check, util-linux, procps, and gcc with
-# libc6-dev for the static C helpers of the container-entry tests).
+# for systemd-analyze, curl and python3-venv for the API check, util-linux, procps, gcc with
+# libc6-dev for the static C helpers of the container-entry tests, and openssl for the TLS
+# tests' certificates and `openssl s_client`).
 set -euo pipefail
 
 need_pkgs=()
@@ -14,6 +15,8 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 # scripts/api-check.sh: curl, and a python3 that can make a venv (Debian splits that out).
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# The TLS tests: scripts/make-test-ca.sh and `openssl s_client` (curl is above).
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
 # prlimit and nsenter (tests, bench), pkill (below).
 command -v prlimit >/dev/null 2>&1 || need_pkgs+=(util-linux)

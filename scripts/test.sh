@@ -55,6 +55,9 @@ fi
 # The live daemon against docs/openapi.yaml (schemathesis) and an outside websocket client.
 if [ "${SUPD_SKIP_API_CHECK:-}" != 1 ]; then
     scripts/api-check.sh
+    # Again over a TLS listener (https://, wss://, a test CA), with fewer examples: the
+    # operations are the same, what is checked here is the transport (about a minute).
+    API_CHECK_TLS=1 API_CHECK_EXAMPLES=${API_CHECK_TLS_EXAMPLES:-10} scripts/api-check.sh
 fi
 
 # The benchmark only has to run here (few iterations, no timing is judged): scripts/bench.sh

@@ -60,6 +60,19 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// TLS on a TCP listener: `listen: [{address: ..., tls: {cert-file, key-file,
+/// client-ca-file}}]`. Paths are as given (relative ones resolved against the file's
+/// directory); the files are read when the listener starts and on SIGHUP (`crate::tls`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate issued by a CA in this PEM file.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// Limits on each HTTP connection and on how many there are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -173,6 +186,9 @@ impl Default for ConnectSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub listen: Vec<ListenAddr>,
+    /// The TCP listeners that serve TLS, by address (socket-activated ones too); the others
+    /// are plain.
+    pub listen_tls: Vec<(SocketAddr, ListenerTls)>,
     pub tokens: PathBuf,
     /// The tokens path was not chosen by the operator (neither flag nor file).
     pub tokens_is_default: bool,
@@ -195,6 +211,7 @@ impl Config {
         let tokens = PathBuf::from(DEFAULT_TOKENS);
         Config {
             listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 4646)))],
+            listen_tls: Vec::new(),
             bootstrap_token_file: bootstrap_file_beside(&tokens),
             tokens,
             tokens_is_default: true,
@@ -306,7 +323,7 @@ fn invalid(what: impl Into<String>, message: String) -> Error {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
-    pub listen: Option<Vec<String>>,
+    pub listen: Option<Vec<FileListen>>,
     pub tokens: Option<PathBuf>,
     pub docker_socket: Option<PathBuf>,
     pub tenant: Option<String>,
@@ -316,6 +333,53 @@ pub struct FileConfig {
     pub exec: Option<FileExec>,
     pub websocket: Option<FileWs>,
     pub connect: Option<FileConnect>,
+}
+
+/// One `listen:` entry: an address, or an address with TLS settings.
+#[derive(Debug)]
+pub enum FileListen {
+    Addr(String),
+    Entry(FileListenEntry),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileListenEntry {
+    pub address: String,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// A string or a map, each with its own error messages (serde's untagged enums would say
+/// only that nothing matched).
+impl<'de> Deserialize<'de> for FileListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileListen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or {address, tls}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FileListen, E> {
+                Ok(FileListen::Addr(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<FileListen, A::Error> {
+                FileListenEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FileListen::Entry)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -464,7 +528,7 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let resolve = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
     if let Some(listen) = file.listen {
-        c.listen = parse_listen(&listen, |i| at(&format!("listen[{i}]")))?;
+        (c.listen, c.listen_tls) = parse_file_listen(listen, &at, &resolve)?;
         if c.listen.is_empty() {
             return Err(invalid(at("listen"), "must not be empty".to_owned()));
         }
@@ -600,6 +664,53 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
         &mut c.connect.connect_timeout,
     )?;
     Ok(())
+}
+
+type Listen = (Vec<ListenAddr>, Vec<(SocketAddr, ListenerTls)>);
+
+/// The file's `listen:` entries: the addresses, and TLS settings for those that have them
+/// (TCP only: a unix socket is local, plain as its peers' credentials are the kernel's).
+fn parse_file_listen(
+    list: Vec<FileListen>,
+    at: &impl Fn(&str) -> String,
+    resolve: &impl Fn(PathBuf) -> PathBuf,
+) -> Result<Listen> {
+    let mut addrs = Vec::new();
+    let mut tls = Vec::new();
+    for (i, entry) in list.into_iter().enumerate() {
+        let key = |k: &str| at(&format!("listen[{i}]{k}"));
+        let (text, files) = match entry {
+            FileListen::Addr(a) => (a, None),
+            FileListen::Entry(e) => (e.address, e.tls),
+        };
+        let addr: ListenAddr = text.parse().map_err(|m| invalid(key(""), m))?;
+        if addrs.contains(&addr) {
+            return Err(invalid(key(""), format!("{addr} is listed twice")));
+        }
+        if let Some(f) = files {
+            let ListenAddr::Tcp(sa) = addr else {
+                return Err(invalid(
+                    key(".tls"),
+                    "TLS is for TCP listeners, not unix sockets".to_owned(),
+                ));
+            };
+            let path = |p: PathBuf, k: &str| -> Result<PathBuf> {
+                check_path(&p).map_err(|m| invalid(key(&format!(".tls.{k}")), m))?;
+                Ok(resolve(p))
+            };
+            let files = ListenerTls {
+                cert_file: path(f.cert_file, "cert-file")?,
+                key_file: path(f.key_file, "key-file")?,
+                client_ca_file: match f.client_ca_file {
+                    Some(p) => Some(path(p, "client-ca-file")?),
+                    None => None,
+                },
+            };
+            tls.push((sa, files));
+        }
+        addrs.push(addr);
+    }
+    Ok((addrs, tls))
 }
 
 fn parse_listen(list: &[String], what: impl Fn(usize) -> String) -> Result<Vec<ListenAddr>> {
@@ -772,6 +883,8 @@ fn build_config(flags: RunFlags, default_config: &Path) -> Result<Config> {
     }
     if !flags.listen.is_empty() {
         c.listen = parse_listen(&flags.listen, |_| "--listen".to_owned())?;
+        // The flags replace the file's whole list, its TLS settings with it.
+        c.listen_tls.clear();
     }
     if let Some(tokens) = flags.tokens {
         c.tokens = tokens;
@@ -1190,6 +1303,78 @@ connect: {connect-timeout-ms: 1200}
         fs::remove_dir_all(&dir).unwrap();
         assert!(e.contains("bad.yaml"), "{e}");
         e
+    }
+
+    #[test]
+    fn listeners_with_tls() {
+        let path = Path::new("/etc/supd/supd.yaml");
+        let c = from_file_text(
+            "listen:\n  - 127.0.0.1:1\n  - address: '0.0.0.0:4646'\n    tls: {cert-file: tls/cert.pem, key-file: /k.pem, client-ca-file: ca.pem}\n  - address: '[::1]:2'\n  - address: '[::]:3'\n    tls: {cert-file: /c, key-file: /k}\n  - unix:/run/x.sock\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 5);
+        assert_eq!(c.listen[2], ListenAddr::Tcp("[::1]:2".parse().unwrap()));
+        assert_eq!(
+            c.listen_tls,
+            vec![
+                (
+                    "0.0.0.0:4646".parse().unwrap(),
+                    ListenerTls {
+                        cert_file: "/etc/supd/tls/cert.pem".into(),
+                        key_file: "/k.pem".into(),
+                        client_ca_file: Some("/etc/supd/ca.pem".into()),
+                    }
+                ),
+                (
+                    "[::]:3".parse().unwrap(),
+                    ListenerTls {
+                        cert_file: "/c".into(),
+                        key_file: "/k".into(),
+                        client_ca_file: None,
+                    }
+                ),
+            ]
+        );
+        let e = |yaml: &str| from_file_text(yaml, path).unwrap_err().to_string();
+        assert!(
+            e("listen: [{address: 'unix:/x', tls: {cert-file: /c, key-file: /k}}]\n")
+                .contains("listen[0].tls: TLS is for TCP")
+        );
+        assert!(
+            e("listen: [{address: '127.0.0.1:1', tls: {cert-file: /c}}]\n")
+                .contains("missing field `key-file`")
+        );
+        assert!(
+            e("listen: [{address: '127.0.0.1:1', tls: {cert-file: /c, key-file: /k, ca: /x}}]\n")
+                .contains("unknown field `ca`")
+        );
+        assert!(e("listen: [{addr: '127.0.0.1:1'}]\n").contains("unknown field `addr`"));
+        assert!(
+            e("listen: [{address: '127.0.0.1:1', tls: {cert-file: '', key-file: /k}}]\n")
+                .contains("listen[0].tls.cert-file")
+        );
+        assert!(e("listen: ['127.0.0.1:1', {address: '127.0.0.1:1'}]\n").contains("listed twice"));
+        assert!(e("listen: [{address: nope}]\n").contains("listen[0]"));
+        assert!(e("listen: [7]\n").contains("an address or {address, tls}"));
+        // --listen replaces the file's list, TLS settings included.
+        let dir = temp_dir("tls");
+        let file = dir.join("supd.yaml");
+        fs::write(
+            &file,
+            "listen: [{address: '127.0.0.1:9', tls: {cert-file: /c, key-file: /k}}]\n",
+        )
+        .unwrap();
+        let c = run(&["--config", file.to_str().unwrap()]);
+        assert_eq!(c.listen_tls.len(), 1);
+        let c = run(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9",
+        ]);
+        assert!(c.listen_tls.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

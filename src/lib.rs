@@ -18,6 +18,7 @@ mod server;
 mod status;
 mod sys;
 mod systemd;
+mod tls;
 mod vm;
 mod ws;
 
@@ -30,12 +31,18 @@ pub mod daemon {
     pub use crate::server::Server;
     pub use crate::sys::exe::{Sealed, ensure_sealed};
     pub use crate::systemd::listen_fds;
+    pub mod tls {
+        pub use crate::tls::server_config;
+    }
 }
 
 /// What the integration tests (`tests/`) and the fuzz targets (`fuzz/fuzz_targets/`) call
 /// directly: the pure parsers and decoders, and the container entry. The paths mirror the
 /// crate's modules (`testing::http::query` is `http::query`).
 pub mod testing {
+    pub mod tls {
+        pub use crate::tls::client_config;
+    }
     pub mod auth {
         pub use crate::auth::{Operation, Tokens, bearer_token, glob_match, hash_hex};
     }

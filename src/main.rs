@@ -34,6 +34,13 @@ fn main() -> ExitCode {
                 eprintln!("supd: {e}");
                 return ExitCode::FAILURE;
             }
+            // TLS listeners: every file readable, keys fitting their certificates.
+            for (addr, files) in &cfg.listen_tls {
+                if let Err(e) = daemon::tls::server_config(files) {
+                    eprintln!("supd: TLS on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

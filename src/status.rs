@@ -272,6 +272,15 @@ impl From<crate::ops::vm_session::Error> for ApiError {
     }
 }
 
+/// A TLS configuration or name that keeps a connection to a peer site from starting (its
+/// trust or client certificate files, a host that is no TLS name): the peer cannot be
+/// reached, as for a failed handshake.
+impl From<crate::tls::Error> for ApiError {
+    fn from(e: crate::tls::Error) -> ApiError {
+        ApiError::new(502, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

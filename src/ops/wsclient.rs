@@ -366,6 +366,7 @@ impl<S: ByteStream> WsClient<S> {
     }
 
     pub(crate) fn release(&mut self, io: &mut Io<'_>) {
+        self.session.get_mut().close_notify();
         io.deregister(self.token, self.session.get_mut());
     }
 }

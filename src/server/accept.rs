@@ -130,9 +130,7 @@ impl Server {
     fn longest_idle(&self) -> Option<mio::Token> {
         self.conns
             .iter()
-            .filter(|(_, c)| {
-                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
-            })
+            .filter(|(_, c)| c.phase == Phase::Open && !c.has_partial_request() && !c.unsent())
             .min_by_key(|(_, c)| c.idle_since)
             .map(|(t, _)| *t)
     }

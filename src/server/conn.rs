@@ -271,7 +271,12 @@ impl<S: ByteStream> HttpConn<S> {
         self.outbuf.len() - self.written
     }
 
-    /// Write queued output. Ok(true) when all of it is written.
+    /// Output is queued here or held by the stream (TLS records rustls has not written).
+    pub(crate) fn unsent(&self) -> bool {
+        self.pending_output() > 0 || self.stream.holds_output()
+    }
+
+    /// Write queued output, then what the stream holds. Ok(true) when all of it is written.
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
         while self.written < self.outbuf.len() {
             match self.stream.write(&self.outbuf[self.written..]) {
@@ -291,12 +296,16 @@ impl<S: ByteStream> HttpConn<S> {
             // A large answer went out; don't keep its buffer for an idle keep-alive socket.
             self.outbuf = Vec::new();
         }
-        Ok(true)
+        match self.stream.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the connection has nothing more to do and should be closed.
     pub(crate) fn finished(&self) -> bool {
-        self.pending_output() == 0
+        !self.unsent()
             && (self.phase == Phase::Closing
                 || (self.read_eof && self.phase == Phase::Open && self.inbuf.is_empty()))
     }
@@ -304,7 +313,7 @@ impl<S: ByteStream> HttpConn<S> {
     /// Readiness we need now.
     pub(crate) fn wanted_interest(&self) -> Interest {
         let read = self.wants_input();
-        let write = self.pending_output() > 0;
+        let write = self.unsent();
         match (read, write) {
             (_, true) if !read => Interest::WRITABLE,
             (true, true) => Interest::READABLE | Interest::WRITABLE,
@@ -350,7 +359,7 @@ mod tests {
         format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
     }
 
-    fn request(conn: &mut HttpConn<UnixStream>, scratch: &mut [u8]) -> Option<Request> {
+    fn request<S: ByteStream>(conn: &mut HttpConn<S>, scratch: &mut [u8]) -> Option<Request> {
         conn.fill(scratch).unwrap();
         match conn.next_request() {
             Next::Request(r) => Some(r),
@@ -630,6 +639,71 @@ mod tests {
         assert!(conn.flush().unwrap());
         assert!(conn.finished());
         assert_eq!(responses(&drain(&mut peer))[0].0, 413);
+    }
+
+    /// Over TLS, the last records of an answer may still be inside rustls when the
+    /// connection has written all its plaintext: it is neither finished nor idle until the
+    /// socket has taken them, and `flush` pushes them out.
+    #[test]
+    fn a_tls_answer_is_finished_only_once_rustls_has_written_it() {
+        use crate::tls::TlsStream;
+        let pki = crate::tls::test_pki::Pki::new();
+        let (server, mut client) = pki.streams();
+        let mut scratch = vec![0; SCRATCH];
+        let mut conn = HttpConn::new(server, "test".into(), None, &Limits::default());
+        let read_all = |client: &mut TlsStream<UnixStream>, got: &mut Vec<u8>| loop {
+            let mut buf = [0u8; 16 * 1024];
+            match client.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // The request goes in before the handshake; both sides are driven until it arrives.
+        client.write_all(GET).unwrap();
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        let req = loop {
+            let _ = client.flush();
+            if let Some(r) = request(&mut conn, &mut scratch) {
+                break r;
+            }
+            let _ = conn.flush().unwrap();
+            read_all(&mut client, &mut got);
+            rounds += 1;
+            assert!(rounds < 100, "no request");
+        };
+        assert_eq!(req.path, "/a");
+        let body = "t".repeat(700_000);
+        conn.respond(&answer(200, &body), false, true);
+        // The client does not read: the socket fills, and rustls keeps records.
+        assert!(!conn.flush().unwrap());
+        // It reads a little at a time: the socket stays full.
+        while conn.pending_output() > 0 {
+            let mut buf = [0u8; 8 * 1024];
+            match client.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            let _ = conn.flush().unwrap();
+            rounds += 1;
+            assert!(rounds < 100_000);
+        }
+        // All plaintext is in rustls or out, and the last records wait in rustls.
+        assert!(conn.stream.holds_output());
+        assert!(!conn.finished(), "finished with records inside rustls");
+        assert!(conn.unsent());
+        assert!(conn.wanted_interest().is_writable());
+        while !conn.flush().unwrap() {
+            read_all(&mut client, &mut got);
+        }
+        assert!(conn.finished());
+        read_all(&mut client, &mut got);
+        let r = responses(&got);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1.len(), body.len());
     }
 
     #[test]

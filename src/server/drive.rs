@@ -17,6 +17,7 @@ use crate::http::{ApiError, Format, Method};
 /// client pipelining thousands of requests does not hold the loop until its output blocks.
 const REQUESTS_PER_WAKE: usize = 16;
 use crate::reactor::log::RequestLog;
+use crate::reactor::net::ByteStream;
 use crate::reactor::timers::Timer;
 
 impl Server {
@@ -54,14 +55,12 @@ impl Server {
             Phase::Open if c.has_partial_request() => {
                 c.request_started.map(|s| (s + limits.head_timeout, true))
             }
-            Phase::Open if c.pending_output() == 0 => {
-                Some((c.idle_since + limits.idle_timeout, false))
-            }
+            Phase::Open if !c.unsent() => Some((c.idle_since + limits.idle_timeout, false)),
             _ => None,
         };
         // A queued answer that makes no write progress (a client that stopped reading) is not
         // kept for the idle timeout: it pins its memory.
-        if c.pending_output() > 0 {
+        if c.unsent() {
             let stall = c.write_progress + limits.write_timeout;
             if deadline.is_none_or(|(when, _)| stall < when) {
                 deadline = Some((stall, false));
@@ -88,6 +87,7 @@ impl Server {
         self.admission.remove(token);
         self.admission.release(token);
         if let Some(mut c) = self.conns.remove(&token) {
+            c.stream.close_notify();
             let _ = self.reactor.poll.registry().deregister(&mut c.stream);
             self.reactor.routes.remove(&token);
             if let Phase::Waiting(op) = c.phase {
@@ -118,7 +118,13 @@ impl Server {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
-            if c.fill(self.reactor.scratch()).is_err() {
+            if let Err(e) = c.fill(self.reactor.scratch()) {
+                // A failed TLS handshake is worth a line (a client without the right CA or
+                // certificate sees only an alert); a reset connection is not.
+                match crate::tls::protocol_error(&e) {
+                    Some(tls) => log::info!("{}: {tls}", c.peer),
+                    None => log::debug!("{}: {e}", c.peer),
+                }
                 self.close_conn(token);
                 return;
             }
@@ -186,7 +192,7 @@ impl Server {
             if self.life.draining.is_some()
                 && c.phase == Phase::Open
                 && !c.has_partial_request()
-                && c.pending_output() == 0
+                && !c.unsent()
             {
                 self.close_conn(token);
                 return;

@@ -55,6 +55,8 @@ const DOCKER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub enum Error {
     Io(&'static str, io::Error),
     Listen(String, io::Error),
+    /// A TLS listener's certificate, key or CA file is not usable.
+    Tls(String, Box<crate::tls::Error>),
 }
 
 impl std::fmt::Display for Error {
@@ -62,6 +64,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io(what, e) => write!(f, "{what}: {e}"),
             Error::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Error::Tls(addr, e) => write!(f, "TLS on {addr}: {e}"),
         }
     }
 }
@@ -70,6 +73,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(_, e) | Error::Listen(_, e) => Some(e),
+            Error::Tls(_, e) => Some(e.as_ref()),
         }
     }
 }
@@ -164,6 +168,29 @@ impl Server {
                 listeners.push(l);
             }
         }
+        // TLS where the configuration asks for it, by address: socket-activated listeners
+        // are matched the same way. A listener whose files are unusable stops the start:
+        // serving it plain instead would send tokens in clear.
+        let mut listeners = listeners
+            .into_iter()
+            .map(|l| match l.tcp_addr().and_then(|a| tls_for(&cfg, a)) {
+                Some(files) => l
+                    .with_tls(files)
+                    .map_err(|e| Error::Tls(files.cert_file.display().to_string(), Box::new(e))),
+                None => Ok(l),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for l in &mut listeners {
+            if let Some(ip) = l.tcp_addr().map(|a| a.ip())
+                && l.acceptor_mut().is_none()
+                && !ip.is_loopback()
+            {
+                log::warn!(
+                    "{} is plain HTTP on a non-loopback address: tokens cross the network in clear (configure tls: for it)",
+                    l.describe()
+                );
+            }
+        }
         let docker = DockerClient::new(cfg.docker_socket.clone());
         let watchdog = systemd::watchdog_interval();
         let mut server = Server {
@@ -222,6 +249,20 @@ impl Server {
 
     fn token(&mut self) -> Token {
         self.reactor.token()
+    }
+
+    /// SIGHUP: read every TLS listener's files again. New handshakes use the new
+    /// certificate; open connections keep theirs; unusable files keep the old one.
+    pub(super) fn reload_tls(&mut self) {
+        for l in self.accepting.listeners.iter_mut().flatten() {
+            let name = l.describe();
+            if let Some(acceptor) = l.acceptor_mut() {
+                match acceptor.reload() {
+                    Ok(()) => log::info!("SIGHUP: {name}: certificate reloaded"),
+                    Err(e) => log::warn!("SIGHUP: {name}: keeping the previous certificate: {e}"),
+                }
+            }
+        }
     }
 
     /// Run until a shutdown completes.
@@ -403,5 +444,43 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// The TLS files configured for a TCP listener bound to `addr`: the same address, or a
+/// wildcard one with the same port (a socket-activated `[::]:4646` for `0.0.0.0:4646`).
+fn tls_for(cfg: &Config, addr: std::net::SocketAddr) -> Option<&crate::config::ListenerTls> {
+    cfg.listen_tls
+        .iter()
+        .find(|(a, _)| *a == addr || (a.ip().is_unspecified() && a.port() == addr.port()))
+        .map(|(_, f)| f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ListenerTls;
+
+    #[test]
+    fn tls_settings_are_found_by_listener_address() {
+        let files = |n: &str| ListenerTls {
+            cert_file: n.into(),
+            key_file: n.into(),
+            client_ca_file: None,
+        };
+        let cfg = Config {
+            listen_tls: vec![
+                ("127.0.0.1:4647".parse().unwrap(), files("a")),
+                ("0.0.0.0:4648".parse().unwrap(), files("b")),
+            ],
+            ..Config::default()
+        };
+        let find = |a: &str| tls_for(&cfg, a.parse().unwrap()).map(|f| f.cert_file.clone());
+        assert_eq!(find("127.0.0.1:4647"), Some("a".into()));
+        assert_eq!(find("127.0.0.2:4647"), None);
+        assert_eq!(find("127.0.0.1:4646"), None);
+        // A socket-activated listener on any address of the wildcard entry's port.
+        assert_eq!(find("[::]:4648"), Some("b".into()));
+        assert_eq!(find("0.0.0.0:4648"), Some("b".into()));
     }
 }

@@ -18,7 +18,10 @@ impl Server {
         loop {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => self.reload_tokens(),
+                    Ok(Signal::SIGHUP) => {
+                        self.reload_tokens();
+                        self.reload_tls();
+                    }
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
                     _ => {}
                 },
@@ -56,9 +59,7 @@ impl Server {
         let idle: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                c.phase == Phase::Open && !c.has_partial_request() && c.pending_output() == 0
-            })
+            .filter(|(_, c)| c.phase == Phase::Open && !c.has_partial_request() && !c.unsent())
             .map(|(t, _)| *t)
             .collect();
         for t in idle {

@@ -181,6 +181,9 @@ struct Outbox<S> {
     /// a pong answer only the most recent ping), so a ping flood cannot fill the queue.
     owed_pong: Option<Vec<u8>>,
     overflowed: bool,
+    /// The stream itself still held written bytes at the last `drain` (a TLS stream's
+    /// records): the session is not done until it has written them.
+    stream_holds: bool,
     /// Follows the frames the peer sends, to know since when a message is unfinished.
     scan: FrameScan,
 }
@@ -290,8 +293,14 @@ impl<S: Write> Outbox<S> {
         self.sent = 0;
         self.queue.shrink_to(OUTBOX_KEEP);
         match self.stream.flush() {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Ok(()) => {
+                self.stream_holds = false;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stream_holds = true;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -450,6 +459,7 @@ impl<S: Read + Write> Session<S> {
             soft: limits.write_buffer,
             owed_pong: None,
             overflowed: false,
+            stream_holds: false,
             scan: FrameScan::default(),
         };
         // The leftover reaches tungstenite without passing through the outbox's `read`.
@@ -600,14 +610,19 @@ impl<S: Read + Write> Session<S> {
     pub fn is_closed(&self) -> bool {
         match self.state {
             State::Dead => true,
-            State::Finished => self.ws.get_ref().pending() == 0,
+            State::Finished => !self.unsent(),
             State::Open | State::CloseSent => false,
         }
     }
 
     /// Bytes are queued for the peer.
     pub fn wants_write(&self) -> bool {
-        self.state != State::Dead && self.ws.get_ref().pending() > 0
+        self.state != State::Dead && self.unsent()
+    }
+
+    fn unsent(&self) -> bool {
+        let outbox = self.ws.get_ref();
+        outbox.pending() > 0 || outbox.stream_holds
     }
 
     /// Bytes queued for the peer.
@@ -1378,5 +1393,65 @@ mod tests {
             let n = binary_frame_header(len, &mut h);
             assert_eq!(&h[..n], &want[..], "length {len}");
         }
+    }
+
+    /// Over TLS the end of the output (the close reply) may still be inside rustls after the
+    /// outbox has drained: the session is not closed until the socket has taken it.
+    #[test]
+    fn over_tls_the_session_closes_only_once_the_close_frame_is_out() {
+        use crate::tls::TlsStream;
+        use mio::net::UnixStream;
+        let pki = crate::tls::test_pki::Pki::new();
+        let (mut server, mut peer) = pki.streams();
+        let read_some = |c: &mut TlsStream<UnixStream>, out: &mut Vec<u8>, max: usize| {
+            let mut buf = vec![0u8; max];
+            match c.read(&mut buf) {
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // The handshake, both sides driven.
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            let _ = peer.flush();
+            let _ = server.read(&mut [0u8; 64]);
+            let _ = server.flush();
+            read_some(&mut peer, &mut got, 1024);
+        }
+        assert!(!server.is_handshaking());
+        let mut s = Session::new(server, Vec::new(), &Limits::default());
+        // Output the client does not read, until the session refuses more.
+        let chunk = vec![0x5a; 32 * 1024];
+        while s.send_binary(&chunk).unwrap() {}
+        // The client closes; the reply queues behind the output.
+        peer.write_all(&client(OP_CLOSE, true, &close_payload(1000, "bye")))
+            .unwrap();
+        let _ = peer.flush();
+        let mut rounds = 0;
+        loop {
+            let _ = s.read();
+            let _ = s.flush();
+            if s.is_closed() {
+                break;
+            }
+            read_some(&mut peer, &mut got, 4096);
+            rounds += 1;
+            assert!(rounds < 100_000, "never closed");
+        }
+        // Closed: nothing of it is left inside rustls.
+        assert!(!s.get_mut().holds_output(), "closed with records in rustls");
+        loop {
+            let before = got.len();
+            read_some(&mut peer, &mut got, 64 * 1024);
+            if got.len() == before {
+                break;
+            }
+        }
+        let frames = server_frames(&got);
+        assert_eq!(
+            frames.last().unwrap(),
+            &(OP_CLOSE, close_payload(1000, "bye"))
+        );
     }
 }

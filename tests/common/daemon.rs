@@ -25,6 +25,11 @@ pub struct SupdOptions {
     /// Run this copy of the binary instead of the one cargo built (a test that lets a
     /// container try to overwrite it must not damage the build).
     pub binary: Option<PathBuf>,
+    /// Listen on this port (default: a free one).
+    pub port: Option<u16>,
+    /// Pass `--listen` (which replaces the configuration's list); without it the
+    /// configuration must list a plain `127.0.0.1:<port>` (TLS tests list more).
+    pub listen_flag: bool,
 }
 
 impl Default for SupdOptions {
@@ -36,6 +41,8 @@ impl Default for SupdOptions {
             wait_ready: true,
             env: Vec::new(),
             binary: None,
+            port: None,
+            listen_flag: true,
         }
     }
 }
@@ -52,7 +59,7 @@ impl Supd {
         if opts.tokens {
             write_tokens(&tokens);
         }
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.path().join("supd.log");
         let binary = opts
@@ -60,9 +67,10 @@ impl Supd {
             .clone()
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_supd")));
         let mut cmd = Command::new(binary);
-        cmd.arg("--listen")
-            .arg(addr.to_string())
-            .arg("--tokens")
+        if opts.listen_flag {
+            cmd.arg("--listen").arg(addr.to_string());
+        }
+        cmd.arg("--tokens")
             .arg(&tokens)
             .arg("--tenant")
             .arg("acme")

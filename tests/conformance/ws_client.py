@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -44,12 +45,15 @@ class Client:
         self.token = args.token
         self.prefix = f"/v1/state/applications/{args.application}/service-instances/{args.instance}"
         self.container = args.container
+        # wss:// against a TLS listener: trust the test CA.
+        self.ssl = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
 
     def open(self, path, query, protocol):
         url = f"{self.base}{self.prefix}{path}?{urllib.parse.urlencode(query)}"
         return connect(
             url,
             subprotocols=[protocol],
+            ssl=self.ssl,
             additional_headers={"Authorization": f"Bearer {self.token}"},
             open_timeout=TIMEOUT,
             close_timeout=TIMEOUT,
@@ -253,7 +257,8 @@ def check_udp(c, pid):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="ws://host:port")
+    p.add_argument("--base", required=True, help="ws://host:port or wss://host:port")
+    p.add_argument("--cafile", help="the CA to trust for wss://")
     p.add_argument("--token", required=True)
     p.add_argument("--application", required=True)
     p.add_argument("--instance", required=True)
