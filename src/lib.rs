@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod reactor;
 pub mod server;
+pub mod sites;
 mod status;
 pub mod sys;
 pub mod systemd;

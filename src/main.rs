@@ -38,6 +38,14 @@ fn main() -> ExitCode {
                 eprintln!("supd: {e}");
                 return ExitCode::FAILURE;
             }
+            // Peer sites: token files trusted and readable, TLS files readable.
+            let (_, errors) = supd::sites::Peers::load(&cfg.sites);
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("supd: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

@@ -251,6 +251,28 @@ impl From<crate::server::ConnError> for ApiError {
     }
 }
 
+impl From<crate::sites::Error> for ApiError {
+    fn from(e: crate::sites::Error) -> ApiError {
+        use crate::sites::Error as E;
+        use crate::sites::wire::WireError as W;
+        let status = match &e {
+            E::Wire(W::BadHops(_)) => 400,
+            E::Wire(W::Loop(_)) => 508,
+            E::Wire(W::BadResponse(_)) => 502,
+            E::Unusable { .. } | E::Unreachable { .. } | E::Peer { .. } | E::TlsNotBuilt { .. } => {
+                502
+            }
+            E::Timeout { .. } => 504,
+        };
+        let site = e.site().map(str::to_owned);
+        let err = ApiError::new(status, e.to_string());
+        match site {
+            Some(s) => err.info("site", s),
+            None => err,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,8 @@ pub(crate) enum Op {
     Interactive(Box<interactive::Interactive>),
     Tunnel(Box<tunnel::Tunnel>),
     Restart(restart::Restart),
+    /// A request forwarded to a peer site, and its relayed answer.
+    Forward(Box<crate::sites::Forward>),
 }
 
 impl Op {
@@ -101,6 +103,7 @@ impl Op {
             Op::Interactive(s) => s.drive(me, ev, io),
             Op::Tunnel(t) => t.drive(me, ev, io),
             Op::Restart(r) => r.drive(me, _env),
+            Op::Forward(f) => f.drive(me, ev, io),
         }
     }
 
@@ -120,6 +123,7 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
+            Op::Forward(f) => f.attach(me, stream, out, leftover, io),
             Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) => {
                 Err(io::Error::other("not a websocket operation"))
             }
@@ -146,6 +150,15 @@ impl Op {
         }
     }
 
+    /// The status logged for a connection this operation took over: 101 for a websocket
+    /// session, a forwarded answer's own status.
+    pub fn takeover_status(&self) -> u16 {
+        match self {
+            Op::Forward(f) => f.status(),
+            _ => 101,
+        }
+    }
+
     /// The instance key of a restart in progress.
     pub fn restart_key(&self) -> Option<&str> {
         match self {
@@ -160,6 +173,7 @@ impl Op {
             Op::Preparing(p) => p.client_gone(io),
             Op::Exec(e) => e.client_gone(me, io),
             Op::Tunnel(t) => t.client_gone(),
+            Op::Forward(f) => f.client_gone(),
             // A restart runs to its end even if nobody waits for the answer.
             Op::Interactive(_) | Op::Restart(_) => {}
         }
@@ -172,6 +186,7 @@ impl Op {
             Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
             Op::Tunnel(t) => t.shutdown(me, io),
+            Op::Forward(f) => f.shutdown(),
             Op::Restart(_) => {}
         }
     }
@@ -183,6 +198,7 @@ impl Op {
             Op::Exec(e) => e.release(io),
             Op::Interactive(s) => s.release(io),
             Op::Tunnel(t) => t.release(io),
+            Op::Forward(f) => f.release(io),
             Op::Restart(_) => {}
         }
     }
@@ -193,7 +209,7 @@ impl Op {
             Op::Exec(e) => e.abandon(),
             Op::Interactive(s) => s.abandon(),
             // A helper reading filters is killed when the operation is dropped.
-            Op::Preparing(_) | Op::Tunnel(_) | Op::Restart(_) => {}
+            Op::Preparing(_) | Op::Tunnel(_) | Op::Restart(_) | Op::Forward(_) => {}
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the mirror's state or an operation started; the operation's answer or upgrade is delivered
 //! to the connection that waits for it.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use mio::Token;
@@ -9,12 +10,14 @@ use mio::Token;
 use super::conn::Phase;
 use super::{Server, TokenState};
 use crate::auth::{self, Decision};
+use crate::http::query::Query;
 use crate::http::request::Request;
 use crate::http::response::negotiate;
 use crate::http::router::{self, Route};
 use crate::http::{ApiError, Format, Method, Response};
 use crate::ops;
 use crate::reactor::log::RequestLog;
+use crate::sites;
 
 impl Server {
     /// A request with a body, its head complete: its body is read only if the request would
@@ -25,7 +28,7 @@ impl Server {
         let started = Instant::now();
         let format = negotiate(head.header("accept"), &[Format::Json, Format::Yaml]);
         let limit = match self.gate(token, &head) {
-            Ok(Gate::Route(route)) => Ok(route.endpoint.body_limit()),
+            Ok(Gate::Route(route, _)) => Ok(route.endpoint.body_limit()),
             // OPTIONS is answered without credentials; it has no use for a body.
             Ok(Gate::Options(_)) => Ok(0),
             Err(e) => Err(e),
@@ -86,15 +89,21 @@ impl Server {
             c.authenticated = true;
             self.admission.remove(token);
         }
-        Ok(Gate::Route(route))
+        Ok(Gate::Route(route, name))
     }
 
     pub(super) fn route_request(&mut self, token: Token, req: &Request, format: Format) -> Outcome {
-        let route = match self.gate(token, req) {
-            Ok(Gate::Route(route)) => route,
+        let (route, name) = match self.gate(token, req) {
+            Ok(Gate::Route(route, name)) => (route, name),
             Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
             Err(e) => return Outcome::Error(e),
         };
+        // Authorized here, with the endpoint's own permission: only now may it go on.
+        match self.peer_for(req) {
+            Ok(Some((peer, hops))) => return self.start_forward(req, peer, &name, hops, format),
+            Ok(None) => {}
+            Err(e) => return Outcome::Error(e.into()),
+        }
         let call = match ops::decode(&route, req, &ops::DecodeCtx::new(&self.cfg)) {
             Ok(c) => c,
             Err(e) => return Outcome::Error(e.into()),
@@ -123,6 +132,58 @@ impl Server {
                 }
             }
             call => self.start_op(token, req, call, format),
+        }
+    }
+
+    /// The peer a request goes to: `site` naming a configured peer (absent, this site's own
+    /// name, or unknown: served or refused here, by the decoder). A request that has passed
+    /// too many relays is refused whatever its `site`.
+    fn peer_for(
+        &self,
+        req: &Request,
+    ) -> std::result::Result<Option<(Rc<sites::Peer>, u32)>, sites::Error> {
+        let hops = sites::wire::incoming_hops(req)?;
+        // A malformed query is the decoder's 400, as for a local request.
+        let Ok(query) = Query::parse(&req.query) else {
+            return Ok(None);
+        };
+        match query.single("site") {
+            Ok(Some(site)) if site != self.cfg.site => match self.peers.get(site) {
+                Some(peer) => Ok(Some((peer?, hops))),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn start_forward(
+        &mut self,
+        req: &Request,
+        peer: Rc<sites::Peer>,
+        token_name: &str,
+        hops: u32,
+        format: Format,
+    ) -> Outcome {
+        let out = sites::wire::Outgoing {
+            req,
+            token: peer.token.as_deref(),
+            forwarded_for: format!("{token_name}@{}", self.cfg.site),
+            hops,
+        };
+        let op_token = self.token();
+        let started = {
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            sites::Forward::start(op_token, peer.clone(), &out, format, &mut io)
+        };
+        match started {
+            Ok(f) => {
+                self.ops.insert(op_token, ops::Op::Forward(Box::new(f)));
+                Outcome::Pending(op_token)
+            }
+            Err(e) => {
+                log::info!("forward: {e}");
+                Outcome::Error(e.into())
+            }
         }
     }
 
@@ -207,7 +268,11 @@ impl Server {
         let _ = self.reactor.poll.registry().deregister(&mut c.stream);
         self.reactor.routes.remove(&token);
         if let Some(log) = log {
-            log.done(101);
+            log.done(
+                self.ops
+                    .get(&op_token)
+                    .map_or(101, ops::Op::takeover_status),
+            );
         }
         let peer = c.peer.clone();
         let (stream, leftover, pending) = c.into_upgraded();
@@ -319,7 +384,8 @@ impl Server {
 pub(super) enum Gate {
     /// OPTIONS: the answer.
     Options(Response),
-    Route(Route),
+    /// The route and the name of the token that passed.
+    Route(Route, String),
 }
 
 pub(super) enum Outcome {

@@ -1,0 +1,712 @@
+//! One forwarded request: connect to the peer, send the request, wait for the answer's head,
+//! then relay. Before the head, failures are ordinary answers (502, 504) on the client's
+//! connection; once the head is here, the client's connection is taken over (as for a
+//! websocket upgrade) and the answer streamed: an HTTP body with its framing, after which the
+//! client's connection closes; or a websocket's bytes both ways, verbatim.
+//!
+//! Every buffer is bounded: a side is not read while the other side's buffer is full, so a
+//! slow reader slows the writer down instead of growing memory.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Token};
+
+use super::frames::{FrameTracker, close_frame};
+use super::url::PeerUrl;
+use super::wire::{self, Framing, Outgoing, PeerHead};
+use super::{Error, Peer};
+use crate::http::chunked;
+use crate::http::request::Method;
+use crate::http::{ApiError, Format};
+use crate::ops::{Progress, Reply};
+use crate::reactor::net::Stream;
+use crate::reactor::{Io, Role};
+
+/// Bytes buffered per direction.
+const BUFFER: usize = 256 * 1024;
+/// One read's worth.
+const CHUNK: usize = 64 * 1024;
+/// After the answer went out (or the peer vanished), how long the client may take to close
+/// its side before its connection is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The connection to a peer. TLS is one more variant here (the adapter of `src/tls.rs`).
+type PeerStream = Stream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    /// Request (being) sent, reading the answer's head.
+    AwaitingHead,
+    /// The head is here; waiting for the server to hand over the client's stream.
+    Attaching,
+    Http,
+    Websocket,
+    /// Our side of the client's connection is shut: waiting for the client to close.
+    Lingering(Instant),
+}
+
+/// Where an HTTP body from the peer ends.
+enum BodyEnd {
+    Remaining(u64),
+    Chunked(Box<chunked::Decoder>),
+    UntilClose,
+    Done,
+}
+
+impl BodyEnd {
+    /// How much of `data` belongs to the body, and whether the body is over. Err: the peer's
+    /// chunked framing is broken.
+    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
+        match self {
+            BodyEnd::Remaining(n) => {
+                let used = (*n).min(data.len() as u64);
+                *n -= used;
+                Ok((used as usize, *n == 0))
+            }
+            BodyEnd::Chunked(d) => d.decode(data, |_| {}).map_err(|_| ()),
+            BodyEnd::UntilClose => Ok((data.len(), false)),
+            BodyEnd::Done => Ok((0, true)),
+        }
+    }
+}
+
+/// A bounded byte queue.
+#[derive(Default)]
+struct Buf {
+    data: Vec<u8>,
+    off: usize,
+}
+
+impl Buf {
+    fn len(&self) -> usize {
+        self.data.len() - self.off
+    }
+    fn room(&self) -> usize {
+        BUFFER.saturating_sub(self.len())
+    }
+    fn push(&mut self, b: &[u8]) {
+        if self.off > 0 && self.off == self.data.len() {
+            self.data.clear();
+            self.off = 0;
+        }
+        self.data.extend_from_slice(b);
+    }
+    /// Write up to `limit` queued bytes, until the stream would block.
+    fn write_to(&mut self, s: &mut impl Write, limit: usize) -> io::Result<()> {
+        let mut left = limit.min(self.len());
+        while left > 0 {
+            match s.write(&self.data[self.off..self.off + left]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.off += n;
+                    left -= n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.off == self.data.len() {
+            self.data.clear();
+            self.off = 0;
+            if self.data.capacity() > 2 * BUFFER {
+                self.data = Vec::new();
+            }
+        } else if self.off >= BUFFER {
+            self.data.drain(..self.off);
+            self.off = 0;
+        }
+        Ok(())
+    }
+    /// Drop the last `n` queued bytes.
+    fn truncate_last(&mut self, n: usize) {
+        let keep = self.data.len() - n.min(self.len());
+        self.data.truncate(keep);
+    }
+}
+
+/// Read what `s` has, up to `room` bytes, into `scratch`. Ok(None): end of stream.
+fn read_some(s: &mut impl Read, scratch: &mut [u8], room: usize) -> io::Result<Option<usize>> {
+    let want = room.min(scratch.len());
+    loop {
+        match s.read(&mut scratch[..want]) {
+            Ok(0) => return Ok(None),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(crate) struct Forward {
+    site: Rc<Peer>,
+    format: Format,
+    method: Method,
+    /// The client's `Sec-WebSocket-Key`, for a websocket request.
+    ws_key: Option<String>,
+    websocket: bool,
+    stage: Stage,
+    peer: Option<(PeerStream, Token)>,
+    client: Option<(Stream, Token)>,
+    /// Until when the connection, then the head, may take.
+    deadline: Instant,
+    to_peer: Buf,
+    to_client: Buf,
+    head: Vec<u8>,
+    /// The head and first body bytes for the client, waiting for the attach.
+    ready: Vec<u8>,
+    status: u16,
+    body: BodyEnd,
+    frames: FrameTracker,
+    peer_eof: bool,
+    /// The peer's connection failed (not a clean end).
+    peer_lost: Option<String>,
+    client_eof: bool,
+    peer_shut: bool,
+    client_shut: bool,
+    gone: bool,
+}
+
+impl Forward {
+    /// Connect to the peer and queue the request. A connection refused at once (a unix
+    /// socket that is not there) is an error now; a TCP connect completes on the loop.
+    pub(crate) fn start(
+        me: Token,
+        site: Rc<Peer>,
+        out: &Outgoing<'_>,
+        format: Format,
+        io: &mut Io<'_>,
+    ) -> Result<Forward, Error> {
+        let unreachable = |reason: String| Error::Unreachable {
+            site: site.name.clone(),
+            reason,
+        };
+        let mut stream = match &site.url {
+            PeerUrl::Https { .. } => {
+                return Err(Error::TlsNotBuilt {
+                    site: site.name.clone(),
+                });
+            }
+            PeerUrl::Unix(path) => UnixStream::connect(path)
+                .map(Stream::Unix)
+                .map_err(|e| unreachable(format!("{}: {e}", path.display())))?,
+            PeerUrl::Http { .. } => {
+                let addrs = site
+                    .addrs
+                    .as_ref()
+                    .map_err(|why| unreachable(why.clone()))?;
+                let addr = *addrs
+                    .first()
+                    .ok_or_else(|| unreachable("no address".into()))?;
+                let s =
+                    TcpStream::connect(addr).map_err(|e| unreachable(format!("{addr}: {e}")))?;
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }
+        };
+        let token = io
+            .register(
+                me,
+                Role::Peer,
+                &mut stream,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| unreachable(format!("register: {e}")))?;
+        let deadline = Instant::now() + site.connect_timeout;
+        io.wake_at(me, deadline);
+        let mut to_peer = Buf::default();
+        to_peer.push(&out.bytes());
+        Ok(Forward {
+            format,
+            method: out.req.method,
+            ws_key: out.req.header("sec-websocket-key").map(str::to_owned),
+            websocket: out.websocket(),
+            stage: Stage::Connecting,
+            peer: Some((stream, token)),
+            client: None,
+            deadline,
+            to_peer,
+            to_client: Buf::default(),
+            head: Vec::new(),
+            ready: Vec::new(),
+            status: 0,
+            body: BodyEnd::Done,
+            frames: FrameTracker::default(),
+            peer_eof: false,
+            peer_lost: None,
+            client_eof: false,
+            peer_shut: false,
+            client_shut: false,
+            gone: false,
+            site,
+        })
+    }
+
+    /// The status the access log shows for the taken-over connection.
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn fail(&mut self, e: Error) -> Progress {
+        log::info!("forward: {e}");
+        let mut err = ApiError::from(e);
+        err = err.info("site", self.site.name.clone());
+        Progress {
+            reply: Some(Reply {
+                response: err.into_response(self.format),
+            }),
+            done: true,
+            ..Progress::default()
+        }
+    }
+
+    pub(crate) fn drive(&mut self, me: Token, _ev: Option<Role>, io: &mut Io<'_>) -> Progress {
+        if self.gone {
+            return Progress {
+                done: true,
+                ..Progress::default()
+            };
+        }
+        let now = Instant::now();
+        if self.stage == Stage::Connecting {
+            match self.connect_state() {
+                Ok(true) => {
+                    self.stage = Stage::AwaitingHead;
+                    self.deadline = now + self.site.response_timeout;
+                    io.wake_at(me, self.deadline);
+                }
+                Ok(false) if now >= self.deadline => {
+                    return self.fail(Error::Timeout {
+                        site: self.site.name.clone(),
+                        what: "did not accept the connection",
+                    });
+                }
+                Ok(false) => return Progress::default(),
+                Err(e) => {
+                    return self.fail(Error::Unreachable {
+                        site: self.site.name.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        if self.stage == Stage::AwaitingHead {
+            return self.await_head(now, io);
+        }
+        match self.stage {
+            Stage::Http => self.relay_http(io),
+            Stage::Websocket => self.relay_websocket(io),
+            _ => {}
+        }
+        self.linger(me, now, io)
+    }
+
+    /// Whether the TCP connect finished (a unix connect is done at once).
+    fn connect_state(&mut self) -> io::Result<bool> {
+        let Some((Stream::Tcp(s), _)) = &self.peer else {
+            return Ok(true);
+        };
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        match s.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn await_head(&mut self, now: Instant, io: &mut Io<'_>) -> Progress {
+        let peer_err = |s: &Self, reason: String| Error::Peer {
+            site: s.site.name.clone(),
+            reason,
+        };
+        let Some((peer, _)) = self.peer.as_mut() else {
+            return Progress::default();
+        };
+        if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
+            let e = peer_err(self, format!("sending the request: {e}"));
+            return self.fail(e);
+        }
+        let mut scratch = io.take_scratch();
+        let mut eof = false;
+        let mut failed = None;
+        while self.head.len() < wire::MAX_HEAD + CHUNK {
+            match read_some(peer, &mut scratch, CHUNK) {
+                Ok(Some(n)) => {
+                    self.head.extend_from_slice(&scratch[..n]);
+                    if wire::parse_head(&self.head).map_or(true, |h| h.is_some()) {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    eof = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        io.put_scratch(scratch);
+        let head = match wire::parse_head(&self.head) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                if let Some(e) = failed {
+                    let e = peer_err(self, format!("connection lost before the answer: {e}"));
+                    return self.fail(e);
+                }
+                if eof {
+                    let e = peer_err(self, "closed the connection without an answer".into());
+                    return self.fail(e);
+                }
+                if now >= self.deadline {
+                    return self.fail(Error::Timeout {
+                        site: self.site.name.clone(),
+                        what: "did not answer",
+                    });
+                }
+                return Progress::default();
+            }
+            Err(e) => {
+                let site = self.site.name.clone();
+                log::info!("forward to {site}: {e}");
+                return self.fail(Error::Wire(e));
+            }
+        };
+        self.peer_eof = eof;
+        self.on_head(head)
+    }
+
+    fn on_head(&mut self, head: PeerHead) -> Progress {
+        let rest = self.head.split_off(head.len);
+        self.head = Vec::new();
+        self.status = head.status;
+        let site = self.site.name.clone();
+        if self.websocket && head.status == 101 {
+            let key = self.ws_key.clone().unwrap_or_default();
+            match wire::upgrade_head(&head, &key) {
+                Ok(h) => self.ready = h,
+                Err(e) => return self.fail(Error::Wire(e)),
+            }
+            self.frames.feed(&rest);
+            self.ready.extend_from_slice(&rest);
+            self.stage = Stage::Attaching;
+            log::debug!("forward to {site}: websocket accepted");
+        } else {
+            let framing = match wire::framing(&head, self.method) {
+                Ok(f) => f,
+                Err(e) => return self.fail(Error::Wire(e)),
+            };
+            self.ready = wire::client_head(&head, framing);
+            self.body = match framing {
+                Framing::Empty | Framing::Length(0) => BodyEnd::Done,
+                Framing::Length(n) => BodyEnd::Remaining(n),
+                Framing::Chunked => {
+                    BodyEnd::Chunked(Box::new(chunked::Decoder::new(u64::MAX, 64 * 1024)))
+                }
+                Framing::UntilClose => BodyEnd::UntilClose,
+            };
+            match self.body.take(&rest) {
+                Ok((used, done)) => {
+                    self.ready.extend_from_slice(&rest[..used]);
+                    if done {
+                        self.body = BodyEnd::Done;
+                    }
+                }
+                Err(()) => self.peer_lost = Some("invalid chunked body".into()),
+            }
+            self.stage = Stage::Attaching;
+        }
+        Progress {
+            upgrade: true,
+            ..Progress::default()
+        }
+    }
+
+    /// The client's stream, after the 101 or the answer's head is decided. `out` holds what
+    /// the connection had not written yet (earlier pipelined answers); `leftover` what the
+    /// client sent after its request (websocket frames; for HTTP, requests that this closing
+    /// connection will not answer).
+    pub(crate) fn attach(
+        &mut self,
+        me: Token,
+        mut stream: Stream,
+        out: Vec<u8>,
+        leftover: Vec<u8>,
+        io: &mut Io<'_>,
+    ) -> io::Result<()> {
+        let token = io.register(
+            me,
+            Role::Client,
+            &mut stream,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.client = Some((stream, token));
+        self.to_client.push(&out);
+        self.to_client.push(&std::mem::take(&mut self.ready));
+        if self.websocket && self.status == 101 {
+            self.to_peer.push(&leftover);
+            self.stage = Stage::Websocket;
+        } else {
+            self.stage = Stage::Http;
+        }
+        Ok(())
+    }
+
+    fn relay_http(&mut self, io: &mut Io<'_>) {
+        let mut scratch = io.take_scratch();
+        while let Some((client, _)) = self.client.as_mut() {
+            if let Err(e) = self.to_client.write_to(client, usize::MAX) {
+                log::debug!("forward: client write: {e}");
+                self.gone = true;
+                break;
+            }
+            // Whatever the client sends now is not answered (its connection closes after
+            // this answer); read it so that its close is seen and the buffer does not fill.
+            if !self.client_eof {
+                match read_some(client, &mut scratch, CHUNK) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => self.client_eof = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        self.gone = true;
+                        break;
+                    }
+                }
+            }
+            let body_open = !matches!(self.body, BodyEnd::Done);
+            if !body_open || self.peer_lost.is_some() || self.to_client.room() == 0 {
+                break;
+            }
+            let Some((peer, _)) = self.peer.as_mut() else {
+                break;
+            };
+            match read_some(peer, &mut scratch, self.to_client.room()) {
+                Ok(Some(n)) => match self.body.take(&scratch[..n]) {
+                    Ok((used, done)) => {
+                        self.to_client.push(&scratch[..used]);
+                        if done {
+                            self.body = BodyEnd::Done;
+                        }
+                    }
+                    Err(()) => self.peer_lost = Some("invalid chunked body".into()),
+                },
+                Ok(None) => {
+                    if matches!(self.body, BodyEnd::UntilClose) {
+                        self.body = BodyEnd::Done;
+                    } else {
+                        self.peer_lost = Some("the peer closed the connection mid-answer".into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => self.peer_lost = Some(format!("the peer connection failed: {e}")),
+            }
+        }
+        io.put_scratch(scratch);
+        if let Some(why) = &self.peer_lost {
+            // The client cannot tell a cut answer from a whole one otherwise.
+            log::info!(
+                "forward to {}: {why}; closing the client's connection",
+                self.site.name
+            );
+            self.gone = true;
+            return;
+        }
+        if matches!(self.body, BodyEnd::Done) && self.to_client.len() == 0 && !self.client_shut {
+            self.release_peer(io);
+            self.shut_client();
+        }
+    }
+
+    fn relay_websocket(&mut self, io: &mut Io<'_>) {
+        let mut scratch = io.take_scratch();
+        let mut moved = true;
+        while moved && !self.gone {
+            moved = false;
+            let (Some((client, _)), Some((peer, _))) = (self.client.as_mut(), self.peer.as_mut())
+            else {
+                break;
+            };
+            // Client to peer: verbatim.
+            if self.peer_lost.is_none() {
+                let before = self.to_peer.len();
+                if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
+                    self.peer_lost = Some(format!("writing to the peer: {e}"));
+                }
+                moved |= self.to_peer.len() < before;
+            }
+            if !self.client_eof && self.to_peer.room() > 0 {
+                match read_some(client, &mut scratch, self.to_peer.room()) {
+                    Ok(Some(n)) => {
+                        self.to_peer.push(&scratch[..n]);
+                        moved = true;
+                    }
+                    Ok(None) => {
+                        self.client_eof = true;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        self.gone = true;
+                        break;
+                    }
+                }
+            }
+            if self.client_eof && self.to_peer.len() == 0 && !self.peer_shut {
+                self.peer_shut = true;
+                let _ = peer.shutdown(Shutdown::Write);
+            }
+            // Peer to client: whole frames, so that a close can follow them if the peer dies.
+            let held = (self.frames.partial() as usize).min(self.to_client.len());
+            let held = if held == self.to_client.len() && self.to_client.room() == 0 {
+                // One frame larger than the buffer: pass it on as it comes.
+                0
+            } else {
+                held
+            };
+            let before = self.to_client.len();
+            if let Err(e) = self.to_client.write_to(client, self.to_client.len() - held) {
+                log::debug!("forward: client write: {e}");
+                self.gone = true;
+                break;
+            }
+            moved |= self.to_client.len() < before;
+            if !self.peer_eof && self.peer_lost.is_none() && self.to_client.room() > 0 {
+                match read_some(peer, &mut scratch, self.to_client.room()) {
+                    Ok(Some(n)) => {
+                        self.frames.feed(&scratch[..n]);
+                        self.to_client.push(&scratch[..n]);
+                        moved = true;
+                    }
+                    Ok(None) => {
+                        self.peer_eof = true;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => self.peer_lost = Some(format!("the peer connection failed: {e}")),
+                }
+            }
+            if (self.peer_eof || self.peer_lost.is_some()) && !self.client_shut {
+                if !self.frames.close_seen || self.peer_lost.is_some() {
+                    self.inject_close();
+                    moved = true;
+                    if self.gone {
+                        break;
+                    }
+                }
+                if self.to_client.len() == 0 {
+                    self.shut_client();
+                }
+            }
+        }
+        io.put_scratch(scratch);
+        if self.client_shut && (self.peer_eof || self.peer_lost.is_some()) {
+            self.release_peer(io);
+        }
+    }
+
+    /// The peer vanished without closing the websocket: end the client's stream with a 1011
+    /// close after the last whole frame. If part of a frame already went out, the frame
+    /// cannot be finished: the connection is dropped.
+    fn inject_close(&mut self) {
+        if self.frames.close_seen && self.peer_lost.is_none() {
+            return;
+        }
+        let partial = self.frames.partial() as usize;
+        if partial > self.to_client.len() {
+            log::info!(
+                "forward to {}: peer lost mid-frame; dropping the client's connection",
+                self.site.name
+            );
+            self.gone = true;
+            return;
+        }
+        self.to_client.truncate_last(partial);
+        self.frames = FrameTracker::default();
+        self.frames.close_seen = true;
+        let reason = format!(
+            "site {}: the connection to the peer was lost",
+            self.site.name
+        );
+        log::info!("forward: {reason}");
+        self.to_client.push(&close_frame(1011, &reason));
+        self.peer_lost = None;
+        self.peer_eof = true;
+    }
+
+    fn shut_client(&mut self) {
+        if let Some((c, _)) = &self.client {
+            let _ = c.shutdown(Shutdown::Write);
+        }
+        self.client_shut = true;
+        self.stage = Stage::Lingering(Instant::now() + LINGER);
+    }
+
+    fn release_peer(&mut self, io: &mut Io<'_>) {
+        if let Some((mut p, t)) = self.peer.take() {
+            io.deregister(t, &mut p);
+        }
+    }
+
+    /// After our side is shut: the rest of the client's input is read and dropped until it
+    /// closes (closing with unread input would reset the connection and could destroy the
+    /// answer in flight), or until the linger time is over.
+    fn linger(&mut self, me: Token, now: Instant, io: &mut Io<'_>) -> Progress {
+        let mut p = Progress::default();
+        if self.gone {
+            p.done = true;
+            return p;
+        }
+        let Stage::Lingering(until) = self.stage else {
+            return p;
+        };
+        let mut scratch = io.take_scratch();
+        if let Some((c, _)) = self.client.as_mut() {
+            loop {
+                match read_some(c, &mut scratch, CHUNK) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        self.client_eof = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.client_eof = true;
+                        break;
+                    }
+                }
+            }
+        }
+        io.put_scratch(scratch);
+        if self.client_eof || now >= until {
+            p.done = true;
+        } else {
+            io.wake_at(me, until);
+        }
+        p
+    }
+
+    pub(crate) fn client_gone(&mut self) {
+        self.gone = true;
+    }
+
+    pub(crate) fn shutdown(&mut self) {
+        self.gone = true;
+    }
+
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
+        self.release_peer(io);
+        if let Some((mut c, t)) = self.client.take() {
+            io.deregister(t, &mut c);
+        }
+    }
+}
