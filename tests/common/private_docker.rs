@@ -196,17 +196,18 @@ impl PrivateDocker {
     /// Load the shared engine's test image into this one (no registry).
     pub fn load_test_image(&self) {
         ensure_image();
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", IMAGE])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let st = Command::new("docker")
             .args(["-H", &self.host(), "load", "-q"])
-            .stdin(save.stdout.unwrap())
+            .stdin(save.stdout.take().unwrap())
             .stdout(Stdio::null())
             .status()
             .unwrap();
+        assert!(save.wait().unwrap().success(), "docker save");
         assert!(st.success(), "docker load into the private engine");
     }
 }
