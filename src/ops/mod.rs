@@ -103,7 +103,15 @@ impl Op {
             Op::Interactive(s) => s.drive(me, ev, io),
             Op::Tunnel(t) => t.drive(me, ev, io),
             Op::Restart(r) => r.drive(me, _env),
-            Op::Forward(f) => f.drive(me, ev, io),
+            Op::Forward(f) => {
+                let step = f.drive(me, ev, io);
+                Progress {
+                    reply: step.reply.map(|response| Reply { response }),
+                    upgrade: step.upgrade,
+                    done: step.done,
+                    ..Progress::default()
+                }
+            }
         }
     }
 

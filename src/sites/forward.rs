@@ -21,8 +21,7 @@ use super::wire::{self, Framing, Outgoing, PeerHead};
 use super::{Error, Peer};
 use crate::http::chunked;
 use crate::http::request::Method;
-use crate::http::{ApiError, Format};
-use crate::ops::{Progress, Reply};
+use crate::http::{ApiError, Format, Response};
 use crate::reactor::net::Stream;
 use crate::reactor::{Io, Role};
 
@@ -33,6 +32,16 @@ const CHUNK: usize = 64 * 1024;
 /// After the answer went out (or the peer vanished), how long the client may take to close
 /// its side before its connection is dropped.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// What a drive did, for the operation that wraps this relay (`ops::Op::Forward`).
+#[derive(Default)]
+pub(crate) struct Step {
+    /// An error answer, before the client's connection was taken over.
+    pub reply: Option<Response>,
+    /// The answer's head is here: the client's stream is to be handed over (`attach`).
+    pub upgrade: bool,
+    pub done: bool,
+}
 
 /// The connection to a peer. TLS is one more variant here (the adapter of `src/tls.rs`).
 type PeerStream = Stream;
@@ -252,24 +261,22 @@ impl Forward {
         self.status
     }
 
-    fn fail(&mut self, e: Error) -> Progress {
+    fn fail(&mut self, e: Error) -> Step {
         log::info!("forward: {e}");
-        let mut err = ApiError::from(e);
-        err = err.info("site", self.site.name.clone());
-        Progress {
-            reply: Some(Reply {
-                response: err.into_response(self.format),
-            }),
+        // A peer's bad answer names no site by itself.
+        let err = ApiError::from(e).info("site", self.site.name.clone());
+        Step {
+            reply: Some(err.into_response(self.format)),
             done: true,
-            ..Progress::default()
+            ..Step::default()
         }
     }
 
-    pub(crate) fn drive(&mut self, me: Token, _ev: Option<Role>, io: &mut Io<'_>) -> Progress {
+    pub(crate) fn drive(&mut self, me: Token, _ev: Option<Role>, io: &mut Io<'_>) -> Step {
         if self.gone {
-            return Progress {
+            return Step {
                 done: true,
-                ..Progress::default()
+                ..Step::default()
             };
         }
         let now = Instant::now();
@@ -286,7 +293,7 @@ impl Forward {
                         what: "did not accept the connection",
                     });
                 }
-                Ok(false) => return Progress::default(),
+                Ok(false) => return Step::default(),
                 Err(e) => {
                     return self.fail(Error::Unreachable {
                         site: self.site.name.clone(),
@@ -322,13 +329,13 @@ impl Forward {
         }
     }
 
-    fn await_head(&mut self, now: Instant, io: &mut Io<'_>) -> Progress {
+    fn await_head(&mut self, now: Instant, io: &mut Io<'_>) -> Step {
         let peer_err = |s: &Self, reason: String| Error::Peer {
             site: s.site.name.clone(),
             reason,
         };
         let Some((peer, _)) = self.peer.as_mut() else {
-            return Progress::default();
+            return Step::default();
         };
         if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
             let e = peer_err(self, format!("sending the request: {e}"));
@@ -374,7 +381,7 @@ impl Forward {
                         what: "did not answer",
                     });
                 }
-                return Progress::default();
+                return Step::default();
             }
             Err(e) => {
                 let site = self.site.name.clone();
@@ -386,7 +393,7 @@ impl Forward {
         self.on_head(head)
     }
 
-    fn on_head(&mut self, head: PeerHead) -> Progress {
+    fn on_head(&mut self, head: PeerHead) -> Step {
         let rest = self.head.split_off(head.len);
         self.head = Vec::new();
         self.status = head.status;
@@ -426,9 +433,9 @@ impl Forward {
             }
             self.stage = Stage::Attaching;
         }
-        Progress {
+        Step {
             upgrade: true,
-            ..Progress::default()
+            ..Step::default()
         }
     }
 
@@ -660,8 +667,8 @@ impl Forward {
     /// After our side is shut: the rest of the client's input is read and dropped until it
     /// closes (closing with unread input would reset the connection and could destroy the
     /// answer in flight), or until the linger time is over.
-    fn linger(&mut self, me: Token, now: Instant, io: &mut Io<'_>) -> Progress {
-        let mut p = Progress::default();
+    fn linger(&mut self, me: Token, now: Instant, io: &mut Io<'_>) -> Step {
+        let mut p = Step::default();
         if self.gone {
             p.done = true;
             return p;
