@@ -345,6 +345,37 @@ fn every_endpoint_through_a_site_answers_as_the_site_itself() {
         BULK >> 20,
         t0.elapsed()
     );
+    // A client that does not read: the relay's buffers stay bounded (backpressure reaches the
+    // source through B), and reading later gets every byte.
+    let rss_before = a.rss_kib();
+    let (mut w, resp) = try_ws(
+        a.addr,
+        &connect("protocol=tcp&port=19"),
+        ADMIN_TOKEN,
+        CONNECT,
+    )
+    .unwrap_or_else(|(s, b)| panic!("{s}: {b}"));
+    assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], CONNECT);
+    thread::sleep(Duration::from_secs(2));
+    let grown = a.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 8 * 1024,
+        "A grew by {grown} KiB for a reader that does not read"
+    );
+    let mut sum = Sum::default();
+    read_to_close(&mut w, |b| sum.update(b));
+    assert_eq!((sum.len, sum.h), pattern_sum(BULK));
+    // A refused upgrade is B's HTTP answer (nothing listens on port 1).
+    let p =
+        format!("/v1/state/applications/{app}/service-instances/web-1/connect?protocol=tcp&port=1");
+    let direct = try_ws(b.addr, &p, ADMIN_TOKEN, CONNECT)
+        .err()
+        .expect("refused");
+    let via = try_ws(a.addr, &with_site(&p, "b"), ADMIN_TOKEN, CONNECT)
+        .err()
+        .expect("refused");
+    assert_eq!(direct.0, 502, "{}", direct.1);
+    assert_eq!(via, direct);
     let mut w = ws_client(a.addr, &connect("protocol=udp&port=53"), CONNECT);
     for size in [1usize, 1400, 65507] {
         let d: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
