@@ -337,13 +337,15 @@ impl Forward {
         let Some((peer, _)) = self.peer.as_mut() else {
             return Step::default();
         };
-        if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
-            let e = peer_err(self, format!("sending the request: {e}"));
-            return self.fail(e);
-        }
-        let mut scratch = io.take_scratch();
         let mut eof = false;
         let mut failed = None;
+        if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
+            // A peer may answer (and close) before it has read the whole request: its
+            // answer, if any, is still read below.
+            self.to_peer = Buf::default();
+            failed = Some(e);
+        }
+        let mut scratch = io.take_scratch();
         while self.head.len() < wire::MAX_HEAD + CHUNK {
             match read_some(peer, &mut scratch, CHUNK) {
                 Ok(Some(n)) => {
@@ -358,7 +360,7 @@ impl Forward {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    failed = Some(e);
+                    failed.get_or_insert(e);
                     break;
                 }
             }
@@ -367,12 +369,12 @@ impl Forward {
         let head = match wire::parse_head(&self.head) {
             Ok(Some(h)) => h,
             Ok(None) => {
-                if let Some(e) = failed {
-                    let e = peer_err(self, format!("connection lost before the answer: {e}"));
-                    return self.fail(e);
-                }
                 if eof {
                     let e = peer_err(self, "closed the connection without an answer".into());
+                    return self.fail(e);
+                }
+                if let Some(e) = failed {
+                    let e = peer_err(self, format!("connection lost before the answer: {e}"));
                     return self.fail(e);
                 }
                 if now >= self.deadline {
@@ -715,5 +717,200 @@ impl Forward {
         if let Some((mut c, t)) = self.client.take() {
             io.deregister(t, &mut c);
         }
+    }
+}
+
+/// The relay over real sockets, no daemon: a unix-socket peer played by the test, a socket
+/// pair for the client.
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::http::request::Request;
+    use crate::reactor::Reactor;
+    use crate::ws::handshake::accept_key;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    struct Rig {
+        reactor: Reactor,
+        cfg: Config,
+        listener: UnixListener,
+        path: PathBuf,
+    }
+
+    impl Rig {
+        fn new(tag: &str) -> Rig {
+            let path =
+                std::env::temp_dir().join(format!("supd-fwd-{tag}-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).unwrap();
+            Rig {
+                reactor: Reactor::new(1).unwrap(),
+                cfg: Config::default(),
+                listener,
+                path,
+            }
+        }
+
+        fn peer(&self) -> Rc<Peer> {
+            Rc::new(Peer {
+                name: "b".into(),
+                url: PeerUrl::Unix(self.path.clone()),
+                addrs: Ok(Vec::new()),
+                token: None,
+                connect_timeout: Duration::from_secs(5),
+                response_timeout: Duration::from_secs(5),
+            })
+        }
+
+        fn io(&mut self) -> Io<'_> {
+            Io::new(&mut self.reactor, &self.cfg)
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    fn ws_request() -> Request {
+        let mut r = crate::ops::decode::testing::request(
+            Method::Get,
+            "protocol=tcp&port=7&site=b",
+            &crate::ops::decode::testing::ws_headers("v1.connect.supd"),
+            b"",
+        );
+        r.path = "/v1/state/applications/a/service-instances/s-1/connect".into();
+        r
+    }
+
+    /// Drive until `f` holds (the sockets are real: give them a moment).
+    fn drive_until(
+        f: &mut Forward,
+        rig: &mut Rig,
+        mut done: impl FnMut(&Step, &Forward) -> bool,
+    ) -> Step {
+        for _ in 0..500 {
+            let step = f.drive(Token(1), None, &mut rig.io());
+            if done(&step, f) {
+                return step;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("no progress");
+    }
+
+    /// Everything a non-blocking stream gives until its end (or two seconds).
+    fn read_to_eof(s: &mut mio::net::UnixStream) -> Vec<u8> {
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_peer_lost_mid_frame_ends_the_clients_stream_with_1011_after_the_last_whole_frame() {
+        let mut rig = Rig::new("ws");
+        let req = ws_request();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let peer = rig.peer();
+        let mut f = Forward::start(Token(1), peer, &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let mut head = vec![0u8; 4096];
+        let n = b.read(&mut head).unwrap();
+        let sent = String::from_utf8_lossy(&head[..n]).into_owned();
+        assert!(sent.starts_with(
+            "GET /v1/state/applications/a/service-instances/s-1/connect?protocol=tcp&port=7 HTTP/1.1\r\n"
+        ));
+        // The 101, one whole frame, and the first bytes of another; then the peer is gone.
+        let whole = [0x82, 3, b'a', b'b', b'c'];
+        let partial = [0x82, 10, b'x'];
+        b.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: v1.connect.supd\r\n\r\n",
+                accept_key(KEY)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        b.write_all(&whole).unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.upgrade);
+        assert!(step.reply.is_none());
+        let (ours, mut client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            b"earlier".to_vec(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        b.write_all(&partial).unwrap();
+        drop(b);
+        drive_until(&mut f, &mut rig, |_, f| f.client_shut);
+        let got = read_to_eof(&mut client);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("earlierHTTP/1.1 101 Switching Protocols\r\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("Sec-WebSocket-Accept: {}\r\n", accept_key(KEY))));
+        let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+        let close = close_frame(1011, "site b: the connection to the peer was lost");
+        assert_eq!(body, [&whole[..], &close].concat());
+        drop(client);
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+    }
+
+    #[test]
+    fn a_peer_that_closes_before_answering_is_502_and_a_silent_one_504() {
+        let mut rig = Rig::new("http");
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        let out = Outgoing {
+            req: &req,
+            token: Some("site-token"),
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (b, _) = rig.listener.accept().unwrap();
+        drop(b);
+        let step = drive_until(&mut f, &mut rig, |s, _| s.done);
+        let r = step.reply.expect("an error answer");
+        assert_eq!(r.status, 502);
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains("without an answer"), "{body}");
+
+        let mut peer = rig.peer();
+        Rc::get_mut(&mut peer).unwrap().response_timeout = Duration::from_millis(50);
+        let mut f = Forward::start(Token(1), peer, &out, Format::Json, &mut rig.io()).unwrap();
+        let (_held, _) = rig.listener.accept().unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.done);
+        assert_eq!(step.reply.unwrap().status, 504);
     }
 }
