@@ -510,6 +510,12 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
             .unwrap();
         s.write_all(&[b'x'; 5000]).unwrap();
     });
+    // Starts its answer, then stops sending (and stays connected).
+    let (peer3, _) = fake_peer(|mut s| {
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        thread::sleep(Duration::from_secs(10));
+    });
     // Accepts, reads, never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -522,9 +528,10 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     let stopped = free_port();
     let dir = TempDir::new();
     let yaml = format!(
-        "sites:\n{}{}{}  silent:\n    url: http://{silent_addr}\n    response-timeout-ms: 1500\n{}{}",
+        "sites:\n{}{}{}{}  silent:\n    url: http://{silent_addr}\n    response-timeout-ms: 1500\n{}{}",
         peer("chunky", &format!("http://{peer1}")),
         peer("cut", &format!("http://{peer2}")),
+        format!("  stall:\n    url: http://{peer3}\n    response-timeout-ms: 500\n"),
         peer("stopped", &format!("http://127.0.0.1:{stopped}")),
         peer("nosocket", "unix:/nonexistent/supd.sock"),
         peer("tls", "https://127.0.0.1:1"),
@@ -580,6 +587,17 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(got.starts_with(b"HTTP/1.1 200 OK"));
     assert!(got.len() - head_end < 1_000_000, "{}", got.len() - head_end);
+
+    // Stalled mid-answer for its response timeout: closed, the answer short.
+    let t0 = Instant::now();
+    let mut s = raw_get(a.addr, &format!("{list}?site=stall"), "");
+    let got = String::from_utf8(read_all(&mut s)).unwrap();
+    assert!(got.ends_with("\r\n\r\nabc"), "{got}");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 
     // Stopped, no socket, TLS not built: 502 naming the site. Silent: 504 after its timeout,
     // and other clients are served meanwhile.

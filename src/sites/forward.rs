@@ -171,6 +171,9 @@ pub(crate) struct Forward {
     ready: Vec<u8>,
     status: u16,
     body: BodyEnd,
+    /// Last time an HTTP answer's body made progress: a peer that stops mid-body for its
+    /// response timeout is lost.
+    last_peer: Instant,
     frames: FrameTracker,
     peer_eof: bool,
     /// The peer's connection failed (not a clean end).
@@ -245,6 +248,7 @@ impl Forward {
             ready: Vec::new(),
             status: 0,
             body: BodyEnd::Done,
+            last_peer: Instant::now(),
             frames: FrameTracker::default(),
             peer_eof: false,
             peer_lost: None,
@@ -306,7 +310,7 @@ impl Forward {
             return self.await_head(now, io);
         }
         match self.stage {
-            Stage::Http => self.relay_http(io),
+            Stage::Http => self.relay_http(me, now, io),
             Stage::Websocket => self.relay_websocket(io),
             _ => {}
         }
@@ -453,6 +457,7 @@ impl Forward {
         leftover: Vec<u8>,
         io: &mut Io<'_>,
     ) -> io::Result<()> {
+        self.last_peer = Instant::now();
         let token = io.register(
             me,
             Role::Client,
@@ -471,7 +476,7 @@ impl Forward {
         Ok(())
     }
 
-    fn relay_http(&mut self, io: &mut Io<'_>) {
+    fn relay_http(&mut self, me: Token, now: Instant, io: &mut Io<'_>) {
         let mut scratch = io.take_scratch();
         while let Some((client, _)) = self.client.as_mut() {
             if let Err(e) = self.to_client.write_to(client, usize::MAX) {
@@ -502,6 +507,7 @@ impl Forward {
             match read_some(peer, &mut scratch, self.to_client.room()) {
                 Ok(Some(n)) => match self.body.take(&scratch[..n]) {
                     Ok((used, done)) => {
+                        self.last_peer = now;
                         self.to_client.push(&scratch[..used]);
                         if done {
                             self.body = BodyEnd::Done;
@@ -521,6 +527,22 @@ impl Forward {
             }
         }
         io.put_scratch(scratch);
+        let body_open = !matches!(self.body, BodyEnd::Done);
+        if self.to_client.room() == 0 {
+            // Waiting for the client, not for the peer.
+            self.last_peer = now;
+        }
+        if body_open && self.peer_lost.is_none() && !self.gone {
+            let stalled_until = self.last_peer + self.site.response_timeout;
+            if now >= stalled_until {
+                self.peer_lost = Some(format!(
+                    "no data from the peer for {:?} mid-answer",
+                    self.site.response_timeout
+                ));
+            } else {
+                io.wake_at(me, stalled_until);
+            }
+        }
         if let Some(why) = &self.peer_lost {
             // The client cannot tell a cut answer from a whole one otherwise.
             log::info!(
