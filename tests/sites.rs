@@ -528,10 +528,10 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     let stopped = free_port();
     let dir = TempDir::new();
     let yaml = format!(
-        "sites:\n{}{}{}{}  silent:\n    url: http://{silent_addr}\n    response-timeout-ms: 1500\n{}{}",
+        "sites:\n{}{}  stall:\n    url: http://{peer3}\n    response-timeout-ms: 500\n{}  \
+         silent:\n    url: http://{silent_addr}\n    response-timeout-ms: 1500\n{}{}",
         peer("chunky", &format!("http://{peer1}")),
         peer("cut", &format!("http://{peer2}")),
-        format!("  stall:\n    url: http://{peer3}\n    response-timeout-ms: 500\n"),
         peer("stopped", &format!("http://127.0.0.1:{stopped}")),
         peer("nosocket", "unix:/nonexistent/supd.sock"),
         peer("tls", "https://127.0.0.1:1"),
