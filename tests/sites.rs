@@ -484,7 +484,7 @@ fn raw_get(addr: SocketAddr, target: &str, extra: &str) -> TcpStream {
     write!(
         s,
         "GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Connection: keep-alive\r\nTE: trailers\r\n{extra}\r\n"
+         TE: trailers\r\n{extra}\r\n"
     )
     .unwrap();
     s
@@ -541,7 +541,8 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     let mut s = raw_get(
         a.addr,
         &format!("{list}?fields=name&site=chunky&keys=true&x=%2F+y"),
-        "Supd-Hops: 1\r\nSupd-Forwarded-For: forged@x\r\nProxy-Authorization: Basic x\r\n",
+        "Connection: close\r\nKeep-Alive: timeout=5\r\nSupd-Hops: 1\r\n\
+         Supd-Forwarded-For: forged@x\r\nProxy-Authorization: Basic x\r\n",
     );
     let sent = head1.recv_timeout(Duration::from_secs(10)).unwrap();
     let first = sent.lines().next().unwrap();
@@ -688,6 +689,29 @@ fn hop_limit_and_a_configured_loop() {
     };
     assert_eq!(get(&a, &format!("{list}?site=b"), None).status, 200);
     assert_eq!(get(&b, &format!("{list}?site=a"), None).status, 200);
+    // A forwarded answer leaves the client's connection open: pipelined requests, forwarded
+    // and local, are answered in order on it.
+    let mut c = Client::connect(a.addr);
+    let h = [("Authorization", auth.as_str())];
+    let targets = [
+        format!("{list}?site=b&count=true"),
+        format!("{list}?keys=true"),
+        format!("{list}?count=true&site=b"),
+        format!("{list}?site=a"),
+    ];
+    for t in &targets {
+        c.send("GET", t, &h, b"");
+    }
+    for (t, want) in targets
+        .iter()
+        .zip([r#"{"count":0}"#, "[]", r#"{"count":0}"#, "[]"])
+    {
+        let r = c.read_response(false);
+        assert_eq!((r.status, r.text().trim()), (200, want), "{t}");
+    }
+    // And after them, still open.
+    c.send("GET", &targets[0], &h, b"");
+    assert_eq!(c.read_response(false).status, 200);
     // The hop count travels: 3 relays before A, A's is the 4th, B refuses (relayed by A).
     let r = get(&a, &format!("{list}?site=b"), Some("3"));
     assert_eq!(r.status, 508, "{}", r.text());

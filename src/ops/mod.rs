@@ -62,6 +62,9 @@ pub(crate) struct Progress {
     /// The HTTP connection waiting for this operation is to be upgraded now (a tunnel whose
     /// connect completed); the op's 101 head goes out first.
     pub upgrade: bool,
+    /// The connection the op took over has finished its answer and may carry more requests:
+    /// the server takes it back (`Op::take_client`).
+    pub handback: bool,
 }
 
 pub(crate) enum Started {
@@ -108,6 +111,7 @@ impl Op {
                 Progress {
                     reply: step.reply.map(|response| Reply { response }),
                     upgrade: step.upgrade,
+                    handback: step.handback,
                     done: step.done,
                     ..Progress::default()
                 }
@@ -131,7 +135,7 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
-            Op::Forward(f) => f.attach(me, stream, out, leftover, io),
+            Op::Forward(f) => f.attach(me, stream, peer, out, leftover, io),
             Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) => {
                 Err(io::Error::other("not a websocket operation"))
             }
@@ -155,6 +159,14 @@ impl Op {
     pub fn docker_reply(&mut self, purpose: &Purpose, reply: crate::docker::client::Outcome) {
         if let Op::Restart(r) = self {
             r.docker_reply(purpose, reply);
+        }
+    }
+
+    /// The client's connection back, with what it sent meanwhile (after `Progress::handback`).
+    pub fn take_client(&mut self, io: &mut Io<'_>) -> Option<(Stream, String, Vec<u8>)> {
+        match self {
+            Op::Forward(f) => f.take_client(io),
+            _ => None,
         }
     }
 

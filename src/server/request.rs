@@ -5,9 +5,9 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use mio::Token;
+use mio::{Interest, Token};
 
-use super::conn::Phase;
+use super::conn::{HttpConn, Phase};
 use super::{Server, TokenState};
 use crate::auth::{self, Decision};
 use crate::http::query::Query;
@@ -16,7 +16,10 @@ use crate::http::response::negotiate;
 use crate::http::router::{self, Route};
 use crate::http::{ApiError, Format, Method, Response};
 use crate::ops;
+use crate::reactor::Target;
 use crate::reactor::log::RequestLog;
+use crate::reactor::net::Stream;
+use crate::reactor::timers::Timer;
 use crate::sites;
 
 impl Server {
@@ -331,6 +334,15 @@ impl Server {
                 None => self.client_gone(op_token),
             }
         }
+        if progress.handback {
+            let back = self.ops.get_mut(&op_token).and_then(|op| {
+                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+                op.take_client(&mut io)
+            });
+            if let Some((stream, peer, input)) = back {
+                self.resume_conn(op_token, stream, peer, input);
+            }
+        }
         if !progress.wants.is_empty() {
             self.apply_wants(progress.wants);
         }
@@ -344,6 +356,37 @@ impl Server {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             op.release(&mut io);
         }
+    }
+
+    /// A connection an operation took over and gives back (a forwarded answer relayed in
+    /// full): an HTTP connection again, its token's count moved back from the operation.
+    fn resume_conn(&mut self, op_token: Token, stream: Stream, peer: String, input: Vec<u8>) {
+        if self.life.draining.is_some() {
+            // Closing a keep-alive connection between requests is ordinary HTTP.
+            return;
+        }
+        let token = self.token();
+        let mut conn = HttpConn::new(stream, peer, None, &self.cfg.limits);
+        conn.resume(input);
+        if let Err(e) =
+            self.reactor
+                .poll
+                .registry()
+                .register(&mut conn.stream, token, Interest::READABLE)
+        {
+            log::warn!("register connection: {e}");
+            return;
+        }
+        conn.interest = Some(Interest::READABLE);
+        self.reactor.routes.insert(token, Target::Conn);
+        let limits = &self.cfg.limits;
+        self.reactor.timers.after(
+            limits.head_timeout.min(limits.idle_timeout),
+            Timer::Conn(token),
+        );
+        self.admission.transfer(op_token, token);
+        self.conns.insert(token, conn);
+        self.drive_conn(token);
     }
 
     /// An operation's HTTP answer goes to the connection waiting for it, if it is still there.

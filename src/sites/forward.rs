@@ -27,6 +27,9 @@ use crate::reactor::{Io, Role};
 
 /// Bytes buffered per direction.
 const BUFFER: usize = 256 * 1024;
+/// What a client whose connection carries on may send while an answer is relayed (its
+/// next requests): no more is read until the connection is handed back.
+const CLIENT_INPUT: usize = 64 * 1024;
 /// One read's worth.
 const CHUNK: usize = 64 * 1024;
 /// After the answer went out (or the peer vanished), how long the client may take to close
@@ -40,6 +43,9 @@ pub(crate) struct Step {
     pub reply: Option<Response>,
     /// The answer's head is here: the client's stream is to be handed over (`attach`).
     pub upgrade: bool,
+    /// The answer went out whole and the client's connection carries on: give it back
+    /// (`take_client`).
+    pub handback: bool,
     pub done: bool,
 }
 
@@ -159,9 +165,15 @@ pub(crate) struct Forward {
     /// The client's `Sec-WebSocket-Key`, for a websocket request.
     ws_key: Option<String>,
     websocket: bool,
+    /// The client's connection may carry another request after this one.
+    keep_alive: bool,
     stage: Stage,
     peer: Option<(PeerStream, Token)>,
     client: Option<(Stream, Token)>,
+    /// The client's address as logged.
+    client_peer: String,
+    /// What the client sent after its request, kept for the connection handed back.
+    client_in: Vec<u8>,
     /// Until when the connection, then the head, may take.
     deadline: Instant,
     to_peer: Buf,
@@ -181,6 +193,8 @@ pub(crate) struct Forward {
     client_eof: bool,
     peer_shut: bool,
     client_shut: bool,
+    /// The answer is complete and the client's connection is to be handed back.
+    handback: bool,
     gone: bool,
 }
 
@@ -238,9 +252,12 @@ impl Forward {
             method: out.req.method,
             ws_key: out.req.header("sec-websocket-key").map(str::to_owned),
             websocket: out.websocket(),
+            keep_alive: out.req.keep_alive,
             stage: Stage::Connecting,
             peer: Some((stream, token)),
             client: None,
+            client_peer: String::new(),
+            client_in: Vec::new(),
             deadline,
             to_peer,
             to_client: Buf::default(),
@@ -255,6 +272,7 @@ impl Forward {
             client_eof: false,
             peer_shut: false,
             client_shut: false,
+            handback: false,
             gone: false,
             site,
         })
@@ -313,6 +331,13 @@ impl Forward {
             Stage::Http => self.relay_http(me, now, io),
             Stage::Websocket => self.relay_websocket(io),
             _ => {}
+        }
+        if self.handback {
+            return Step {
+                handback: true,
+                done: true,
+                ..Step::default()
+            };
         }
         self.linger(me, now, io)
     }
@@ -419,7 +444,8 @@ impl Forward {
                 Ok(f) => f,
                 Err(e) => return self.fail(Error::Wire(e)),
             };
-            self.ready = wire::client_head(&head, framing);
+            self.keep_alive &= framing != Framing::UntilClose;
+            self.ready = wire::client_head(&head, framing, self.keep_alive);
             self.body = match framing {
                 Framing::Empty | Framing::Length(0) => BodyEnd::Done,
                 Framing::Length(n) => BodyEnd::Remaining(n),
@@ -453,10 +479,12 @@ impl Forward {
         &mut self,
         me: Token,
         mut stream: Stream,
+        peer: String,
         out: Vec<u8>,
         leftover: Vec<u8>,
         io: &mut Io<'_>,
     ) -> io::Result<()> {
+        self.client_peer = peer;
         self.last_peer = Instant::now();
         let token = io.register(
             me,
@@ -471,6 +499,7 @@ impl Forward {
             self.to_peer.push(&leftover);
             self.stage = Stage::Websocket;
         } else {
+            self.client_in = leftover;
             self.stage = Stage::Http;
         }
         Ok(())
@@ -484,11 +513,22 @@ impl Forward {
                 self.gone = true;
                 break;
             }
-            // Whatever the client sends now is not answered (its connection closes after
-            // this answer); read it so that its close is seen and the buffer does not fill.
-            if !self.client_eof {
-                match read_some(client, &mut scratch, CHUNK) {
-                    Ok(Some(_)) => continue,
+            // What the client sends now is its next request (kept for the connection handed
+            // back, up to a limit) or, when its connection closes after this answer, dropped;
+            // read so that a close is seen.
+            let room = if self.keep_alive {
+                CLIENT_INPUT.saturating_sub(self.client_in.len())
+            } else {
+                CHUNK
+            };
+            if !self.client_eof && room > 0 {
+                match read_some(client, &mut scratch, room) {
+                    Ok(Some(n)) => {
+                        if self.keep_alive {
+                            self.client_in.extend_from_slice(&scratch[..n]);
+                        }
+                        continue;
+                    }
                     Ok(None) => self.client_eof = true,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
@@ -554,8 +594,27 @@ impl Forward {
         }
         if matches!(self.body, BodyEnd::Done) && self.to_client.len() == 0 && !self.client_shut {
             self.release_peer(io);
-            self.shut_client();
+            if self.keep_alive {
+                self.handback = true;
+            } else {
+                self.shut_client();
+            }
         }
+    }
+
+    /// The client's connection, its answer complete, with what it sent meanwhile.
+    pub(crate) fn take_client(&mut self, io: &mut Io<'_>) -> Option<(Stream, String, Vec<u8>)> {
+        if !self.handback {
+            return None;
+        }
+        let (mut c, t) = self.client.take()?;
+        io.deregister(t, &mut c);
+        self.gone = true;
+        Some((
+            c,
+            std::mem::take(&mut self.client_peer),
+            std::mem::take(&mut self.client_in),
+        ))
     }
 
     fn relay_websocket(&mut self, io: &mut Io<'_>) {
@@ -885,6 +944,7 @@ mod tests {
         f.attach(
             Token(1),
             Stream::Unix(ours),
+            "test".into(),
             b"earlier".to_vec(),
             Vec::new(),
             &mut rig.io(),

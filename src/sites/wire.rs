@@ -263,9 +263,9 @@ pub fn framing(head: &PeerHead, method: Method) -> Result<Framing, WireError> {
 }
 
 /// The head the client gets for an HTTP answer: the peer's status and end-to-end headers,
-/// the framing the body is relayed with, and `Connection: close` (the client's connection
-/// ends with this answer).
-pub fn client_head(head: &PeerHead, framing: Framing) -> Vec<u8> {
+/// the framing the body is relayed with, and `Connection: close` unless the client's
+/// connection carries on after this answer (`keep_alive`, and a body whose end is known).
+pub fn client_head(head: &PeerHead, framing: Framing, keep_alive: bool) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", head.status, head.reason).into_bytes();
     for (name, value) in &head.headers {
         if is_hop_by_hop(name) {
@@ -284,7 +284,9 @@ pub fn client_head(head: &PeerHead, framing: Framing) -> Vec<u8> {
         }
         Framing::UntilClose => {}
     }
-    header(&mut out, "connection", "close");
+    if !keep_alive || framing == Framing::UntilClose {
+        header(&mut out, "connection", "close");
+    }
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -487,14 +489,18 @@ mod tests {
              Allow: GET\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
              Content-Length: 2\r\n\r\n",
         );
-        let t = text(&client_head(&h, Framing::Length(2)));
+        let t = text(&client_head(&h, Framing::Length(2), false));
         assert_eq!(
             t,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndeprecation: true\r\n\
              allow: GET\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
         );
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(text(&client_head(&h, Framing::Chunked)).contains("transfer-encoding: chunked"));
+        let t = text(&client_head(&h, Framing::Chunked, true));
+        assert!(t.contains("transfer-encoding: chunked"));
+        assert!(!t.contains("connection"));
+        let t = text(&client_head(&h, Framing::UntilClose, true));
+        assert!(t.contains("connection: close"));
     }
 
     #[test]
