@@ -2,7 +2,9 @@
 //! then relay. Before the head, failures are ordinary answers (502, 504) on the client's
 //! connection; once the head is here, the client's connection is taken over (as for a
 //! websocket upgrade) and the answer streamed: an HTTP body with its framing, after which the
-//! client's connection closes; or a websocket's bytes both ways, verbatim.
+//! connection is handed back to the server for the client's next request (or closed, when
+//! the client asked to close or the body ends only with the peer's connection); or a
+//! websocket's bytes both ways, verbatim.
 //!
 //! Every buffer is bounded: a side is not read while the other side's buffer is full, so a
 //! slow reader slows the writer down instead of growing memory.
