@@ -413,6 +413,21 @@ fn every_endpoint_through_a_site_answers_as_the_site_itself() {
     let (_, code, reason) = ws_until_close(&mut ws);
     assert_eq!((code, reason.as_str()), (1000, r#"{"exit-code":7}"#));
 
+    // A stopping (SIGTERM) closes a forwarded session with 1001, as it does its own.
+    let dir2 = TempDir::new();
+    let a2 = site_a(&dir2, &yaml);
+    let mut ws = ws_client(
+        a2.addr,
+        &with_site(&interactive(&app, "cat"), "b"),
+        INTERACTIVE,
+    );
+    stdin(&mut ws, b"one\n");
+    let mut out = Vec::new();
+    ws_read_until(&mut ws, &mut out, "one");
+    a2.signal("TERM");
+    let (_, code, reason) = ws_until_close(&mut ws);
+    assert_eq!((code, reason.as_str()), (1001, "supd is shutting down"));
+
     // Restart through A: B's answer, and the container really started again.
     let started = engine.docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
     let r = a.post_json(&with_site(&format!("{one}/restart"), "b"), ADMIN_TOKEN, "");

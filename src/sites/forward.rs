@@ -197,6 +197,8 @@ pub(crate) struct Forward {
     client_shut: bool,
     /// The answer is complete and the client's connection is to be handed back.
     handback: bool,
+    /// supd is stopping: end a websocket with 1001.
+    stopping: bool,
     gone: bool,
 }
 
@@ -275,6 +277,7 @@ impl Forward {
             peer_shut: false,
             client_shut: false,
             handback: false,
+            stopping: false,
             gone: false,
             site,
         })
@@ -687,8 +690,9 @@ impl Forward {
                     Err(e) => self.peer_lost = Some(format!("the peer connection failed: {e}")),
                 }
             }
-            if (self.peer_eof || self.peer_lost.is_some()) && !self.client_shut {
-                if !self.frames.close_seen || self.peer_lost.is_some() {
+            if (self.peer_eof || self.peer_lost.is_some() || self.stopping) && !self.client_shut {
+                // The peer's own close, if it sent one, is the end; otherwise ours.
+                if !self.frames.close_seen {
                     self.inject_close();
                     moved = true;
                     if self.gone {
@@ -706,13 +710,11 @@ impl Forward {
         }
     }
 
-    /// The peer vanished without closing the websocket: end the client's stream with a 1011
-    /// close after the last whole frame. If part of a frame already went out, the frame
-    /// cannot be finished: the connection is dropped.
+    /// The peer vanished without closing the websocket (or supd is stopping): end the
+    /// client's stream with a 1011 (1001) close after the last whole frame, and drop the
+    /// peer. If part of a frame already went out, the frame cannot be finished: the
+    /// connection is dropped.
     fn inject_close(&mut self) {
-        if self.frames.close_seen && self.peer_lost.is_none() {
-            return;
-        }
         let partial = self.frames.partial() as usize;
         if partial > self.to_client.len() {
             log::info!(
@@ -725,12 +727,19 @@ impl Forward {
         self.to_client.truncate_last(partial);
         self.frames = FrameTracker::default();
         self.frames.close_seen = true;
-        let reason = format!(
-            "site {}: the connection to the peer was lost",
-            self.site.name
-        );
+        let (code, reason) = if self.stopping && self.peer_lost.is_none() && !self.peer_eof {
+            (1001, "supd is shutting down".to_string())
+        } else {
+            (
+                1011,
+                format!(
+                    "site {}: the connection to the peer was lost",
+                    self.site.name
+                ),
+            )
+        };
         log::info!("forward: {reason}");
-        self.to_client.push(&close_frame(1011, &reason));
+        self.to_client.push(&close_frame(code, &reason));
         self.peer_lost = None;
         self.peer_eof = true;
     }
@@ -791,8 +800,14 @@ impl Forward {
         self.gone = true;
     }
 
+    /// supd is stopping: a websocket is closed with 1001 after its last whole frame; anything
+    /// else ends now.
     pub(crate) fn shutdown(&mut self) {
-        self.gone = true;
+        if self.stage == Stage::Websocket {
+            self.stopping = true;
+        } else {
+            self.gone = true;
+        }
     }
 
     pub(crate) fn release(&mut self, io: &mut Io<'_>) {
