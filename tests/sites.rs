@@ -531,6 +531,17 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
             .unwrap();
         thread::sleep(Duration::from_secs(10));
     });
+    // A large answer for a client that never reads it: the peer learns that the relay gave
+    // up (its writes fail) once A's write timeout has passed.
+    let (gave_up_tx, gave_up) = mpsc::channel();
+    let (peer4, _) = fake_peer(move |mut s| {
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+            .unwrap();
+        let chunk = vec![b'z'; 1 << 16];
+        let t0 = Instant::now();
+        while s.write_all(&chunk).is_ok() && t0.elapsed() < Duration::from_secs(60) {}
+        let _ = gave_up_tx.send(t0.elapsed());
+    });
     // Accepts, reads, never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -543,10 +554,11 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     let stopped = free_port();
     let dir = TempDir::new();
     let yaml = format!(
-        "sites:\n{}{}  stall:\n    url: http://{peer3}\n    response-timeout-ms: 500\n{}  \
+        "limits:\n  write-timeout-ms: 1000\nsites:\n{}{}{}  stall:\n    url: http://{peer3}\n    response-timeout-ms: 500\n{}  \
          silent:\n    url: http://{silent_addr}\n    response-timeout-ms: 1500\n{}{}",
         peer("chunky", &format!("http://{peer1}")),
         peer("cut", &format!("http://{peer2}")),
+        peer("big", &format!("http://{peer4}")),
         peer("stopped", &format!("http://127.0.0.1:{stopped}")),
         peer("nosocket", "unix:/nonexistent/supd.sock"),
         peer("tls", "https://127.0.0.1:1"),
@@ -603,6 +615,13 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(got.starts_with(b"HTTP/1.1 200 OK"));
     assert!(got.len() - head_end < 1_000_000, "{}", got.len() - head_end);
+
+    // A client that does not read: dropped after the write timeout, the peer with it.
+    let _s = raw_get(a.addr, &format!("{list}?site=big"), "");
+    let waited = gave_up
+        .recv_timeout(Duration::from_secs(30))
+        .expect("relay gave up");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
 
     // Stalled mid-answer for its response timeout: closed, the answer short.
     let t0 = Instant::now();

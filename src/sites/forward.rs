@@ -97,6 +97,8 @@ impl BodyEnd {
 struct Buf {
     data: Vec<u8>,
     off: usize,
+    /// Bytes written out so far.
+    written: u64,
 }
 
 impl Buf {
@@ -121,6 +123,7 @@ impl Buf {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.off += n;
+                    self.written += n as u64;
                     left -= n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -199,6 +202,8 @@ pub(crate) struct Forward {
     handback: bool,
     /// supd is stopping: end a websocket with 1001.
     stopping: bool,
+    /// Last time the client took some of its answer (`to_client.written` then).
+    client_progress: (Instant, u64),
     gone: bool,
 }
 
@@ -278,6 +283,7 @@ impl Forward {
             client_shut: false,
             handback: false,
             stopping: false,
+            client_progress: (Instant::now(), 0),
             gone: false,
             site,
         })
@@ -344,6 +350,7 @@ impl Forward {
                 ..Step::default()
             };
         }
+        self.check_client_stall(me, now, io);
         self.linger(me, now, io)
     }
 
@@ -490,6 +497,7 @@ impl Forward {
         io: &mut Io<'_>,
     ) -> io::Result<()> {
         self.client_peer = peer;
+        self.client_progress = (Instant::now(), self.to_client.written);
         self.last_peer = Instant::now();
         let token = io.register(
             me,
@@ -604,6 +612,35 @@ impl Forward {
             } else {
                 self.shut_client();
             }
+        }
+    }
+
+    /// A client that takes none of what it is owed for the write timeout is dropped, as a
+    /// local connection is: an HTTP answer, or the end of a websocket whose peer has gone
+    /// (while both sides live, the peer's pings judge the client).
+    fn check_client_stall(&mut self, me: Token, now: Instant, io: &mut Io<'_>) {
+        if self.to_client.written != self.client_progress.1 {
+            self.client_progress = (now, self.to_client.written);
+        }
+        let owed = self.to_client.len() > 0;
+        let judged = match self.stage {
+            Stage::Http | Stage::Lingering(_) => true,
+            Stage::Websocket => self.peer_eof || self.peer_lost.is_some() || self.stopping,
+            _ => false,
+        };
+        if !owed || !judged || self.gone {
+            return;
+        }
+        let limit = self.client_progress.0 + io.cfg.limits.write_timeout;
+        if now >= limit {
+            log::info!(
+                "forward to {}: the client took nothing for {:?}; dropped",
+                self.site.name,
+                io.cfg.limits.write_timeout
+            );
+            self.gone = true;
+        } else {
+            io.wake_at(me, limit);
         }
     }
 
