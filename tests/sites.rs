@@ -690,7 +690,14 @@ fn hop_limit_and_a_configured_loop() {
             ),
         );
         Supd::start_with(SupdOptions {
-            extra_args: vec!["--config".into(), cfg, "--site".into(), "b".into()],
+            extra_args: vec![
+                "--config".into(),
+                cfg,
+                "--site".into(),
+                "b".into(),
+                "--listen".into(),
+                format!("unix:{}", b_dir.path().join("b.sock").display()),
+            ],
             ..Default::default()
         })
     };
@@ -698,7 +705,14 @@ fn hop_limit_and_a_configured_loop() {
     let a = {
         let cfg = config_file(
             &dir,
-            &format!("sites:\n{}", peer("b", &format!("http://{}", b.addr))),
+            &format!(
+                "sites:\n{}{}",
+                peer("b", &format!("http://{}", b.addr)),
+                peer(
+                    "b-unix",
+                    &format!("unix:{}", b_dir.path().join("b.sock").display())
+                )
+            ),
         );
         Supd::start_with(SupdOptions {
             extra_args: vec![
@@ -723,6 +737,9 @@ fn hop_limit_and_a_configured_loop() {
     };
     assert_eq!(get(&a, &format!("{list}?site=b"), None).status, 200);
     assert_eq!(get(&b, &format!("{list}?site=a"), None).status, 200);
+    // Over B's unix socket too.
+    let r = get(&a, &format!("{list}?site=b-unix&count=true"), None);
+    assert_eq!((r.status, r.text().trim()), (200, r#"{"count":0}"#));
     // A forwarded answer leaves the client's connection open: pipelined requests, forwarded
     // and local, are answered in order on it.
     let mut c = Client::connect(a.addr);
@@ -755,6 +772,22 @@ fn hop_limit_and_a_configured_loop() {
     let r = get(&a, &format!("{list}?site=b"), Some("4"));
     assert_eq!(r.status, 508);
     assert_eq!(get(&a, &format!("{list}?site=b"), Some("x")).status, 400);
+
+    // SIGHUP with a file that does not check keeps the sites; with one without b-unix, it is
+    // gone (404, as any unknown site).
+    let good = std::fs::read_to_string(dir.path().join("supd.yaml")).unwrap();
+    config_file(&dir, "sites:\n  b-unix:\n    url: nowhere\n");
+    a.signal("HUP");
+    a.wait_until(Duration::from_secs(10), || {
+        a.log_text().contains("sites not reloaded")
+    });
+    assert_eq!(get(&a, &format!("{list}?site=b-unix"), None).status, 200);
+    config_file(&dir, &good.replace("b-unix", "b-gone"));
+    a.signal("HUP");
+    a.wait_until(Duration::from_secs(10), || {
+        get(&a, &format!("{list}?site=b-unix"), None).status == 404
+    });
+    assert_eq!(get(&a, &format!("{list}?site=b-gone"), None).status, 200);
 }
 
 #[test]
