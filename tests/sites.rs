@@ -773,6 +773,16 @@ fn hop_limit_and_a_configured_loop() {
     assert_eq!(r.status, 508);
     assert_eq!(get(&a, &format!("{list}?site=b"), Some("x")).status, 400);
 
+    // A websocket from a browser origin A does not allow is refused here, never relayed.
+    let evil = unique("evil-origin");
+    let p = format!(
+        "/v1/state/applications/{evil}/service-instances/web-1/connect?protocol=tcp&port=7&site=b"
+    );
+    let refused = try_upgrade(a.addr, &p, CONNECT, &[("Origin", "https://evil.example")]);
+    assert_eq!(refused.map(|_| ()).unwrap_err().0, 403);
+    thread::sleep(Duration::from_millis(200));
+    assert!(!b.log_text().contains(&evil), "reached B");
+
     // SIGHUP with a file that does not check keeps the sites; with one without b-unix, it is
     // gone (404, as any unknown site).
     let good = std::fs::read_to_string(dir.path().join("supd.yaml")).unwrap();

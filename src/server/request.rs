@@ -21,6 +21,7 @@ use crate::reactor::log::RequestLog;
 use crate::reactor::net::Stream;
 use crate::reactor::timers::Timer;
 use crate::sites;
+use crate::ws::handshake;
 
 impl Server {
     /// A request with a body, its head complete: its body is read only if the request would
@@ -167,6 +168,16 @@ impl Server {
         hops: u32,
         format: Format,
     ) -> Outcome {
+        // The peer checks the handshake; which browser origins may use this site is ours.
+        if req.header_has_token("upgrade", "websocket")
+            && let Err(e) = handshake::check_origin(
+                req.header("origin"),
+                req.header("host"),
+                &self.cfg.ws.allowed_origins,
+            )
+        {
+            return Outcome::Error(e.into());
+        }
         let out = sites::wire::Outgoing {
             req,
             token: peer.token.as_deref(),
