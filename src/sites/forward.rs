@@ -51,7 +51,10 @@ pub(crate) struct Step {
     pub done: bool,
 }
 
-/// The connection to a peer. TLS is one more variant here (the adapter of `src/tls.rs`).
+/// The connection to a peer: a client stream like any other. TLS to an `https://` peer is
+/// one more variant of `Stream` (the `tls` branch's `Stream::tls_client` over the TCP stream,
+/// with a client configuration built from the site's files when the sites are loaded);
+/// until it is merged, `start` answers such a peer 502.
 type PeerStream = Stream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -782,7 +785,7 @@ impl Forward {
     }
 
     fn shut_client(&mut self) {
-        if let Some((c, _)) = &self.client {
+        if let Some((c, _)) = self.client.as_mut() {
             let _ = c.shutdown(Shutdown::Write);
         }
         self.client_shut = true;
