@@ -159,7 +159,8 @@ fn every_endpoint_through_a_site_answers_as_the_site_itself() {
     args.extend(managed_args(
         &app,
         "web",
-        &["--network", "none", "--stop-timeout", "1"],
+        // On the private engine's own bridge: tcp-connect goes to the container's address.
+        &["--stop-timeout", "1"],
         SLEEPER,
     ));
     let id = engine.docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -384,6 +385,33 @@ fn every_endpoint_through_a_site_answers_as_the_site_itself() {
         .expect_err("refused");
     assert_eq!(direct.0, 502, "{}", direct.1);
     assert_eq!(via, direct);
+    // tcp-connect (deprecated): to the container's address on its network; the 101's
+    // Deprecation header is B's, relayed.
+    let echo = in_netns(pid, || TcpListener::bind("0.0.0.0:7").unwrap());
+    thread::spawn(move || {
+        for s in echo.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut r = s.try_clone().unwrap();
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    let p = with_site(
+        &format!(
+            "/v1/state/applications/{app}/service-instances/web-1/containers/web/tcp-connect?port=7"
+        ),
+        "b",
+    );
+    let (mut w, resp) =
+        try_ws(a.addr, &p, ADMIN_TOKEN, TCP_CONNECT).unwrap_or_else(|(s, b)| panic!("{s}: {b}"));
+    assert_eq!(resp.headers()["Deprecation"], "true");
+    assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], TCP_CONNECT);
+    w.send(Message::binary(b"through two sites".to_vec()))
+        .unwrap();
+    assert_eq!(next_binary(&mut w), b"through two sites");
+    close_ws(w);
+
     let mut w = ws_client(a.addr, &connect("protocol=udp&port=53"), CONNECT);
     for size in [1usize, 1400, 65507] {
         let d: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
