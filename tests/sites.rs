@@ -788,7 +788,11 @@ fn hop_limit_and_a_configured_loop() {
         let r = c.read_response(false);
         assert_eq!((r.status, r.text().trim()), (200, want), "{t}");
     }
-    // And after them, still open.
+    // And after them, still open; a HEAD is forwarded as a HEAD (B's length, no body).
+    c.send("HEAD", &targets[0], &h, b"");
+    let r = c.read_response(true);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("12")));
+    assert!(r.body.is_empty());
     c.send("GET", &targets[0], &h, b"");
     assert_eq!(c.read_response(false).status, 200);
     // The hop count travels: 3 relays before A, A's is the 4th, B refuses (relayed by A).
