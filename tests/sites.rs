@@ -514,6 +514,28 @@ fn fake_peer(
     (addr, rx)
 }
 
+/// A listener whose queue (backlog 0) one connection fills: further connects get no answer
+/// to their SYN, as with a firewall that drops them.
+fn full_listener() -> (std::os::fd::OwnedFd, TcpStream, SocketAddr) {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, getsockname, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let port = getsockname::<SockaddrIn>(fd.as_raw_fd()).unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let first = TcpStream::connect(addr).unwrap();
+    (fd, first, addr)
+}
+
 /// Everything the server sends until it closes (or the timeout).
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -580,17 +602,24 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
         }
     });
     let stopped = free_port();
+    let (_full, _first, full_addr) = full_listener();
     let dir = TempDir::new();
-    let yaml = format!(
-        "limits:\n  write-timeout-ms: 1000\nsites:\n{}{}{}  stall:\n    url: http://{peer3}\n    response-timeout-ms: 500\n{}  \
-         silent:\n    url: http://{silent_addr}\n    response-timeout-ms: 1500\n{}{}",
+    let timeout = |name: &str, addr: SocketAddr, key: &str, ms: u32| {
+        format!("{}    {key}: {ms}\n", peer(name, &format!("http://{addr}")))
+    };
+    let yaml = [
+        "limits:\n  write-timeout-ms: 1000\nsites:\n".to_string(),
         peer("chunky", &format!("http://{peer1}")),
         peer("cut", &format!("http://{peer2}")),
         peer("big", &format!("http://{peer4}")),
+        timeout("full", full_addr, "connect-timeout-ms", 300),
+        timeout("stall", peer3, "response-timeout-ms", 500),
+        timeout("silent", silent_addr, "response-timeout-ms", 1500),
         peer("stopped", &format!("http://127.0.0.1:{stopped}")),
         peer("nosocket", "unix:/nonexistent/supd.sock"),
         peer("tls", "https://127.0.0.1:1"),
-    );
+    ]
+    .concat();
     let a = site_a(&dir, &yaml);
 
     let mut s = raw_get(
@@ -674,6 +703,21 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
         assert!(r.error_message().contains(want), "{site}: {}", r.text());
         assert_eq!(r.json()["errors"][0]["error-info"]["site"], site);
     }
+    // A connect that nobody answers: 504 after the connect timeout.
+    let t0 = Instant::now();
+    let r = a.get(&format!("{list}?site=full"), ADMIN_TOKEN);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        r.error_message().contains("did not accept the connection"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+
     let addr = a.addr;
     let t0 = Instant::now();
     let waiting = thread::spawn(move || {
