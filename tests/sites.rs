@@ -617,6 +617,7 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
         timeout("silent", silent_addr, "response-timeout-ms", 1500),
         peer("stopped", &format!("http://127.0.0.1:{stopped}")),
         peer("nosocket", "unix:/nonexistent/supd.sock"),
+        peer("nodns", "http://no-such-host.invalid:4646"),
         peer("tls", "https://127.0.0.1:1"),
     ]
     .concat();
@@ -696,6 +697,7 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
     for (site, want) in [
         ("stopped", "refused"),
         ("nosocket", "No such file"),
+        ("nodns", "cannot resolve no-such-host.invalid"),
         ("tls", "TLS to peers is not built yet"),
     ] {
         let r = a.get(&format!("{list}?site={site}"), ADMIN_TOKEN);
