@@ -738,6 +738,22 @@ fn appended_text(old_text: &str, entry: &Entry, expected: &Tokens) -> Result<Str
     expected.to_yaml()
 }
 
+/// A secret kept in a file of its own (a peer site's `token-file`): trusted as the tokens
+/// file is (root's or supd's, in a directory only they write, not writable by others), one
+/// line, surrounding white space ignored.
+pub fn read_secret_file(path: &Path) -> Result<String> {
+    let text = read_bounded(path)?;
+    let secret = text.trim();
+    if secret.is_empty() || secret.contains(['\n', '\r']) || secret.chars().any(char::is_control) {
+        return Err(Error::Invalid {
+            path: Some(path.to_owned()),
+            location: "token".to_owned(),
+            message: "must hold one token on one line".to_owned(),
+        });
+    }
+    Ok(secret.to_owned())
+}
+
 fn read_bounded(path: &Path) -> Result<String> {
     let file = File::open(path).map_err(io_err(path))?;
     let meta = file.metadata().map_err(io_err(path))?;

@@ -1,5 +1,6 @@
 //! Configuration: defaults, the YAML file and the command line, in that order of precedence.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::Operation;
+use crate::sites::url::{self as peer_url, PeerUrl};
 
 pub const DEFAULT_CONFIG: &str = "/etc/supd/supd.yaml";
 pub const DEFAULT_TOKENS: &str = "/etc/supd/tokens.yaml";
@@ -183,6 +185,28 @@ impl Default for ConnectSettings {
     }
 }
 
+/// Default of `sites.<name>.connect-timeout-ms`.
+pub const DEFAULT_SITE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `sites.<name>.response-timeout-ms`: how long a peer may take to start its
+/// answer (an exec's answer comes when the command ends).
+pub const DEFAULT_SITE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A peer supd that `site=<name>` requests are forwarded to. The files are read when the
+/// server loads the sites (`crate::sites::Peers::load`), at start and on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteConfig {
+    pub url: PeerUrl,
+    /// The token supd presents to the peer instead of the client's own.
+    pub token_file: Option<PathBuf>,
+    /// Trust for an https peer (otherwise the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS with an https peer.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub listen: Vec<ListenAddr>,
@@ -202,6 +226,8 @@ pub struct Config {
     pub exec: ExecSettings,
     pub ws: WsSettings,
     pub connect: ConnectSettings,
+    /// Peer sites by name.
+    pub sites: BTreeMap<String, SiteConfig>,
     /// The configuration file that was read, if any (to read it again on SIGHUP).
     pub config_file: Option<PathBuf>,
 }
@@ -223,6 +249,7 @@ impl Config {
             exec: ExecSettings::default(),
             ws: WsSettings::default(),
             connect: ConnectSettings::default(),
+            sites: BTreeMap::new(),
             config_file: None,
         }
     }
@@ -333,6 +360,19 @@ pub struct FileConfig {
     pub exec: Option<FileExec>,
     pub websocket: Option<FileWs>,
     pub connect: Option<FileConnect>,
+    pub sites: Option<BTreeMap<String, FileSite>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSite {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub connect_timeout_ms: Option<u64>,
+    pub response_timeout_ms: Option<u64>,
 }
 
 /// One `listen:` entry: an address, or an address with TLS settings.
@@ -663,6 +703,89 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
         "connect.connect-timeout-ms",
         &mut c.connect.connect_timeout,
     )?;
+    if let Some(sites) = file.sites {
+        c.sites = BTreeMap::new();
+        for (name, f) in sites {
+            let key = |k: &str| at(&format!("sites.{name}.{k}"));
+            check_name(&name).map_err(|m| invalid(at("sites"), m))?;
+            let url = peer_url::parse(&f.url).map_err(|m| invalid(key("url"), m))?;
+            let file_path = |p: Option<PathBuf>, k: &str| -> Result<Option<PathBuf>> {
+                match p {
+                    Some(p) => {
+                        check_path(&p).map_err(|m| invalid(key(k), m))?;
+                        Ok(Some(resolve(p)))
+                    }
+                    None => Ok(None),
+                }
+            };
+            let token_file = file_path(f.token_file, "token-file")?;
+            let ca_file = file_path(f.ca_file, "ca-file")?;
+            let cert_file = file_path(f.cert_file, "cert-file")?;
+            let key_file = file_path(f.key_file, "key-file")?;
+            if !url.is_tls() {
+                for (set, k) in [
+                    (ca_file.is_some(), "ca-file"),
+                    (cert_file.is_some(), "cert-file"),
+                    (key_file.is_some(), "key-file"),
+                ] {
+                    if set {
+                        return Err(invalid(key(k), "applies to https:// peers only".to_owned()));
+                    }
+                }
+            }
+            if cert_file.is_some() != key_file.is_some() {
+                return Err(invalid(
+                    key("cert-file"),
+                    "cert-file and key-file go together".to_owned(),
+                ));
+            }
+            let mut site = SiteConfig {
+                url,
+                token_file,
+                ca_file,
+                cert_file,
+                key_file,
+                connect_timeout: DEFAULT_SITE_CONNECT_TIMEOUT,
+                response_timeout: DEFAULT_SITE_RESPONSE_TIMEOUT,
+            };
+            ms(
+                f.connect_timeout_ms,
+                &format!("sites.{name}.connect-timeout-ms"),
+                &mut site.connect_timeout,
+            )?;
+            ms(
+                f.response_timeout_ms,
+                &format!("sites.{name}.response-timeout-ms"),
+                &mut site.response_timeout,
+            )?;
+            c.sites.insert(name, site);
+        }
+    }
+    Ok(())
+}
+
+/// The `sites:` of the configuration file read again (SIGHUP), checked as at start-up; the
+/// rest of the running configuration stays as it is.
+pub fn reload_sites(c: &Config) -> Result<BTreeMap<String, SiteConfig>> {
+    let Some(path) = &c.config_file else {
+        return Ok(c.sites.clone());
+    };
+    let mut fresh = c.clone();
+    fresh.sites = BTreeMap::new();
+    apply_file(&mut fresh, load_file(path)?, path)?;
+    fresh.site = c.site.clone();
+    check_sites(&fresh)?;
+    Ok(fresh.sites)
+}
+
+/// No peer may carry this site's own name: `site=<own name>` is always served here.
+fn check_sites(c: &Config) -> Result<()> {
+    if c.sites.contains_key(&c.site) {
+        return Err(invalid(
+            format!("sites.{}", c.site),
+            "a peer cannot have this site's own name".to_owned(),
+        ));
+    }
     Ok(())
 }
 
@@ -906,6 +1029,7 @@ fn build_config(flags: RunFlags, default_config: &Path) -> Result<Config> {
         c.host = host;
     }
     check_name(&c.host).map_err(|m| invalid("host", m))?;
+    check_sites(&c)?;
     c.bootstrap_token_file = bootstrap_file_beside(&c.tokens);
     Ok(c)
 }
@@ -1489,5 +1613,62 @@ connect: {connect-timeout-ms: 1200}
         );
         assert!(err(&["token", "create", "--name", "x", "--tenant", "y"]).contains("unknown flag"));
         assert!(err(&["token", "delete"]).contains("unknown token command"));
+    }
+
+    #[test]
+    fn sites() {
+        let path = Path::new("/etc/supd/supd.yaml");
+        let c = from_file_text(
+            "sites:\n  b:\n    url: http://127.0.0.1:4647\n    token-file: b.token\n    \
+             connect-timeout-ms: 100\n  c:\n    url: https://c.example\n    ca-file: /ca.pem\n    \
+             cert-file: c.pem\n    key-file: c.key\n  d:\n    url: unix:/run/d.sock\n",
+            path,
+        )
+        .unwrap();
+        let b = &c.sites["b"];
+        assert_eq!(b.url.to_string(), "http://127.0.0.1:4647");
+        assert_eq!(
+            b.token_file.as_deref(),
+            Some(Path::new("/etc/supd/b.token"))
+        );
+        assert_eq!(b.connect_timeout, Duration::from_millis(100));
+        assert_eq!(b.response_timeout, DEFAULT_SITE_RESPONSE_TIMEOUT);
+        let site = &c.sites["c"];
+        assert!(site.url.is_tls());
+        assert_eq!(site.key_file.as_deref(), Some(Path::new("/etc/supd/c.key")));
+        assert_eq!(c.sites["d"].url, PeerUrl::Unix("/run/d.sock".into()));
+        for (bad, want) in [
+            ("sites:\n  b: {url: 'ftp://x'}\n", "sites.b.url"),
+            (
+                "sites:\n  b: {url: 'http://x', ca-file: /ca}\n",
+                "https:// peers only",
+            ),
+            (
+                "sites:\n  b: {url: 'https://x', cert-file: /c}\n",
+                "go together",
+            ),
+            (
+                "sites:\n  b: {url: 'http://x', response-timeout-ms: 0}\n",
+                "greater than 0",
+            ),
+            ("sites:\n  'b c': {url: 'http://x'}\n", "without spaces"),
+            (
+                "sites:\n  b: {url: 'http://x', token: t}\n",
+                "unknown field",
+            ),
+            ("sites:\n  b: {}\n", "missing field"),
+        ] {
+            let e = from_file_text(bad, path).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+        // A peer named like this site would never be forwarded to.
+        let dir = std::env::temp_dir().join(format!("supd-sites-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("supd.yaml");
+        std::fs::write(&file, "site: a\nsites:\n  a: {url: 'http://x'}\n").unwrap();
+        let args = ["--config".to_owned(), file.display().to_string()];
+        let e = parse_args_with(args, Path::new("/nonexistent")).unwrap_err();
+        assert!(e.to_string().contains("own name"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

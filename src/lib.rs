@@ -15,6 +15,7 @@ mod model;
 mod ops;
 mod reactor;
 mod server;
+mod sites;
 mod status;
 mod sys;
 mod systemd;
@@ -33,6 +34,9 @@ pub mod daemon {
     pub use crate::systemd::listen_fds;
     pub mod tls {
         pub use crate::tls::server_config;
+    }
+    pub mod sites {
+        pub use crate::sites::Peers;
     }
 }
 

@@ -41,6 +41,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            // Peer sites: token files trusted and readable, TLS files readable.
+            let (_, errors) = daemon::sites::Peers::load(&cfg.sites);
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("supd: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

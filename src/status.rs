@@ -158,7 +158,7 @@ impl From<crate::ops::target::Error> for ApiError {
                 ApiError::not_found(message).info("service-instance-name", instance)
             }
             E::NotRunning { id, .. } => ApiError::conflict(message).info("container-id", id),
-            E::NoAddress | E::NoneRunning => ApiError::conflict(message),
+            E::NoAddress | E::NoVmAddress | E::NoneRunning => ApiError::conflict(message),
         }
     }
 }
@@ -268,6 +268,28 @@ impl From<crate::ops::vm_session::Error> for ApiError {
                 ApiError::conflict(message)
             }
             E::Follow(_) => ApiError::new(500, message),
+        }
+    }
+}
+
+impl From<crate::sites::Error> for ApiError {
+    fn from(e: crate::sites::Error) -> ApiError {
+        use crate::sites::Error as E;
+        use crate::sites::wire::WireError as W;
+        let status = match &e {
+            E::Wire(W::BadHops(_)) => 400,
+            E::Wire(W::Loop(_)) => 508,
+            E::Wire(W::BadResponse(_)) => 502,
+            E::Unusable { .. } | E::Unreachable { .. } | E::Peer { .. } | E::TlsNotBuilt { .. } => {
+                502
+            }
+            E::Timeout { .. } => 504,
+        };
+        let site = e.site().map(str::to_owned);
+        let err = ApiError::new(status, e.to_string());
+        match site {
+            Some(s) => err.info("site", s),
+            None => err,
         }
     }
 }

@@ -199,9 +199,22 @@ fn instances_from_supd_and_compose_labels() {
     );
 }
 
+/// Removes the test's network. It drops before the test's `Containers` (declared after it),
+/// while they are still attached, so it removes them first: otherwise the network leaks and,
+/// run after run, the engine's address pools run out.
 struct NetworkGuard(String);
 impl Drop for NetworkGuard {
     fn drop(&mut self) {
+        let ids = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("network={}", self.0)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v", id])
+                .output();
+        }
         let _ = std::process::Command::new("docker")
             .args(["network", "rm", &self.0])
             .output();

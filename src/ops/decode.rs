@@ -18,7 +18,8 @@ use crate::ws::handshake;
 /// request's `Accept` as the server parsed it (once: its error and state answers pick their
 /// format from the same value).
 pub struct DecodeCtx<'a> {
-    /// This host's site: `site=` naming another is a 404 (no forwarding yet).
+    /// This host's site: `site=` naming another is a 404 (a configured peer's name never
+    /// gets here: the server forwards it first).
     pub site: &'a str,
     /// Origins a websocket upgrade may come from.
     pub allowed_origins: &'a [String],
@@ -157,7 +158,8 @@ pub fn check_params(query: &Query, allowed: &'static [&'static str]) -> Result<(
     Ok(())
 }
 
-/// `site` absent or naming this site is served here; forwarding to peers does not exist yet.
+/// `site` absent or naming this site is served here; a configured peer was forwarded to
+/// before decoding (`server/request.rs`), so any other name is unknown.
 pub fn check_site(query: &Query, site: &str) -> Result<(), DecodeError> {
     match query.single("site")? {
         None => Ok(()),

@@ -71,6 +71,9 @@ pub(crate) struct Progress {
     /// The HTTP connection waiting for this operation is to be upgraded now (a tunnel whose
     /// connect completed); the op's 101 head goes out first.
     pub upgrade: bool,
+    /// The connection the op took over has finished its answer and may carry more requests:
+    /// the server takes it back (`Op::take_client`).
+    pub handback: bool,
 }
 
 pub(crate) enum Started {
@@ -91,6 +94,8 @@ pub(crate) enum Op {
     VmExec(vm_exec::VmExec),
     /// A websocket session with a VM's serial port (terminal or console).
     VmSession(Box<vm_session::VmSession>),
+    /// A request forwarded to a peer site, and its relayed answer.
+    Forward(Box<crate::sites::Forward>),
 }
 
 impl Op {
@@ -115,6 +120,16 @@ impl Op {
             Op::Restart(r) => r.drive(me, env),
             Op::VmExec(e) => e.drive(me, io, env),
             Op::VmSession(s) => s.drive(me, ev, io, env),
+            Op::Forward(f) => {
+                let step = f.drive(me, ev, io);
+                Progress {
+                    reply: step.reply.map(|response| Reply { response }),
+                    upgrade: step.upgrade,
+                    handback: step.handback,
+                    done: step.done,
+                    ..Progress::default()
+                }
+            }
         }
     }
 
@@ -134,6 +149,7 @@ impl Op {
         let mut out = pending;
         out.extend_from_slice(&head);
         match self {
+            Op::Forward(f) => f.attach(me, stream, peer, out, leftover, io),
             Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) | Op::VmExec(_) => {
                 Err(io::Error::other("not a websocket operation"))
             }
@@ -182,6 +198,23 @@ impl Op {
         }
     }
 
+    /// The client's connection back, with what it sent meanwhile (after `Progress::handback`).
+    pub fn take_client(&mut self, io: &mut Io<'_>) -> Option<(Stream, String, Vec<u8>)> {
+        match self {
+            Op::Forward(f) => f.take_client(io),
+            _ => None,
+        }
+    }
+
+    /// The status logged for a connection this operation took over: 101 for a websocket
+    /// session, a forwarded answer's own status.
+    pub fn takeover_status(&self) -> u16 {
+        match self {
+            Op::Forward(f) => f.status(),
+            _ => 101,
+        }
+    }
+
     /// The instance key of a restart in progress.
     pub fn restart_key(&self) -> Option<&str> {
         match self {
@@ -198,6 +231,7 @@ impl Op {
             Op::Preparing(p) => p.client_gone(io),
             Op::Exec(e) => e.client_gone(me, io),
             Op::Tunnel(t) => t.client_gone(),
+            Op::Forward(f) => f.client_gone(),
             // A restart runs to its end even if nobody waits for the answer.
             Op::Interactive(_) | Op::Restart(_) => {}
         }
@@ -213,6 +247,7 @@ impl Op {
             Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
             Op::Tunnel(t) => t.shutdown(me, io),
+            Op::Forward(f) => f.shutdown(),
             Op::Restart(_) => {}
         }
     }
@@ -224,6 +259,7 @@ impl Op {
             Op::Exec(e) => e.release(io),
             Op::Interactive(s) => s.release(io),
             Op::Tunnel(t) => t.release(io),
+            Op::Forward(f) => f.release(io),
             Op::VmSession(s) => s.release(io),
             Op::Restart(_) | Op::VmExec(_) => {}
         }
@@ -240,7 +276,8 @@ impl Op {
             | Op::Tunnel(_)
             | Op::Restart(_)
             | Op::VmExec(_)
-            | Op::VmSession(_) => {}
+            | Op::VmSession(_)
+            | Op::Forward(_) => {}
         }
     }
 }
@@ -360,7 +397,7 @@ pub(crate) fn start(
                         .iter()
                         .find_map(|a| a.split('/').next()?.parse().ok())
                 })
-                .ok_or(target::Error::NoAddress)?;
+                .ok_or(target::Error::NoVmAddress)?;
             let head = handshake::response_head(&p.accepted, &[("Deprecation", "true")]);
             let begun = tunnel::start(
                 me,

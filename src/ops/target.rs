@@ -31,6 +31,8 @@ pub(crate) enum Error {
     NotSealed,
     /// `tcp-connect` to a container without an address on a Docker network (409).
     NoAddress,
+    /// `tcp-connect` to a VM without a known address (409).
+    NoVmAddress,
     /// `connect` to an instance none of whose containers runs (409).
     NoneRunning,
 }
@@ -62,8 +64,9 @@ impl std::fmt::Display for Error {
             Error::NotSealed => f.write_str(
                 "exec is disabled: supd could not re-execute itself from a sealed copy of its binary (see its log)",
             ),
-            Error::NoAddress => f.write_str(
-                "the container has no IP address on a Docker network (a VM: no io.supd.vm.address and no address from its guest agent)",
+            Error::NoAddress => f.write_str("the container has no IP address on a Docker network"),
+            Error::NoVmAddress => f.write_str(
+                "the VM has no io.supd.vm.address label and its guest agent reported no address",
             ),
             Error::NoneRunning => f.write_str("no container of the instance is running"),
         }

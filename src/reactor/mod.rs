@@ -57,6 +57,8 @@ pub(crate) enum Role {
     Filters,
     /// The socket of the helper opening the container's ptmx (`prepare`).
     Terminal,
+    /// The connection to a peer site (`sites::Forward`).
+    Peer,
 }
 
 /// The poller, the token table, the timers and the shared read buffer.

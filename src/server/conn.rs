@@ -329,6 +329,14 @@ impl<S: ByteStream> HttpConn<S> {
         (self.stream, self.inbuf, pending)
     }
 
+    /// A connection handed back after an operation relayed its answer (a forwarded request):
+    /// what the client sent meanwhile is its next input; its token already passed auth.
+    pub(crate) fn resume(&mut self, input: Vec<u8>) {
+        self.inbuf = input;
+        self.maybe_more_input = true;
+        self.authenticated = true;
+    }
+
     /// Release buffer memory of an idle connection.
     pub(crate) fn shrink(&mut self) {
         if self.inbuf.is_empty() {

@@ -136,6 +136,8 @@ pub struct Server {
     /// Connections and operations being driven right now, outermost first (see `contained`).
     driving: Vec<Token>,
     life: Lifecycle,
+    /// The peer sites `site=` forwards to.
+    peers: crate::sites::Peers,
 }
 
 impl Server {
@@ -161,6 +163,7 @@ impl Server {
             .map_err(|e| Error::Io("register signalfd", e))?;
 
         let tokens = load_tokens(&cfg);
+        let peers = signals::load_peers(&cfg);
         let mut listeners = inherited;
         if listeners.is_empty() {
             for addr in &cfg.listen {
@@ -223,6 +226,7 @@ impl Server {
                 notified_ready: false,
                 watchdog,
             },
+            peers,
         };
         for (i, mut l) in listeners.into_iter().enumerate() {
             let t = server.token();

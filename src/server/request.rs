@@ -2,19 +2,26 @@
 //! the mirror's state or an operation started; the operation's answer or upgrade is delivered
 //! to the connection that waits for it.
 
+use std::rc::Rc;
 use std::time::Instant;
 
-use mio::Token;
+use mio::{Interest, Token};
 
-use super::conn::Phase;
+use super::conn::{HttpConn, Phase};
 use super::{Server, TokenState};
 use crate::auth::{self, Decision};
+use crate::http::query::Query;
 use crate::http::request::Request;
 use crate::http::response::{Accept, DOCUMENT};
 use crate::http::router::{self, Route};
 use crate::http::{ApiError, Format, Method, Response};
 use crate::ops;
+use crate::reactor::Target;
 use crate::reactor::log::RequestLog;
+use crate::reactor::net::Stream;
+use crate::reactor::timers::Timer;
+use crate::sites;
+use crate::ws::handshake;
 
 impl Server {
     /// A request with a body, its head complete: its body is read only if the request would
@@ -27,7 +34,7 @@ impl Server {
         // answer, so that an admitted request's is parsed once, in `handle`.
         let accept = head.header("accept").map(str::to_owned);
         let limit = match self.gate(token, &head) {
-            Ok(Gate::Route(route)) => Ok(route.endpoint.body_limit()),
+            Ok(Gate::Route(route, _)) => Ok(route.endpoint.body_limit()),
             // OPTIONS is answered without credentials; it has no use for a body.
             Ok(Gate::Options(_)) => Ok(0),
             Err(e) => Err(e),
@@ -89,7 +96,7 @@ impl Server {
             c.authenticated = true;
             self.admission.remove(token);
         }
-        Ok(Gate::Route(route))
+        Ok(Gate::Route(route, name))
     }
 
     pub(super) fn route_request(
@@ -99,11 +106,17 @@ impl Server {
         accept: Accept,
         format: Format,
     ) -> Outcome {
-        let route = match self.gate(token, req) {
-            Ok(Gate::Route(route)) => route,
+        let (route, name) = match self.gate(token, req) {
+            Ok(Gate::Route(route, name)) => (route, name),
             Ok(Gate::Options(resp)) => return Outcome::Respond(resp),
             Err(e) => return Outcome::Error(e),
         };
+        // Authorized here, with the endpoint's own permission: only now may it go on.
+        match self.peer_for(req) {
+            Ok(Some((peer, hops))) => return self.start_forward(req, peer, &name, hops, format),
+            Ok(None) => {}
+            Err(e) => return Outcome::Error(e.into()),
+        }
         let call = match ops::decode(&route, req, &ops::DecodeCtx::new(&self.cfg, accept)) {
             Ok(c) => c,
             Err(e) => return Outcome::Error(e.into()),
@@ -136,6 +149,68 @@ impl Server {
                 }
             }
             call => self.start_op(token, req, call, format),
+        }
+    }
+
+    /// The peer a request goes to: `site` naming a configured peer (absent, this site's own
+    /// name, or unknown: served or refused here, by the decoder). A request that has passed
+    /// too many relays is refused whatever its `site`.
+    fn peer_for(
+        &self,
+        req: &Request,
+    ) -> std::result::Result<Option<(Rc<sites::Peer>, u32)>, sites::Error> {
+        let hops = sites::wire::incoming_hops(req)?;
+        // A malformed query is the decoder's 400, as for a local request.
+        let Ok(query) = Query::parse(&req.query) else {
+            return Ok(None);
+        };
+        match query.single("site") {
+            Ok(Some(site)) if site != self.cfg.site => match self.peers.get(site) {
+                Some(peer) => Ok(Some((peer?, hops))),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn start_forward(
+        &mut self,
+        req: &Request,
+        peer: Rc<sites::Peer>,
+        token_name: &str,
+        hops: u32,
+        format: Format,
+    ) -> Outcome {
+        // The peer checks the handshake; which browser origins may use this site is ours.
+        if req.header_has_token("upgrade", "websocket")
+            && let Err(e) = handshake::check_origin(
+                req.header("origin"),
+                req.header("host"),
+                &self.cfg.ws.allowed_origins,
+            )
+        {
+            return Outcome::Error(e.into());
+        }
+        let out = sites::wire::Outgoing {
+            req,
+            token: peer.token.as_deref(),
+            forwarded_for: format!("{token_name}@{}", self.cfg.site),
+            hops,
+        };
+        let op_token = self.token();
+        let started = {
+            let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+            sites::Forward::start(op_token, peer.clone(), &out, format, &mut io)
+        };
+        match started {
+            Ok(f) => {
+                self.ops.insert(op_token, ops::Op::Forward(Box::new(f)));
+                Outcome::Pending(op_token)
+            }
+            Err(e) => {
+                log::info!("forward: {e}");
+                Outcome::Error(e.into())
+            }
         }
     }
 
@@ -221,7 +296,11 @@ impl Server {
         let _ = self.reactor.poll.registry().deregister(&mut c.stream);
         self.reactor.routes.remove(&token);
         if let Some(log) = log {
-            log.done(101);
+            log.done(
+                self.ops
+                    .get(&op_token)
+                    .map_or(101, ops::Op::takeover_status),
+            );
         }
         let peer = c.peer.clone();
         let (stream, leftover, pending) = c.into_upgraded();
@@ -286,6 +365,15 @@ impl Server {
                 None => self.client_gone(op_token),
             }
         }
+        if progress.handback {
+            let back = self.ops.get_mut(&op_token).and_then(|op| {
+                let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
+                op.take_client(&mut io)
+            });
+            if let Some((stream, peer, input)) = back {
+                self.resume_conn(op_token, stream, peer, input);
+            }
+        }
         if !progress.wants.is_empty() {
             self.apply_wants(progress.wants);
         }
@@ -300,6 +388,37 @@ impl Server {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             op.release(&mut io);
         }
+    }
+
+    /// A connection an operation took over and gives back (a forwarded answer relayed in
+    /// full): an HTTP connection again, its token's count moved back from the operation.
+    fn resume_conn(&mut self, op_token: Token, stream: Stream, peer: String, input: Vec<u8>) {
+        if self.life.draining.is_some() {
+            // Closing a keep-alive connection between requests is ordinary HTTP.
+            return;
+        }
+        let token = self.token();
+        let mut conn = HttpConn::new(stream, peer, None, &self.cfg.limits);
+        conn.resume(input);
+        if let Err(e) =
+            self.reactor
+                .poll
+                .registry()
+                .register(&mut conn.stream, token, Interest::READABLE)
+        {
+            log::warn!("register connection: {e}");
+            return;
+        }
+        conn.interest = Some(Interest::READABLE);
+        self.reactor.routes.insert(token, Target::Conn);
+        let limits = &self.cfg.limits;
+        self.reactor.timers.after(
+            limits.head_timeout.min(limits.idle_timeout),
+            Timer::Conn(token),
+        );
+        self.admission.transfer(op_token, token);
+        self.conns.insert(token, conn);
+        self.drive_conn(token);
     }
 
     /// An operation's HTTP answer goes to the connection waiting for it, if it is still there.
@@ -344,7 +463,8 @@ impl Server {
 pub(super) enum Gate {
     /// OPTIONS: the answer.
     Options(Response),
-    Route(Route),
+    /// The route and the name of the token that passed.
+    Route(Route, String),
 }
 
 pub(super) enum Outcome {

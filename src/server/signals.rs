@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::conn::Phase;
 use super::{Server, TokenState};
 use crate::auth::{self, Tokens};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::ops;
 use crate::systemd;
 
@@ -21,6 +21,7 @@ impl Server {
                     Ok(Signal::SIGHUP) => {
                         self.reload_tokens();
                         self.reload_tls();
+                        self.reload_sites();
                     }
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
                     _ => {}
@@ -40,6 +41,20 @@ impl Server {
         match &self.tokens {
             TokenState::Ready(t) => log::info!("SIGHUP: tokens reloaded ({} entries)", t.len()),
             TokenState::Sealed(why) => log::warn!("SIGHUP: tokens not usable, sealed: {why}"),
+        }
+    }
+
+    /// The configuration file's `sites:` again. Forwarded requests and sessions in progress
+    /// keep the peer they started with; a file that does not check keeps the sites as they
+    /// were.
+    pub(super) fn reload_sites(&mut self) {
+        match config::reload_sites(&self.cfg) {
+            Ok(sites) => {
+                self.cfg.sites = sites;
+                self.peers = load_peers(&self.cfg);
+                log::info!("SIGHUP: sites reloaded ({} peers)", self.peers.len());
+            }
+            Err(e) => log::warn!("SIGHUP: sites not reloaded, keeping the old ones: {e}"),
         }
     }
 
@@ -116,4 +131,13 @@ pub(crate) fn load_tokens(cfg: &Config) -> TokenState {
             TokenState::Sealed(e.to_string())
         }
     }
+}
+
+/// The peers of `cfg.sites`, those that cannot be used logged (they answer 502 with why).
+pub(crate) fn load_peers(cfg: &Config) -> crate::sites::Peers {
+    let (peers, errors) = crate::sites::Peers::load(&cfg.sites);
+    for e in errors {
+        log::warn!("{e}; requests for that site are answered 502");
+    }
+    peers
 }

@@ -112,6 +112,17 @@ pub fn check(
     })
 }
 
+/// Only the origin rule of [`check`]: for an upgrade relayed to a peer site, whose own
+/// handshake the peer checks, this site's policy on browser origins still applies.
+pub fn check_origin(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> Result<()> {
+    match origin {
+        Some(o) if !origin_allowed(o.trim(), host, allowed) => {
+            Err(Error::ForbiddenOrigin { origin: echoed(o) })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `Sec-WebSocket-Accept` for a key: base64(sha1(key + GUID)).
 pub fn accept_key(key: &str) -> String {
     let mut sha = Sha1::new();

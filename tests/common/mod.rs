@@ -9,6 +9,7 @@
 
 pub mod daemon;
 pub mod docker;
+pub mod private_docker;
 pub mod raw;
 pub mod ws;
 
@@ -17,6 +18,8 @@ pub mod ws;
 pub use daemon::*;
 #[allow(unused_imports)]
 pub use docker::*;
+#[allow(unused_imports)]
+pub use private_docker::PrivateDocker;
 #[allow(unused_imports)]
 pub use raw::*;
 #[allow(unused_imports)]

@@ -1,0 +1,1055 @@
+//! One forwarded request: connect to the peer, send the request, wait for the answer's head,
+//! then relay. Before the head, failures are ordinary answers (502, 504) on the client's
+//! connection; once the head is here, the client's connection is taken over (as for a
+//! websocket upgrade) and the answer streamed: an HTTP body with its framing, after which the
+//! connection is handed back to the server for the client's next request (or closed, when
+//! the client asked to close or the body ends only with the peer's connection); or a
+//! websocket's bytes both ways, verbatim.
+//!
+//! Every buffer is bounded: a side is not read while the other side's buffer is full, so a
+//! slow reader slows the writer down instead of growing memory.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Token};
+
+use super::frames::{FrameTracker, close_frame};
+use super::url::PeerUrl;
+use super::wire::{self, Framing, Outgoing, PeerHead};
+use super::{Error, Peer};
+use crate::http::chunked;
+use crate::http::request::Method;
+use crate::http::{ApiError, Format, Response};
+use crate::reactor::net::Stream;
+use crate::reactor::{Io, Role};
+
+/// Bytes buffered per direction.
+const BUFFER: usize = 256 * 1024;
+/// What a client whose connection carries on may send while an answer is relayed (its
+/// next requests): no more is read until the connection is handed back.
+const CLIENT_INPUT: usize = 64 * 1024;
+/// One read's worth.
+const CHUNK: usize = 64 * 1024;
+/// After the answer went out (or the peer vanished), how long the client may take to close
+/// its side before its connection is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What a drive did, for the operation that wraps this relay (`ops::Op::Forward`).
+#[derive(Default)]
+pub(crate) struct Step {
+    /// An error answer, before the client's connection was taken over.
+    pub reply: Option<Response>,
+    /// The answer's head is here: the client's stream is to be handed over (`attach`).
+    pub upgrade: bool,
+    /// The answer went out whole and the client's connection carries on: give it back
+    /// (`take_client`).
+    pub handback: bool,
+    pub done: bool,
+}
+
+/// The connection to a peer: a client stream like any other. TLS to an `https://` peer is
+/// one more variant of `Stream` (the `tls` branch's `Stream::tls_client` over the TCP stream,
+/// with a client configuration built from the site's files when the sites are loaded);
+/// until it is merged, `start` answers such a peer 502.
+type PeerStream = Stream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    /// Request (being) sent, reading the answer's head.
+    AwaitingHead,
+    /// The head is here; waiting for the server to hand over the client's stream.
+    Attaching,
+    Http,
+    Websocket,
+    /// Our side of the client's connection is shut: waiting for the client to close.
+    Lingering(Instant),
+}
+
+/// Where an HTTP body from the peer ends.
+enum BodyEnd {
+    Remaining(u64),
+    Chunked(Box<chunked::Decoder>),
+    UntilClose,
+    Done,
+}
+
+impl BodyEnd {
+    /// How much of `data` belongs to the body, and whether the body is over. Err: the peer's
+    /// chunked framing is broken.
+    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
+        match self {
+            BodyEnd::Remaining(n) => {
+                let used = (*n).min(data.len() as u64);
+                *n -= used;
+                Ok((used as usize, *n == 0))
+            }
+            BodyEnd::Chunked(d) => d.decode(data, |_| {}).map_err(|_| ()),
+            BodyEnd::UntilClose => Ok((data.len(), false)),
+            BodyEnd::Done => Ok((0, true)),
+        }
+    }
+}
+
+/// A bounded byte queue.
+#[derive(Default)]
+struct Buf {
+    data: Vec<u8>,
+    off: usize,
+    /// Bytes written out so far.
+    written: u64,
+}
+
+impl Buf {
+    fn len(&self) -> usize {
+        self.data.len() - self.off
+    }
+    fn room(&self) -> usize {
+        BUFFER.saturating_sub(self.len())
+    }
+    fn push(&mut self, b: &[u8]) {
+        if self.off > 0 && self.off == self.data.len() {
+            self.data.clear();
+            self.off = 0;
+        }
+        self.data.extend_from_slice(b);
+    }
+    /// Write up to `limit` queued bytes, until the stream would block.
+    fn write_to(&mut self, s: &mut impl Write, limit: usize) -> io::Result<()> {
+        let mut left = limit.min(self.len());
+        while left > 0 {
+            match s.write(&self.data[self.off..self.off + left]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.off += n;
+                    self.written += n as u64;
+                    left -= n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.off == self.data.len() {
+            self.data.clear();
+            self.off = 0;
+            if self.data.capacity() > 2 * BUFFER {
+                self.data = Vec::new();
+            }
+        } else if self.off >= BUFFER {
+            self.data.drain(..self.off);
+            self.off = 0;
+        }
+        Ok(())
+    }
+    /// Drop the last `n` queued bytes.
+    fn truncate_last(&mut self, n: usize) {
+        let keep = self.data.len() - n.min(self.len());
+        self.data.truncate(keep);
+    }
+}
+
+/// Read what `s` has, up to `room` bytes, into `scratch`. Ok(None): end of stream.
+fn read_some(s: &mut impl Read, scratch: &mut [u8], room: usize) -> io::Result<Option<usize>> {
+    let want = room.min(scratch.len());
+    loop {
+        match s.read(&mut scratch[..want]) {
+            Ok(0) => return Ok(None),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(crate) struct Forward {
+    site: Rc<Peer>,
+    format: Format,
+    method: Method,
+    /// The client's `Sec-WebSocket-Key`, for a websocket request.
+    ws_key: Option<String>,
+    websocket: bool,
+    /// The client's connection may carry another request after this one.
+    keep_alive: bool,
+    stage: Stage,
+    peer: Option<(PeerStream, Token)>,
+    client: Option<(Stream, Token)>,
+    /// The client's address as logged.
+    client_peer: String,
+    /// What the client sent after its request, kept for the connection handed back.
+    client_in: Vec<u8>,
+    /// Until when the connection, then the head, may take.
+    deadline: Instant,
+    to_peer: Buf,
+    to_client: Buf,
+    head: Vec<u8>,
+    /// The head and first body bytes for the client, waiting for the attach.
+    ready: Vec<u8>,
+    status: u16,
+    body: BodyEnd,
+    /// Last time an HTTP answer's body made progress: a peer that stops mid-body for its
+    /// response timeout is lost.
+    last_peer: Instant,
+    frames: FrameTracker,
+    peer_eof: bool,
+    /// The peer's connection failed (not a clean end).
+    peer_lost: Option<String>,
+    client_eof: bool,
+    peer_shut: bool,
+    client_shut: bool,
+    /// The answer is complete and the client's connection is to be handed back.
+    handback: bool,
+    /// supd is stopping: end a websocket with 1001.
+    stopping: bool,
+    /// Last time the client took some of its answer (`to_client.written` then).
+    client_progress: (Instant, u64),
+    gone: bool,
+}
+
+impl Forward {
+    /// Connect to the peer and queue the request. A connection refused at once (a unix
+    /// socket that is not there) is an error now; a TCP connect completes on the loop.
+    pub(crate) fn start(
+        me: Token,
+        site: Rc<Peer>,
+        out: &Outgoing<'_>,
+        format: Format,
+        io: &mut Io<'_>,
+    ) -> Result<Forward, Error> {
+        let unreachable = |reason: String| Error::Unreachable {
+            site: site.name.clone(),
+            reason,
+        };
+        let mut stream = match &site.url {
+            PeerUrl::Https { .. } => {
+                return Err(Error::TlsNotBuilt {
+                    site: site.name.clone(),
+                });
+            }
+            PeerUrl::Unix(path) => UnixStream::connect(path)
+                .map(Stream::Unix)
+                .map_err(|e| unreachable(format!("{}: {e}", path.display())))?,
+            PeerUrl::Http { .. } => {
+                let addrs = site
+                    .addrs
+                    .as_ref()
+                    .map_err(|why| unreachable(why.clone()))?;
+                let addr = *addrs
+                    .first()
+                    .ok_or_else(|| unreachable("no address".into()))?;
+                let s =
+                    TcpStream::connect(addr).map_err(|e| unreachable(format!("{addr}: {e}")))?;
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }
+        };
+        let token = io
+            .register(
+                me,
+                Role::Peer,
+                &mut stream,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| unreachable(format!("register: {e}")))?;
+        let deadline = Instant::now() + site.connect_timeout;
+        io.wake_at(me, deadline);
+        let mut to_peer = Buf::default();
+        to_peer.push(&out.bytes());
+        Ok(Forward {
+            format,
+            method: out.req.method,
+            ws_key: out.req.header("sec-websocket-key").map(str::to_owned),
+            websocket: out.websocket(),
+            keep_alive: out.req.keep_alive,
+            stage: Stage::Connecting,
+            peer: Some((stream, token)),
+            client: None,
+            client_peer: String::new(),
+            client_in: Vec::new(),
+            deadline,
+            to_peer,
+            to_client: Buf::default(),
+            head: Vec::new(),
+            ready: Vec::new(),
+            status: 0,
+            body: BodyEnd::Done,
+            last_peer: Instant::now(),
+            frames: FrameTracker::default(),
+            peer_eof: false,
+            peer_lost: None,
+            client_eof: false,
+            peer_shut: false,
+            client_shut: false,
+            handback: false,
+            stopping: false,
+            client_progress: (Instant::now(), 0),
+            gone: false,
+            site,
+        })
+    }
+
+    /// The status the access log shows for the taken-over connection.
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn fail(&mut self, e: Error) -> Step {
+        log::info!("forward: {e}");
+        // A peer's bad answer names no site by itself.
+        let err = ApiError::from(e).info("site", self.site.name.clone());
+        Step {
+            reply: Some(err.into_response(self.format)),
+            done: true,
+            ..Step::default()
+        }
+    }
+
+    pub(crate) fn drive(&mut self, me: Token, _ev: Option<Role>, io: &mut Io<'_>) -> Step {
+        if self.gone {
+            return Step {
+                done: true,
+                ..Step::default()
+            };
+        }
+        let now = Instant::now();
+        if self.stage == Stage::Connecting {
+            match self.connect_state() {
+                Ok(true) => {
+                    self.stage = Stage::AwaitingHead;
+                    self.deadline = now + self.site.response_timeout;
+                    io.wake_at(me, self.deadline);
+                }
+                Ok(false) if now >= self.deadline => {
+                    return self.fail(Error::Timeout {
+                        site: self.site.name.clone(),
+                        what: "did not accept the connection",
+                    });
+                }
+                Ok(false) => return Step::default(),
+                Err(e) => {
+                    return self.fail(Error::Unreachable {
+                        site: self.site.name.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        if self.stage == Stage::AwaitingHead {
+            return self.await_head(now, io);
+        }
+        match self.stage {
+            Stage::Http => self.relay_http(me, now, io),
+            Stage::Websocket => self.relay_websocket(io),
+            _ => {}
+        }
+        if self.handback {
+            return Step {
+                handback: true,
+                done: true,
+                ..Step::default()
+            };
+        }
+        self.check_client_stall(me, now, io);
+        self.linger(me, now, io)
+    }
+
+    /// Whether the TCP connect finished (a unix connect is done at once).
+    fn connect_state(&mut self) -> io::Result<bool> {
+        let Some((Stream::Tcp(s), _)) = &self.peer else {
+            return Ok(true);
+        };
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        match s.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn await_head(&mut self, now: Instant, io: &mut Io<'_>) -> Step {
+        let peer_err = |s: &Self, reason: String| Error::Peer {
+            site: s.site.name.clone(),
+            reason,
+        };
+        let Some((peer, _)) = self.peer.as_mut() else {
+            return Step::default();
+        };
+        let mut eof = false;
+        let mut failed = None;
+        if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
+            // A peer may answer (and close) before it has read the whole request: its
+            // answer, if any, is still read below.
+            self.to_peer = Buf::default();
+            failed = Some(e);
+        }
+        let mut scratch = io.take_scratch();
+        while self.head.len() < wire::MAX_HEAD + CHUNK {
+            match read_some(peer, &mut scratch, CHUNK) {
+                Ok(Some(n)) => {
+                    self.head.extend_from_slice(&scratch[..n]);
+                    if wire::parse_head(&self.head).map_or(true, |h| h.is_some()) {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    eof = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        io.put_scratch(scratch);
+        let head = match wire::parse_head(&self.head) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                if eof {
+                    let e = peer_err(self, "closed the connection without an answer".into());
+                    return self.fail(e);
+                }
+                if let Some(e) = failed {
+                    let e = peer_err(self, format!("connection lost before the answer: {e}"));
+                    return self.fail(e);
+                }
+                if now >= self.deadline {
+                    return self.fail(Error::Timeout {
+                        site: self.site.name.clone(),
+                        what: "did not answer",
+                    });
+                }
+                return Step::default();
+            }
+            Err(e) => {
+                let site = self.site.name.clone();
+                log::info!("forward to {site}: {e}");
+                return self.fail(Error::Wire(e));
+            }
+        };
+        self.peer_eof = eof;
+        self.on_head(head)
+    }
+
+    fn on_head(&mut self, head: PeerHead) -> Step {
+        let rest = self.head.split_off(head.len);
+        self.head = Vec::new();
+        self.status = head.status;
+        let site = self.site.name.clone();
+        if self.websocket && head.status == 101 {
+            let key = self.ws_key.clone().unwrap_or_default();
+            match wire::upgrade_head(&head, &key) {
+                Ok(h) => self.ready = h,
+                Err(e) => return self.fail(Error::Wire(e)),
+            }
+            self.frames.feed(&rest);
+            self.ready.extend_from_slice(&rest);
+            self.stage = Stage::Attaching;
+            log::debug!("forward to {site}: websocket accepted");
+        } else {
+            let framing = match wire::framing(&head, self.method) {
+                Ok(f) => f,
+                Err(e) => return self.fail(Error::Wire(e)),
+            };
+            self.keep_alive &= framing != Framing::UntilClose;
+            self.ready = wire::client_head(&head, framing, self.keep_alive);
+            self.body = match framing {
+                Framing::Empty | Framing::Length(0) => BodyEnd::Done,
+                Framing::Length(n) => BodyEnd::Remaining(n),
+                Framing::Chunked => {
+                    BodyEnd::Chunked(Box::new(chunked::Decoder::new(u64::MAX, 64 * 1024)))
+                }
+                Framing::UntilClose => BodyEnd::UntilClose,
+            };
+            match self.body.take(&rest) {
+                Ok((used, done)) => {
+                    self.ready.extend_from_slice(&rest[..used]);
+                    if done {
+                        self.body = BodyEnd::Done;
+                    }
+                }
+                Err(()) => self.peer_lost = Some("invalid chunked body".into()),
+            }
+            self.stage = Stage::Attaching;
+        }
+        Step {
+            upgrade: true,
+            ..Step::default()
+        }
+    }
+
+    /// The client's stream, after the 101 or the answer's head is decided. `out` holds what
+    /// the connection had not written yet (earlier pipelined answers); `leftover` what the
+    /// client sent after its request (websocket frames; for HTTP, requests that this closing
+    /// connection will not answer).
+    pub(crate) fn attach(
+        &mut self,
+        me: Token,
+        mut stream: Stream,
+        peer: String,
+        out: Vec<u8>,
+        leftover: Vec<u8>,
+        io: &mut Io<'_>,
+    ) -> io::Result<()> {
+        self.client_peer = peer;
+        self.client_progress = (Instant::now(), self.to_client.written);
+        self.last_peer = Instant::now();
+        let token = io.register(
+            me,
+            Role::Client,
+            &mut stream,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.client = Some((stream, token));
+        self.to_client.push(&out);
+        self.to_client.push(&std::mem::take(&mut self.ready));
+        if self.websocket && self.status == 101 {
+            self.to_peer.push(&leftover);
+            self.stage = Stage::Websocket;
+        } else {
+            self.client_in = leftover;
+            self.stage = Stage::Http;
+        }
+        Ok(())
+    }
+
+    fn relay_http(&mut self, me: Token, now: Instant, io: &mut Io<'_>) {
+        let mut scratch = io.take_scratch();
+        while let Some((client, _)) = self.client.as_mut() {
+            if let Err(e) = self.to_client.write_to(client, usize::MAX) {
+                log::debug!("forward: client write: {e}");
+                self.gone = true;
+                break;
+            }
+            // What the client sends now is its next request (kept for the connection handed
+            // back, up to a limit) or, when its connection closes after this answer, dropped;
+            // read so that a close is seen.
+            let room = if self.keep_alive {
+                CLIENT_INPUT.saturating_sub(self.client_in.len())
+            } else {
+                CHUNK
+            };
+            if !self.client_eof && room > 0 {
+                match read_some(client, &mut scratch, room) {
+                    Ok(Some(n)) => {
+                        if self.keep_alive {
+                            self.client_in.extend_from_slice(&scratch[..n]);
+                        }
+                        continue;
+                    }
+                    Ok(None) => self.client_eof = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        self.gone = true;
+                        break;
+                    }
+                }
+            }
+            let body_open = !matches!(self.body, BodyEnd::Done);
+            if !body_open || self.peer_lost.is_some() || self.to_client.room() == 0 {
+                break;
+            }
+            let Some((peer, _)) = self.peer.as_mut() else {
+                break;
+            };
+            match read_some(peer, &mut scratch, self.to_client.room()) {
+                Ok(Some(n)) => match self.body.take(&scratch[..n]) {
+                    Ok((used, done)) => {
+                        self.last_peer = now;
+                        self.to_client.push(&scratch[..used]);
+                        if done {
+                            self.body = BodyEnd::Done;
+                        }
+                    }
+                    Err(()) => self.peer_lost = Some("invalid chunked body".into()),
+                },
+                Ok(None) => {
+                    if matches!(self.body, BodyEnd::UntilClose) {
+                        self.body = BodyEnd::Done;
+                    } else {
+                        self.peer_lost = Some("the peer closed the connection mid-answer".into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => self.peer_lost = Some(format!("the peer connection failed: {e}")),
+            }
+        }
+        io.put_scratch(scratch);
+        let body_open = !matches!(self.body, BodyEnd::Done);
+        if self.to_client.room() == 0 {
+            // Waiting for the client, not for the peer.
+            self.last_peer = now;
+        }
+        if body_open && self.peer_lost.is_none() && !self.gone {
+            let stalled_until = self.last_peer + self.site.response_timeout;
+            if now >= stalled_until {
+                self.peer_lost = Some(format!(
+                    "no data from the peer for {:?} mid-answer",
+                    self.site.response_timeout
+                ));
+            } else {
+                io.wake_at(me, stalled_until);
+            }
+        }
+        if let Some(why) = &self.peer_lost {
+            // The client cannot tell a cut answer from a whole one otherwise.
+            log::info!(
+                "forward to {}: {why}; closing the client's connection",
+                self.site.name
+            );
+            self.gone = true;
+            return;
+        }
+        if matches!(self.body, BodyEnd::Done) && self.to_client.len() == 0 && !self.client_shut {
+            self.release_peer(io);
+            if self.keep_alive {
+                self.handback = true;
+            } else {
+                self.shut_client();
+            }
+        }
+    }
+
+    /// A client that takes none of what it is owed for the write timeout is dropped, as a
+    /// local connection is: an HTTP answer, or the end of a websocket whose peer has gone
+    /// (while both sides live, the peer's pings judge the client).
+    fn check_client_stall(&mut self, me: Token, now: Instant, io: &mut Io<'_>) {
+        if self.to_client.written != self.client_progress.1 {
+            self.client_progress = (now, self.to_client.written);
+        }
+        let owed = self.to_client.len() > 0;
+        let judged = match self.stage {
+            Stage::Http | Stage::Lingering(_) => true,
+            Stage::Websocket => self.peer_eof || self.peer_lost.is_some() || self.stopping,
+            _ => false,
+        };
+        if !owed || !judged || self.gone {
+            return;
+        }
+        let limit = self.client_progress.0 + io.cfg.limits.write_timeout;
+        if now >= limit {
+            log::info!(
+                "forward to {}: the client took nothing for {:?}; dropped",
+                self.site.name,
+                io.cfg.limits.write_timeout
+            );
+            self.gone = true;
+        } else {
+            io.wake_at(me, limit);
+        }
+    }
+
+    /// The client's connection, its answer complete, with what it sent meanwhile.
+    pub(crate) fn take_client(&mut self, io: &mut Io<'_>) -> Option<(Stream, String, Vec<u8>)> {
+        if !self.handback {
+            return None;
+        }
+        let (mut c, t) = self.client.take()?;
+        io.deregister(t, &mut c);
+        self.gone = true;
+        Some((
+            c,
+            std::mem::take(&mut self.client_peer),
+            std::mem::take(&mut self.client_in),
+        ))
+    }
+
+    fn relay_websocket(&mut self, io: &mut Io<'_>) {
+        let mut scratch = io.take_scratch();
+        let mut moved = true;
+        while moved && !self.gone {
+            moved = false;
+            let (Some((client, _)), Some((peer, _))) = (self.client.as_mut(), self.peer.as_mut())
+            else {
+                break;
+            };
+            // Client to peer: verbatim.
+            if self.peer_lost.is_none() {
+                let before = self.to_peer.len();
+                if let Err(e) = self.to_peer.write_to(peer, usize::MAX) {
+                    self.peer_lost = Some(format!("writing to the peer: {e}"));
+                }
+                moved |= self.to_peer.len() < before;
+            }
+            if !self.client_eof && self.to_peer.room() > 0 {
+                match read_some(client, &mut scratch, self.to_peer.room()) {
+                    Ok(Some(n)) => {
+                        self.to_peer.push(&scratch[..n]);
+                        moved = true;
+                    }
+                    Ok(None) => {
+                        self.client_eof = true;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        self.gone = true;
+                        break;
+                    }
+                }
+            }
+            if self.client_eof && self.to_peer.len() == 0 && !self.peer_shut {
+                self.peer_shut = true;
+                let _ = peer.shutdown(Shutdown::Write);
+            }
+            // Peer to client: whole frames, so that a close can follow them if the peer dies.
+            let held = (self.frames.partial() as usize).min(self.to_client.len());
+            let held = if held == self.to_client.len() && self.to_client.room() == 0 {
+                // One frame larger than the buffer: pass it on as it comes.
+                0
+            } else {
+                held
+            };
+            let before = self.to_client.len();
+            if let Err(e) = self.to_client.write_to(client, self.to_client.len() - held) {
+                log::debug!("forward: client write: {e}");
+                self.gone = true;
+                break;
+            }
+            moved |= self.to_client.len() < before;
+            if !self.peer_eof && self.peer_lost.is_none() && self.to_client.room() > 0 {
+                match read_some(peer, &mut scratch, self.to_client.room()) {
+                    Ok(Some(n)) => {
+                        self.frames.feed(&scratch[..n]);
+                        self.to_client.push(&scratch[..n]);
+                        moved = true;
+                    }
+                    Ok(None) => {
+                        self.peer_eof = true;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => self.peer_lost = Some(format!("the peer connection failed: {e}")),
+                }
+            }
+            if (self.peer_eof || self.peer_lost.is_some() || self.stopping) && !self.client_shut {
+                // The peer's own close, if it sent one, is the end; otherwise ours.
+                if !self.frames.close_seen {
+                    self.inject_close();
+                    moved = true;
+                    if self.gone {
+                        break;
+                    }
+                }
+                if self.to_client.len() == 0 {
+                    self.shut_client();
+                }
+            }
+        }
+        io.put_scratch(scratch);
+        if self.client_shut && (self.peer_eof || self.peer_lost.is_some()) {
+            self.release_peer(io);
+        }
+    }
+
+    /// The peer vanished without closing the websocket (or supd is stopping): end the
+    /// client's stream with a 1011 (1001) close after the last whole frame, and drop the
+    /// peer. If part of a frame already went out, the frame cannot be finished: the
+    /// connection is dropped.
+    fn inject_close(&mut self) {
+        let partial = self.frames.partial() as usize;
+        if partial > self.to_client.len() {
+            log::info!(
+                "forward to {}: peer lost mid-frame; dropping the client's connection",
+                self.site.name
+            );
+            self.gone = true;
+            return;
+        }
+        self.to_client.truncate_last(partial);
+        self.frames = FrameTracker::default();
+        self.frames.close_seen = true;
+        let (code, reason) = if self.stopping && self.peer_lost.is_none() && !self.peer_eof {
+            (1001, "supd is shutting down".to_string())
+        } else {
+            (
+                1011,
+                format!(
+                    "site {}: the connection to the peer was lost",
+                    self.site.name
+                ),
+            )
+        };
+        log::info!("forward: {reason}");
+        self.to_client.push(&close_frame(code, &reason));
+        self.peer_lost = None;
+        self.peer_eof = true;
+    }
+
+    fn shut_client(&mut self) {
+        if let Some((c, _)) = self.client.as_mut() {
+            let _ = c.shutdown(Shutdown::Write);
+        }
+        self.client_shut = true;
+        self.stage = Stage::Lingering(Instant::now() + LINGER);
+    }
+
+    fn release_peer(&mut self, io: &mut Io<'_>) {
+        if let Some((mut p, t)) = self.peer.take() {
+            io.deregister(t, &mut p);
+        }
+    }
+
+    /// After our side is shut: the rest of the client's input is read and dropped until it
+    /// closes (closing with unread input would reset the connection and could destroy the
+    /// answer in flight), or until the linger time is over.
+    fn linger(&mut self, me: Token, now: Instant, io: &mut Io<'_>) -> Step {
+        let mut p = Step::default();
+        if self.gone {
+            p.done = true;
+            return p;
+        }
+        let Stage::Lingering(until) = self.stage else {
+            return p;
+        };
+        let mut scratch = io.take_scratch();
+        if let Some((c, _)) = self.client.as_mut() {
+            loop {
+                match read_some(c, &mut scratch, CHUNK) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        self.client_eof = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.client_eof = true;
+                        break;
+                    }
+                }
+            }
+        }
+        io.put_scratch(scratch);
+        if self.client_eof || now >= until {
+            p.done = true;
+        } else {
+            io.wake_at(me, until);
+        }
+        p
+    }
+
+    pub(crate) fn client_gone(&mut self) {
+        self.gone = true;
+    }
+
+    /// supd is stopping: a websocket is closed with 1001 after its last whole frame; anything
+    /// else ends now.
+    pub(crate) fn shutdown(&mut self) {
+        if self.stage == Stage::Websocket {
+            self.stopping = true;
+        } else {
+            self.gone = true;
+        }
+    }
+
+    pub(crate) fn release(&mut self, io: &mut Io<'_>) {
+        self.release_peer(io);
+        if let Some((mut c, t)) = self.client.take() {
+            io.deregister(t, &mut c);
+        }
+    }
+}
+
+/// The relay over real sockets, no daemon: a unix-socket peer played by the test, a socket
+/// pair for the client.
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::http::request::Request;
+    use crate::reactor::Reactor;
+    use crate::ws::handshake::accept_key;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    struct Rig {
+        reactor: Reactor,
+        cfg: Config,
+        listener: UnixListener,
+        path: PathBuf,
+    }
+
+    impl Rig {
+        fn new(tag: &str) -> Rig {
+            let path =
+                std::env::temp_dir().join(format!("supd-fwd-{tag}-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).unwrap();
+            Rig {
+                reactor: Reactor::new(1).unwrap(),
+                cfg: Config::default(),
+                listener,
+                path,
+            }
+        }
+
+        fn peer(&self) -> Rc<Peer> {
+            Rc::new(Peer {
+                name: "b".into(),
+                url: PeerUrl::Unix(self.path.clone()),
+                addrs: Ok(Vec::new()),
+                token: None,
+                connect_timeout: Duration::from_secs(5),
+                response_timeout: Duration::from_secs(5),
+            })
+        }
+
+        fn io(&mut self) -> Io<'_> {
+            Io::new(&mut self.reactor, &self.cfg)
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    fn ws_request() -> Request {
+        let mut r = crate::ops::decode::testing::request(
+            Method::Get,
+            "protocol=tcp&port=7&site=b",
+            &crate::ops::decode::testing::ws_headers("v1.connect.supd"),
+            b"",
+        );
+        r.path = "/v1/state/applications/a/service-instances/s-1/connect".into();
+        r
+    }
+
+    /// Drive until `f` holds (the sockets are real: give them a moment).
+    fn drive_until(
+        f: &mut Forward,
+        rig: &mut Rig,
+        mut done: impl FnMut(&Step, &Forward) -> bool,
+    ) -> Step {
+        for _ in 0..500 {
+            let step = f.drive(Token(1), None, &mut rig.io());
+            if done(&step, f) {
+                return step;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("no progress");
+    }
+
+    /// Everything a non-blocking stream gives until its end (or two seconds).
+    fn read_to_eof(s: &mut mio::net::UnixStream) -> Vec<u8> {
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_peer_lost_mid_frame_ends_the_clients_stream_with_1011_after_the_last_whole_frame() {
+        let mut rig = Rig::new("ws");
+        let req = ws_request();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let peer = rig.peer();
+        let mut f = Forward::start(Token(1), peer, &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let mut head = vec![0u8; 4096];
+        let n = b.read(&mut head).unwrap();
+        let sent = String::from_utf8_lossy(&head[..n]).into_owned();
+        assert!(sent.starts_with(
+            "GET /v1/state/applications/a/service-instances/s-1/connect?protocol=tcp&port=7 HTTP/1.1\r\n"
+        ));
+        // The 101, one whole frame, and the first bytes of another; then the peer is gone.
+        let whole = [0x82, 3, b'a', b'b', b'c'];
+        let partial = [0x82, 10, b'x'];
+        b.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: v1.connect.supd\r\n\r\n",
+                accept_key(KEY)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        b.write_all(&whole).unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.upgrade);
+        assert!(step.reply.is_none());
+        let (ours, mut client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            b"earlier".to_vec(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        b.write_all(&partial).unwrap();
+        drop(b);
+        drive_until(&mut f, &mut rig, |_, f| f.client_shut);
+        let got = read_to_eof(&mut client);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("earlierHTTP/1.1 101 Switching Protocols\r\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("Sec-WebSocket-Accept: {}\r\n", accept_key(KEY))));
+        let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+        let close = close_frame(1011, "site b: the connection to the peer was lost");
+        assert_eq!(body, [&whole[..], &close].concat());
+        drop(client);
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+    }
+
+    #[test]
+    fn a_peer_that_closes_before_answering_is_502_and_a_silent_one_504() {
+        let mut rig = Rig::new("http");
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        let out = Outgoing {
+            req: &req,
+            token: Some("site-token"),
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (b, _) = rig.listener.accept().unwrap();
+        drop(b);
+        let step = drive_until(&mut f, &mut rig, |s, _| s.done);
+        let r = step.reply.expect("an error answer");
+        assert_eq!(r.status, 502);
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains("without an answer"), "{body}");
+
+        let mut peer = rig.peer();
+        Rc::get_mut(&mut peer).unwrap().response_timeout = Duration::from_millis(50);
+        let mut f = Forward::start(Token(1), peer, &out, Format::Json, &mut rig.io()).unwrap();
+        let (_held, _) = rig.listener.accept().unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.done);
+        assert_eq!(step.reply.unwrap().status, 504);
+    }
+}
