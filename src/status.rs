@@ -267,6 +267,7 @@ impl From<crate::ops::vm_session::Error> for ApiError {
             E::TerminalsBusy { .. } | E::NoTerminals | E::ConsoleBusy | E::Port { .. } => {
                 ApiError::conflict(message)
             }
+            E::PortTimeout { .. } => ApiError::new(504, message),
             E::Follow(_) => ApiError::new(500, message),
         }
     }

@@ -80,6 +80,8 @@ pub(crate) enum Error {
     ConsoleBusy,
     /// The port's socket could not be connected (409).
     Port { which: String, why: String },
+    /// The helper connecting to the port's socket did not answer in time (504).
+    PortTimeout { which: String, after: Duration },
     /// The loop would not take a descriptor (500).
     Follow(std::io::Error),
 }
@@ -96,6 +98,11 @@ impl std::fmt::Display for Error {
                 "another session has the VM's console (ask with takeover=true to take it over)",
             ),
             Error::Port { which, why } => write!(f, "cannot connect to the VM's {which}: {why}"),
+            Error::PortTimeout { which, after } => write!(
+                f,
+                "the VM's {which} could not be reached within {} ms",
+                after.as_millis()
+            ),
             Error::Follow(e) => write!(f, "cannot follow the session: {e}"),
         }
     }
@@ -301,19 +308,24 @@ impl VmSession {
         if let Some((helper, _)) = self.helper.take() {
             io.deregister_fd(token, helper.socket());
         }
-        let fds = match result {
+        let why = match result {
+            Ok(fds) => Ok(fds),
+            Err(Failed::Timeout(after)) => Err(Error::PortTimeout {
+                which: self.which(),
+                after,
+            }),
+            Err(Failed::Job(errno)) => Err(Error::Port {
+                which: self.which(),
+                why: errno.desc().to_string(),
+            }),
+            Err(Failed::Other(e)) => Err(Error::Port {
+                which: self.which(),
+                why: e.to_string(),
+            }),
+        };
+        let fds = match why {
             Ok(fds) => fds,
-            Err(e) => {
-                let why = match e {
-                    Failed::Job(errno) => errno.desc().to_string(),
-                    Failed::Timeout(after) => format!("no answer within {} ms", after.as_millis()),
-                    Failed::Other(e) => e.to_string(),
-                };
-                return self.fail(Error::Port {
-                    which: self.which(),
-                    why,
-                });
-            }
+            Err(e) => return self.fail(e),
         };
         if let Err(e) = self.adopt(me, fds, io) {
             return self.fail(e);

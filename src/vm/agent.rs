@@ -736,3 +736,218 @@ fn seed() -> u32 {
     }
     u32::from_ne_bytes(b)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The agent's state machine against a scripted agent on the other end of a socket pair:
+    //! what a real agent does in the protocol's corners (stale answers, silence, a restart),
+    //! which a healthy VM rarely shows. tests/vm.rs runs the real one.
+
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::reactor::Reactor;
+
+    /// What the scripted agent does with one command line it read.
+    type Script = Box<dyn FnMut(&Value, &mut dyn std::io::Write) + Send>;
+
+    /// A scripted agent: reads command lines (a 0xFF before a sync is skipped, as the real
+    /// agent resets its parser on it) and lets `script` answer; reports each command's name.
+    fn fake_agent(
+        stream: std::os::unix::net::UnixStream,
+        mut script: Script,
+    ) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = stream.try_clone().unwrap();
+            let mut lines = BufReader::new(stream);
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                let start = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
+                if let Ok(v) = serde_json::from_slice::<Value>(&line[start..]) {
+                    let _ = tx.send(v["execute"].as_str().unwrap_or("").to_string());
+                    script(&v, &mut out);
+                }
+                line.clear();
+            }
+        });
+        rx
+    }
+
+    /// Answers a sync with the delimiter and its id, the agent's own questions briefly.
+    fn routine(v: &Value, out: &mut dyn std::io::Write) -> bool {
+        match v["execute"].as_str() {
+            Some("guest-sync-delimited") => {
+                let id = &v["arguments"]["id"];
+                let mut answer = vec![0xFF];
+                answer.extend_from_slice(format!("{{\"return\": {id}}}\n").as_bytes());
+                let _ = out.write_all(&answer);
+            }
+            Some("guest-info") => {
+                let _ = out.write_all(b"{\"return\": {\"version\": \"7.2.0\"}}\n");
+            }
+            Some("guest-get-osinfo") => {
+                let _ = out.write_all(b"{\"return\": {\"id\": \"fake\"}}\n");
+            }
+            Some("guest-network-get-interfaces") => {
+                let _ = out.write_all(b"{\"return\": []}\n");
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    struct Rig {
+        reactor: Reactor,
+        cfg: Config,
+        agent: Agent,
+    }
+
+    impl Rig {
+        fn new(script: Script) -> (Rig, mpsc::Receiver<String>) {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let seen = fake_agent(theirs, script);
+            let mut reactor = Reactor::new(10).unwrap();
+            let cfg = Config::default();
+            let key = reactor.token();
+            let mut agent = Agent::new(key, 1, "fake", "/run/qga.sock", 1 << 16);
+            let mut io = Io::new(&mut reactor, &cfg);
+            agent.connected_socket(vec![OwnedFd::from(ours)], &mut io);
+            (
+                Rig {
+                    reactor,
+                    cfg,
+                    agent,
+                },
+                seen,
+            )
+        }
+
+        /// Turns the loop until a reply comes (or `limit` passes): the replies.
+        fn run_for_reply(&mut self, limit: Duration) -> Vec<Reply> {
+            let until = Instant::now() + limit;
+            let mut events = mio::Events::with_capacity(8);
+            loop {
+                let _ = self
+                    .reactor
+                    .poll
+                    .poll(&mut events, Some(Duration::from_millis(5)));
+                while self.reactor.timers.pop_due(Instant::now()).is_some() {}
+                let mut io = Io::new(&mut self.reactor, &self.cfg);
+                let replies = self.agent.on_event(&mut io);
+                if !replies.is_empty() || Instant::now() >= until {
+                    return replies;
+                }
+            }
+        }
+
+        fn submit(&mut self, tag: u64, cmd: Command, timeout: Duration) -> Result<(), Error> {
+            let mut io = Io::new(&mut self.reactor, &self.cfg);
+            self.agent.submit(
+                Request {
+                    owner: Token(1),
+                    tag,
+                    cmd,
+                    timeout,
+                },
+                &mut io,
+            )
+        }
+    }
+
+    #[test]
+    fn answers_before_the_sync_are_stale_and_never_delivered() {
+        let mut first = true;
+        let (mut rig, _seen) = Rig::new(Box::new(move |v, out| {
+            if v["execute"] == "guest-sync-delimited" && first {
+                first = false;
+                // A late answer to some earlier client's command, then the sync's.
+                let _ = out.write_all(b"{\"return\": {\"pid\": 666}}\n");
+            }
+            if !routine(v, out) && v["execute"] == "guest-exec" {
+                let _ = out.write_all(b"{\"return\": {\"pid\": 7}}\n");
+            }
+        }));
+        rig.submit(1, Command::Run(vec!["true".into()]), Duration::from_secs(5))
+            .unwrap();
+        let replies = rig.run_for_reply(Duration::from_secs(5));
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].tag, 1);
+        match &replies[0].result {
+            Ok(Got::Value(v)) => assert_eq!(qga::exec_pid(v), Some(7)),
+            other => panic!("{other:?}"),
+        }
+        assert!(rig.agent.connected());
+        assert_eq!(rig.agent.version, Some((7, 2)));
+    }
+
+    #[test]
+    fn a_silent_agent_times_out_then_a_resync_drops_its_late_answer() {
+        let mut execs = 0;
+        let (mut rig, seen) = Rig::new(Box::new(move |v, out| {
+            if routine(v, out) {
+                return;
+            }
+            execs += 1;
+            if execs == 1 {
+                // Silent now; the answer comes late, after supd's next sync was sent (the
+                // agent answers in order: the late one first).
+                std::thread::sleep(Duration::from_millis(400));
+                let _ = out.write_all(b"{\"return\": {\"pid\": 1001}}\n");
+            } else {
+                let _ = out.write_all(b"{\"return\": {\"pid\": 2002}}\n");
+            }
+        }));
+        rig.submit(
+            1,
+            Command::Run(vec!["a".into()]),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let replies = rig.run_for_reply(Duration::from_secs(5));
+        assert!(
+            matches!(replies[0].result, Err(Error::Timeout { .. })),
+            "{replies:?}"
+        );
+        rig.submit(2, Command::Run(vec!["b".into()]), Duration::from_secs(5))
+            .unwrap();
+        let replies = rig.run_for_reply(Duration::from_secs(5));
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].tag, 2);
+        match &replies[0].result {
+            Ok(Got::Value(v)) => assert_eq!(qga::exec_pid(v), Some(2002), "stale answer"),
+            other => panic!("{other:?}"),
+        }
+        // A second sync went out after the timeout.
+        let syncs = seen
+            .try_iter()
+            .filter(|c| c == "guest-sync-delimited")
+            .count();
+        assert!(syncs >= 2, "{syncs} syncs");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_a_closed_connection_fails_the_command_in_flight() {
+        let (mut rig, _seen) = Rig::new(Box::new(|v, out| {
+            routine(v, out);
+        }));
+        for i in 0..MAX_QUEUE {
+            rig.submit(
+                i as u64,
+                Command::Run(vec!["x".into()]),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            rig.submit(99, Command::Run(vec!["x".into()]), Duration::from_secs(5)),
+            Err(Error::Busy)
+        );
+        let mut io = Io::new(&mut rig.reactor, &rig.cfg);
+        let replies = rig.agent.close(&mut io);
+        assert_eq!(replies.len(), MAX_QUEUE);
+        assert!(replies.iter().all(|r| r.result == Err(Error::Gone)));
+    }
+}
