@@ -44,6 +44,14 @@ pub mod daemon {
 /// directly: the pure parsers and decoders, and the container entry. The paths mirror the
 /// crate's modules (`testing::http::query` is `http::query`).
 pub mod testing {
+    pub mod vm {
+        pub mod qga {
+            pub use crate::vm::qga::{
+                Answer, Decoder, Line, MAX_IPS, exec_pid, exec_status, exec_status_from_prefix,
+                guest_ips, parse_answer, sync_id, version,
+            };
+        }
+    }
     pub mod tls {
         pub use crate::tls::client_config;
     }
