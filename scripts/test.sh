@@ -38,15 +38,40 @@ fi
 # Without cargo-nextest (building it costs more than it saves on a fresh machine), or with
 # SUPD_PARALLEL_TESTS=0, cargo test runs them all in turn. SUPD_TEST_THREADS sets how many
 # tests run at once (default: the number of CPUs).
+#
+# The VM binaries (tests/vm*.rs) each boot one real VM for all their tests, so they run with
+# cargo test (one process per binary), started in the background beside the behaviour tests:
+# most of their time is the guest booting and answering, not supd.
 alone=(abuse conn_hardening docker_events filter_read fuse_stall http_strict mem_bounds soak)
+vms=()
+for f in tests/vm*.rs; do
+    t=$(basename "$f" .rs)
+    # tests/vm_state.rs needs no VM: it stays with the behaviour tests.
+    [ "$t" = vm_state ] || vms+=("$t")
+done
+scripts/build-test-vm.sh >/dev/null
 if [ "${SUPD_PARALLEL_TESTS:-1}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
-    filter="" only=()
+    filter="" only=() vm_only=()
     for t in "${alone[@]}"; do
         filter+="${filter:+ | }binary(=$t)"
         only+=(--test "$t")
     done
+    for t in "${vms[@]}"; do
+        filter+="${filter:+ | }binary(=$t)"
+        vm_only+=(--test "$t")
+    done
+    cargo test --no-run --quiet "${vm_only[@]}" 2>&1
+    vm_log=$(mktemp)
+    (cargo test "${vm_only[@]}" >"$vm_log" 2>&1; echo $? >"$vm_log.rc") &
+    vm_job=$!
+    status=0
     cargo nextest run --all-targets --no-fail-fast --final-status-level=slow \
-        --test-threads "${SUPD_TEST_THREADS:-num-cpus}" -E "not ($filter)" 2>&1
+        --test-threads "${SUPD_TEST_THREADS:-num-cpus}" -E "not ($filter)" 2>&1 || status=$?
+    wait "$vm_job" || true
+    cat "$vm_log"
+    vm_status=$(cat "$vm_log.rc")
+    rm -f "$vm_log" "$vm_log.rc"
+    [ "$status" = 0 ] && [ "$vm_status" = 0 ] || exit 1
     cargo test "${only[@]}" 2>&1
 else
     cargo test --all-targets 2>&1

@@ -148,33 +148,21 @@ impl Op {
     ) -> io::Result<()> {
         let mut out = pending;
         out.extend_from_slice(&head);
-        match self {
-            Op::Forward(f) => f.attach(me, stream, peer, out, leftover, io),
+        // The op's own 101 head (when it holds one) follows; then its client is attached.
+        let (held_head, slot): (Vec<u8>, &mut dyn FnMut(wsclient::WsClient)) = match self {
+            Op::Forward(f) => return f.attach(me, stream, peer, out, leftover, io),
             Op::Preparing(_) | Op::Exec(_) | Op::Restart(_) | Op::VmExec(_) => {
-                Err(io::Error::other("not a websocket operation"))
+                return Err(io::Error::other("not a websocket operation"));
             }
-            Op::Interactive(s) => {
-                out.extend_from_slice(&s.take_head());
-                s.attach(wsclient::WsClient::attach(
-                    me, stream, peer, out, leftover, io,
-                )?);
-                Ok(())
-            }
-            Op::VmSession(s) => {
-                out.extend_from_slice(&s.take_head());
-                s.attach(wsclient::WsClient::attach(
-                    me, stream, peer, out, leftover, io,
-                )?);
-                Ok(())
-            }
-            Op::Tunnel(t) => {
-                out.extend_from_slice(&t.take_head());
-                t.attach(wsclient::WsClient::attach(
-                    me, stream, peer, out, leftover, io,
-                )?);
-                Ok(())
-            }
-        }
+            Op::Interactive(s) => (s.take_head(), &mut |c| s.attach(c)),
+            Op::VmSession(s) => (s.take_head(), &mut |c| s.attach(c)),
+            Op::Tunnel(t) => (t.take_head(), &mut |c| t.attach(c)),
+        };
+        out.extend_from_slice(&held_head);
+        slot(wsclient::WsClient::attach(
+            me, stream, peer, out, leftover, io,
+        )?);
+        Ok(())
     }
 
     /// A guest agent answered a command of this operation.

@@ -17,7 +17,7 @@ use super::{EnvMut, Io, Progress, Reply};
 use crate::container::ExitStatus;
 use crate::http::{ApiError, Format};
 use crate::vm::qga::{self, Command};
-use crate::vm::{AgentError, Got, Request};
+use crate::vm::{AgentError, Got};
 
 /// How long the agent has to answer one command once it is sent.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,16 +85,7 @@ impl VmExec {
         io: &mut Io<'_>,
         env: &mut EnvMut<'_>,
     ) -> Result<(), AgentError> {
-        let vm = env.vms.get_mut(&self.vm).ok_or(AgentError::Gone)?;
-        vm.agent.submit(
-            Request {
-                owner: me,
-                tag,
-                cmd,
-                timeout: COMMAND_TIMEOUT,
-            },
-            io,
-        )
+        env.vms.submit(&self.vm, me, tag, cmd, COMMAND_TIMEOUT, io)
     }
 
     /// Timers (and the first turn): start, poll, escalate a kill.
@@ -245,11 +236,7 @@ impl VmExec {
 
     fn kill(&mut self, signal: &str, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         let Some(pid) = self.pid else { return };
-        let cmd = Command::Shell {
-            script: format!("kill -{signal} \"$0\""),
-            args: vec![pid.to_string()],
-        };
-        if let Err(e) = self.send(me, TAG_KILL, cmd, io, env) {
+        if let Err(e) = self.send(me, TAG_KILL, qga::kill(pid, signal, false), io, env) {
             log::warn!(
                 "cannot kill guest process {pid} of VM {}: {e}",
                 short(&self.vm)

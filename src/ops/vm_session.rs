@@ -34,7 +34,7 @@ use crate::container::ExitStatus;
 use crate::container::helper::{Failed, InRoot, Job};
 use crate::http::{ApiError, Format};
 use crate::vm::qga::{self, Command};
-use crate::vm::{AgentError, Got, Request};
+use crate::vm::{AgentError, Got};
 use crate::ws::protocol::{self, ClientFrame};
 
 /// Largest output frame.
@@ -242,16 +242,7 @@ impl VmSession {
         io: &mut Io<'_>,
         env: &mut EnvMut<'_>,
     ) -> Result<(), AgentError> {
-        let vm = env.vms.get_mut(&self.vm).ok_or(AgentError::Gone)?;
-        vm.agent.submit(
-            Request {
-                owner: me,
-                tag,
-                cmd,
-                timeout: COMMAND_TIMEOUT,
-            },
-            io,
-        )
+        env.vms.submit(&self.vm, me, tag, cmd, COMMAND_TIMEOUT, io)
     }
 
     fn device(&self) -> String {
@@ -692,11 +683,7 @@ impl VmSession {
     fn signal_group(&mut self, signal: &str, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         let Some(pid) = self.pid else { return };
         // setsid made the command its session's and group's leader: its group id is its pid.
-        let cmd = Command::Shell {
-            script: format!("kill -{signal} -\"$0\" 2>/dev/null || kill -{signal} \"$0\""),
-            args: vec![pid.to_string()],
-        };
-        if let Err(e) = self.send(me, TAG_KILL, cmd, io, env) {
+        if let Err(e) = self.send(me, TAG_KILL, qga::kill(pid, signal, true), io, env) {
             log::warn!("VM session: cannot signal guest process group {pid}: {e}");
         }
     }

@@ -17,7 +17,8 @@ use mio::net::UnixStream;
 use mio::{Interest, Token};
 use serde_json::Value;
 
-use super::qga::{self, Answer, Command, Decoder, Line};
+pub use super::qga::Command;
+use super::qga::{self, Answer, Decoder, Line};
 use crate::container::helper::{Failed, InRoot, Job};
 use crate::model::{GuestInfo, GuestOs};
 use crate::reactor::Io;

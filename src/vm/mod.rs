@@ -92,6 +92,29 @@ impl Vms {
         self.by_id.get_mut(id)
     }
 
+    /// Queue `cmd` for the agent of launcher `id`, from operation `owner` (its answer comes
+    /// back tagged `tag`), with `timeout` to be answered once sent.
+    pub fn submit(
+        &mut self,
+        id: &str,
+        owner: Token,
+        tag: u64,
+        cmd: agent::Command,
+        timeout: std::time::Duration,
+        io: &mut Io<'_>,
+    ) -> Result<(), AgentError> {
+        let vm = self.by_id.get_mut(id).ok_or(AgentError::Gone)?;
+        vm.agent.submit(
+            Request {
+                owner,
+                tag,
+                cmd,
+                timeout,
+            },
+            io,
+        )
+    }
+
     /// An event or timer of the agent keyed `key`: its answers.
     pub fn on_agent(&mut self, key: Token, io: &mut Io<'_>) -> Vec<Reply> {
         let Some(id) = self.keys.get(&key) else {

@@ -140,6 +140,20 @@ impl Command {
     }
 }
 
+/// `kill -SIGNAL` of a guest pid through the guest's shell; of its process group when
+/// `group` (a session leader's group id is its pid), falling back to the process alone.
+pub fn kill(pid: i64, signal: &str, group: bool) -> Command {
+    let script = if group {
+        format!("kill -{signal} -\"$0\" 2>/dev/null || kill -{signal} \"$0\"")
+    } else {
+        format!("kill -{signal} \"$0\"")
+    };
+    Command::Shell {
+        script,
+        args: vec![pid.to_string()],
+    }
+}
+
 /// The guest shell's part of [`Command::Run`] before QEMU 8.1: the command is `$0 $@`, so
 /// nothing in it is parsed by the shell; `exec` keeps its pid (the one `guest-exec` returned).
 pub const RUN_MERGED: &str = "exec \"$0\" \"$@\" 2>&1";
