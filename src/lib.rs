@@ -44,6 +44,12 @@ pub mod daemon {
 /// directly: the pure parsers and decoders, and the container entry. The paths mirror the
 /// crate's modules (`testing::http::query` is `http::query`).
 pub mod testing {
+    pub mod sites {
+        pub use crate::sites::{url, wire};
+        pub mod frames {
+            pub use crate::sites::frames::FrameTracker;
+        }
+    }
     pub mod vm {
         pub mod qga {
             pub use crate::vm::qga::{
@@ -90,7 +96,9 @@ pub mod testing {
         }
         pub mod inspect {
             pub use crate::docker::inspect::{
-                is_name, list_entry_ids, parse, parse_instance_number,
+                LABEL_VM, LABEL_VM_ADDRESS, LABEL_VM_AGENT, LABEL_VM_CONSOLE, LABEL_VM_TERMINALS,
+                MAX_VM_TERMINALS, check_socket_path, is_name, is_tty_name, list_entry_ids, parse,
+                parse_instance_number, vm_spec,
             };
         }
         pub mod wire {

@@ -467,3 +467,37 @@ fn a_stuck_guest_command_does_not_block_other_clients() {
     let r = c.read_response(false);
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn a_client_that_leaves_before_the_101_leaves_no_command_behind() {
+    let (fx, _g) = alone();
+    // Gone at different moments of the start: while the port is connected, while the
+    // command's start is under way, just after.
+    for (i, delay) in [0u64, 5, 15, 30, 60, 120].into_iter().enumerate() {
+        let cmd = format!("sleep 46{i:02}");
+        let mut c = fx.supd.connect();
+        c.send_upgrade(
+            &format!(
+                "{}/vm-container/exec-interactive?cmd={}",
+                fx.base(),
+                enc(&cmd)
+            ),
+            ADMIN_TOKEN,
+            INTERACTIVE,
+        );
+        std::thread::sleep(Duration::from_millis(delay));
+        drop(c);
+        // The port comes free, and nothing of the command stays in the guest.
+        fx.supd.wait_until(Duration::from_secs(20), || {
+            fx.ws(
+                "exec-interactive",
+                &format!("?cmd={}", enc("true")),
+                INTERACTIVE,
+            )
+            .map(|mut ws| ws_until_close(&mut ws))
+            .is_ok()
+        });
+        fx.supd
+            .wait_until(Duration::from_secs(15), || !fx.guest_has(&cmd));
+    }
+}

@@ -6,10 +6,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supd::http::query::Query;
-use supd::http::request::Method;
-use supd::sites::frames::FrameTracker;
-use supd::sites::{url, wire};
+use supd::testing::http::query::Query;
+use supd::testing::http::request::Method;
+use supd::testing::sites::frames::FrameTracker;
+use supd::testing::sites::{url, wire};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, data)) = data.split_first() else {

@@ -142,6 +142,11 @@ pub(crate) struct VmSession {
     last_output: Option<Instant>,
     /// The 101 went out (the session is a websocket now).
     upgraded: bool,
+    /// The HTTP client left before the 101: nothing more is started; a command already
+    /// started is hung up.
+    abandoned: bool,
+    /// The command's `guest-exec` is sent and not answered yet.
+    start_inflight: bool,
     /// Hanging up: when SIGKILL follows.
     kill_at: Option<Instant>,
     hung_up: bool,
@@ -208,6 +213,8 @@ impl VmSession {
             exited_at: None,
             last_output: None,
             upgraded: false,
+            abandoned: false,
+            start_inflight: false,
             kill_at: None,
             hung_up: false,
             closing: false,
@@ -261,6 +268,14 @@ impl VmSession {
     ) -> Progress {
         if self.helper.is_some() {
             return self.connecting(me, io, env);
+        }
+        if self.abandoned {
+            if role.is_none() {
+                self.timers(me, io, env);
+            }
+            self.done = !self.start_inflight
+                && (self.pid.is_none() || (self.hung_up && self.kill_at.is_none()));
+            return self.progress();
         }
         if !self.upgraded {
             return self.progress();
@@ -321,6 +336,11 @@ impl VmSession {
         if let Err(e) = self.adopt(me, fds, io) {
             return self.fail(e);
         }
+        if self.abandoned {
+            // Nobody to start anything for.
+            self.done = true;
+            return self.progress();
+        }
         match &self.kind {
             Kind::Console => self.upgrade(),
             Kind::Terminal { argv, tty_mode, .. } => {
@@ -343,7 +363,10 @@ impl VmSession {
                 self.marker = Some(marker);
                 args.extend(argv.iter().cloned());
                 match self.send(me, TAG_START, Command::Shell { script, args }, io, env) {
-                    Ok(()) => self.progress(),
+                    Ok(()) => {
+                        self.start_inflight = true;
+                        self.progress()
+                    }
                     Err(e) => self.fail_agent(e),
                 }
             }
@@ -378,25 +401,34 @@ impl VmSession {
         env: &mut EnvMut<'_>,
     ) -> Progress {
         match (reply.tag, reply.result) {
-            (TAG_START, Ok(Got::Value(v))) => match qga::exec_pid(&v) {
-                Some(pid) => {
-                    self.pid = Some(pid);
-                    self.schedule_poll(me, io);
-                    return self.upgrade();
-                }
-                None => {
-                    return self.fail_agent(AgentError::Guest {
+            (TAG_START, result) => {
+                self.start_inflight = false;
+                let pid = match result {
+                    Ok(Got::Value(v)) => qga::exec_pid(&v).ok_or(AgentError::Guest {
                         class: "BadAnswer".into(),
                         desc: "guest-exec answered without a pid".into(),
-                    });
+                    }),
+                    Ok(Got::Cut(_)) => Err(AgentError::Guest {
+                        class: "BadAnswer".into(),
+                        desc: "guest-exec answered with an over-long line".into(),
+                    }),
+                    Err(e) => Err(e),
+                };
+                match pid {
+                    Ok(pid) => {
+                        self.pid = Some(pid);
+                        self.schedule_poll(me, io);
+                        if self.abandoned {
+                            // Started after its client left: hang it up at once.
+                            self.hang_up(me, io, env);
+                        } else {
+                            return self.upgrade();
+                        }
+                    }
+                    Err(_) if self.abandoned => {}
+                    Err(e) => return self.fail_agent(e),
                 }
-            },
-            (TAG_START, Ok(Got::Cut(_))) | (TAG_START, Err(_))
-                if self.client.is_none() && self.upgraded =>
-            {
-                // Started after the client left: nothing to do.
             }
-            (TAG_START, Err(e)) => return self.fail_agent(e),
             (TAG_STATUS, result) => {
                 self.status_inflight = false;
                 let status = match result {
@@ -660,7 +692,9 @@ impl VmSession {
             // The launcher went away under the session.
             self.close_client(me, 1011, "the VM's terminal port closed", io);
         }
-        let command_over = self.exit.is_some() || (self.hung_up && self.kill_at.is_none());
+        let command_over = self.exit.is_some()
+            || (self.pid.is_none() && !self.start_inflight)
+            || (self.hung_up && self.kill_at.is_none());
         self.done = client_dead && command_over;
         self.progress()
     }
@@ -668,9 +702,6 @@ impl VmSession {
     /// SIGHUP to the command's process group, SIGKILL after the grace period.
     fn hang_up(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         if self.hung_up || self.pid.is_none() {
-            if self.pid.is_none() {
-                self.hung_up = true;
-            }
             return;
         }
         self.hung_up = true;
@@ -714,20 +745,15 @@ impl VmSession {
         }
     }
 
-    /// The HTTP client left before the 101.
+    /// The HTTP client left before the 101: whatever is under way stops (a command started
+    /// meanwhile is hung up when its start is answered).
     pub(crate) fn client_gone(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
-        self.closing = true;
         if self.upgraded {
             return;
         }
-        if self.pid.is_some() {
-            self.hang_up(me, io, env);
-        } else if self.helper.is_some() || !self.is_console() {
-            // Nothing started yet (or the start is in flight: its answer finds no client).
-            self.hung_up = true;
-            self.done = self.pid.is_none() && self.helper.is_none();
-        }
-        self.upgraded = true;
+        self.abandoned = true;
+        self.closing = true;
+        self.hang_up(me, io, env);
     }
 
     pub(crate) fn shutdown(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
