@@ -18,16 +18,17 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{Error, Result, identity, pty};
+use super::{Error, Result, identity};
 use crate::sys::process;
 
 /// What a helper does in the container's root.
 pub enum Job {
-    /// Open the devpts `ptmx` (checked: [`pty`]) and its first peer: master and slave.
+    /// Open the devpts `ptmx` (checked: [`open_container_ptmx`]) and its first peer: master
+    /// and slave.
     Ptmx,
     /// Connect a stream socket to the unix socket at this path (relative to the root, looked
     /// up with no link followed, checked to be a socket): the connected socket.
@@ -248,8 +249,8 @@ fn helper_main(root_path: &CStr, job: &Job, out: BorrowedFd<'_>) -> i32 {
         Err(errno) => return send(out, errno as i32, &[]),
     };
     match job {
-        Job::Ptmx => match pty::open_container_ptmx(root.as_fd()) {
-            Ok(pty) => send(out, 0, &[pty.master.as_fd(), pty.slave.as_fd()]),
+        Job::Ptmx => match open_container_ptmx(root.as_fd()) {
+            Ok((master, slave)) => send(out, 0, &[master.as_fd(), slave.as_fd()]),
             Err(errno) => send(out, errno as i32, &[]),
         },
         Job::ConnectUnix(path) => match connect_in_root(root.as_fd(), path) {
@@ -274,6 +275,47 @@ fn connect_in_root(root: BorrowedFd<'_>, path: &CStr) -> nix::Result<OwnedFd> {
         return Err(Errno::ENOTSOCK);
     }
     process::connect_unix_handle(handle.as_fd())
+}
+
+/// The device number of every devpts `ptmx` (major 5, minor 2).
+const PTMX_RDEV: (u64, u64) = (5, 2);
+
+/// The container chooses what is at its `/dev/pts/ptmx`, and supd is the host's root: whatever
+/// is there is only looked at (an `O_PATH` handle, no link followed) until it is proved to be
+/// a devpts `ptmx`, and only then opened. Opening first would run the open of any device the
+/// container mknod'ed there (a host device, past the devices cgroup that binds the container).
+fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<(OwnedFd, OwnedFd)> {
+    let handle = process::open_path_in_root(root, c"dev/pts/ptmx")?;
+    let stat = nix::sys::stat::fstat(handle.as_fd())?;
+    let is_char = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    let rdev = (
+        libc::major(stat.st_rdev) as u64,
+        libc::minor(stat.st_rdev) as u64,
+    );
+    if !is_char || rdev != PTMX_RDEV {
+        return Err(Errno::ENODEV);
+    }
+    // A `c 5 2` node on another file system would open the host's /dev/ptmx instance.
+    let fs = nix::sys::statfs::fstatfs(handle.as_fd())?;
+    if fs.filesystem_type() != nix::sys::statfs::DEVPTS_SUPER_MAGIC {
+        return Err(Errno::EXDEV);
+    }
+    let master = reopen(
+        handle.as_fd(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+    )?;
+    process::unlock_pty(master.as_fd())?;
+    let slave = process::open_pty_peer(master.as_fd())?;
+    Ok((master, slave))
+}
+
+/// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
+/// through `/proc/self/fd`: no path of anyone else's is resolved again. Without allocating
+/// (the helper is a forked child): the path is written into a stack buffer.
+fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
+    let mut buf = [0u8; process::FD_PATH_LEN];
+    let path = process::self_fd_path(handle, &mut buf);
+    nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
 }
 
 fn sys(op: &'static str) -> impl Fn(Errno) -> Error {

@@ -9,15 +9,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::{Mode, SFlag};
 
 use super::helper::{Failed, InRoot, Job};
 use super::{Error, Result};
 use crate::sys::process;
-
-/// The device number of every devpts `ptmx` (major 5, minor 2).
-const PTMX_RDEV: (u64, u64) = (5, 2);
 
 pub struct Pty {
     /// Non-blocking, close-on-exec: supd's end.
@@ -107,44 +102,6 @@ impl Opening {
             Err(Failed::Other(e)) => Err(e),
         }
     }
-}
-
-/// The container chooses what is at its `/dev/pts/ptmx`, and supd is the host's root: whatever
-/// is there is only looked at (an `O_PATH` handle, no link followed) until it is proved to be
-/// a devpts `ptmx`, and only then opened. Opening first would run the open of any device the
-/// container mknod'ed there (a host device, past the devices cgroup that binds the container).
-pub(super) fn open_container_ptmx(root: BorrowedFd<'_>) -> nix::Result<Pty> {
-    let handle = process::open_path_in_root(root, c"dev/pts/ptmx")?;
-    let stat = nix::sys::stat::fstat(handle.as_fd())?;
-    let is_char = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
-    let rdev = (
-        libc::major(stat.st_rdev) as u64,
-        libc::minor(stat.st_rdev) as u64,
-    );
-    if !is_char || rdev != PTMX_RDEV {
-        return Err(Errno::ENODEV);
-    }
-    // A `c 5 2` node on another file system would open the host's /dev/ptmx instance.
-    let fs = nix::sys::statfs::fstatfs(handle.as_fd())?;
-    if fs.filesystem_type() != nix::sys::statfs::DEVPTS_SUPER_MAGIC {
-        return Err(Errno::EXDEV);
-    }
-    let master = reopen(
-        handle.as_fd(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
-    )?;
-    process::unlock_pty(master.as_fd())?;
-    let slave = process::open_pty_peer(master.as_fd())?;
-    Ok(Pty { master, slave })
-}
-
-/// Opens the very file an `O_PATH` handle refers to, with `flags` (close-on-exec added),
-/// through `/proc/self/fd`: no path of anyone else's is resolved again. Without allocating
-/// (the helper is a forked child): the path is written into a stack buffer.
-fn reopen(handle: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
-    let mut buf = [0u8; process::FD_PATH_LEN];
-    let path = process::self_fd_path(handle, &mut buf);
-    nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
 }
 
 /// Sets the terminal size seen by the command (which gets SIGWINCH).
