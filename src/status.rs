@@ -246,6 +246,32 @@ impl From<crate::server::ConnError> for ApiError {
     }
 }
 
+impl From<crate::vm::AgentError> for ApiError {
+    fn from(e: crate::vm::AgentError) -> ApiError {
+        use crate::vm::AgentError as E;
+        let message = e.to_string();
+        match e {
+            E::NotConnected(_) | E::Gone => ApiError::conflict(message),
+            E::Timeout { .. } => ApiError::new(504, message),
+            E::Busy => ApiError::new(503, message),
+            E::Guest { class, .. } => ApiError::new(502, message).info("agent-error", class),
+        }
+    }
+}
+
+impl From<crate::ops::vm_session::Error> for ApiError {
+    fn from(e: crate::ops::vm_session::Error) -> ApiError {
+        use crate::ops::vm_session::Error as E;
+        let message = e.to_string();
+        match e {
+            E::TerminalsBusy { .. } | E::NoTerminals | E::ConsoleBusy | E::Port { .. } => {
+                ApiError::conflict(message)
+            }
+            E::Follow(_) => ApiError::new(500, message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,31 +333,5 @@ mod tests {
         assert_eq!(e.status, 409);
         let e = ApiError::from(crate::ops::NotAnOperation);
         assert_eq!((e.status, e.message.as_str()), (500, "not an operation"));
-    }
-}
-
-impl From<crate::vm::AgentError> for ApiError {
-    fn from(e: crate::vm::AgentError) -> ApiError {
-        use crate::vm::AgentError as E;
-        let message = e.to_string();
-        match e {
-            E::NotConnected(_) | E::Gone => ApiError::conflict(message),
-            E::Timeout { .. } => ApiError::new(504, message),
-            E::Busy => ApiError::new(503, message),
-            E::Guest { class, .. } => ApiError::new(502, message).info("agent-error", class),
-        }
-    }
-}
-
-impl From<crate::ops::vm_session::Error> for ApiError {
-    fn from(e: crate::ops::vm_session::Error) -> ApiError {
-        use crate::ops::vm_session::Error as E;
-        let message = e.to_string();
-        match e {
-            E::TerminalsBusy { .. } | E::NoTerminals | E::ConsoleBusy | E::Port { .. } => {
-                ApiError::conflict(message)
-            }
-            E::Follow(_) => ApiError::new(500, message),
-        }
     }
 }

@@ -28,7 +28,6 @@ use mio::Token;
 
 use crate::container;
 use crate::docker::client::Purpose;
-use crate::docker::inspect::ContainerRecord;
 use crate::docker::mirror::{Mirror, Want};
 use crate::http::router::ContainerRef;
 use crate::http::{ApiError, Format, Response};
@@ -425,12 +424,12 @@ pub(crate) fn start(
                 return Err(restart::Error::InProgress(p.instance.to_string()).into());
             }
             // Init containers first, so they run again before the main containers start; the
-            // VM launcher with the main containers, its own way.
+            // VM launcher with the main containers, its own way. Other launchers of the
+            // instance are reached by no operation (README "Virtual machines").
             let launcher = crate::model::vm_launcher(all.iter().copied());
-            let is_launcher = |r: &ContainerRecord| launcher.is_some_and(|l| l.id == r.id);
             let ids = |init: bool| -> Vec<String> {
                 all.iter()
-                    .filter(|r| r.identity.init == init && !is_launcher(r))
+                    .filter(|r| r.identity.init == init && !r.is_vm())
                     .map(|r| r.id.clone())
                     .collect()
             };

@@ -166,15 +166,21 @@ pub(crate) fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
     if rec.running && !rec.paused && !rec.restarting && rec.pid > 0 {
         return Ok(());
     }
+    // A VM's operations say it is the launcher that does not run (not the guest agent).
+    let what = if rec.is_vm() {
+        "the VM's launcher"
+    } else {
+        "the container"
+    };
     let why = if rec.identity.init && !rec.running && rec.exit_code == 0 && rec.started_at.is_some()
     {
         "the init container has completed".to_string()
     } else if rec.paused {
-        "the container is paused".to_string()
+        format!("{what} is paused")
     } else if rec.restarting {
-        "the container is restarting".to_string()
+        format!("{what} is restarting")
     } else {
-        format!("the container is not running (it is {})", rec.status)
+        format!("{what} is not running (it is {})", rec.status)
     };
     Err(Error::NotRunning {
         why,
