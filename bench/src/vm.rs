@@ -327,3 +327,32 @@ longer supd's median is than the direct loop's.
 non-empty output frame of `echo hi` (tty=true); supd answers 101 once the guest has started the \
 command on the spare serial port.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_section_is_replaced_or_added_and_kept() {
+        let a = format!("{BEGIN}\nold\n{END}\n");
+        let b = format!("{BEGIN}\nnew\n{END}\n");
+        assert_eq!(splice("# r\n", &a), format!("# r\n\n{a}"));
+        assert_eq!(
+            splice(&format!("# r\n\n{a}tail\n"), &b),
+            format!("# r\n\n{b}tail\n")
+        );
+        assert_eq!(existing(&format!("x{a}")), Some(a.trim_end()));
+        assert_eq!(existing("# r\n"), None);
+    }
+
+    #[test]
+    fn polls_follow_supds_schedule() {
+        let ms: Vec<u128> = (0..8).map(|p| poll_delay(p).as_millis()).collect();
+        assert_eq!(ms, [0, 2, 4, 8, 16, 32, 50, 50]);
+        assert_eq!(
+            number_after(r#"{"return": {"pid": 812}}"#, "\"pid\""),
+            Some(812)
+        );
+        assert_eq!(number_after(r#"{"return":7}"#, "\"return\""), Some(7));
+    }
+}

@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(seen(Error::NotSealed).status, 503);
         assert_eq!(
             seen(Error::NoAddress).message,
-            "the container has no IP address on a Docker network"
+            "the container has no IP address on a Docker network (a VM: no io.supd.vm.address and no address from its guest agent)"
         );
         assert_eq!(seen(Error::NoneRunning).status, 409);
     }
