@@ -410,7 +410,7 @@ impl Restart {
 /// Ask the guest to power off; an agent that is not connected leaves it to Docker.
 fn power_off(l: &mut Launcher, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
     let asked = match env.vms.get_mut(&l.id).filter(|vm| vm.agent.connected()) {
-        None => Err(AgentError::NotConnected("not connected".into())),
+        None => Err(AgentError::NotConnected("no connection to it".into())),
         Some(vm) => vm.agent.submit(
             crate::vm::Request {
                 owner: me,
