@@ -533,3 +533,120 @@ mod decode_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::reactor::Reactor;
+    use crate::vm::Vms;
+
+    const ME: Token = Token(7);
+
+    fn launcher(phase: VmPhase) -> Launcher {
+        Launcher {
+            id: "vm".into(),
+            pid: 42,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            phase,
+        }
+    }
+
+    /// The Docker requests of one turn: `<action> <id>`.
+    fn turn(r: &mut Restart, vms: &mut Vms) -> (Vec<String>, Option<u16>) {
+        let (mut reactor, cfg) = (Reactor::new(1).unwrap(), Config::default());
+        let mut io = Io::new(&mut reactor, &cfg);
+        let mut mirror = Mirror::new();
+        let mut env = EnvMut {
+            mirror: &mut mirror,
+            vms,
+        };
+        let p = r.drive(ME, &mut io, &mut env);
+        let wants = p
+            .wants
+            .into_iter()
+            .map(|w| match w {
+                Want::Post { path, .. } => {
+                    let mut parts = path.trim_start_matches("/containers/").split('/');
+                    let id = parts.next().unwrap_or_default().to_string();
+                    format!("{} {id}", parts.next().unwrap_or_default())
+                }
+                _ => String::new(),
+            })
+            .collect();
+        (wants, p.reply.map(|r| r.response.status))
+    }
+
+    fn done(r: &mut Restart, id: &str, step: u8, status: u16) {
+        let purpose = Purpose::Restart {
+            op: ME,
+            id: id.into(),
+            step,
+        };
+        r.docker_reply(&purpose, Ok((status, Vec::new())));
+    }
+
+    #[test]
+    fn a_vm_without_an_agent_is_restarted_by_docker_after_the_init_containers() {
+        let mut vms = Vms::default();
+        let mut r = Restart::new(
+            "a/s-1".into(),
+            vec!["init".into()],
+            vec!["main".into()],
+            Some(launcher(VmPhase::Waiting)),
+            false,
+            Format::Json,
+        );
+        assert_eq!(turn(&mut r, &mut vms), (vec!["restart init".into()], None));
+        done(&mut r, "init", STEP_RESTART, 204);
+        // No agent connected: Docker's graceful restart (its stop signal powers the guest off).
+        assert_eq!(
+            turn(&mut r, &mut vms),
+            (vec!["restart main".into(), "restart vm".into()], None)
+        );
+        done(&mut r, "main", STEP_RESTART, 204);
+        done(&mut r, "vm", STEP_RESTART, 204);
+        assert_eq!(turn(&mut r, &mut vms), (vec![], Some(204)));
+    }
+
+    #[test]
+    fn no_delayed_shutdown_kills_and_starts_the_launcher_like_a_container() {
+        let mut vms = Vms::default();
+        let mut r = Restart::new(
+            "a/s-1".into(),
+            vec![],
+            vec![],
+            Some(launcher(VmPhase::Waiting)),
+            true,
+            Format::Json,
+        );
+        assert!(r.vm.is_none());
+        assert_eq!(turn(&mut r, &mut vms), (vec!["kill vm".into()], None));
+        done(&mut r, "vm", STEP_KILL, 204);
+        assert_eq!(turn(&mut r, &mut vms), (vec!["start vm".into()], None));
+        done(&mut r, "vm", STEP_START, 204);
+        assert_eq!(turn(&mut r, &mut vms), (vec![], Some(204)));
+    }
+
+    #[test]
+    fn a_launcher_removed_while_powering_off_fails_the_restart() {
+        let mut vms = Vms::default();
+        let past = Instant::now() - Duration::from_millis(1);
+        let mut r = Restart::new(
+            "a/s-1".into(),
+            vec![],
+            vec![],
+            Some(launcher(VmPhase::PoweringOff { deadline: past })),
+            false,
+            Format::Json,
+        );
+        r.started = true;
+        r.second_wave_sent = true;
+        assert!(r.awaits_launcher());
+        // The mirror has no record of it: removed while powering off.
+        let (wants, reply) = turn(&mut r, &mut vms);
+        assert_eq!(wants, Vec::<String>::new());
+        assert_eq!(reply, Some(502));
+        assert!(!r.awaits_launcher());
+    }
+}
