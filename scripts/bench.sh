@@ -6,11 +6,19 @@
 #
 # scripts/bench.sh --quick: a short run with debug builds that only checks the bench works
 # (scripts/test.sh calls it); it installs no peer and skips the ones missing, and writes no file.
+#
+# scripts/bench.sh --vm: the VM rows only (VM exec against the guest agent driven directly,
+# interactive first output), in their own section of bench/RESULTS.md, which the full run
+# keeps. Separate because a VM boots for it (5-20 s under TCG); `--vm --quick` checks it works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-for a in "$@"; do [ "$a" = --quick ] && quick=1; done
+vm=0
+for a in "$@"; do
+  [ "$a" = --quick ] && quick=1
+  [ "$a" = --vm ] && vm=1
+done
 
 scripts/ensure-docker.sh
 scripts/build-test-image.sh >/dev/null
@@ -19,7 +27,10 @@ if ! command -v nsenter >/dev/null 2>&1; then
   echo "bench: installing util-linux (nsenter)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q util-linux >/dev/null
 fi
-if [ $quick = 0 ] && ! command -v websocat >/dev/null 2>&1 && [ ! -x target/peers/bin/websocat ]; then
+if [ $vm = 1 ]; then
+  scripts/build-test-vm.sh >/dev/null
+fi
+if [ $quick = 0 ] && [ $vm = 0 ] && ! command -v websocat >/dev/null 2>&1 && [ ! -x target/peers/bin/websocat ]; then
   # Debian's apt has no websocat; crates.io has.
   echo "bench: building websocat into target/peers (once)"
   cargo install websocat --locked --quiet --root target/peers

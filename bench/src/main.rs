@@ -2,12 +2,14 @@
 //! prints the table of issue 6 (also written to bench/RESULTS.md).
 //!
 //! `supd-bench [--quick] [--supd PATH] [--websocat PATH] [--out FILE]`
+//! `supd-bench --vm [--quick] [--supd PATH] [--out FILE]`: the VM rows only ([`vm`]).
 //!
 //! It creates its own labelled containers (`supd.bench=1`), starts supd and the peers as its
 //! children (killed with it), and removes everything at the end, also after a failed measure.
 
 mod net;
 mod sys;
+mod vm;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -41,6 +43,8 @@ struct Opts {
     out: Option<PathBuf>,
     /// Run only these measures (names as in `MEASURES`); for profiling one of them.
     only: Option<Vec<String>>,
+    /// The VM rows only (a VM boots for them).
+    vm: bool,
 }
 
 /// How many of everything: the full run, or `--quick` (only checks that the bench works).
@@ -109,11 +113,13 @@ fn parse_args() -> std::result::Result<Opts, String> {
         websocat: None,
         out: None,
         only: None,
+        vm: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--vm" => o.vm = true,
             "--supd" => o.supd = args.next().ok_or("--supd needs a path")?.into(),
             "--websocat" => o.websocat = Some(args.next().ok_or("--websocat needs a path")?.into()),
             "--out" => o.out = Some(args.next().ok_or("--out needs a path")?.into()),
@@ -123,7 +129,7 @@ fn parse_args() -> std::result::Result<Opts, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown argument {a:?}; usage: supd-bench [--quick] [--supd PATH] [--websocat PATH] [--out FILE] [--only exec,interactive,state,tunnel,sessions,idle-ws]"
+                    "unknown argument {a:?}; usage: supd-bench [--quick] [--vm] [--supd PATH] [--websocat PATH] [--out FILE] [--only exec,interactive,state,tunnel,sessions,idle-ws]"
                 ));
             }
         }
@@ -1259,12 +1265,39 @@ fn main() {
         }
     };
     remove_bench_containers();
-    let r = bench(opts);
+    let r = if opts.vm { bench_vm(opts) } else { bench(opts) };
     remove_bench_containers();
     if let Err(e) = r {
         eprintln!("supd-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--vm`: the VM rows, into their own section of the results file.
+fn bench_vm(opts: Opts) -> Result<()> {
+    if !opts.supd.is_file() {
+        return Err(format!("no supd binary at {:?}", opts.supd));
+    }
+    let desc = machine(&opts);
+    println!(
+        "supd-bench --vm{}\n{desc}",
+        if opts.quick { " --quick" } else { "" }
+    );
+    let mut t = Table {
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    vm::bench_vm(&opts, &mut t)?;
+    for n in &t.notes {
+        println!("- {n}");
+    }
+    if let Some(out) = &opts.out {
+        let old = std::fs::read_to_string(out).unwrap_or_default();
+        let text = vm::splice(&old, &vm::section(&desc, &t));
+        std::fs::write(out, text).map_err(|e| format!("{out:?}: {e}"))?;
+        println!("\nwritten to {}", out.display());
+    }
+    Ok(())
 }
 
 fn bench(opts: Opts) -> Result<()> {
@@ -1441,6 +1474,12 @@ fn bench(opts: Opts) -> Result<()> {
         }
     }
     if let Some(out) = &c.opts.out {
+        // The VM rows come from their own run (`--vm`): kept as they are.
+        let old = std::fs::read_to_string(out).unwrap_or_default();
+        let md = match vm::existing(&old) {
+            Some(section) => vm::splice(&md, section),
+            None => md,
+        };
         std::fs::write(out, md).map_err(|e| format!("{out:?}: {e}"))?;
         println!("\nwritten to {}", out.display());
     }

@@ -266,6 +266,15 @@ impl<S: Read + Write> Ws<S> {
         }
     }
 
+    /// Answer the server's close and read until it ends the connection.
+    /// (A server that has closed already, or resets, has ended it too.)
+    pub fn close_and_drain(&mut self) {
+        let _ = self.send(OP_CLOSE, &[]);
+        while let Ok(true) = self.fill() {
+            self.start = self.end;
+        }
+    }
+
     /// The next data frame's payload, given to `f`; pings are answered. Ok(false) on close.
     pub fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> Result<bool> {
         loop {

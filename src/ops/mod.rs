@@ -117,7 +117,7 @@ impl Op {
             Op::Exec(e) => e.drive(me, ev, io),
             Op::Interactive(s) => s.drive(me, ev, io),
             Op::Tunnel(t) => t.drive(me, ev, io),
-            Op::Restart(r) => r.drive(me, env),
+            Op::Restart(r) => r.drive(me, io, env),
             Op::VmExec(e) => e.drive(me, io, env),
             Op::VmSession(s) => s.drive(me, ev, io, env),
             Op::Forward(f) => {
@@ -176,6 +176,7 @@ impl Op {
         match self {
             Op::VmExec(e) => e.agent_reply(me, reply, io, env),
             Op::VmSession(s) => s.agent_reply(me, reply, io, env),
+            Op::Restart(r) => r.agent_reply(me, reply, io, env),
             _ => Progress::default(),
         }
     }
@@ -201,6 +202,11 @@ impl Op {
             Op::Forward(f) => f.status(),
             _ => 101,
         }
+    }
+
+    /// A restart waiting for a VM launcher to stop: driven again when the mirror changes.
+    pub fn awaits_launcher(&self) -> bool {
+        matches!(self, Op::Restart(r) if r.awaits_launcher())
     }
 
     /// The instance key of a restart in progress.
@@ -442,14 +448,24 @@ pub(crate) fn start(
             if env.restarting.contains(&key) {
                 return Err(restart::Error::InProgress(p.instance.to_string()).into());
             }
-            // Init containers first, so they run again before the main containers start.
+            // Init containers first, so they run again before the main containers start; the
+            // VM launcher with the main containers, its own way. Other launchers of the
+            // instance are reached by no operation (README "Virtual machines").
+            let launcher = crate::model::vm_launcher(all.iter().copied());
             let ids = |init: bool| -> Vec<String> {
                 all.iter()
-                    .filter(|r| r.identity.init == init)
+                    .filter(|r| r.identity.init == init && !r.is_vm())
                     .map(|r| r.id.clone())
                     .collect()
             };
-            let op = restart::Restart::new(key, ids(true), ids(false), p.immediate, format);
+            let op = restart::Restart::new(
+                key,
+                ids(true),
+                ids(false),
+                launcher.map(restart::Launcher::new),
+                p.immediate,
+                format,
+            );
             Ok(Started::Pending(Op::Restart(op)))
         }
         Call::Console(p) => {

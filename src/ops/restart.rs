@@ -3,20 +3,34 @@
 //!
 //! Graceful (default): `POST /containers/{id}/restart` with no `t`, so Docker uses each
 //! container's own stop timeout. `no-delayed-shutdown: true`: kill, then start.
+//!
+//! The instance's VM launcher ([`crate::model::vm_launcher`]), graceful: the guest is asked to
+//! power off through its agent (`guest-shutdown`), then the launcher must stop (the mirror
+//! sees its die event) within its stop timeout (Docker's 10 s when it has none), and Docker
+//! starts it again. A launcher that has not stopped by then is killed and started, as Docker's
+//! own stop kills after the timeout: the guest has had that time already, and a second stop
+//! timeout through `restart` would double what graceful promises. With no agent connected (or
+//! one that refuses), Docker's graceful restart does it (the launcher powers the guest down on
+//! its stop signal). Immediate: kill, then start, as for containers. The answer comes when
+//! the launcher runs again, as for containers.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use serde::Deserialize;
 
 use super::decode::{DecodeCtx, DecodeError, check_query};
-use super::{EnvMut, Progress, Reply};
+use super::{EnvMut, Io, Progress, Reply};
 use crate::docker::client::Purpose;
-use crate::docker::mirror::Want;
+use crate::docker::inspect::ContainerRecord;
+use crate::docker::mirror::{Mirror, Want};
 use crate::http::query::Query;
 use crate::http::request::Request;
 use crate::http::router::Instance;
 use crate::http::{ApiError, Format, Response};
+use crate::vm::AgentError;
+use crate::vm::qga::Command;
 
 /// Largest restart body: it holds one boolean. Bigger is a 413 before any parsing (the
 /// connection refuses a larger declared length on the head; a chunked body is checked here).
@@ -112,6 +126,54 @@ const STEP_RESTART: u8 = 0;
 const STEP_KILL: u8 = 1;
 const STEP_START: u8 = 2;
 
+/// Docker's stop timeout for a container that sets none.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the guest agent has to refuse `guest-shutdown` (it never answers when it works).
+pub const SHUTDOWN_ANSWER: Duration = Duration::from_secs(5);
+
+const TAG_SHUTDOWN: u64 = 1;
+
+/// The instance's VM launcher, restarted its own way when graceful.
+pub(crate) struct Launcher {
+    id: String,
+    /// Its first process when the restart began: none running, or another one, means it
+    /// stopped.
+    pid: i32,
+    stop_timeout: Duration,
+    phase: VmPhase,
+}
+
+impl Launcher {
+    pub(crate) fn new(rec: &ContainerRecord) -> Launcher {
+        Launcher {
+            id: rec.id.clone(),
+            pid: rec.pid,
+            stop_timeout: rec
+                .stop_timeout
+                .map_or(DEFAULT_STOP_TIMEOUT, |s| Duration::from_secs(s.into())),
+            phase: VmPhase::Waiting,
+        }
+    }
+
+    /// The launcher stopped since the restart began (or is gone: `None`).
+    fn stopped(&self, mirror: &Mirror) -> Option<bool> {
+        let rec = mirror.records().find(|r| r.id == self.id)?;
+        Some(!rec.running || rec.pid != self.pid)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum VmPhase {
+    /// Its wave has not come.
+    Waiting,
+    /// The guest was asked to power off: the launcher has until `deadline` to stop.
+    PoweringOff { deadline: Instant },
+    /// The agent could not ask the guest: Docker's graceful restart instead.
+    Refused(String),
+    /// Docker does the rest; its replies settle the launcher's state.
+    Docker,
+}
+
 #[derive(Debug, PartialEq)]
 enum State {
     Waiting,
@@ -128,6 +190,8 @@ pub(crate) struct Restart {
     inits: usize,
     second_wave_sent: bool,
     immediate: bool,
+    /// The VM launcher (also among `containers`), when the restart is graceful.
+    vm: Option<Launcher>,
     started: bool,
     replies: VecDeque<(Purpose, crate::docker::client::Outcome)>,
     format: Format,
@@ -135,24 +199,30 @@ pub(crate) struct Restart {
 }
 
 impl Restart {
-    /// `inits` then `others`: the instance's init containers and its other containers.
+    /// `inits` then `others`: the instance's init containers and its other containers; `vm`
+    /// its VM launcher, restarted with the others.
     pub(crate) fn new(
         key: String,
         inits: Vec<String>,
         others: Vec<String>,
+        vm: Option<Launcher>,
         immediate: bool,
         format: Format,
     ) -> Restart {
         let n = inits.len();
+        let vm_id = vm.as_ref().map(|l| l.id.clone());
         Restart {
             key,
             containers: inits
                 .into_iter()
                 .chain(others)
+                .chain(vm_id)
                 .map(|id| (id, State::Waiting))
                 .collect(),
             inits: n,
             second_wave_sent: n == 0,
+            // Immediate: the launcher is killed and started like any container.
+            vm: vm.filter(|_| !immediate),
             immediate,
             started: false,
             replies: VecDeque::new(),
@@ -169,7 +239,36 @@ impl Restart {
         self.replies.push_back((purpose.clone(), reply));
     }
 
-    pub(crate) fn drive(&mut self, me: Token, env: &mut EnvMut<'_>) -> Progress {
+    /// Waits for the VM launcher to stop: the server drives it again when the mirror changes.
+    pub(crate) fn awaits_launcher(&self) -> bool {
+        self.vm
+            .as_ref()
+            .is_some_and(|l| matches!(l.phase, VmPhase::PoweringOff { .. }))
+    }
+
+    /// The guest agent answered `guest-shutdown`. Silence is success (the agent treats it so);
+    /// a timeout or the launcher going away also leaves it to the launcher to stop. Only an
+    /// agent that cannot ask the guest sends the launcher to Docker's graceful restart.
+    pub(crate) fn agent_reply(
+        &mut self,
+        me: Token,
+        reply: crate::vm::Reply,
+        io: &mut Io<'_>,
+        env: &mut EnvMut<'_>,
+    ) -> Progress {
+        if let Some(l) = &mut self.vm
+            && reply.tag == TAG_SHUTDOWN
+            && matches!(l.phase, VmPhase::PoweringOff { .. })
+        {
+            match reply.result {
+                Ok(_) | Err(AgentError::Timeout { .. } | AgentError::Gone) => {}
+                Err(e) => l.phase = VmPhase::Refused(e.to_string()),
+            }
+        }
+        self.drive(me, io, env)
+    }
+
+    pub(crate) fn drive(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) -> Progress {
         let mut p = Progress::default();
         let step = if self.immediate {
             STEP_KILL
@@ -183,8 +282,8 @@ impl Restart {
             } else {
                 self.containers.len()
             };
-            for (id, _) in &self.containers[..first] {
-                p.wants.push(request(me, id, step));
+            for i in 0..first {
+                self.begin(i, step, me, io, env, &mut p);
             }
         }
         while let Some((purpose, reply)) = self.replies.pop_front() {
@@ -219,10 +318,11 @@ impl Restart {
                 .all(|(_, s)| *s != State::Waiting)
         {
             self.second_wave_sent = true;
-            for (id, _) in &self.containers[self.inits..] {
-                p.wants.push(request(me, id, step));
+            for i in self.inits..self.containers.len() {
+                self.begin(i, step, me, io, env, &mut p);
             }
         }
+        self.step_vm(me, env.mirror, &mut p);
         if self.second_wave_sent && self.containers.iter().all(|(_, s)| *s != State::Waiting) {
             if !self.replied {
                 self.replied = true;
@@ -231,6 +331,62 @@ impl Restart {
             p.done = true;
         }
         p
+    }
+
+    /// Start restarting container `i`: Docker's `step`, or the VM launcher's power-off.
+    fn begin(
+        &mut self,
+        i: usize,
+        step: u8,
+        me: Token,
+        io: &mut Io<'_>,
+        env: &mut EnvMut<'_>,
+        p: &mut Progress,
+    ) {
+        let id = &self.containers[i].0;
+        match &mut self.vm {
+            Some(l) if l.id == *id => power_off(l, me, io, env),
+            _ => p.wants.push(request(me, id, step)),
+        }
+    }
+
+    /// The launcher's next step once the guest was asked to power off: started again when it
+    /// has stopped, killed and started when its stop timeout is up, restarted by Docker when
+    /// the agent could not ask the guest.
+    fn step_vm(&mut self, me: Token, mirror: &Mirror, p: &mut Progress) {
+        let Some(l) = &mut self.vm else { return };
+        let next = match &l.phase {
+            VmPhase::PoweringOff { deadline } => match l.stopped(mirror) {
+                None => {
+                    let why = "the launcher was removed".to_string();
+                    if let Some(slot) = self.containers.iter_mut().find(|(i, _)| *i == l.id) {
+                        slot.1 = State::Failed(why);
+                    }
+                    l.phase = VmPhase::Docker;
+                    return;
+                }
+                Some(true) => STEP_START,
+                Some(false) if Instant::now() >= *deadline => {
+                    log::info!(
+                        "restart of VM {}: the guest did not power off within {} s; killing its launcher",
+                        short(&l.id),
+                        l.stop_timeout.as_secs()
+                    );
+                    STEP_KILL
+                }
+                Some(false) => return,
+            },
+            VmPhase::Refused(why) => {
+                log::info!(
+                    "restart of VM {}: {why}; restarting its launcher through Docker",
+                    short(&l.id)
+                );
+                STEP_RESTART
+            }
+            VmPhase::Waiting | VmPhase::Docker => return,
+        };
+        l.phase = VmPhase::Docker;
+        p.wants.push(request(me, &l.id, next));
     }
 
     fn reply(&mut self) -> Reply {
@@ -249,6 +405,34 @@ impl Restart {
         };
         Reply { response }
     }
+}
+
+/// Ask the guest to power off; an agent that is not connected leaves it to Docker.
+fn power_off(l: &mut Launcher, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
+    let asked = match env.vms.get_mut(&l.id).filter(|vm| vm.agent.connected()) {
+        None => Err(AgentError::NotConnected("no connection to it".into())),
+        Some(vm) => vm.agent.submit(
+            crate::vm::Request {
+                owner: me,
+                tag: TAG_SHUTDOWN,
+                cmd: Command::Shutdown,
+                timeout: SHUTDOWN_ANSWER,
+            },
+            io,
+        ),
+    };
+    l.phase = match asked {
+        Ok(()) => {
+            let deadline = Instant::now() + l.stop_timeout;
+            io.wake_at(me, deadline);
+            VmPhase::PoweringOff { deadline }
+        }
+        Err(e) => VmPhase::Refused(e.to_string()),
+    };
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 fn request(me: Token, id: &str, step: u8) -> Want {
@@ -347,5 +531,122 @@ mod decode_tests {
             (e.status, e.message.as_str()),
             (502, "restart failed: abc: gone; def: x")
         );
+    }
+}
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::reactor::Reactor;
+    use crate::vm::Vms;
+
+    const ME: Token = Token(7);
+
+    fn launcher(phase: VmPhase) -> Launcher {
+        Launcher {
+            id: "vm".into(),
+            pid: 42,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            phase,
+        }
+    }
+
+    /// The Docker requests of one turn: `<action> <id>`.
+    fn turn(r: &mut Restart, vms: &mut Vms) -> (Vec<String>, Option<u16>) {
+        let (mut reactor, cfg) = (Reactor::new(1).unwrap(), Config::default());
+        let mut io = Io::new(&mut reactor, &cfg);
+        let mut mirror = Mirror::new();
+        let mut env = EnvMut {
+            mirror: &mut mirror,
+            vms,
+        };
+        let p = r.drive(ME, &mut io, &mut env);
+        let wants = p
+            .wants
+            .into_iter()
+            .map(|w| match w {
+                Want::Post { path, .. } => {
+                    let mut parts = path.trim_start_matches("/containers/").split('/');
+                    let id = parts.next().unwrap_or_default().to_string();
+                    format!("{} {id}", parts.next().unwrap_or_default())
+                }
+                _ => String::new(),
+            })
+            .collect();
+        (wants, p.reply.map(|r| r.response.status))
+    }
+
+    fn done(r: &mut Restart, id: &str, step: u8, status: u16) {
+        let purpose = Purpose::Restart {
+            op: ME,
+            id: id.into(),
+            step,
+        };
+        r.docker_reply(&purpose, Ok((status, Vec::new())));
+    }
+
+    #[test]
+    fn a_vm_without_an_agent_is_restarted_by_docker_after_the_init_containers() {
+        let mut vms = Vms::default();
+        let mut r = Restart::new(
+            "a/s-1".into(),
+            vec!["init".into()],
+            vec!["main".into()],
+            Some(launcher(VmPhase::Waiting)),
+            false,
+            Format::Json,
+        );
+        assert_eq!(turn(&mut r, &mut vms), (vec!["restart init".into()], None));
+        done(&mut r, "init", STEP_RESTART, 204);
+        // No agent connected: Docker's graceful restart (its stop signal powers the guest off).
+        assert_eq!(
+            turn(&mut r, &mut vms),
+            (vec!["restart main".into(), "restart vm".into()], None)
+        );
+        done(&mut r, "main", STEP_RESTART, 204);
+        done(&mut r, "vm", STEP_RESTART, 204);
+        assert_eq!(turn(&mut r, &mut vms), (vec![], Some(204)));
+    }
+
+    #[test]
+    fn no_delayed_shutdown_kills_and_starts_the_launcher_like_a_container() {
+        let mut vms = Vms::default();
+        let mut r = Restart::new(
+            "a/s-1".into(),
+            vec![],
+            vec![],
+            Some(launcher(VmPhase::Waiting)),
+            true,
+            Format::Json,
+        );
+        assert!(r.vm.is_none());
+        assert_eq!(turn(&mut r, &mut vms), (vec!["kill vm".into()], None));
+        done(&mut r, "vm", STEP_KILL, 204);
+        assert_eq!(turn(&mut r, &mut vms), (vec!["start vm".into()], None));
+        done(&mut r, "vm", STEP_START, 204);
+        assert_eq!(turn(&mut r, &mut vms), (vec![], Some(204)));
+    }
+
+    #[test]
+    fn a_launcher_removed_while_powering_off_fails_the_restart() {
+        let mut vms = Vms::default();
+        let past = Instant::now() - Duration::from_millis(1);
+        let mut r = Restart::new(
+            "a/s-1".into(),
+            vec![],
+            vec![],
+            Some(launcher(VmPhase::PoweringOff { deadline: past })),
+            false,
+            Format::Json,
+        );
+        r.started = true;
+        r.second_wave_sent = true;
+        assert!(r.awaits_launcher());
+        // The mirror has no record of it: removed while powering off.
+        let (wants, reply) = turn(&mut r, &mut vms);
+        assert_eq!(wants, Vec::<String>::new());
+        assert_eq!(reply, Some(502));
+        assert!(!r.awaits_launcher());
     }
 }

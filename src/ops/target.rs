@@ -169,15 +169,21 @@ pub(crate) fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
     if rec.running && !rec.paused && !rec.restarting && rec.pid > 0 {
         return Ok(());
     }
+    // A VM's operations say it is the launcher that does not run (not the guest agent).
+    let what = if rec.is_vm() {
+        "the VM's launcher"
+    } else {
+        "the container"
+    };
     let why = if rec.identity.init && !rec.running && rec.exit_code == 0 && rec.started_at.is_some()
     {
         "the init container has completed".to_string()
     } else if rec.paused {
-        "the container is paused".to_string()
+        format!("{what} is paused")
     } else if rec.restarting {
-        "the container is restarting".to_string()
+        format!("{what} is restarting")
     } else {
-        format!("the container is not running (it is {})", rec.status)
+        format!("{what} is not running (it is {})", rec.status)
     };
     Err(Error::NotRunning {
         why,
@@ -262,7 +268,7 @@ mod tests {
         assert_eq!(seen(Error::NotSealed).status, 503);
         assert_eq!(
             seen(Error::NoAddress).message,
-            "the container has no IP address on a Docker network"
+            "the container has no IP address on a Docker network (a VM: no io.supd.vm.address and no address from its guest agent)"
         );
         assert_eq!(seen(Error::NoneRunning).status, 409);
     }

@@ -17,13 +17,26 @@ impl Server {
         self.hand_out(replies);
     }
 
-    /// The mirror may have changed: an agent for each running launcher, none for the others.
+    /// The mirror may have changed: an agent for each running launcher, none for the others;
+    /// restarts waiting for a launcher to stop look again.
     pub(super) fn reconcile_vms(&mut self) {
         let replies = {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             self.vms.reconcile(&self.mirror, &mut io)
         };
         self.hand_out(replies);
+        if self.restarting.is_empty() {
+            return;
+        }
+        let waiting: Vec<Token> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| op.awaits_launcher())
+            .map(|(t, _)| *t)
+            .collect();
+        for op in waiting {
+            self.drive_op(op, None);
+        }
     }
 
     fn hand_out(&mut self, replies: Vec<Reply>) {

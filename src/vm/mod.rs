@@ -20,6 +20,24 @@ use crate::reactor::Io;
 
 pub use agent::{Agent, Error as AgentError, Got, Reply, Request};
 
+/// Whether this supd keeps an agent for launcher `rec`: always, except in a debug build run
+/// with `SUPD_DEBUG_VM_APPS`, where only launchers whose application contains that text do.
+/// A guest agent serves one client, and every supd keeps a connection to every running
+/// launcher's agent: tests that share a Docker engine would take each other's VMs
+/// (tests/common gives each test process's supd its own `-<pid>-`, which `unique` puts in
+/// every application name).
+fn ours(rec: &ContainerRecord) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static ONLY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        if let Some(only) = ONLY.get_or_init(|| std::env::var("SUPD_DEBUG_VM_APPS").ok()) {
+            return rec.identity.application.contains(only.as_str());
+        }
+    }
+    let _ = rec;
+    true
+}
+
 /// One running launcher.
 pub struct Vm {
     pub agent: Agent,
@@ -49,7 +67,7 @@ impl Vms {
         let mut replies = Vec::new();
         let running: HashMap<&str, &ContainerRecord> = mirror
             .records()
-            .filter(|r| r.vm.is_some() && r.running && r.pid > 0)
+            .filter(|r| r.vm.is_some() && r.running && r.pid > 0 && ours(r))
             .map(|r| (r.id.as_str(), r))
             .collect();
         let stale: Vec<String> = self

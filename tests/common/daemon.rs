@@ -85,6 +85,9 @@ impl Supd {
         }
         cmd.args(&opts.extra_args);
         cmd.env("RUST_LOG", "debug");
+        // Only this test process's VMs (their applications carry `-<pid>-`, see `unique`):
+        // a guest agent serves one client, and test binaries share the Docker engine.
+        cmd.env("SUPD_DEBUG_VM_APPS", format!("-{}-", std::process::id()));
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

@@ -4,6 +4,7 @@
 //! - [`raw`]: a plain HTTP/1.1 client over real sockets and websocket upgrades by hand;
 //! - [`ws`]: websocket frames by hand, and tungstenite as a well-behaved client;
 //! - [`docker`]: containers made with the real Docker CLI, managed instances;
+//! - [`vm`]: VM launchers of the test VM image, waiting for their guest agent;
 //! - here: tokens, unique names, temporary directories, config files, API paths, waiting.
 #![allow(dead_code)]
 
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod docker;
 pub mod private_docker;
 pub mod raw;
+pub mod vm;
 pub mod ws;
 
 // Each test binary uses a part of these.
@@ -22,6 +24,8 @@ pub use docker::*;
 pub use private_docker::PrivateDocker;
 #[allow(unused_imports)]
 pub use raw::*;
+#[allow(unused_imports)]
+pub use vm::*;
 #[allow(unused_imports)]
 pub use ws::*;
 
