@@ -117,7 +117,7 @@ impl Op {
             Op::Exec(e) => e.drive(me, ev, io),
             Op::Interactive(s) => s.drive(me, ev, io),
             Op::Tunnel(t) => t.drive(me, ev, io),
-            Op::Restart(r) => r.drive(me, env),
+            Op::Restart(r) => r.drive(me, io, env),
             Op::VmExec(e) => e.drive(me, io, env),
             Op::VmSession(s) => s.drive(me, ev, io, env),
             Op::Forward(f) => {
@@ -461,7 +461,20 @@ pub(crate) fn start(
                     .map(|r| r.id.clone())
                     .collect()
             };
-            let op = restart::Restart::new(key, ids(true), ids(false), p.immediate, format);
+            // Swarm tasks are stopped, and Swarm replaces them.
+            let tasks = all
+                .iter()
+                .filter_map(|r| {
+                    let t = r.swarm.as_ref()?;
+                    Some(restart::TaskSlot {
+                        id: r.id.clone(),
+                        service_id: t.service_id.clone(),
+                        slot: t.slot.clone(),
+                    })
+                })
+                .collect();
+            let op = restart::Restart::new(key, ids(true), ids(false), p.immediate, format)
+                .with_tasks(tasks);
             Ok(Started::Pending(Op::Restart(op)))
         }
         Call::Console(p) => {
