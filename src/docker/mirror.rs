@@ -142,11 +142,7 @@ impl Mirror {
 
     /// Containers changed: decide again which Swarm task is current in each slot.
     fn reindex(&mut self) {
-        let slots: HashSet<SlotKey> = self
-            .containers
-            .values()
-            .filter_map(|r| slot_key(r))
-            .collect();
+        let slots: HashSet<SlotKey> = self.containers.values().filter_map(slot_key).collect();
         // A slot none of whose containers is left has no history to hide.
         self.floors.retain(|slot, _| slots.contains(slot));
         self.superseded = superseded_tasks(self.containers.values(), &self.floors);
