@@ -281,6 +281,17 @@ fn swarm_tasks_are_service_instances() {
     );
     assert_eq!(r.json()["exit-code"], 3, "{}", r.text());
 
+    // An interactive session in a task (`web-1`, container `web`).
+    let mut ix = ws_client(
+        supd.addr,
+        &interactive_path(&app, "cat", false),
+        INTERACTIVE,
+    );
+    ix.send(Message::binary(b"\x10typed into a task\n".to_vec()))
+        .unwrap();
+    ws_read_until(&mut ix, &mut Vec::new(), "typed into a task\n");
+    drop(ix);
+
     // Connect into a task: its echo server on the task's own loopback.
     let mut ws = ws_client(
         supd.addr,

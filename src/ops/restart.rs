@@ -470,5 +470,14 @@ mod decode_tests {
             (e.status, e.message.as_str()),
             (502, "restart failed: abc: gone; def: x")
         );
+        let e = ApiError::from(Error::NotReplaced(vec!["abc".into()]));
+        assert_eq!(e.status, 504);
+        assert!(
+            e.message.starts_with(
+                "Swarm started no replacement of the stopped task abc on this node within 120 s"
+            ),
+            "{}",
+            e.message
+        );
     }
 }
