@@ -175,6 +175,8 @@ pub(crate) struct Restart {
     containers: Vec<(String, State)>,
     /// The containers that are Swarm tasks, stopped and replaced by Swarm, not restarted.
     tasks: Vec<TaskSlot>,
+    /// When the loop wakes this op next to look for replacements (one timer at a time).
+    poll_at: Option<Instant>,
     /// The first `inits` containers are init containers: they are restarted first, the
     /// others once Docker has restarted them all.
     inits: usize,
@@ -205,6 +207,7 @@ impl Restart {
                 .collect(),
             inits: n,
             tasks: Vec::new(),
+            poll_at: None,
             second_wave_sent: n == 0,
             immediate,
             started: false,
@@ -341,7 +344,8 @@ impl Restart {
                 waiting = true;
             }
         }
-        if waiting {
+        if waiting && self.poll_at.is_none_or(|at| at <= now) {
+            self.poll_at = Some(now + REPLACE_POLL);
             io.wake_at(me, now + REPLACE_POLL);
         }
     }
