@@ -198,6 +198,7 @@ impl From<crate::ops::restart::Error> for ApiError {
         let status = match e {
             E::InProgress(_) => 409,
             E::Failed(_) => 502,
+            E::NotReplaced(_) => 504,
         };
         ApiError::new(status, e.to_string())
     }

@@ -49,6 +49,16 @@ pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+/// `docker stack deploy`'s stack name, on the services it creates and their containers.
+pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
+/// Labels the Swarm agent writes on every task's container, over any label of the same name
+/// the service asked for (so a service cannot forge them; a plain `docker run` can, and is
+/// then read as the task it claims to be).
+pub const SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
+pub const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+pub const SWARM_TASK_ID: &str = "com.docker.swarm.task.id";
+pub const SWARM_TASK_NAME: &str = "com.docker.swarm.task.name";
+pub const SWARM_NODE_ID: &str = "com.docker.swarm.node.id";
 
 #[derive(Debug)]
 pub enum Error {
@@ -99,47 +109,165 @@ pub struct Identity {
 
 /// Label contract: Compose labels map: application = `com.docker.compose.project`, service =
 /// `com.docker.compose.service`, N = `com.docker.compose.container-number`, container name = the
-/// service name. supd's own labels take precedence where present, field by field:
-/// `io.supd.application`, `io.supd.service`, `io.supd.instance` (N), `io.supd.container`,
+/// service name. Docker Swarm tasks map as [`swarm_task`] reads them: application =
+/// `com.docker.stack.namespace`, service = the Swarm service's name without the `<stack>_`
+/// prefix `docker stack deploy` gives it, N = the task's slot (1 for a global service's task:
+/// one per node, and supd only sees its own node), container name = the service name. supd's
+/// own labels take precedence where present, field by field: `io.supd.application`,
+/// `io.supd.service`, `io.supd.instance` (N), `io.supd.container`,
 /// `io.supd.init-container=true`, `io.supd.application-version`.
+///
+/// A container with both Swarm task labels and Compose labels is read as the Swarm task: the
+/// Swarm agent wrote its labels (a service's own labels cannot override them), while Compose
+/// labels on a task can only have come from the service's definition, copied alike onto every
+/// replica, so they cannot tell the replicas apart. The Compose labels are then ignored, not
+/// mixed in field by field.
 ///
 /// Application, service and container names must match `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$` (at most
 /// 63 characters) and N must be a positive decimal integer without sign or leading zeros (so that
 /// `web-1` names exactly one instance); otherwise the container is not managed (`None`). A label
 /// that is present but invalid makes the container unmanaged rather than falling back to the
-/// Compose label: a typo should be visible, not silently reinterpreted.
+/// Compose label: a typo should be visible, not silently reinterpreted. So do Swarm task labels
+/// that do not fit together ([`swarm_task`]).
 ///
 /// Compose one-off containers (`docker compose run`, `com.docker.compose.oneoff=True`) reuse
 /// container numbers of their service's real instances, so they are not managed unless
 /// `io.supd.instance` says which instance they are.
 pub fn identity(labels: &HashMap<String, String>) -> Option<Identity> {
-    let pick = |own: &str, compose: &str| labels.get(own).or_else(|| labels.get(compose));
-    let application = pick(LABEL_APPLICATION, COMPOSE_PROJECT)?;
-    let service = pick(LABEL_SERVICE, COMPOSE_SERVICE)?;
-    let number = pick(LABEL_INSTANCE, COMPOSE_NUMBER)?;
-    if !labels.contains_key(LABEL_INSTANCE)
-        && labels
-            .get(COMPOSE_ONEOFF)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    {
+    let (application, service, number) = match swarm_task(labels) {
+        Some(Ok(task)) => (
+            labels
+                .get(LABEL_APPLICATION)
+                .or_else(|| labels.get(STACK_NAMESPACE))?,
+            labels.get(LABEL_SERVICE).cloned().unwrap_or(task.service),
+            match labels.get(LABEL_INSTANCE) {
+                Some(n) => parse_instance_number(n)?,
+                None => task.slot.number(),
+            },
+        ),
+        Some(Err(_)) => return None,
+        None => {
+            let pick = |own: &str, compose: &str| labels.get(own).or_else(|| labels.get(compose));
+            let application = pick(LABEL_APPLICATION, COMPOSE_PROJECT)?;
+            let service = pick(LABEL_SERVICE, COMPOSE_SERVICE)?;
+            let number = pick(LABEL_INSTANCE, COMPOSE_NUMBER)?;
+            if !labels.contains_key(LABEL_INSTANCE)
+                && labels
+                    .get(COMPOSE_ONEOFF)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            {
+                return None;
+            }
+            (application, service.clone(), parse_instance_number(number)?)
+        }
+    };
+    let container = labels.get(LABEL_CONTAINER).unwrap_or(&service);
+    if !is_name(application) || !is_name(&service) || !is_name(container) {
         return None;
     }
-    let container = labels.get(LABEL_CONTAINER).unwrap_or(service);
-    if !is_name(application) || !is_name(service) || !is_name(container) {
-        return None;
-    }
-    let instance = parse_instance_number(number)?;
     let application_version = labels
         .get(LABEL_VERSION)
         .filter(|v| !v.is_empty() && v.len() <= MAX_VERSION_LEN)
         .cloned();
     Some(Identity {
         application: application.clone(),
-        service: service.clone(),
-        instance,
         container: container.clone(),
+        service,
+        instance: number,
         init: labels.get(LABEL_INIT).is_some_and(|v| v == "true"),
         application_version,
+    })
+}
+
+/// A Swarm task's container, as its labels describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmTask {
+    /// The Swarm service's id: names, unlike ids, can be reused by a later service.
+    pub service_id: String,
+    /// The service name without the `<stack>_` prefix of `docker stack deploy`.
+    pub service: String,
+    pub slot: SwarmSlot,
+    pub task_id: String,
+    pub node_id: String,
+}
+
+/// Where in its service a task runs: the tasks of one slot replace one another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SwarmSlot {
+    /// A replicated service's slot (1, 2, ...).
+    Replica(u32),
+    /// A global service's task on this node (its id): one per node.
+    Node(String),
+}
+
+impl SwarmSlot {
+    /// The instance number: the slot, or 1 for a global service (one task per node).
+    pub fn number(&self) -> u32 {
+        match self {
+            SwarmSlot::Replica(n) => *n,
+            SwarmSlot::Node(_) => 1,
+        }
+    }
+}
+
+/// Why a container's Swarm labels are refused; the container is then not managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmLabelError(pub &'static str);
+
+/// `None`: not a Swarm task (no `com.docker.swarm.task.name`). Otherwise the task its labels
+/// describe: the Swarm agent names a task `<service>.<slot>.<task id>`, or
+/// `<service>.<node id>.<task id>` for a global service, and writes that, the service's name
+/// and id, the task's id and the node's id as labels. They must all be present, non-empty and
+/// agree (the name made of the service name, a slot or this node's id, and the task id),
+/// or the container is refused: the Swarm agent never writes anything else.
+pub fn swarm_task(
+    labels: &HashMap<String, String>,
+) -> Option<std::result::Result<SwarmTask, SwarmLabelError>> {
+    let name = labels.get(SWARM_TASK_NAME)?;
+    Some(parse_swarm_task(name, labels))
+}
+
+fn parse_swarm_task(
+    name: &str,
+    labels: &HashMap<String, String>,
+) -> std::result::Result<SwarmTask, SwarmLabelError> {
+    let get = |key: &str, what: &'static str| {
+        labels
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .ok_or(SwarmLabelError(what))
+    };
+    let service_name = get(SWARM_SERVICE_NAME, "no com.docker.swarm.service.name")?;
+    let service_id = get(SWARM_SERVICE_ID, "no com.docker.swarm.service.id")?;
+    let task_id = get(SWARM_TASK_ID, "no com.docker.swarm.task.id")?;
+    let node_id = get(SWARM_NODE_ID, "no com.docker.swarm.node.id")?;
+    let slot = name
+        .strip_prefix(service_name.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(task_id.as_str()))
+        .and_then(|rest| rest.strip_suffix('.'))
+        .ok_or(SwarmLabelError(
+            "the task name is not <service>.<slot>.<task id>",
+        ))?;
+    let slot = if slot == node_id {
+        SwarmSlot::Node(node_id.clone())
+    } else {
+        SwarmSlot::Replica(
+            parse_instance_number(slot)
+                .ok_or(SwarmLabelError("the task's slot is not a positive number"))?,
+        )
+    };
+    // `docker stack deploy` names the services of stack `s` `s_<name>`.
+    let service = labels
+        .get(STACK_NAMESPACE)
+        .and_then(|ns| service_name.strip_prefix(ns.as_str())?.strip_prefix('_'))
+        .unwrap_or(service_name);
+    Ok(SwarmTask {
+        service_id: service_id.clone(),
+        service: service.to_string(),
+        slot,
+        task_id: task_id.clone(),
+        node_id: node_id.clone(),
     })
 }
 
@@ -431,8 +559,13 @@ pub struct ContainerRecord {
     pub stop_timeout: Option<u32>,
     /// `Config.Image`: the image as the container was created from it (name or id).
     pub image: String,
-    /// `com.docker.compose.project`, whose `<project>_` prefix Compose puts on volume names.
+    /// `com.docker.compose.project`, whose `<project>_` prefix Compose puts on volume names;
+    /// for a Swarm task `com.docker.stack.namespace`, which `docker stack deploy` puts there.
     pub compose_project: Option<String>,
+    /// `Created`, as Docker gives it (RFC 3339 UTC, nanoseconds): see [`created_order`].
+    pub created: String,
+    /// Set when the container is a Swarm task's (see [`swarm_task`]).
+    pub swarm: Option<SwarmTask>,
     /// Set when the container is a VM launcher (`io.supd.vm-container=true`): see [`vm_spec`].
     pub vm: Option<VmSpec>,
 }
@@ -537,7 +670,12 @@ fn record(raw: RawInspect, identity: Identity, vm: Option<VmSpec>) -> ContainerR
         .health
         .map(|h| (h.status, h.log.iter().any(|p| p.exit_code == 0)));
     let time = |s: String| (!is_zero_time(&s)).then_some(s);
-    let compose_project = raw.config.labels.get(COMPOSE_PROJECT).cloned();
+    let swarm = swarm_task(&raw.config.labels).and_then(|t| t.ok());
+    let compose_project = if swarm.is_some() {
+        raw.config.labels.get(STACK_NAMESPACE).cloned()
+    } else {
+        raw.config.labels.get(COMPOSE_PROJECT).cloned()
+    };
 
     let mut networks: Vec<Network> = raw
         .network_settings
@@ -684,8 +822,29 @@ fn record(raw: RawInspect, identity: Identity, vm: Option<VmSpec>) -> ContainerR
         stop_timeout: raw.config.stop_timeout,
         image: raw.config.image,
         compose_project,
+        created: raw.created,
+        swarm,
         vm,
     }
+}
+
+/// A key that orders Docker's `Created` times (`2024-05-01T10:00:00.123456789Z`): the seconds
+/// as text (fixed width) and the fraction as nanoseconds, since Go drops trailing zeros from
+/// the fraction and the texts alone would not compare. Unreadable times sort first.
+pub fn created_order(created: &str) -> (&str, u32) {
+    let Some(t) = created.strip_suffix('Z') else {
+        return ("", 0);
+    };
+    let (secs, fraction) = t.split_once('.').unwrap_or((t, ""));
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return ("", 0);
+    }
+    let nanos = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    (secs, nanos)
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
@@ -705,6 +864,8 @@ struct RawInspect {
     id: String,
     #[serde(deserialize_with = "nullable")]
     name: String,
+    #[serde(deserialize_with = "nullable")]
+    created: String,
     #[serde(deserialize_with = "nullable")]
     restart_count: u32,
     #[serde(deserialize_with = "nullable")]
@@ -919,6 +1080,7 @@ mod tests {
     const COMPOSE: &[u8] = include_bytes!("../../tests/fixtures/docker/compose.json");
     const RESTARTING: &[u8] = include_bytes!("../../tests/fixtures/docker/restarting.json");
     const LIST: &[u8] = include_bytes!("../../tests/fixtures/docker/list.json");
+    const SWARM_TASK: &[u8] = include_bytes!("../../tests/fixtures/docker/swarm-task.json");
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -1044,6 +1206,227 @@ mod tests {
         assert!(identity(&l).is_none());
         l.insert(LABEL_INSTANCE.into(), "7".into());
         assert_eq!(identity(&l).unwrap().instance, 7);
+    }
+
+    const NODE: &str = "v5h1we7mah4zkmnecqhxwduvm";
+
+    /// The labels the Swarm agent writes on a task of `service` in `slot` (a number, or the
+    /// node id for a global service), with the stack label of `docker stack deploy`.
+    fn task(stack: Option<&str>, service: &str, slot: &str) -> HashMap<String, String> {
+        let mut l = labels(&[
+            (SWARM_SERVICE_ID, "a7bky3lwt1lfnk7teg8nh8rv9"),
+            (SWARM_SERVICE_NAME, service),
+            (SWARM_TASK_ID, "pb120socx7zwtjkjspiiks5fk"),
+            (SWARM_NODE_ID, NODE),
+            ("com.docker.swarm.task", ""),
+        ]);
+        l.insert(
+            SWARM_TASK_NAME.into(),
+            format!("{service}.{slot}.pb120socx7zwtjkjspiiks5fk"),
+        );
+        if let Some(stack) = stack {
+            l.insert(STACK_NAMESPACE.into(), stack.into());
+        }
+        l
+    }
+
+    #[test]
+    fn identity_of_a_stack_task_is_its_slot() {
+        let l = task(Some("shop"), "shop_web", "2");
+        assert_eq!(
+            identity(&l).unwrap(),
+            Identity {
+                application: "shop".into(),
+                service: "web".into(),
+                instance: 2,
+                container: "web".into(),
+                init: false,
+                application_version: None,
+            }
+        );
+        let t = swarm_task(&l).unwrap().unwrap();
+        assert_eq!(t.slot, SwarmSlot::Replica(2));
+        assert_eq!(t.service, "web");
+        assert_eq!(t.service_id, "a7bky3lwt1lfnk7teg8nh8rv9");
+        assert_eq!(t.node_id, NODE);
+        // Service names with dashes, and a stack name that is a prefix of another word.
+        let l = task(Some("shop"), "shop_web-api", "12");
+        let id = identity(&l).unwrap();
+        assert_eq!((id.service.as_str(), id.instance), ("web-api", 12));
+        let l = task(Some("shop"), "shopweb", "1");
+        assert_eq!(
+            identity(&l).unwrap().service,
+            "shopweb",
+            "no '_': not stripped"
+        );
+    }
+
+    #[test]
+    fn a_global_task_is_instance_one() {
+        let l = task(Some("shop"), "shop_agent", NODE);
+        let id = identity(&l).unwrap();
+        assert_eq!(
+            (id.application.as_str(), id.service.as_str(), id.instance),
+            ("shop", "agent", 1)
+        );
+        assert_eq!(
+            swarm_task(&l).unwrap().unwrap().slot,
+            SwarmSlot::Node(NODE.into())
+        );
+        // Another node's id in the name is no slot of this task.
+        let mut l = task(Some("shop"), "shop_agent", "x5h1we7mah4zkmnecqhxwduvm");
+        assert!(identity(&l).is_none());
+        l.insert(LABEL_INSTANCE.into(), "1".into());
+        assert!(identity(&l).is_none(), "malformed task labels refuse it");
+    }
+
+    #[test]
+    fn a_task_outside_a_stack_needs_io_supd_application() {
+        let mut l = task(None, "web", "3");
+        assert!(identity(&l).is_none());
+        l.insert(LABEL_APPLICATION.into(), "shop".into());
+        let id = identity(&l).unwrap();
+        assert_eq!(
+            (id.application.as_str(), id.service.as_str(), id.instance),
+            ("shop", "web", 3)
+        );
+        // No stack label: nothing is stripped from the service name.
+        let mut l = task(None, "shop_web", "3");
+        l.insert(LABEL_APPLICATION.into(), "shop".into());
+        assert!(identity(&l).is_none(), "shop_web is no name");
+    }
+
+    #[test]
+    fn supd_labels_take_precedence_over_swarm_field_by_field() {
+        let mut l = task(Some("shop"), "shop_web", "2");
+        l.insert(LABEL_APPLICATION.into(), "store".into());
+        let id = identity(&l).unwrap();
+        assert_eq!(
+            (id.application.as_str(), id.service.as_str()),
+            ("store", "web")
+        );
+        l.insert(LABEL_SERVICE.into(), "front".into());
+        l.insert(LABEL_INSTANCE.into(), "7".into());
+        l.insert(LABEL_CONTAINER.into(), "nginx".into());
+        l.insert(LABEL_VERSION.into(), "1.2".into());
+        let id = identity(&l).unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                application: "store".into(),
+                service: "front".into(),
+                instance: 7,
+                container: "nginx".into(),
+                init: false,
+                application_version: Some("1.2".into()),
+            }
+        );
+        // The stripped service name is the default container name, not the supd service.
+        l.remove(LABEL_CONTAINER);
+        assert_eq!(identity(&l).unwrap().container, "front");
+        l.insert(LABEL_INSTANCE.into(), "07".into());
+        assert!(identity(&l).is_none(), "an invalid io.supd.instance");
+    }
+
+    #[test]
+    fn swarm_labels_win_over_compose_labels() {
+        let mut l = task(Some("shop"), "shop_web", "3");
+        for (k, v) in [
+            (COMPOSE_PROJECT, "blog"),
+            (COMPOSE_SERVICE, "db"),
+            (COMPOSE_NUMBER, "1"),
+            (COMPOSE_ONEOFF, "True"),
+        ] {
+            l.insert(k.into(), v.into());
+        }
+        let id = identity(&l).unwrap();
+        assert_eq!(
+            (id.application.as_str(), id.service.as_str(), id.instance),
+            ("shop", "web", 3)
+        );
+        // Not mixed in: a task without a stack does not take the Compose project.
+        let mut l = task(None, "web", "3");
+        l.insert(COMPOSE_PROJECT.into(), "blog".into());
+        assert!(identity(&l).is_none());
+    }
+
+    #[test]
+    fn task_labels_must_agree() {
+        assert!(identity(&task(Some("shop"), "shop_web", "1")).is_some());
+        for missing in [
+            SWARM_SERVICE_ID,
+            SWARM_SERVICE_NAME,
+            SWARM_TASK_ID,
+            SWARM_NODE_ID,
+        ] {
+            let mut l = task(Some("shop"), "shop_web", "1");
+            l.remove(missing);
+            assert!(identity(&l).is_none(), "without {missing}");
+            l.insert(missing.into(), String::new());
+            assert!(identity(&l).is_none(), "empty {missing}");
+        }
+        for name in [
+            "shop_web.1",
+            "shop_web.pb120socx7zwtjkjspiiks5fk",
+            "shop_web..pb120socx7zwtjkjspiiks5fk",
+            "shop_web.0.pb120socx7zwtjkjspiiks5fk",
+            "shop_web.01.pb120socx7zwtjkjspiiks5fk",
+            "shop_web.-1.pb120socx7zwtjkjspiiks5fk",
+            "shop_web.1.other7zwtjkjspiiks5fk",
+            "shop_api.1.pb120socx7zwtjkjspiiks5fk",
+            "shop_web_1.1.pb120socx7zwtjkjspiiks5fk",
+            "shop_web.1.2.pb120socx7zwtjkjspiiks5fk",
+            "",
+        ] {
+            let mut l = task(Some("shop"), "shop_web", "1");
+            l.insert(SWARM_TASK_NAME.into(), name.into());
+            assert!(
+                matches!(swarm_task(&l), Some(Err(_))) && identity(&l).is_none(),
+                "task name {name:?}"
+            );
+        }
+        // Without a task name it is no task: the other Swarm labels alone mean nothing.
+        let mut l = task(Some("shop"), "shop_web", "1");
+        l.remove(SWARM_TASK_NAME);
+        assert!(swarm_task(&l).is_none());
+        assert!(identity(&l).is_none());
+    }
+
+    #[test]
+    fn a_captured_task() {
+        let r = rec(SWARM_TASK);
+        assert_eq!(r.identity.application, "shopx");
+        assert_eq!(r.identity.service, "web");
+        assert_eq!(r.identity.instance, 2);
+        assert_eq!(r.identity.container, "web");
+        assert_eq!(r.compose_project.as_deref(), Some("shopx"));
+        assert_eq!(r.created, "2026-12-02T07:32:22.464455401Z");
+        let t = r.swarm.unwrap();
+        assert_eq!(t.slot, SwarmSlot::Replica(2));
+        assert_eq!(t.task_id, "mlg5be3pqdlv8f5fvqdj1fuzq");
+        assert!(rec(MAIN).swarm.is_none());
+    }
+
+    #[test]
+    fn created_times_order_by_value() {
+        let k = created_order;
+        assert!(k("2026-12-02T07:32:22.5Z") > k("2026-12-02T07:32:22.464455401Z"));
+        assert!(k("2026-12-02T07:32:22.1Z") < k("2026-12-02T07:32:22.12Z"));
+        assert!(k("2026-12-02T07:32:22Z") < k("2026-12-02T07:32:22.000000001Z"));
+        assert!(k("2026-12-02T07:32:23Z") > k("2026-12-02T07:32:22.999999999Z"));
+        assert_eq!(
+            k("2026-12-02T07:32:22.5Z"),
+            ("2026-12-02T07:32:22", 500_000_000)
+        );
+        for bad in [
+            "",
+            "2026-12-02T07:32:22",
+            "x.1234567890Z",
+            "x.1a Z",
+            "x.-1Z",
+        ] {
+            assert_eq!(k(bad), ("", 0), "{bad:?}");
+        }
     }
 
     fn launcher(extra: &[(&str, &str)]) -> HashMap<String, String> {

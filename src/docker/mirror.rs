@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::client::Purpose;
 use super::events;
-use super::inspect::{self, ContainerRecord};
+use super::inspect::{self, ContainerRecord, SwarmSlot};
 
 /// supd-tracked restart counts per container (Docker's RestartCount resets on a manual start).
 /// Defined here, with the mirror that tracks them, and read by `model`, which builds on
@@ -65,6 +65,13 @@ struct Sync {
 pub struct Mirror {
     phase: Phase,
     containers: HashMap<String, ContainerRecord>,
+    /// Containers of Swarm tasks that an other task of their slot has replaced: see
+    /// [`superseded_tasks`]. Kept in `containers` (an event may make one current again, and
+    /// Swarm removes them in its own time), shown nowhere.
+    superseded: HashSet<String>,
+    /// Per Swarm slot, the creation time of the newest of its current tasks' containers that
+    /// went away: what remains of the slot from before is its history, never current again.
+    floors: HashMap<SlotKey, CreatedKey>,
     counts: HashMap<String, RestartCounts>,
     sync: Option<Sync>,
     /// Inspects in flight after the sync, and those that must run again when they return.
@@ -87,6 +94,8 @@ impl Mirror {
         Mirror {
             phase: Phase::Down("connecting to the Docker engine".into()),
             containers: HashMap::new(),
+            superseded: HashSet::new(),
+            floors: HashMap::new(),
             counts: HashMap::new(),
             sync: None,
             inflight: HashSet::new(),
@@ -124,8 +133,37 @@ impl Mirror {
         self.containers.len()
     }
 
+    /// The managed containers, without the Swarm tasks that other tasks have replaced.
     pub fn records(&self) -> impl Iterator<Item = &ContainerRecord> {
-        self.containers.values()
+        self.containers
+            .values()
+            .filter(|r| !self.superseded.contains(&r.id))
+    }
+
+    /// Containers changed: decide again which Swarm task is current in each slot.
+    fn reindex(&mut self) {
+        let slots: HashSet<SlotKey> = self.containers.values().filter_map(slot_key).collect();
+        // A slot none of whose containers is left has no history to hide.
+        self.floors.retain(|slot, _| slots.contains(slot));
+        self.superseded = superseded_tasks(self.containers.values(), &self.floors);
+    }
+
+    /// Container `id` is gone. If it was its Swarm slot's current task, the slot's older
+    /// containers are history from now on: Swarm removes a slot's current task's container
+    /// when it gives the slot up (scaled down, or the service no longer runs on this node)
+    /// and keeps the older ones; when the slot lives on, its next task is newer still.
+    fn forget(&mut self, id: &str) {
+        if let Some(r) = self.containers.remove(id)
+            && !self.superseded.contains(id)
+            && let Some(slot) = slot_key(&r)
+        {
+            let created = created_key(&r);
+            let floor = self.floors.entry(slot).or_insert_with(|| created.clone());
+            if created > *floor {
+                *floor = created;
+            }
+        }
+        self.counts.remove(id);
     }
 
     #[cfg(test)]
@@ -255,7 +293,17 @@ impl Mirror {
             for (id, rec) in &sync.fresh {
                 self.observe_counts(id, rec);
             }
+            let gone: Vec<String> = self
+                .containers
+                .keys()
+                .filter(|id| !sync.fresh.contains_key(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                self.forget(&id);
+            }
             self.containers = sync.fresh;
+            self.reindex();
             self.counts.retain(|id, _| self.containers.contains_key(id));
             self.phase = Phase::Ready;
             if !self.ever_ready {
@@ -308,11 +356,9 @@ impl Mirror {
                 self.observe_counts(&id, &rec);
                 self.containers.insert(id.clone(), rec);
             }
-            None => {
-                self.containers.remove(&id);
-                self.counts.remove(&id);
-            }
+            None => self.forget(&id),
         }
+        self.reindex();
         if self.dirty.remove(&id) {
             return self.refresh(id);
         }
@@ -344,8 +390,8 @@ impl Mirror {
         }
         if action == "destroy" {
             self.changed();
-            self.containers.remove(&id);
-            self.counts.remove(&id);
+            self.forget(&id);
+            self.reindex();
             // An inspect still in flight may answer with the container as it was before
             // the removal: look again when it returns (that one answers 404).
             if self.inflight.contains(&id) {
@@ -364,6 +410,7 @@ impl Mirror {
             rec.pid = 0;
             rec.status = "exited".to_owned();
             self.changed();
+            self.reindex();
         }
         self.refresh(id)
     }
@@ -405,6 +452,76 @@ impl Mirror {
     }
 }
 
+/// The containers of Swarm tasks that are not their slot's current task. Swarm keeps the
+/// containers of a slot's earlier tasks, stopped (its task history, 5 per slot by default),
+/// and the local engine does not say which task Swarm means to run: only the containers.
+/// The current one is the live one (running, paused or restarting), else the newest by
+/// creation, ties broken by id. Live first: when Swarm starts a replacement before it stops
+/// the old task (`update_config.order: start-first`), the task that runs stays the instance
+/// until the new one runs too; otherwise the newest, because Swarm creates a slot's next task
+/// only once the previous one has stopped, so a newer container is always the later task (a
+/// replacement created but not yet started, or one that failed).
+///
+/// `floors` hides a slot's containers created no later than its floor, whatever they are:
+/// see [`Mirror::forget`].
+fn superseded_tasks<'r>(
+    records: impl Iterator<Item = &'r ContainerRecord> + Clone,
+    floors: &HashMap<SlotKey, CreatedKey>,
+) -> HashSet<String> {
+    let rank = |r: &'r ContainerRecord| {
+        (
+            r.running || r.paused || r.restarting,
+            inspect::created_order(&r.created),
+            r.id.as_str(),
+        )
+    };
+    let below_floor = |r: &ContainerRecord| {
+        slot_key(r)
+            .and_then(|slot| floors.get(&slot))
+            .is_some_and(|floor| created_key(r) <= *floor)
+    };
+    let mut current: HashMap<(&str, &SwarmSlot), &ContainerRecord> = HashMap::new();
+    for r in records.clone() {
+        let Some(task) = &r.swarm else {
+            continue;
+        };
+        if below_floor(r) {
+            continue;
+        }
+        let slot = current.entry((&task.service_id, &task.slot)).or_insert(r);
+        if rank(r) > rank(slot) {
+            *slot = r;
+        }
+    }
+    records
+        .filter(|r| {
+            r.swarm.as_ref().is_some_and(|t| {
+                below_floor(r)
+                    || current
+                        .get(&(t.service_id.as_str(), &t.slot))
+                        .is_some_and(|c| c.id != r.id)
+            })
+        })
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// A Swarm slot: its service's id and the slot.
+type SlotKey = (String, SwarmSlot);
+/// A container's creation time, in order (see [`inspect::created_order`]).
+type CreatedKey = (String, u32);
+
+fn slot_key(r: &ContainerRecord) -> Option<SlotKey> {
+    r.swarm
+        .as_ref()
+        .map(|t| (t.service_id.clone(), t.slot.clone()))
+}
+
+fn created_key(r: &ContainerRecord) -> CreatedKey {
+    let (secs, nanos) = inspect::created_order(&r.created);
+    (secs.to_string(), nanos)
+}
+
 fn inspect_want(id: &str) -> Want {
     Want::Get {
         path: format!("/containers/{id}/json"),
@@ -422,6 +539,165 @@ mod tests {
 
     const MAIN: &[u8] = include_bytes!("../../tests/fixtures/docker/main.json");
     const MAIN_ID: &str = "1a3ea50401cf05f9532a5121b35d2d8597b558e5c6e9862be0af9a439a39dd7a";
+    const TASK: &[u8] = include_bytes!("../../tests/fixtures/docker/swarm-task.json");
+    const TASK_ID: &str = "7215780206d6c44d4c1e66d1e2a9e6b7312fdff4b92af26df11070721caa696d";
+
+    /// The captured task's container with another id and creation time, running or exited.
+    fn task_doc(c: char, created: &str, running: bool) -> (String, Vec<u8>) {
+        let id = c.to_string().repeat(64);
+        let mut v: serde_json::Value = serde_json::from_slice(TASK).unwrap();
+        v["Id"] = id.clone().into();
+        v["Created"] = created.into();
+        v["State"]["Running"] = running.into();
+        v["State"]["Status"] = if running { "running" } else { "exited" }.into();
+        if !running {
+            v["State"]["Pid"] = 0.into();
+        }
+        (id, serde_json::to_vec(&v).unwrap())
+    }
+
+    fn shown(m: &Mirror) -> Vec<String> {
+        let mut v: Vec<String> = m.records().map(|r| r.id[..1].to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// Only the current task of a Swarm slot is shown: the running one, else the newest; the
+    /// others stay in the mirror (an event can make one current again).
+    #[test]
+    fn only_the_current_task_of_a_slot_is_shown() {
+        let mut m = synced();
+        let feed = |m: &mut Mirror, (id, doc): (String, Vec<u8>)| {
+            m.refresh(id.clone());
+            m.on_reply(Purpose::Inspect(id), 200, &doc);
+        };
+        // An old task, stopped; its replacement created later and running.
+        feed(&mut m, task_doc('a', "2026-12-02T07:32:08.8Z", false));
+        assert_eq!(
+            shown(&m),
+            ["1", "a"],
+            "a slot's only task is shown, stopped"
+        );
+        feed(&mut m, task_doc('b', "2026-12-02T07:32:22.46Z", true));
+        assert_eq!(shown(&m), ["1", "b"]);
+        assert_eq!(m.len(), 3, "the old task is kept");
+        // The replacement dies too: the newest is still the one shown (failed).
+        feed(&mut m, task_doc('b', "2026-12-02T07:32:22.46Z", false));
+        assert_eq!(shown(&m), ["1", "b"]);
+        // A newer task only created (not started): the newest.
+        feed(&mut m, task_doc('c', "2026-12-02T07:32:22.5Z", false));
+        assert_eq!(shown(&m), ["1", "c"]);
+        // start-first: the old one runs again while the new one is only created; then both run.
+        feed(&mut m, task_doc('b', "2026-12-02T07:32:22.46Z", true));
+        assert_eq!(shown(&m), ["1", "b"], "the running task, though older");
+        feed(&mut m, task_doc('c', "2026-12-02T07:32:22.5Z", true));
+        assert_eq!(shown(&m), ["1", "c"], "both running: the newest");
+        // The current task's container removed (Swarm gave the slot up, or someone removed
+        // it): what is left of the slot is history, shown no more.
+        m.on_container_event("c".repeat(64), "destroy");
+        assert_eq!(shown(&m), ["1"]);
+        assert_eq!(m.len(), 3, "a and b are kept");
+        // Not even when it runs again.
+        feed(&mut m, task_doc('b', "2026-12-02T07:32:22.46Z", true));
+        assert_eq!(shown(&m), ["1"]);
+        // A newer task in the slot (Swarm replaced the removed one): that is the instance.
+        feed(&mut m, task_doc('d', "2026-12-02T07:32:23Z", false));
+        assert_eq!(shown(&m), ["1", "d"]);
+        // An old task's container removed (Swarm's task history limit) changes nothing.
+        m.on_container_event("a".repeat(64), "destroy");
+        assert_eq!(shown(&m), ["1", "d"]);
+        // Once no container of the slot is left, the slot is forgotten: a task with an older
+        // creation time (a clock set back) is its instance again.
+        for c in ['b', 'd'] {
+            m.on_container_event(c.to_string().repeat(64), "destroy");
+        }
+        assert_eq!(shown(&m), ["1"]);
+        assert!(m.floors.is_empty());
+        feed(&mut m, (TASK_ID.into(), TASK.to_vec()));
+        assert_eq!(shown(&m), ["1", "7"]);
+        // A `die` event hides nothing before the re-inspect: it is still the slot's task.
+        m.on_container_event(TASK_ID.into(), "die");
+        assert_eq!(shown(&m), ["1", "7"]);
+    }
+
+    /// The same when the removal is learnt from an inspect answering 404, or from a resync
+    /// (the engine was away while Swarm removed the container).
+    #[test]
+    fn a_current_task_gone_while_away_leaves_history_only() {
+        for resync in [false, true] {
+            let mut m = synced();
+            let (old, old_doc) = task_doc('a', "2026-12-02T07:32:08.8Z", false);
+            let (new, new_doc) = task_doc('b', "2026-12-02T07:32:22.46Z", true);
+            for (id, doc) in [(&old, &old_doc), (&new, &new_doc)] {
+                m.refresh(id.clone());
+                m.on_reply(Purpose::Inspect(id.clone()), 200, doc);
+            }
+            assert_eq!(shown(&m), ["1", "b"]);
+            if resync {
+                m.disconnected("engine restarted");
+                m.connect();
+                m.on_reply(Purpose::Version, 200, br#"{"ApiVersion":"1.41"}"#);
+                let list = format!(
+                    r#"[{{"Id":"{MAIN_ID}","Labels":{{"io.supd.application":"shop","io.supd.service":"web","io.supd.instance":"1"}}}},{{"Id":"{old}","Labels":{{"io.supd.application":"shop","io.supd.service":"web","io.supd.instance":"2"}}}}]"#
+                );
+                m.on_reply(Purpose::List, 200, list.as_bytes());
+                m.on_reply(Purpose::Inspect(MAIN_ID.into()), 200, MAIN);
+                m.on_reply(Purpose::Inspect(old.clone()), 200, &old_doc);
+                assert!(m.is_ready());
+            } else {
+                m.refresh(new.clone());
+                m.on_reply(Purpose::Inspect(new.clone()), 404, b"");
+            }
+            assert_eq!(shown(&m), ["1"], "resync: {resync}");
+        }
+    }
+
+    /// Slots are told apart by service id and slot: another slot, another service with the
+    /// same name, a global service's node: each has its own current task.
+    #[test]
+    fn slots_are_per_service_id_and_slot() {
+        let base: serde_json::Value = serde_json::from_slice(TASK).unwrap();
+        let mut records = Vec::new();
+        for (c, service_id, name) in [
+            (
+                'a',
+                "a7bky3lwt1lfnk7teg8nh8rv9",
+                "shopx_web.2.mlg5be3pqdlv8f5fvqdj1fuzq",
+            ),
+            (
+                'b',
+                "a7bky3lwt1lfnk7teg8nh8rv9",
+                "shopx_web.3.mlg5be3pqdlv8f5fvqdj1fuzq",
+            ),
+            (
+                'c',
+                "zzbky3lwt1lfnk7teg8nh8rv9",
+                "shopx_web.2.mlg5be3pqdlv8f5fvqdj1fuzq",
+            ),
+            (
+                'd',
+                "a7bky3lwt1lfnk7teg8nh8rv9",
+                "shopx_web.2.mlg5be3pqdlv8f5fvqdj1fuzq",
+            ),
+        ] {
+            let mut v = base.clone();
+            v["Id"] = c.to_string().repeat(64).into();
+            let labels = &mut v["Config"]["Labels"];
+            labels["com.docker.swarm.service.id"] = service_id.into();
+            labels["com.docker.swarm.task.name"] = name.into();
+            records.push(
+                inspect::parse(&serde_json::to_vec(&v).unwrap())
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        // a and d: same slot, same creation time and both running: the id decides.
+        let hidden = superseded_tasks(records.iter(), &HashMap::new());
+        assert_eq!(hidden, HashSet::from(["a".repeat(64)]));
+        // Plain containers are never superseded.
+        let plain = inspect::parse(MAIN).unwrap().unwrap();
+        assert!(superseded_tasks([plain].iter(), &HashMap::new()).is_empty());
+    }
 
     fn synced() -> Mirror {
         let mut m = Mirror::new();

@@ -458,6 +458,18 @@ pub(crate) fn start(
                     .map(|r| r.id.clone())
                     .collect()
             };
+            // Swarm tasks are stopped, and Swarm replaces them.
+            let tasks = all
+                .iter()
+                .filter_map(|r| {
+                    let t = r.swarm.as_ref()?;
+                    Some(restart::TaskSlot {
+                        id: r.id.clone(),
+                        service_id: t.service_id.clone(),
+                        slot: t.slot.clone(),
+                    })
+                })
+                .collect();
             let op = restart::Restart::new(
                 key,
                 ids(true),
@@ -465,7 +477,8 @@ pub(crate) fn start(
                 launcher.map(restart::Launcher::new),
                 p.immediate,
                 format,
-            );
+            )
+            .with_tasks(tasks);
             Ok(Started::Pending(Op::Restart(op)))
         }
         Call::Console(p) => {

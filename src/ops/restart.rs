@@ -13,6 +13,10 @@
 //! one that refuses), Docker's graceful restart does it (the launcher powers the guest down on
 //! its stop signal). Immediate: kill, then start, as for containers. The answer comes when
 //! the launcher runs again, as for containers.
+//!
+//! A Docker Swarm task's container is not started again: Swarm would not know of it. It is
+//! stopped (`POST /containers/{id}/stop`, or killed with `no-delayed-shutdown`), Swarm starts
+//! a new task in its slot, and the restart is done when the new task's container runs here.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -23,7 +27,7 @@ use serde::Deserialize;
 use super::decode::{DecodeCtx, DecodeError, check_query};
 use super::{EnvMut, Io, Progress, Reply};
 use crate::docker::client::Purpose;
-use crate::docker::inspect::ContainerRecord;
+use crate::docker::inspect::{ContainerRecord, SwarmSlot};
 use crate::docker::mirror::{Mirror, Want};
 use crate::http::query::Query;
 use crate::http::request::Request;
@@ -107,6 +111,8 @@ pub enum Error {
     InProgress(String),
     /// Docker refused some containers: `<id>: <why>` each (502).
     Failed(Vec<String>),
+    /// Swarm tasks stopped, but no replacement ran here in time: their container ids (504).
+    NotReplaced(Vec<String>),
 }
 
 impl std::fmt::Display for Error {
@@ -116,6 +122,14 @@ impl std::fmt::Display for Error {
                 write!(f, "a restart of {instance} is already in progress")
             }
             Error::Failed(failures) => write!(f, "restart failed: {}", failures.join("; ")),
+            Error::NotReplaced(ids) => write!(
+                f,
+                "Swarm started no replacement of the stopped task {} on this node within {} s \
+                 (its restart policy decides whether and when it does, and may place it on \
+                 another node)",
+                ids.join(", "),
+                REPLACE_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -125,6 +139,14 @@ impl std::error::Error for Error {}
 const STEP_RESTART: u8 = 0;
 const STEP_KILL: u8 = 1;
 const STEP_START: u8 = 2;
+/// A Swarm task's graceful stop.
+const STEP_STOP: u8 = 3;
+
+/// How long a stopped Swarm task's replacement may take to run on this node. Swarm waits its
+/// restart policy's delay (5 s by default) before it creates the new task.
+pub const REPLACE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the mirror is looked at for a Swarm task's replacement.
+const REPLACE_POLL: Duration = Duration::from_millis(100);
 
 /// Docker's stop timeout for a container that sets none.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,14 +199,44 @@ enum VmPhase {
 #[derive(Debug, PartialEq)]
 enum State {
     Waiting,
+    /// A Swarm task's container stopped; waiting until then for a new one in its slot to run.
+    Replacing(Instant),
     Done,
     Failed(String),
+    /// No replacement ran in time.
+    NotReplaced,
+}
+
+impl State {
+    /// Whether the container's part of the restart is over, well or not.
+    fn settled(&self) -> bool {
+        !matches!(self, State::Waiting | State::Replacing(_))
+    }
+}
+
+/// What a container's restart does after Docker's answer.
+enum Next {
+    Step(u8),
+    /// Wait for Swarm's replacement task.
+    Replacement,
+}
+
+/// The slot of a Swarm task whose container is restarted: its service's id and slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskSlot {
+    pub id: String,
+    pub service_id: String,
+    pub slot: SwarmSlot,
 }
 
 pub(crate) struct Restart {
     /// `<application>/<instance>`: at most one restart per instance at a time.
     pub key: String,
     containers: Vec<(String, State)>,
+    /// The containers that are Swarm tasks, stopped and replaced by Swarm, not restarted.
+    tasks: Vec<TaskSlot>,
+    /// When the loop wakes this op next to look for replacements (one timer at a time).
+    poll_at: Option<Instant>,
     /// The first `inits` containers are init containers: they are restarted first, the
     /// others once Docker has restarted them all.
     inits: usize,
@@ -220,6 +272,8 @@ impl Restart {
                 .map(|id| (id, State::Waiting))
                 .collect(),
             inits: n,
+            tasks: Vec::new(),
+            poll_at: None,
             second_wave_sent: n == 0,
             // Immediate: the launcher is killed and started like any container.
             vm: vm.filter(|_| !immediate),
@@ -228,6 +282,25 @@ impl Restart {
             replies: VecDeque::new(),
             format,
             replied: false,
+        }
+    }
+
+    /// These of the containers are Swarm tasks.
+    pub(crate) fn with_tasks(mut self, tasks: Vec<TaskSlot>) -> Restart {
+        self.tasks = tasks;
+        self
+    }
+
+    fn task(&self, id: &str) -> Option<&TaskSlot> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    /// The first step for container `id`.
+    fn first_step(&self, id: &str) -> u8 {
+        match (self.immediate, self.task(id).is_some()) {
+            (true, _) => STEP_KILL,
+            (false, true) => STEP_STOP,
+            (false, false) => STEP_RESTART,
         }
     }
 
@@ -270,11 +343,6 @@ impl Restart {
 
     pub(crate) fn drive(&mut self, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) -> Progress {
         let mut p = Progress::default();
-        let step = if self.immediate {
-            STEP_KILL
-        } else {
-            STEP_RESTART
-        };
         if !self.started {
             self.started = true;
             let first = if self.inits > 0 {
@@ -283,25 +351,33 @@ impl Restart {
                 self.containers.len()
             };
             for i in 0..first {
-                self.begin(i, step, me, io, env, &mut p);
+                self.begin(i, me, io, env, &mut p);
             }
         }
         while let Some((purpose, reply)) = self.replies.pop_front() {
             let Purpose::Restart { id, step, .. } = purpose else {
                 continue;
             };
+            let task = self.task(&id).is_some();
             let outcome = match (step, reply) {
                 (_, Err(e)) => Err(format!("docker: {e}")),
-                // 304: already started; 409 on kill: it was not running — both fine here.
+                // 304: already started or stopped; 409 on kill: it was not running — all
+                // fine here.
                 (STEP_RESTART, Ok((204, _))) | (STEP_START, Ok((204 | 304, _))) => Ok(None),
-                (STEP_KILL, Ok((204 | 409, _))) => Ok(Some(STEP_START)),
+                // A Swarm task's container is down: Swarm replaces the task.
+                (STEP_KILL, Ok((204 | 409, _))) if task => Ok(Some(Next::Replacement)),
+                (STEP_STOP, Ok((204 | 304, _))) => Ok(Some(Next::Replacement)),
+                (STEP_KILL, Ok((204 | 409, _))) => Ok(Some(Next::Step(STEP_START))),
                 (_, Ok((status, body))) => Err(docker_message(status, &body)),
             };
             let Some(slot) = self.containers.iter_mut().find(|(i, _)| *i == id) else {
                 continue;
             };
             match outcome {
-                Ok(Some(next)) => p.wants.push(request(me, &id, next)),
+                Ok(Some(Next::Replacement)) => {
+                    slot.1 = State::Replacing(Instant::now() + REPLACE_TIMEOUT);
+                }
+                Ok(Some(Next::Step(next))) => p.wants.push(request(me, &id, next)),
                 Ok(None) => {
                     env.mirror.note_api_restart(&id);
                     slot.1 = State::Done;
@@ -312,18 +388,19 @@ impl Restart {
                 }
             }
         }
+        self.check_replacements(me, io, env);
         if !self.second_wave_sent
             && self.containers[..self.inits]
                 .iter()
-                .all(|(_, s)| *s != State::Waiting)
+                .all(|(_, s)| s.settled())
         {
             self.second_wave_sent = true;
             for i in self.inits..self.containers.len() {
-                self.begin(i, step, me, io, env, &mut p);
+                self.begin(i, me, io, env, &mut p);
             }
         }
         self.step_vm(me, env.mirror, &mut p);
-        if self.second_wave_sent && self.containers.iter().all(|(_, s)| *s != State::Waiting) {
+        if self.second_wave_sent && self.containers.iter().all(|(_, s)| s.settled()) {
             if !self.replied {
                 self.replied = true;
                 p.reply = Some(self.reply());
@@ -333,16 +410,16 @@ impl Restart {
         p
     }
 
-    /// Start restarting container `i`: Docker's `step`, or the VM launcher's power-off.
+    /// Start restarting container `i`: its first Docker step, or the VM launcher's power-off.
     fn begin(
         &mut self,
         i: usize,
-        step: u8,
         me: Token,
         io: &mut Io<'_>,
         env: &mut EnvMut<'_>,
         p: &mut Progress,
     ) {
+        let step = self.first_step(&self.containers[i].0);
         let id = &self.containers[i].0;
         match &mut self.vm {
             Some(l) if l.id == *id => power_off(l, me, io, env),
@@ -389,19 +466,66 @@ impl Restart {
         p.wants.push(request(me, &l.id, next));
     }
 
+    /// Stopped Swarm tasks whose replacement (another container of the same slot) now runs
+    /// are done; those past their deadline have failed. While any waits, look again soon.
+    fn check_replacements(&mut self, me: Token, io: &mut Io<'_>, env: &EnvMut<'_>) {
+        let now = Instant::now();
+        let mut waiting = false;
+        for (id, state) in &mut self.containers {
+            let State::Replacing(deadline) = *state else {
+                continue;
+            };
+            let Some(task) = self.tasks.iter().find(|t| t.id == *id) else {
+                continue;
+            };
+            let replaced = env.mirror.records().any(|r| {
+                r.id != *id
+                    && r.running
+                    && r.swarm
+                        .as_ref()
+                        .is_some_and(|s| s.service_id == task.service_id && s.slot == task.slot)
+            });
+            if replaced {
+                *state = State::Done;
+            } else if now >= deadline {
+                log::warn!(
+                    "restart of {}: no replacement task ran within {} s",
+                    id.get(..12).unwrap_or(id),
+                    REPLACE_TIMEOUT.as_secs()
+                );
+                *state = State::NotReplaced;
+            } else {
+                waiting = true;
+            }
+        }
+        if waiting && self.poll_at.is_none_or(|at| at <= now) {
+            self.poll_at = Some(now + REPLACE_POLL);
+            io.wake_at(me, now + REPLACE_POLL);
+        }
+    }
+
     fn reply(&mut self) -> Reply {
+        let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
         let failures: Vec<String> = self
             .containers
             .iter()
             .filter_map(|(id, s)| match s {
-                State::Failed(why) => Some(format!("{}: {why}", id.get(..12).unwrap_or(id))),
+                State::Failed(why) => Some(format!("{}: {why}", short(id))),
                 _ => None,
             })
             .collect();
-        let response = if failures.is_empty() {
-            Response::new(204)
-        } else {
+        let not_replaced: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(_, s)| *s == State::NotReplaced)
+            .map(|(id, _)| short(id))
+            .collect();
+        let response = if !failures.is_empty() {
             ApiError::from(Error::Failed(failures)).into_response(self.format)
+        } else if !not_replaced.is_empty() {
+            ApiError::from(Error::NotReplaced(not_replaced)).into_response(self.format)
+        } else {
+            Response::new(204)
         };
         Reply { response }
     }
@@ -439,6 +563,7 @@ fn request(me: Token, id: &str, step: u8) -> Want {
     let action = match step {
         STEP_RESTART => "restart",
         STEP_KILL => "kill",
+        STEP_STOP => "stop",
         _ => "start",
     };
     Want::Post {
@@ -530,6 +655,15 @@ mod decode_tests {
         assert_eq!(
             (e.status, e.message.as_str()),
             (502, "restart failed: abc: gone; def: x")
+        );
+        let e = ApiError::from(Error::NotReplaced(vec!["abc".into()]));
+        assert_eq!(e.status, 504);
+        assert!(
+            e.message.starts_with(
+                "Swarm started no replacement of the stopped task abc on this node within 120 s"
+            ),
+            "{}",
+            e.message
         );
     }
 }

@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(seen(Error::NotSealed).status, 503);
         assert_eq!(
             seen(Error::NoAddress).message,
-            "the container has no IP address on a Docker network (a VM: no io.supd.vm.address and no address from its guest agent)"
+            "the container has no IP address on a Docker network"
         );
         assert_eq!(seen(Error::NoneRunning).status, 409);
     }

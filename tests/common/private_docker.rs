@@ -13,12 +13,19 @@ pub struct PrivateDocker {
     ns: String,
     bridge: String,
     child: Option<Child>,
+    /// `--live-restore` (containers outlive the engine); Swarm mode refuses it.
+    live_restore: bool,
 }
 
 impl PrivateDocker {
     /// `tag` (three letters) names its directory and bridge; `subnet` is the third octet of
     /// its bridge's 10.231.x.0/24, unique per test binary (two engines may run at once).
     pub fn new(tag: &str, subnet: u8) -> PrivateDocker {
+        PrivateDocker::with_live_restore(tag, subnet, true)
+    }
+
+    /// The same, with or without `--live-restore` (a swarm needs it off).
+    pub fn with_live_restore(tag: &str, subnet: u8, live_restore: bool) -> PrivateDocker {
         // Short paths: the engine puts unix sockets under its exec root (108-byte limit).
         let dir = TempDir(PathBuf::from(format!("/tmp/{tag}-{}", std::process::id())));
         std::fs::create_dir_all(dir.path()).unwrap();
@@ -42,6 +49,7 @@ impl PrivateDocker {
             dir,
             bridge,
             child: None,
+            live_restore,
         };
         d.start();
         d
@@ -85,7 +93,7 @@ impl PrivateDocker {
                 "--containerd-plugins-namespace={}-plugins",
                 self.ns
             ))
-            .arg("--live-restore")
+            .args(self.live_restore.then_some("--live-restore"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
