@@ -153,7 +153,6 @@ impl From<crate::ops::target::Error> for ApiError {
                 },
                 name,
             ),
-            E::Vm => ApiError::new(501, message),
             E::NoVm { instance } => {
                 ApiError::not_found(message).info("service-instance-name", instance)
             }

@@ -663,7 +663,7 @@ fn tcp_connect_reaches_the_container_ip() {
     r.error_message();
 
     // vm-container: the handshake, the query and the instance are checked as everywhere
-    // else; only a well-formed request for an existing instance learns it is not available.
+    // else; an instance without a VM launcher has no vm-container (404).
     let vm = |si: &str, q: &str| {
         format!("/v1/state/applications/{app}/service-instances/{si}/vm-container/tcp-connect?{q}")
     };
@@ -674,8 +674,12 @@ fn tcp_connect_reaches_the_container_ip() {
     let r = raw_upgrade(&supd, &vm("nosuch-1", "port=7"), ADMIN_TOKEN, TCP_CONNECT);
     assert_eq!(r.status, 404, "{}", r.text());
     let r = raw_upgrade(&supd, &vm("web-1", "port=7"), ADMIN_TOKEN, TCP_CONNECT);
-    assert_eq!(r.status, 501, "{}", r.text());
-    r.error_message();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.error_message().contains("has no vm-container"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]

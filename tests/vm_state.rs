@@ -121,8 +121,7 @@ fn a_launcher_is_the_instances_vm_container() {
     );
     assert_eq!(r.status, 404, "{}", r.text());
 
-    // The console route exists, checks its request like any websocket endpoint, and is not
-    // available yet (501 until the VM operations land).
+    // The console route exists and checks its request like any websocket endpoint.
     let console = |si: &str, q: &str| {
         format!("/v1/state/applications/{app}/service-instances/{si}/vm-container/console{q}")
     };

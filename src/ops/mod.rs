@@ -312,7 +312,9 @@ pub(crate) fn start(
         Call::Interactive(p) if p.target == ContainerRef::Vm => {
             let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
             target::require_running(launcher)?;
-            let spec = launcher.vm.as_ref().ok_or(target::Error::Vm)?;
+            let spec = launcher.vm.as_ref().ok_or_else(|| target::Error::NoVm {
+                instance: p.instance.to_string(),
+            })?;
             let vm = env
                 .vms
                 .get_mut(&launcher.id)
@@ -378,7 +380,9 @@ pub(crate) fn start(
         Call::TcpConnect(p) if p.target == ContainerRef::Vm => {
             let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
             target::require_running(launcher)?;
-            let spec = launcher.vm.as_ref().ok_or(target::Error::Vm)?;
+            let spec = launcher.vm.as_ref().ok_or_else(|| target::Error::NoVm {
+                instance: p.instance.to_string(),
+            })?;
             // The label's address (reached in the launcher's network namespace), else the
             // first address the guest reports.
             let ip = spec
@@ -484,7 +488,9 @@ pub(crate) fn start(
         Call::Console(p) => {
             let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
             target::require_running(launcher)?;
-            let spec = launcher.vm.as_ref().ok_or(target::Error::Vm)?;
+            let spec = launcher.vm.as_ref().ok_or_else(|| target::Error::NoVm {
+                instance: p.instance.to_string(),
+            })?;
             let vm = env
                 .vms
                 .get_mut(&launcher.id)

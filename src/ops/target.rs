@@ -21,8 +21,6 @@ pub(crate) enum Error {
         init: bool,
         instance: String,
     },
-    /// `vm-container`: not on this host (501).
-    Vm,
     /// `vm-container` of an instance without a VM launcher (404).
     NoVm { instance: String },
     /// Not running, paused, restarting or a completed init container (409).
@@ -56,7 +54,6 @@ impl std::fmt::Display for Error {
                 let what = if *init { "init-container" } else { "container" };
                 write!(f, "no {what} {name:?} in service instance {instance}")
             }
-            Error::Vm => f.write_str("vm-container operations are not available on this host"),
             Error::NoVm { instance } => {
                 write!(f, "service instance {instance} has no vm-container")
             }
@@ -138,7 +135,7 @@ pub(crate) fn find<'m>(
     let (name, init) = match target {
         ContainerRef::Container(n) => (n, false),
         ContainerRef::Init(n) => (n, true),
-        ContainerRef::Vm => return Err(Error::Vm),
+        ContainerRef::Vm => return find_vm(mirror, application, instance),
     };
     // A VM launcher is not one of the instance's containers (the API lists it as its
     // vm-container only), so it cannot be entered as one.
@@ -255,7 +252,13 @@ mod tests {
             instance: "web-3".into(),
         });
         assert_eq!(e.info["container-name"], "db");
-        assert_eq!(seen(Error::Vm).status, 501);
+        assert_eq!(
+            seen(Error::NoVm {
+                instance: "web-1".into()
+            })
+            .status,
+            404
+        );
         let e = seen(Error::NotRunning {
             why: "the container is paused".into(),
             id: "0123456789ab".into(),
