@@ -171,6 +171,44 @@ fn site_b(tmp: &TempDir, pki: &Pki) -> SiteB {
     }
 }
 
+type TlsTcp = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A TLS client connection trusting the test CA.
+fn tls_to(pki: &Pki, addr: SocketAddr) -> TlsTcp {
+    let cfg =
+        supd::testing::tls::client_config(Some(Path::new(&pki.path("ca.pem"))), None).unwrap();
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    rustls::StreamOwned::new(rustls::ClientConnection::new(cfg, name).unwrap(), sock)
+}
+
+/// A GET on an open connection (kept alive): status and body.
+fn get_on(s: &mut TlsTcp, path: &str) -> (u16, Vec<u8>) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(head) = parse_head(&buf).unwrap() {
+            let len = head.content_length().unwrap_or(0);
+            if buf.len() >= head.len + len {
+                return (head.status, buf[head.len..head.len + len].to_vec());
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed mid-answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// A site entry of A's configuration.
 fn site(name: &str, url: &str, ca: Option<&str>, cert: Option<(&str, &str)>) -> String {
     let mut s = format!("  {name}:\n    url: {url}\n    connect-timeout-ms: 3000\n");
@@ -256,12 +294,25 @@ fn https_peers_answer_as_the_peer_itself_and_refuse_what_tls_refuses() {
         ),
     ]
     .concat();
+    // A serves TLS too (besides its plain port): TLS on both legs.
     let a_dir = TempDir::new();
-    let cfg = config_file(&a_dir, &format!("sites:\n{sites}"));
+    let (a_plain, a_tls_port) = (free_port(), free_port());
+    let cfg = config_file(
+        &a_dir,
+        &format!(
+            "listen:\n  - 127.0.0.1:{a_plain}\n  - address: '127.0.0.1:{a_tls_port}'\n    \
+             tls: {{cert-file: {}, key-file: {}}}\nsites:\n{sites}",
+            pki.path("server2.pem"),
+            pki.path("server2.key")
+        ),
+    );
     let a = Supd::start_with(SupdOptions {
         extra_args: vec!["--config".into(), cfg, "--site".into(), "a".into()],
+        port: Some(a_plain),
+        listen_flag: false,
         ..Default::default()
     });
+    let a_tls: SocketAddr = format!("127.0.0.1:{a_tls_port}").parse().unwrap();
 
     // State: through A as from B (B's host name), not as A itself.
     let list = format!("/v1/state/applications/{app}/service-instances");
@@ -284,6 +335,15 @@ fn https_peers_answer_as_the_peer_itself_and_refuse_what_tls_refuses() {
         a.get(&one, ADMIN_TOKEN).text(),
         b.supd.get(&one, ADMIN_TOKEN).text()
     );
+    // Over TLS to A as well, twice on one connection (it is handed back after the answer).
+    let mut s = tls_to(&pki, a_tls);
+    for p in [&list, &one] {
+        let (status, body) = get_on(&mut s, &with_site(p, "b"));
+        assert_eq!(
+            (status, String::from_utf8(body).unwrap()),
+            (200, b.supd.get(p, ADMIN_TOKEN).text())
+        );
+    }
     // B's errors relayed as they are.
     let missing = instance_path(&app, "nosuch");
     let direct = b.supd.get(&missing, ADMIN_TOKEN);
@@ -352,7 +412,7 @@ fn https_peers_answer_as_the_peer_itself_and_refuse_what_tls_refuses() {
     });
     let source = in_netns(pid, || TcpListener::bind("127.0.0.1:19").unwrap());
     thread::spawn(move || {
-        let mut sizes = [BULK, STALLED].into_iter().cycle();
+        let mut sizes = [BULK, BULK, STALLED].into_iter().cycle();
         for s in source.incoming() {
             let Ok(mut s) = s else { return };
             let size = sizes.next().unwrap();
@@ -381,6 +441,32 @@ fn https_peers_answer_as_the_peer_itself_and_refuse_what_tls_refuses() {
         BULK >> 20,
         t0.elapsed()
     );
+    // The same over TLS to A: both legs TLS, the end a close_notify.
+    let (mut w, _) = tungstenite::client(
+        ws_request(a_tls, &connect(19, "b"), ADMIN_TOKEN, CONNECT),
+        tls_to(&pki, a_tls),
+    )
+    .unwrap();
+    let mut sum = Sum::default();
+    loop {
+        match w.read() {
+            Ok(Message::Binary(b)) => sum.update(&b),
+            Ok(Message::Close(c)) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("TLS tunnel through A: {e}"),
+        }
+    }
+    assert_eq!((sum.len, sum.h), pattern_sum(BULK));
+    loop {
+        match w.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("after the close: {e:?}"),
+        }
+    }
     // A client that does not read: A's buffers (its own and rustls') stay bounded while B
     // and the source wait; reading later gets every byte.
     let mut w = ws_client(a.addr, &connect(19, "b"), CONNECT);

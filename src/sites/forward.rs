@@ -1201,4 +1201,96 @@ mod tests {
         assert_eq!(r.status, 502, "{body}");
         assert!(body.contains("TLS handshake failed"), "{body}");
     }
+
+    /// A client over TLS that reads slower than the peer sends: when the last of the answer
+    /// has gone into rustls, records it holds (the socket full) must still reach the client
+    /// before its connection is shut, and the end is a close_notify, not a cut.
+    #[test]
+    fn a_slow_tls_client_gets_the_whole_answer_before_its_connection_is_shut() {
+        const BODY: usize = 1 << 20;
+        let pki = crate::tls::test_pki::Pki::new();
+        let mut rig = Rig::new("tlsclient");
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        req.keep_alive = false;
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut head = vec![0u8; 4096];
+            let _ = b.read(&mut head).unwrap();
+            b.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n").as_bytes())
+                .unwrap();
+            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            for _ in 0..BODY / chunk.len() {
+                b.write_all(&chunk).unwrap();
+            }
+            b
+        });
+        drive_until(&mut f, &mut rig, |s, _| s.upgrade);
+
+        // The client: handshake at once, then small, slow reads from a small socket, so that
+        // the relay's writes meet a full socket all along, to the last one.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = crate::tls::client_config(Some(&pki.path("ca.pem")), None).unwrap();
+        let client = std::thread::spawn(move || {
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &16384).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).unwrap();
+            }
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let end = loop {
+                match tls.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            (got, end)
+        });
+        let (sock, _) = listener.accept().unwrap();
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBuf, &16384).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let acceptor = crate::tls::Acceptor::load(&pki.listener("server", None)).unwrap();
+        let stream = Stream::Tls(Box::new(
+            acceptor
+                .accept(mio::net::TcpStream::from_std(sock))
+                .unwrap(),
+        ));
+        f.attach(
+            Token(1),
+            stream,
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        while !f.drive(Token(1), None, &mut rig.io()).done {
+            assert!(Instant::now() < until, "no end");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (got, end) = client.join().unwrap();
+        end.expect("a clean end (close_notify)");
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(got.len() - head_end, BODY);
+        drop(peer.join().unwrap());
+    }
 }
