@@ -1251,7 +1251,7 @@ fn measure_sites(c: &Ctx, t: &mut Table) -> Result<()> {
         |via: &[Duration], direct: &[Duration]| pct(via, 0.5).saturating_sub(pct(direct, 0.5));
 
     // State get: keep-alive to the supd asked; A opens a connection to B per request (with
-    // TLS: a handshake per request, resumed with a session ticket after the first).
+    // TLS: a handshake per request).
     let mut state = Vec::new();
     for (_, addr, q) in ways {
         let head = c.get_head(&with(&c.instance_path(1), q));
@@ -1672,7 +1672,7 @@ server that holds the connection.
 a plain and a TLS listener (certificates from `scripts/make-test-ca.sh`, EC P-256), and A, whose \
 `sites:` reach B as `http://` and as `https://` with `ca-file`. Each request goes to B directly \
 or to A with `site=…`; A connects to B afresh for every request it forwards (over https: a TLS \
-handshake each time, TLS 1.3 resumed with a session ticket after the first). State get: one \
+handshake each time; rustls' default session cache allows resumption). State get: one \
 keep-alive connection to the supd asked; exec: a fresh connection each. Tunnels: as above, \
 through A with `site=…` (three loopback hops and two relays: client → A → B → container) \
 against B's own tunnel and raw TCP.
