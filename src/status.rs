@@ -281,9 +281,7 @@ impl From<crate::sites::Error> for ApiError {
             E::Wire(W::BadHops(_)) => 400,
             E::Wire(W::Loop(_)) => 508,
             E::Wire(W::BadResponse(_)) => 502,
-            E::Unusable { .. } | E::Unreachable { .. } | E::Peer { .. } | E::TlsNotBuilt { .. } => {
-                502
-            }
+            E::Unusable { .. } | E::Unreachable { .. } | E::Peer { .. } | E::Tls { .. } => 502,
             E::Timeout { .. } => 504,
         };
         let site = e.site().map(str::to_owned);

@@ -692,13 +692,13 @@ fn what_a_peer_is_sent_and_how_its_answer_is_relayed() {
         "{waited:?}"
     );
 
-    // Stopped, no socket, TLS not built: 502 naming the site. Silent: 504 after its timeout,
+    // Stopped (over TCP and TLS), no socket: 502 naming the site. Silent: 504 after its timeout,
     // and other clients are served meanwhile.
     for (site, want) in [
         ("stopped", "refused"),
         ("nosocket", "No such file"),
         ("nodns", "cannot resolve no-such-host.invalid"),
-        ("tls", "TLS to peers is not built yet"),
+        ("tls", "refused"),
     ] {
         let r = a.get(&format!("{list}?site={site}"), ADMIN_TOKEN);
         assert_eq!(r.status, 502, "{site}: {}", r.text());

@@ -63,6 +63,8 @@ struct Sizes {
     rtt: usize,
     sessions: usize,
     idle_ws: usize,
+    /// Requests per forwarded measure (state get, exec), each way of reaching site B.
+    forwarded: usize,
 }
 
 impl Sizes {
@@ -83,6 +85,7 @@ impl Sizes {
                 rtt: 50,
                 sessions: 20,
                 idle_ws: 100,
+                forwarded: 20,
             }
         } else {
             Sizes {
@@ -100,6 +103,7 @@ impl Sizes {
                 rtt: 5000,
                 sessions: 1000,
                 idle_ws: 10_000,
+                forwarded: 500,
             }
         }
     }
@@ -129,7 +133,7 @@ fn parse_args() -> std::result::Result<Opts, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown argument {a:?}; usage: supd-bench [--quick] [--vm] [--supd PATH] [--websocat PATH] [--out FILE] [--only exec,interactive,state,tunnel,sessions,idle-ws]"
+                    "unknown argument {a:?}; usage: supd-bench [--quick] [--vm] [--supd PATH] [--websocat PATH] [--out FILE] [--only exec,interactive,state,tunnel,sessions,idle-ws,sites]"
                 ));
             }
         }
@@ -417,25 +421,40 @@ impl Setup {
 
     /// Start supd and wait for its READY=1 on a datagram socket the bench owns.
     fn start_supd(&self, supd: &Path, n: usize) -> Result<(Daemon, Duration)> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("free port: {e}"))?
-            .port();
-        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let addr = free_addr()?;
+        let args = ["--listen".to_string(), addr.to_string()];
+        let (proc, took) = self.spawn(supd, n, &self.config, "local", &args)?;
+        Ok((Daemon { proc, addr }, took))
+    }
+
+    /// supd with the configuration `config` as site `site` (its log `supd-<site>.log`, the
+    /// main one's `supd.log`), once it is READY.
+    fn spawn(
+        &self,
+        supd: &Path,
+        n: usize,
+        config: &Path,
+        site: &str,
+        args: &[String],
+    ) -> Result<(Proc, Duration)> {
         let notify = self.dir.join(format!("notify-{n}"));
         let _ = std::fs::remove_file(&notify);
         let sock = UnixDatagram::bind(&notify).map_err(|e| format!("notify socket: {e}"))?;
         sock.set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(self.dir.join("supd.log")).map_err(|e| e.to_string())?;
+        let log_name = if site == "local" {
+            "supd.log".to_string()
+        } else {
+            format!("supd-{site}.log")
+        };
+        let log = std::fs::File::create(self.dir.join(log_name)).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(supd);
         cmd.arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .arg("--tokens")
             .arg(&self.tokens)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(["--tenant", "bench", "--site", "local", "--host", "bench"])
+            .args(args)
+            .args(["--tenant", "bench", "--site", site, "--host", "bench"])
             .env("NOTIFY_SOCKET", &notify)
             .env_remove("WATCHDOG_USEC")
             .env_remove("LISTEN_FDS")
@@ -450,15 +469,23 @@ impl Setup {
         loop {
             let len = sock
                 .recv(&mut buf)
-                .map_err(|e| format!("no READY=1 from supd: {e}"))?;
+                .map_err(|e| format!("no READY=1 from supd (site {site}): {e}"))?;
             if buf[..len].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
                 break;
             }
         }
         let took = t0.elapsed();
         let _ = std::fs::remove_file(&notify);
-        Ok((Daemon { proc, addr }, took))
+        Ok((proc, took))
     }
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("free port: {e}"))?
+        .port();
+    Ok(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,11 +613,17 @@ impl Ctx {
     }
 
     fn supd_tunnel(&self) -> Result<Ws<TcpStream>> {
+        self.tunnel_at(self.supd, "")
+    }
+
+    /// A connect tunnel to the target through the supd at `addr`; `query` adds to its query
+    /// (`&site=b`).
+    fn tunnel_at(&self, addr: SocketAddr, query: &str) -> Result<Ws<TcpStream>> {
         let path = format!(
-            "{}/connect?protocol=tcp&port={TARGET_PORT}",
+            "{}/connect?protocol=tcp&port={TARGET_PORT}{query}",
             self.instance_path(1)
         );
-        Ws::open(tcp(self.supd)?, &path, &self.setup.token, CONNECT_PROTO)
+        Ws::open(tcp(addr)?, &path, &self.setup.token, CONNECT_PROTO)
     }
 
     fn websocat_tunnel(&self) -> Option<Result<Ws<TcpStream>>> {
@@ -1183,15 +1216,159 @@ fn measure_idle_ws(c: &Ctx, t: &mut Table) -> Result<()> {
     Ok(())
 }
 
+/// `site=` forwarding (issue 12): two more supd daemons on the same engine, B (plain and TLS
+/// listeners, certificates from `scripts/make-test-ca.sh`) and A, whose `sites:` reach B over
+/// http and https. Every request through A is compared with the same request to B itself.
+fn measure_sites(c: &Ctx, t: &mut Table) -> Result<()> {
+    let pki = c.setup.dir.join("pki");
+    run(Command::new("sh")
+        .arg(repo_root().join("scripts/make-test-ca.sh"))
+        .arg(&pki))?;
+    let (b_plain, b_tls, a_addr) = (free_addr()?, free_addr()?, free_addr()?);
+    let limits = "limits: {max-connections: 30000, connections-per-token: 30000}\n";
+    let b_cfg = c.setup.dir.join("site-b.yaml");
+    let b_yaml = format!(
+        "{limits}listen:\n  - {b_plain}\n  - address: '{b_tls}'\n    tls: {{cert-file: {0}/server.pem, key-file: {0}/server.key}}\n",
+        pki.display()
+    );
+    std::fs::write(&b_cfg, b_yaml).map_err(|e| e.to_string())?;
+    let (_b, _) = c.setup.spawn(&c.opts.supd, 2000, &b_cfg, "b", &[])?;
+    let a_cfg = c.setup.dir.join("site-a.yaml");
+    let a_yaml = format!(
+        "{limits}sites:\n  b:\n    url: http://{b_plain}\n  b-tls:\n    url: https://{b_tls}\n    ca-file: {}/ca.pem\n",
+        pki.display()
+    );
+    std::fs::write(&a_cfg, a_yaml).map_err(|e| e.to_string())?;
+    let args = ["--listen".to_string(), a_addr.to_string()];
+    let (_a, _) = c.setup.spawn(&c.opts.supd, 2001, &a_cfg, "a", &args)?;
+
+    // The ways to site B: directly, through A over http, through A over https.
+    let ways = [
+        ("B directly", b_plain, ""),
+        ("through A, http to B", a_addr, "site=b"),
+        ("through A, https to B", a_addr, "site=b-tls"),
+    ];
+    let with = |path: &str, q: &str| match (q, path.contains('?')) {
+        ("", _) => path.to_string(),
+        (q, true) => format!("{path}&{q}"),
+        (q, false) => format!("{path}?{q}"),
+    };
+    let added =
+        |via: &[Duration], direct: &[Duration]| pct(via, 0.5).saturating_sub(pct(direct, 0.5));
+
+    // State get: keep-alive to the supd asked; A opens a connection to B per request (with
+    // TLS: a handshake per request).
+    let mut state = Vec::new();
+    for (_, addr, q) in ways {
+        let head = c.get_head(&with(&c.instance_path(1), q));
+        let mut h = Http::new(tcp(addr)?);
+        state.push(sample(c.sizes.forwarded, || {
+            let r = h.request(&head, b"")?;
+            if r.status != 200 {
+                return Err(format!("state get ({q}) answered {}", r.status));
+            }
+            Ok(())
+        })?);
+    }
+    // Exec of `true`: a fresh connection each, as in the exec row.
+    let exec_path = format!("{}/containers/{SVC}/exec", c.instance_path(1));
+    let mut exec = Vec::new();
+    for (_, addr, q) in ways {
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
+            with(&exec_path, q),
+            c.setup.token
+        );
+        exec.push(sample(c.sizes.forwarded, || {
+            let r = Http::new(tcp(addr)?).request(&head, br#"{"cmd":"true"}"#)?;
+            if r.status != 200 || !String::from_utf8_lossy(&r.body).contains("\"exit-code\":0") {
+                return Err(format!("exec ({q}) answered {}", r.status));
+            }
+            Ok(())
+        })?);
+    }
+    for (what, v) in [
+        ("state get, keep-alive", &state),
+        ("one-shot exec of `true`", &exec),
+    ] {
+        for (i, (name, _, _)) in ways.iter().enumerate().skip(1) {
+            let add = added(&v[i], &v[0]);
+            t.add(Row {
+                measure: format!("forwarded {what}, {name}"),
+                supd: lat(&v[i]),
+                peer: "B directly".into(),
+                peer_figure: lat(&v[0]),
+                ratio: times(pct(&v[0], 0.5).as_secs_f64() / pct(&v[i], 0.5).as_secs_f64()),
+                target: "≤ 1 ms added (median)".into(),
+                verdict: Some(add <= Duration::from_millis(1)),
+            });
+        }
+    }
+
+    // Tunnel throughput: through A (http, https to B), B directly, raw TCP.
+    type Open<'a> = Box<dyn Fn() -> Result<Box<dyn Pipe>> + 'a>;
+    let kinds: Vec<(&str, Open)> = vec![
+        (
+            "through A, http to B",
+            Box::new(|| Ok(Box::new(c.tunnel_at(a_addr, "&site=b")?) as Box<dyn Pipe>)),
+        ),
+        (
+            "through A, https to B",
+            Box::new(|| Ok(Box::new(c.tunnel_at(a_addr, "&site=b-tls")?) as Box<dyn Pipe>)),
+        ),
+        (
+            "B directly",
+            Box::new(|| Ok(Box::new(c.tunnel_at(b_plain, "")?) as Box<dyn Pipe>)),
+        ),
+        (
+            "raw TCP",
+            Box::new(|| Ok(Box::new(c.raw_tcp()?) as Box<dyn Pipe>)),
+        ),
+    ];
+    for up in [true, false] {
+        let mut rates = Vec::new();
+        for (name, open) in &kinds {
+            let mut v = Vec::new();
+            for _ in 0..c.sizes.bulk_runs {
+                let mut p = open()?;
+                v.push(bulk(&mut *p, up, c.sizes.bulk_bytes)?);
+            }
+            rates.push((*name, median_f(v)));
+        }
+        let dir = if up {
+            "client → container"
+        } else {
+            "container → client"
+        };
+        let direct = rates[2].1;
+        for (name, r) in &rates[..2] {
+            for (peer, p) in &rates[2..] {
+                let vs_direct = *peer == "B directly";
+                t.add(Row {
+                    measure: format!("forwarded TCP tunnel throughput, {dir}, {name}"),
+                    supd: format!("{r:.0} MiB/s"),
+                    peer: peer.to_string(),
+                    peer_figure: format!("{p:.0} MiB/s"),
+                    ratio: times(r / p),
+                    target: if vs_direct { "≥ 80% of direct" } else { "" }.into(),
+                    verdict: vs_direct.then_some(*r >= 0.8 * direct),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 
 type Measure = fn(&Ctx, &mut Table) -> Result<()>;
 
-const MEASURES: [(&str, Measure); 6] = [
+const MEASURES: [(&str, Measure); 7] = [
     ("exec", measure_exec),
     ("interactive", measure_interactive),
     ("state", measure_state),
     ("tunnel", measure_tunnel),
+    ("sites", measure_sites),
     ("sessions", measure_sessions),
     ("idle-ws", measure_idle_ws),
 ];
@@ -1530,4 +1707,12 @@ then one connection sends state gets back to back. Idle websockets are connect t
 server that holds the connection.
 - start to READY: from spawning supd to its `READY=1` datagram on a socket the bench owns \
 (`NOTIFY_SOCKET`), with the instances already running.
+- forwarded (`site=`, issue 12): two more supd daemons on the same engine and instances: B, with \
+a plain and a TLS listener (certificates from `scripts/make-test-ca.sh`, EC P-256), and A, whose \
+`sites:` reach B as `http://` and as `https://` with `ca-file`. Each request goes to B directly \
+or to A with `site=…`; A connects to B afresh for every request it forwards (over https: a TLS \
+handshake each time; rustls' default session cache allows resumption). State get: one \
+keep-alive connection to the supd asked; exec: a fresh connection each. Tunnels: as above, \
+through A with `site=…` (three loopback hops and two relays: client → A → B → container) \
+against B's own tunnel and raw TCP.
 ";

@@ -190,8 +190,6 @@ impl Stream {
     /// The client side of TLS over a connected (or connecting) non-blocking TCP stream to a
     /// peer whose URL host is `host` (its certificate must name it; the SNI). The handshake
     /// runs as the stream is read and written.
-    // For `site=` forwarding to peers (issue 12), which lands separately; tested below.
-    #[allow(dead_code)]
     pub(crate) fn tls_client(
         sock: TcpStream,
         config: std::sync::Arc<rustls::ClientConfig>,

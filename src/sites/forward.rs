@@ -24,7 +24,7 @@ use super::{Error, Peer};
 use crate::http::chunked;
 use crate::http::request::Method;
 use crate::http::{ApiError, Format, Response};
-use crate::reactor::net::Stream;
+use crate::reactor::net::{ByteStream, Stream};
 use crate::reactor::{Io, Role};
 
 /// Bytes buffered per direction.
@@ -51,10 +51,8 @@ pub(crate) struct Step {
     pub done: bool,
 }
 
-/// The connection to a peer: a client stream like any other. TLS to an `https://` peer is
-/// one more variant of `Stream` (the `tls` branch's `Stream::tls_client` over the TCP stream,
-/// with a client configuration built from the site's files when the sites are loaded);
-/// until it is merged, `start` answers such a peer 502.
+/// The connection to a peer: a client stream like any other (TCP, TLS over TCP for an
+/// `https://` peer, or a unix socket).
 type PeerStream = Stream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +116,9 @@ impl Buf {
         }
         self.data.extend_from_slice(b);
     }
-    /// Write up to `limit` queued bytes, until the stream would block.
+    /// Write up to `limit` queued bytes, until the stream would block; then push out what a
+    /// TLS stream holds of them (records rustls made but the socket did not take: nothing
+    /// else would send them once this queue is empty).
     fn write_to(&mut self, s: &mut impl Write, limit: usize) -> io::Result<()> {
         let mut left = limit.min(self.len());
         while left > 0 {
@@ -133,6 +133,11 @@ impl Buf {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        match s.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
         if self.off == self.data.len() {
             self.data.clear();
@@ -176,6 +181,9 @@ pub(crate) struct Forward {
     /// The client's connection may carry another request after this one.
     keep_alive: bool,
     stage: Stage,
+    /// The TLS handshake with an `https://` peer is not over: it counts against the connect
+    /// timeout, the answer's wait starts after it.
+    handshaking: bool,
     peer: Option<(PeerStream, Token)>,
     client: Option<(Stream, Token)>,
     /// The client's address as logged.
@@ -224,27 +232,35 @@ impl Forward {
             site: site.name.clone(),
             reason,
         };
+        let tcp = |site: &Peer| -> Result<TcpStream, Error> {
+            let addrs = site
+                .addrs
+                .as_ref()
+                .map_err(|why| unreachable(why.clone()))?;
+            let addr = *addrs
+                .first()
+                .ok_or_else(|| unreachable("no address".into()))?;
+            let s = TcpStream::connect(addr).map_err(|e| unreachable(format!("{addr}: {e}")))?;
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        };
         let mut stream = match &site.url {
-            PeerUrl::Https { .. } => {
-                return Err(Error::TlsNotBuilt {
-                    site: site.name.clone(),
-                });
-            }
             PeerUrl::Unix(path) => UnixStream::connect(path)
                 .map(Stream::Unix)
                 .map_err(|e| unreachable(format!("{}: {e}", path.display())))?,
-            PeerUrl::Http { .. } => {
-                let addrs = site
-                    .addrs
-                    .as_ref()
-                    .map_err(|why| unreachable(why.clone()))?;
-                let addr = *addrs
-                    .first()
-                    .ok_or_else(|| unreachable("no address".into()))?;
-                let s =
-                    TcpStream::connect(addr).map_err(|e| unreachable(format!("{addr}: {e}")))?;
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
+            PeerUrl::Http { .. } => Stream::Tcp(tcp(&site)?),
+            // The handshake runs on the loop as the stream is written and read, the request
+            // held by rustls (bounded) until it is done; the certificate must name the URL's
+            // host (the SNI, or the IP address).
+            PeerUrl::Https { host, .. } => {
+                let config = site.tls.clone().ok_or_else(|| Error::Unusable {
+                    site: site.name.clone(),
+                    reason: "no TLS configuration".into(),
+                })?;
+                Stream::tls_client(tcp(&site)?, config, host).map_err(|e| Error::Tls {
+                    site: site.name.clone(),
+                    reason: e.to_string(),
+                })?
             }
         };
         let token = io
@@ -266,6 +282,7 @@ impl Forward {
             websocket: out.websocket(),
             keep_alive: out.req.keep_alive,
             stage: Stage::Connecting,
+            handshaking: site.url.is_tls(),
             peer: Some((stream, token)),
             client: None,
             client_peer: String::new(),
@@ -320,8 +337,10 @@ impl Forward {
             match self.connect_state() {
                 Ok(true) => {
                     self.stage = Stage::AwaitingHead;
-                    self.deadline = now + self.site.response_timeout;
-                    io.wake_at(me, self.deadline);
+                    if !self.handshaking {
+                        self.deadline = now + self.site.response_timeout;
+                        io.wake_at(me, self.deadline);
+                    }
                 }
                 Ok(false) if now >= self.deadline => {
                     return self.fail(Error::Timeout {
@@ -339,7 +358,7 @@ impl Forward {
             }
         }
         if self.stage == Stage::AwaitingHead {
-            return self.await_head(now, io);
+            return self.await_head(me, now, io);
         }
         match self.stage {
             Stage::Http => self.relay_http(me, now, io),
@@ -357,10 +376,13 @@ impl Forward {
         self.linger(me, now, io)
     }
 
-    /// Whether the TCP connect finished (a unix connect is done at once).
+    /// Whether the TCP connect finished (a unix connect is done at once). For TLS, the
+    /// socket under it: the handshake is driven by the reads and writes that follow.
     fn connect_state(&mut self) -> io::Result<bool> {
-        let Some((Stream::Tcp(s), _)) = &self.peer else {
-            return Ok(true);
+        let s = match &self.peer {
+            Some((Stream::Tcp(s), _)) => s,
+            Some((Stream::Tls(t), _)) => t.get_ref(),
+            Some((Stream::Unix(_), _)) | None => return Ok(true),
         };
         if let Some(e) = s.take_error()? {
             return Err(e);
@@ -373,7 +395,34 @@ impl Forward {
         }
     }
 
-    fn await_head(&mut self, now: Instant, io: &mut Io<'_>) -> Step {
+    /// The error for a connection that failed before the answer: TLS failures (during the
+    /// handshake: an untrusted certificate, one for another name, a client certificate the
+    /// peer wants and we lack) say so.
+    fn lost_error(&self, e: &io::Error) -> Error {
+        let site = self.site.name.clone();
+        match crate::tls::protocol_error(e) {
+            // In TLS 1.3 the peer's verdict on our certificate comes after our side of the
+            // handshake is over, before any answer: a handshake failure all the same.
+            Some(tls) if self.handshaking || self.head.is_empty() => Error::Tls {
+                site,
+                reason: format!("TLS handshake failed: {}", tls.0),
+            },
+            Some(tls) => Error::Tls {
+                site,
+                reason: format!("TLS failed: {}", tls.0),
+            },
+            None => Error::Peer {
+                site,
+                reason: format!("connection lost before the answer: {e}"),
+            },
+        }
+    }
+
+    fn peer_handshaking(&self) -> bool {
+        matches!(&self.peer, Some((Stream::Tls(t), _)) if t.is_handshaking())
+    }
+
+    fn await_head(&mut self, me: Token, now: Instant, io: &mut Io<'_>) -> Step {
         let peer_err = |s: &Self, reason: String| Error::Peer {
             site: s.site.name.clone(),
             reason,
@@ -404,27 +453,62 @@ impl Forward {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    failed.get_or_insert(e);
+                    // Why TLS failed says more than the broken pipe a write met after it.
+                    if failed.is_none() || crate::tls::protocol_error(&e).is_some() {
+                        failed = Some(e);
+                    }
                     break;
                 }
             }
         }
         io.put_scratch(scratch);
+        // A TLS handshake that ended in the reads above lets the rest of the request (held
+        // here, beyond what rustls buffers meanwhile) go now: no event would say so.
+        if failed.is_none()
+            && !eof
+            && let Err(e) = self.to_peer.write_to(peer, usize::MAX)
+        {
+            self.to_peer = Buf::default();
+            failed = Some(e);
+        }
+        if self.handshaking && failed.is_none() && !self.peer_handshaking() {
+            self.handshaking = false;
+            self.deadline = now + self.site.response_timeout;
+            io.wake_at(me, self.deadline);
+        }
         let head = match wire::parse_head(&self.head) {
             Ok(Some(h)) => h,
             Ok(None) => {
+                if let Some(e) = failed
+                    .as_ref()
+                    .filter(|e| crate::tls::protocol_error(e).is_some())
+                {
+                    let e = self.lost_error(e);
+                    return self.fail(e);
+                }
+                if eof && self.handshaking {
+                    let e = Error::Tls {
+                        site: self.site.name.clone(),
+                        reason: "the peer closed the connection during the TLS handshake".into(),
+                    };
+                    return self.fail(e);
+                }
                 if eof {
                     let e = peer_err(self, "closed the connection without an answer".into());
                     return self.fail(e);
                 }
                 if let Some(e) = failed {
-                    let e = peer_err(self, format!("connection lost before the answer: {e}"));
+                    let e = self.lost_error(&e);
                     return self.fail(e);
                 }
                 if now >= self.deadline {
                     return self.fail(Error::Timeout {
                         site: self.site.name.clone(),
-                        what: "did not answer",
+                        what: if self.handshaking {
+                            "did not complete the TLS handshake"
+                        } else {
+                            "did not answer"
+                        },
                     });
                 }
                 return Step::default();
@@ -608,7 +692,7 @@ impl Forward {
             self.gone = true;
             return;
         }
-        if matches!(self.body, BodyEnd::Done) && self.to_client.len() == 0 && !self.client_shut {
+        if matches!(self.body, BodyEnd::Done) && self.client_drained() && !self.client_shut {
             self.release_peer(io);
             if self.keep_alive {
                 self.handback = true;
@@ -696,7 +780,9 @@ impl Forward {
                     }
                 }
             }
-            if self.client_eof && self.to_peer.len() == 0 && !self.peer_shut {
+            // A TLS peer's last records out first: the shutdown would cut them off.
+            if self.client_eof && self.to_peer.len() == 0 && !peer.holds_output() && !self.peer_shut
+            {
                 self.peer_shut = true;
                 let _ = peer.shutdown(Shutdown::Write);
             }
@@ -739,7 +825,7 @@ impl Forward {
                         break;
                     }
                 }
-                if self.to_client.len() == 0 {
+                if self.client_drained() {
                     self.shut_client();
                 }
             }
@@ -782,6 +868,11 @@ impl Forward {
         self.to_client.push(&close_frame(code, &reason));
         self.peer_lost = None;
         self.peer_eof = true;
+    }
+
+    /// Everything owed to the client went out, including what a TLS client stream held.
+    fn client_drained(&self) -> bool {
+        self.to_client.len() == 0 && self.client.as_ref().is_none_or(|(c, _)| !c.holds_output())
     }
 
     fn shut_client(&mut self) {
@@ -901,6 +992,7 @@ mod tests {
                 url: PeerUrl::Unix(self.path.clone()),
                 addrs: Ok(Vec::new()),
                 token: None,
+                tls: None,
                 connect_timeout: Duration::from_secs(5),
                 response_timeout: Duration::from_secs(5),
             })
@@ -1051,5 +1143,154 @@ mod tests {
         let (_held, _) = rig.listener.accept().unwrap();
         let step = drive_until(&mut f, &mut rig, |s, _| s.done);
         assert_eq!(step.reply.unwrap().status, 504);
+    }
+
+    /// An https peer that accepts the connection and never answers the handshake: 504 after
+    /// the connect timeout (the handshake counts against it), not the response timeout; one
+    /// that answers the handshake with plain HTTP: 502 naming TLS.
+    #[test]
+    fn a_silent_tls_peer_times_out_as_a_connect_and_a_plain_one_is_a_tls_failure() {
+        let pki = crate::tls::test_pki::Pki::new();
+        let mut rig = Rig::new("tls");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = |connect_ms: u64| {
+            Rc::new(Peer {
+                name: "b".into(),
+                url: PeerUrl::Https {
+                    host: "127.0.0.1".into(),
+                    port,
+                },
+                addrs: Ok(vec![listener.local_addr().unwrap()]),
+                token: None,
+                tls: Some(crate::tls::client_config(Some(&pki.path("ca.pem")), None).unwrap()),
+                connect_timeout: Duration::from_millis(connect_ms),
+                response_timeout: Duration::from_secs(60),
+            })
+        };
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let t0 = Instant::now();
+        let mut f = Forward::start(Token(1), peer(200), &out, Format::Json, &mut rig.io()).unwrap();
+        let (_held, _) = listener.accept().unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.done);
+        let r = step.reply.expect("an error answer");
+        let body = String::from_utf8(r.body).unwrap();
+        assert_eq!(r.status, 504, "{body}");
+        assert!(
+            body.contains("did not complete the TLS handshake"),
+            "{body}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5));
+
+        let mut f =
+            Forward::start(Token(1), peer(5000), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut plain, _) = listener.accept().unwrap();
+        plain
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.done);
+        let r = step.reply.expect("an error answer");
+        let body = String::from_utf8(r.body).unwrap();
+        assert_eq!(r.status, 502, "{body}");
+        assert!(body.contains("TLS handshake failed"), "{body}");
+    }
+
+    /// A client over TLS that reads slower than the peer sends: when the last of the answer
+    /// has gone into rustls, records it holds (the socket full) must still reach the client
+    /// before its connection is shut, and the end is a close_notify, not a cut.
+    #[test]
+    fn a_slow_tls_client_gets_the_whole_answer_before_its_connection_is_shut() {
+        const BODY: usize = 1 << 20;
+        let pki = crate::tls::test_pki::Pki::new();
+        let mut rig = Rig::new("tlsclient");
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        req.keep_alive = false;
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut head = vec![0u8; 4096];
+            let _ = b.read(&mut head).unwrap();
+            b.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n").as_bytes())
+                .unwrap();
+            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            for _ in 0..BODY / chunk.len() {
+                b.write_all(&chunk).unwrap();
+            }
+            b
+        });
+        drive_until(&mut f, &mut rig, |s, _| s.upgrade);
+
+        // The client: handshake at once, then small, slow reads from a small socket, so that
+        // the relay's writes meet a full socket all along, to the last one.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = crate::tls::client_config(Some(&pki.path("ca.pem")), None).unwrap();
+        let client = std::thread::spawn(move || {
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &16384).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).unwrap();
+            }
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let end = loop {
+                match tls.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            (got, end)
+        });
+        let (sock, _) = listener.accept().unwrap();
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBuf, &16384).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let acceptor = crate::tls::Acceptor::load(&pki.listener("server", None)).unwrap();
+        let stream = Stream::Tls(Box::new(
+            acceptor
+                .accept(mio::net::TcpStream::from_std(sock))
+                .unwrap(),
+        ));
+        f.attach(
+            Token(1),
+            stream,
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        while !f.drive(Token(1), None, &mut rig.io()).done {
+            assert!(Instant::now() < until, "no end");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (got, end) = client.join().unwrap();
+        end.expect("a clean end (close_notify)");
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(got.len() - head_end, BODY);
+        drop(peer.join().unwrap());
     }
 }

@@ -7,8 +7,9 @@
 //! to the client, or a websocket's bytes both ways ([`frames`] knows the peer's frame
 //! boundaries, to end the client's stream with a 1011 close if the peer vanishes).
 //!
-//! TLS to peers is the one piece missing: an `https://` peer is parsed and checked, and
-//! answered 502 until the peer stream has a TLS variant (`forward::PeerStream`).
+//! An `https://` peer is reached over TLS (`Stream::tls_client`), with a client
+//! configuration built from the site's `ca-file` (else the system's roots) and its client
+//! certificate when the sites are loaded, so that a SIGHUP picks up replaced files.
 
 pub(crate) mod forward;
 pub mod frames;
@@ -20,6 +21,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::SiteConfig;
@@ -34,6 +36,8 @@ pub struct Peer {
     /// TCP addresses (resolved when the sites were loaded), or why there are none.
     pub addrs: Result<Vec<SocketAddr>, String>,
     pub token: Option<String>,
+    /// The TLS client configuration of an `https://` peer (None for the others).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
 }
@@ -58,6 +62,11 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The trust or client certificate files of an `https://` peer.
+    Tls {
+        site: String,
+        source: Box<crate::tls::Error>,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -70,6 +79,7 @@ impl fmt::Display for LoadError {
                 path,
                 source,
             } => write!(f, "sites.{site}.{key}: {}: {source}", path.display()),
+            LoadError::Tls { site, source } => write!(f, "sites.{site}: TLS: {source}"),
         }
     }
 }
@@ -139,6 +149,22 @@ fn load_one(name: &str, s: &SiteConfig) -> Result<Peer, LoadError> {
             })?;
         }
     }
+    // Read now, not per connection: the files are the operator's to replace, and a SIGHUP
+    // makes a new configuration for the connections that start after it.
+    let tls = match &s.url {
+        PeerUrl::Https { .. } => {
+            let cert = s.cert_file.as_deref().zip(s.key_file.as_deref());
+            let config =
+                crate::tls::client_config(s.ca_file.as_deref(), cert).map_err(|source| {
+                    LoadError::Tls {
+                        site: name.to_string(),
+                        source: Box::new(source),
+                    }
+                })?;
+            Some(config)
+        }
+        PeerUrl::Http { .. } | PeerUrl::Unix(_) => None,
+    };
     let addrs = match &s.url {
         PeerUrl::Unix(_) => Ok(Vec::new()),
         PeerUrl::Http { host, port } | PeerUrl::Https { host, port } => match s.url.ip() {
@@ -164,6 +190,7 @@ fn load_one(name: &str, s: &SiteConfig) -> Result<Peer, LoadError> {
         url: s.url.clone(),
         addrs,
         token,
+        tls,
         connect_timeout: s.connect_timeout,
         response_timeout: s.response_timeout,
     })
@@ -193,9 +220,11 @@ pub enum Error {
         site: String,
         reason: String,
     },
-    /// An https peer, and this build has no TLS to peers yet.
-    TlsNotBuilt {
+    /// TLS with an https peer failed: its certificate is not trusted or not for its name,
+    /// it refused ours (or our lack of one), or the record layer broke.
+    Tls {
         site: String,
+        reason: String,
     },
 }
 
@@ -209,9 +238,7 @@ impl fmt::Display for Error {
             }
             Error::Timeout { site, what } => write!(f, "site {site:?} {what} in time"),
             Error::Peer { site, reason } => write!(f, "site {site:?}: {reason}"),
-            Error::TlsNotBuilt { site } => {
-                write!(f, "site {site:?}: TLS to peers is not built yet")
-            }
+            Error::Tls { site, reason } => write!(f, "site {site:?}: {reason}"),
         }
     }
 }
@@ -233,7 +260,7 @@ impl Error {
             | Error::Unreachable { site, .. }
             | Error::Timeout { site, .. }
             | Error::Peer { site, .. }
-            | Error::TlsNotBuilt { site } => Some(site),
+            | Error::Tls { site, .. } => Some(site),
         }
     }
 }
