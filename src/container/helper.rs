@@ -96,6 +96,11 @@ impl InRoot {
         })
     }
 
+    /// The helper's pid, until it is reaped or left to the stragglers.
+    pub fn pid(&self) -> Option<Pid> {
+        self.helper
+    }
+
     /// The descriptor to wait on: readable when the helper answered or exited.
     pub fn socket(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
@@ -217,6 +222,12 @@ pub fn reap_stragglers() {
             )
         })
     });
+}
+
+/// Whether `helper`, killed, is still not reaped (asleep in a container's file system).
+pub fn straggling(helper: Pid) -> bool {
+    reap_stragglers();
+    STRAGGLERS.with_borrow(|s| s.contains(&helper))
 }
 
 /// Waits up to a second for `helper` (killed) to be reaped, then leaves it to

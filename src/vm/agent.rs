@@ -19,7 +19,7 @@ use serde_json::Value;
 
 pub use super::qga::Command;
 use super::qga::{self, Answer, Decoder, Line};
-use crate::container::helper::{Failed, InRoot, Job};
+use crate::container::helper::{self, Failed, InRoot, Job};
 use crate::model::{GuestInfo, GuestOs};
 use crate::reactor::Io;
 
@@ -161,6 +161,8 @@ pub struct Agent {
     refresh_at: Option<Instant>,
     /// The pause before the next connection attempt.
     backoff: Duration,
+    /// The helper of the last connection attempt.
+    last_helper: Option<nix::unistd::Pid>,
     /// Counts changes to `info` (state answers are cached by it).
     pub changes: u64,
 }
@@ -190,6 +192,7 @@ impl Agent {
             version: None,
             refresh_at: None,
             backoff: RETRY,
+            last_helper: None,
             changes: 0,
         }
     }
@@ -308,10 +311,22 @@ impl Agent {
     }
 
     fn open(&mut self, io: &mut Io<'_>) {
+        // A helper killed while asleep in the launcher's file system (a FUSE mount that does
+        // not answer) is still there: another would only join it.
+        if self.last_helper.is_some_and(helper::straggling) {
+            self.down(
+                io,
+                "the last attempt is still stuck in the launcher's file system",
+            );
+            return;
+        }
         let job = Job::ConnectUnix(self.path.clone());
         match InRoot::start(self.pid, &self.container_id, job, CONNECT_TIMEOUT) {
             Ok(helper) => match io.register_agent(self.key, helper.socket()) {
-                Ok(token) => self.link = Link::Opening { helper, token },
+                Ok(token) => {
+                    self.last_helper = helper.pid();
+                    self.link = Link::Opening { helper, token };
+                }
                 Err(e) => self.down(io, &format!("cannot follow the connection: {e}")),
             },
             Err(e) => self.down(io, &e.to_string()),
