@@ -4,7 +4,8 @@
  *   lines     answer the sync, then send endless short JSON lines ({"return":{}})
 
 
- *   sync      answer syncs and guest-info; nothing else (for manual use)
+ *   sync      answer syncs; nothing else
+ *   flap      answer the sync, then close the connection at once
  * Static, single client at a time. */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
             if (n <= 0) break;
             if (answer_sync(c, buf, n)) synced = 1;
             if (!synced) continue;
+            if (!strcmp(mode, "flap")) break;
             if (!strcmp(mode, "flood")) {
                 while (write(c, junk, sizeof junk) > 0) {}
                 break;
