@@ -6,6 +6,7 @@
 
  *   sync      answer syncs; nothing else
  *   flap      answer the sync, then close the connection at once
+ *   fill      answer every sync; after the first, send 4 MiB with no newline once, then idle
  * Static, single client at a time. */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -46,6 +47,15 @@ int main(int argc, char **argv) {
             if (answer_sync(c, buf, n)) synced = 1;
             if (!synced) continue;
             if (!strcmp(mode, "flap")) break;
+            if (!strcmp(mode, "fill")) {
+                static int filled;
+                if (!filled) {
+                    filled = 1;
+                    for (int k = 0; k < 64; k++)
+                        if (write(c, junk, sizeof junk) < 0) break;
+                }
+                continue;
+            }
             if (!strcmp(mode, "flood")) {
                 while (write(c, junk, sizeof junk) > 0) {}
                 break;
