@@ -69,6 +69,7 @@ impl From<crate::container::Error> for ApiError {
             e @ E::StartTimeout { .. } => ApiError::new(504, e.to_string()),
             // Its file system at /dev/pts did not answer the lookup of ptmx: the same.
             e @ E::TerminalTimeout { .. } => ApiError::new(504, e.to_string()),
+            e @ E::LookupsStuck { .. } => ApiError::new(503, e.to_string()),
             other => {
                 log::error!("spawn: {other}");
                 ApiError::new(500, format!("cannot start the command: {other}"))

@@ -30,8 +30,8 @@ pub const END: &str = "<!-- supd-bench --vm: end -->";
 const BOOT: Duration = Duration::from_secs(120);
 
 /// supd's `guest-exec` for `true` with a qemu-ga older than 8.1 (the test VM's 7.2): through
-/// the guest's shell with stderr merged (`qga::RUN_MERGED`), output captured.
-const EXEC_TRUE: &str = r#"{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","exec \"$0\" \"$@\" 2>&1","true"],"capture-output":true}}"#;
+/// the guest's shell (`qga::RUN`: stderr merged, a process group of its own), output captured.
+const EXEC_TRUE: &str = r#"{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","command -v \"$0\" >/dev/null 2>&1 || { echo \"$0: not found\"; exit 127; }; command -v setsid >/dev/null 2>&1 && exec setsid \"$0\" \"$@\" 2>&1; exec \"$0\" \"$@\" 2>&1","true"],"capture-output":true}}"#;
 
 /// supd's status poll schedule (`ops::vm_exec`): at once, then 2, 4, 8... ms, at most 50 ms.
 fn poll_delay(polls: u32) -> Duration {
@@ -317,8 +317,9 @@ pub fn existing(text: &str) -> Option<&str> {
 const METHOD: &str = "\
 - The launcher is the test VM image (`scripts/build-test-vm.sh`: QEMU 7.2, TCG, one vCPU, a \
 busybox + qemu-ga 7.2 guest) started with `SUPD_VM_ACCEL=tcg`. qemu-ga 7.2 has no merged \
-capture, so supd's `guest-exec` of `true` is `/bin/sh -c 'exec \"$0\" \"$@\" 2>&1' true` with \
-output captured; the direct loop sends exactly that.
+capture; supd's `guest-exec` of `true` is `/bin/sh -c RUN true` (`qga::RUN`: a check that the \
+program is there, then `exec setsid \"$0\" \"$@\" 2>&1`) with output captured; the direct loop \
+sends exactly that.
 - direct: one connection to `/proc/<launcher pid>/root/run/supd-vm/qga.sock`, synced with \
 `guest-sync-delimited` first, then per sample `guest-exec` and `guest-exec-status` polls on \
 supd's schedule (at once, then after 2, 4, 8... ms, at most 50 ms) until `exited`. It runs \

@@ -299,7 +299,9 @@ impl Failure {
             Error::BadTarget(why) | Error::BadCommand(why) => Failure::BadTarget(why),
             Error::BadHandoff => Failure::BadTarget("malformed seccomp filters"),
             // Not an outcome of reading filters; kept distinct all the same.
-            Error::StartTimeout { .. } | Error::TerminalTimeout { .. } => Failure::Sys {
+            Error::StartTimeout { .. }
+            | Error::TerminalTimeout { .. }
+            | Error::LookupsStuck { .. } => Failure::Sys {
                 op: "start",
                 errno: Errno::ETIMEDOUT,
             },

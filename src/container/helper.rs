@@ -35,6 +35,13 @@ pub enum Job {
     ConnectUnix(CString),
 }
 
+/// Helpers alive at once (working, or killed and not reaped yet) for one container, and in
+/// all: a container whose file system never answers keeps its helpers asleep in the kernel
+/// for as long as it lives, and each holds one of supd's tasks (`TasksMax`). Past these, a
+/// lookup is refused (503) until some are reaped.
+pub const MAX_PER_CONTAINER: usize = 4;
+pub const MAX_HELPERS: usize = 64;
+
 /// What the helper sends: 0 with the descriptors attached, else the errno of the step that
 /// failed.
 const MESSAGE: usize = std::mem::size_of::<i32>();
@@ -68,6 +75,14 @@ impl InRoot {
     /// comes: then the root the helper looked into was the container's, not a successor's.
     pub fn start(pid: i32, container_id: &str, job: Job, timeout: Duration) -> Result<InRoot> {
         reap_stragglers();
+        let (mine, all) = HELPERS.with_borrow(|h| {
+            (h.iter().filter(|(_, c)| c == container_id).count(), h.len())
+        });
+        if mine >= MAX_PER_CONTAINER || all >= MAX_HELPERS {
+            return Err(Error::LookupsStuck {
+                this_container: mine >= MAX_PER_CONTAINER,
+            });
+        }
         let container = identity::pin(pid, container_id)?;
         let (socket, child_end) = nix::sys::socket::socketpair(
             AddressFamily::Unix,
@@ -81,6 +96,7 @@ impl InRoot {
         let helper = process::fork_child(|| helper_main(&root, &job, child_end.as_fd()))
             .map_err(sys("fork"))?;
         drop(child_end);
+        HELPERS.with_borrow_mut(|h| h.push((Pid::from_raw(helper), container_id.to_string())));
         let flags = nix::fcntl::fcntl(&socket, FcntlArg::F_GETFL).map_err(sys("fcntl"))?;
         nix::fcntl::fcntl(
             &socket,
@@ -168,8 +184,10 @@ impl InRoot {
     /// in the kernel joins the stragglers.
     fn finish(&mut self) {
         if let Some(helper) = self.helper.take() {
-            let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
-            STRAGGLERS.with_borrow_mut(|s| s.push(helper));
+            // Not reaped yet (it is in the list until then): the pid is still the helper's.
+            if HELPERS.with_borrow(|h| h.iter().any(|(p, _)| *p == helper)) {
+                let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
+            }
             reap_stragglers();
         }
     }
@@ -208,14 +226,15 @@ impl Drop for InRoot {
 thread_local! {
     /// Killed helpers not reaped yet: one asleep in a FUSE request the container's daemon
     /// never answers dies only when the answer comes or the container's FUSE connection goes.
-    static STRAGGLERS: RefCell<Vec<Pid>> = const { RefCell::new(Vec::new()) };
+    /// Every helper not reaped yet (working, or killed), with its container's id.
+    static HELPERS: RefCell<Vec<(Pid, String)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Reaps the helpers that have died since they were killed, without waiting. The loop calls
 /// it on every turn (cheap when there are none).
 pub fn reap_stragglers() {
-    STRAGGLERS.with_borrow_mut(|stragglers| {
-        stragglers.retain(|&helper| {
+    HELPERS.with_borrow_mut(|helpers| {
+        helpers.retain(|&(helper, _)| {
             matches!(
                 nix::sys::wait::waitpid(helper, Some(WaitPidFlag::WNOHANG)),
                 Ok(WaitStatus::StillAlive) | Err(Errno::EINTR)
@@ -227,7 +246,7 @@ pub fn reap_stragglers() {
 /// Whether `helper`, killed, is still not reaped (asleep in a container's file system).
 pub fn straggling(helper: Pid) -> bool {
     reap_stragglers();
-    STRAGGLERS.with_borrow(|s| s.contains(&helper))
+    HELPERS.with_borrow(|h| h.iter().any(|(p, _)| *p == helper))
 }
 
 /// Waits up to a second for `helper` (killed) to be reaped, then leaves it to
@@ -235,7 +254,7 @@ pub fn straggling(helper: Pid) -> bool {
 fn reap_soon(helper: Pid) {
     for _ in 0..100 {
         reap_stragglers();
-        if !STRAGGLERS.with_borrow(|s| s.contains(&helper)) {
+        if !HELPERS.with_borrow(|h| h.iter().any(|(p, _)| *p == helper)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -53,6 +53,9 @@ pub enum Error {
     /// The container's `/dev/pts/ptmx` could not be looked up in time (a file system the
     /// container mounted there does not answer); the helper looking was killed.
     TerminalTimeout { after: std::time::Duration },
+    /// Too many earlier lookups into this container's file system (or into all containers')
+    /// have not returned: no new helper is forked until they are reaped (503).
+    LookupsStuck { this_container: bool },
 }
 
 impl fmt::Display for Error {
@@ -68,6 +71,18 @@ impl fmt::Display for Error {
                 f,
                 "the command did not start within {} ms (stopped or blocked in the container)",
                 after.as_millis()
+            ),
+            Error::LookupsStuck { this_container: true } => write!(
+                f,
+                "{} earlier lookups in this container's file system have not returned (a file system there does not answer); try again later",
+                helper::MAX_PER_CONTAINER
+            ),
+            Error::LookupsStuck {
+                this_container: false,
+            } => write!(
+                f,
+                "{} lookups in containers' file systems have not returned; try again later",
+                helper::MAX_HELPERS
             ),
             Error::TerminalTimeout { after } => write!(
                 f,

@@ -236,7 +236,7 @@ impl VmExec {
 
     fn kill(&mut self, signal: &str, me: Token, io: &mut Io<'_>, env: &mut EnvMut<'_>) {
         let Some(pid) = self.pid else { return };
-        if let Err(e) = self.send(me, TAG_KILL, qga::kill(pid, signal, false), io, env) {
+        if let Err(e) = self.send(me, TAG_KILL, qga::kill(pid, signal, true), io, env) {
             log::warn!(
                 "cannot kill guest process {pid} of VM {}: {e}",
                 short(&self.vm)

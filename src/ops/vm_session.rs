@@ -180,9 +180,14 @@ impl VmSession {
         })?;
         let helper =
             InRoot::start(pid, &vm, Job::ConnectUnix(path), CONNECT_TIMEOUT).map_err(|e| {
-                Error::Port {
-                    which,
-                    why: e.to_string(),
+                match e {
+                    // Too many lookups in its file system are stuck: try again later (503).
+                    e @ crate::container::Error::LookupsStuck { .. } => ApiError::from(e),
+                    e => Error::Port {
+                        which,
+                        why: e.to_string(),
+                    }
+                    .into(),
                 }
             })?;
         let token = io

@@ -33,6 +33,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// failure up to `RETRY_MAX` (a launcher without the socket is not asked twice a second).
 const RETRY: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Bytes an agent may send while nothing is asked of it before its connection is dropped.
+const MAX_UNSOLICITED: usize = 64 * 1024;
+/// The line bound while no `guest-exec-status` (whose output makes answers long) is asked.
+const SHORT_LINE: usize = 64 * 1024;
+/// A connection that lasted this long resets the reconnect backoff when it ends.
+const STABLE: Duration = Duration::from_secs(30);
 /// Why a connection that was never tried is down.
 const NEVER_TRIED: &str = "not connected yet";
 /// How often what the guest reports (OS, addresses) is asked again while connected.
@@ -163,6 +169,12 @@ pub struct Agent {
     backoff: Duration,
     /// The helper of the last connection attempt.
     last_helper: Option<nix::unistd::Pid>,
+    /// Bytes received while nothing was asked (reset when a command is sent).
+    unsolicited: usize,
+    /// When the current connection synced.
+    synced_at: Option<Instant>,
+    /// The line bound while a `guest-exec-status` is asked.
+    long_line: usize,
     /// Counts changes to `info` (state answers are cached by it).
     pub changes: u64,
 }
@@ -184,7 +196,7 @@ impl Agent {
             },
             queue: VecDeque::new(),
             inflight: None,
-            decoder: Decoder::new(max_line(output_cap)),
+            decoder: Decoder::new(SHORT_LINE),
             out: Vec::new(),
             done: Vec::new(),
             next_sync: seed(),
@@ -193,6 +205,9 @@ impl Agent {
             refresh_at: None,
             backoff: RETRY,
             last_helper: None,
+            unsolicited: 0,
+            synced_at: None,
+            long_line: max_line(output_cap),
             changes: 0,
         }
     }
@@ -394,6 +409,11 @@ impl Agent {
     }
 
     fn drop_link(&mut self, io: &mut Io<'_>, why: &str) {
+        // Only a connection that lasted resets the backoff: one that syncs and hangs up at
+        // once is not asked again twice a second.
+        if self.synced_at.take().is_some_and(|t| t.elapsed() >= STABLE) {
+            self.backoff = RETRY;
+        }
         let link = std::mem::replace(
             &mut self.link,
             Link::Down {
@@ -423,18 +443,31 @@ impl Agent {
         let mut buf = [0u8; 16 * 1024];
         let mut lines = Vec::new();
         let mut closed = None;
+        let idle = self.inflight.is_none() && matches!(self.link, Link::Ready { .. });
         let stream = match &mut self.link {
             Link::Syncing { stream, .. } | Link::Ready { stream, .. } => stream,
             _ => return,
         };
-        // Bounded per wake-up: a flooding guest cannot hold the loop.
-        for _ in 0..64 {
+        // Bounded per wake-up: a flooding guest cannot hold the loop (and what it left unread
+        // is read on the next turn: the poller reports an edge only once).
+        let mut budget = 16;
+        loop {
+            if budget == 0 {
+                io.wake_agent_at(self.key, Instant::now());
+                break;
+            }
+            budget -= 1;
             match stream.read(&mut buf) {
                 Ok(0) => {
                     closed = Some("the agent's socket closed".to_string());
                     break;
                 }
-                Ok(n) => lines.extend(self.decoder.push(&buf[..n])),
+                Ok(n) => {
+                    if idle {
+                        self.unsolicited += n;
+                    }
+                    lines.extend(self.decoder.push(&buf[..n]));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -445,6 +478,13 @@ impl Agent {
         }
         for line in lines {
             self.on_line(line, replies);
+        }
+        if closed.is_none() && self.unsolicited > MAX_UNSOLICITED {
+            // Talking without being asked: not an agent worth a connection; the backoff
+            // grows with each such one.
+            closed = Some(format!(
+                "it sent more than {MAX_UNSOLICITED} bytes nobody asked for"
+            ));
         }
         if let Some(why) = closed {
             self.lost(io, &why, replies);
@@ -468,7 +508,7 @@ impl Agent {
                     self.link = Link::Ready { stream, token };
                 }
                 self.set_connected(true);
-                self.backoff = RETRY;
+                self.synced_at = Some(Instant::now());
                 // What the guest is may have changed (a restart of the guest or its agent).
                 self.refresh_at = Some(Instant::now());
                 // First, before any command: how to encode them depends on the version.
@@ -640,6 +680,14 @@ impl Agent {
         };
         self.out
             .extend_from_slice(&q.request.cmd.encode(self.version));
+        self.unsolicited = 0;
+        // Only a status answer carries output: only it may be long.
+        let bound = if matches!(q.request.cmd, Command::ExecStatus(_)) {
+            self.long_line
+        } else {
+            SHORT_LINE
+        };
+        self.decoder.set_max(bound);
         let deadline = Instant::now() + q.request.timeout;
         self.inflight = Some((q.request, deadline));
     }

@@ -65,9 +65,20 @@ impl Vms {
     /// that stopped are returned.
     pub fn reconcile(&mut self, mirror: &Mirror, io: &mut Io<'_>) -> Vec<Reply> {
         let mut replies = Vec::new();
-        let running: HashMap<&str, &ContainerRecord> = mirror
-            .records()
-            .filter(|r| r.vm.is_some() && r.running && r.pid > 0 && ours(r))
+        // Each instance's VM, the launcher the state shows (`model::vm_launcher`): the others
+        // are reached by nothing, their agents included.
+        let mut launchers: HashMap<(&str, &str, u32), Vec<&ContainerRecord>> = HashMap::new();
+        for r in mirror.records().filter(|r| r.is_vm()) {
+            let i = &r.identity;
+            launchers
+                .entry((&i.application, &i.service, i.instance))
+                .or_default()
+                .push(r);
+        }
+        let running: HashMap<&str, &ContainerRecord> = launchers
+            .into_values()
+            .filter_map(crate::model::vm_launcher)
+            .filter(|r| r.running && r.pid > 0 && ours(r))
             .map(|r| (r.id.as_str(), r))
             .collect();
         let stale: Vec<String> = self

@@ -27,9 +27,9 @@ pub enum Command {
         args: Vec<String>,
         capture: Capture,
     },
-    /// Run `argv` (looked up in the guest's `PATH`) with its stdout and stderr merged in the
-    /// order written: `capture-output: "merged"` when the agent has it, else through the
-    /// guest's `/bin/sh` with `2>&1` (the words go in as positional parameters, unquoted).
+    /// Run `argv` (looked up in the guest's `PATH`) through the guest's `/bin/sh` ([`RUN`]:
+    /// the words go in as positional parameters, never parsed), stdout and stderr merged in
+    /// the order written, as the leader of a process group of its own.
     Run(Vec<String>),
     /// `/bin/sh -c script` with `args` as `$0`, `$1`...: no output captured.
     Shell { script: String, args: Vec<String> },
@@ -61,22 +61,20 @@ impl Command {
     /// preceded by 0xFF.
     pub fn encode(&self, version: Option<(u32, u32)>) -> Vec<u8> {
         let value = match self {
-            Command::Run(argv) if version.is_some_and(merges_output) => {
-                let (path, args) = argv.split_first().map_or(("", &[][..]), |(p, a)| (p, a));
-                return Command::Exec {
-                    path: path.to_string(),
-                    args: args.to_vec(),
-                    capture: Capture::Merged,
-                }
-                .encode(version);
-            }
             Command::Run(argv) => {
-                let mut args = vec!["-c".to_string(), RUN_MERGED.to_string()];
+                let mut args = vec!["-c".to_string(), RUN.to_string()];
                 args.extend(argv.iter().cloned());
+                // The shell's `2>&1` merges either way; the agent's own merge (8.1) keeps
+                // the order of what the command's children write past it too.
+                let capture = if version.is_some_and(merges_output) {
+                    Capture::Merged
+                } else {
+                    Capture::Separate
+                };
                 return Command::Exec {
                     path: "/bin/sh".into(),
                     args,
-                    capture: Capture::Separate,
+                    capture,
                 }
                 .encode(version);
             }
@@ -154,9 +152,12 @@ pub fn kill(pid: i64, signal: &str, group: bool) -> Command {
     }
 }
 
-/// The guest shell's part of [`Command::Run`] before QEMU 8.1: the command is `$0 $@`, so
-/// nothing in it is parsed by the shell; `exec` keeps its pid (the one `guest-exec` returned).
-pub const RUN_MERGED: &str = "exec \"$0\" \"$@\" 2>&1";
+/// The guest shell's part of [`Command::Run`]. The command is `$0 $@`, so nothing in it is
+/// parsed by the shell; a program that is not there is exit code 127 with a message, as a
+/// shell says; `exec` keeps the pid `guest-exec` returned, and `setsid` (where the guest has
+/// one) makes it its own process group's leader, so that a kill reaches what it started too.
+pub const RUN: &str = "command -v \"$0\" >/dev/null 2>&1 || { echo \"$0: not found\"; exit 127; }; \
+command -v setsid >/dev/null 2>&1 && exec setsid \"$0\" \"$@\" 2>&1; exec \"$0\" \"$@\" 2>&1";
 
 /// One line the agent sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,9 +189,22 @@ impl Decoder {
         }
     }
 
+    /// The bound for the next lines (a line already longer is cut at once).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+        if self.buf.len() > max {
+            self.buf.truncate(max);
+            self.skipping = true;
+        }
+        if self.buf.capacity() > max.max(4096) {
+            self.buf.shrink_to(max);
+        }
+    }
+
     /// A sync was sent: drop what is buffered and everything up to the next 0xFF.
     pub fn expect_delimiter(&mut self) {
-        self.buf.clear();
+        // A fresh buffer: the one a long line grew is given back.
+        self.buf = Vec::new();
         self.skipping = false;
         self.await_delimiter = true;
     }
@@ -472,14 +486,10 @@ mod tests {
         let run = Command::Run(vec!["ls".into(), "a b".into()]);
         let old: Value = serde_json::from_slice(&run.encode(Some((7, 2)))).unwrap();
         assert_eq!(old["arguments"]["path"], "/bin/sh");
-        assert_eq!(
-            old["arguments"]["arg"],
-            json!(["-c", RUN_MERGED, "ls", "a b"])
-        );
+        assert_eq!(old["arguments"]["arg"], json!(["-c", RUN, "ls", "a b"]));
         assert_eq!(old["arguments"]["capture-output"], true);
         let new: Value = serde_json::from_slice(&run.encode(Some((8, 1)))).unwrap();
-        assert_eq!(new["arguments"]["path"], "ls");
-        assert_eq!(new["arguments"]["arg"], json!(["a b"]));
+        assert_eq!(new["arguments"]["arg"], json!(["-c", RUN, "ls", "a b"]));
         assert_eq!(new["arguments"]["capture-output"], "merged");
         let sh = Command::Shell {
             script: "kill -TERM \"$0\"".into(),
