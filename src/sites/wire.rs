@@ -210,8 +210,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<PeerHead>, WireError> {
     if resp.version != Some(1) {
         return Err(WireError::BadResponse("not HTTP/1.1".into()));
     }
+    // httparse takes any three digits ("050" is 50): a status the client's own parser
+    // refuses is not relayed.
+    let status = resp.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        return Err(WireError::BadResponse(format!("status {status} out of range")));
+    }
     Ok(Some(PeerHead {
-        status: resp.code.unwrap_or(0),
+        status,
         reason: resp.reason.unwrap_or("").to_string(),
         headers: resp
             .headers
@@ -461,6 +467,9 @@ mod tests {
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nA: b\r\n"), Ok(None));
         assert!(parse_head(b"HTTP/1.0 200 OK\r\n\r\n").is_err());
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
+        // Three digits, but no status (the fuzzer's find): relayed, no client would parse it.
+        assert!(parse_head(b"HTTP/1.1 050 Switching Protocols\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 600 Nope\r\n\r\n").is_err());
         let big = format!("HTTP/1.1 200 OK\r\nA: {}", "x".repeat(MAX_HEAD));
         assert!(parse_head(big.as_bytes()).is_err());
         let h = head("HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nhello");
