@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Built from tests/fixtures/fuse/fusehang.c (the red team's daemon, raw FUSE protocol).
-const FUSE_IMAGE: &str = "supd-test-fusehang:latest";
+/// Its tag changes with the fixture (v2: the mount point as an argument).
+const FUSE_IMAGE: &str = "supd-test-fusehang:v2";
 
 /// `cc -static` the daemon and put it on the busybox image as the entrypoint.
 fn ensure_fuse_image() {
@@ -200,4 +201,81 @@ fn a_fuse_mount_over_dev_pts_does_not_stall_the_loop() {
         supd.children().is_empty()
     });
     assert!(timed_get(supd.addr, Duration::from_secs(1)).is_some());
+}
+
+/// A VM launcher with a FUSE file system over /run/supd-vm whose daemon never answers a
+/// lookup (attacks3/fuse-helper-leak): every helper that looks for a socket there sleeps in
+/// the kernel, unkillable, for as long as the launcher lives. supd forks at most a few per
+/// container (and a bounded number in all), refuses the rest at once (503), and keeps serving
+/// everything else: before the bound, console requests with takeover=true piled up helpers
+/// until supd could not fork.
+#[test]
+fn a_launcher_whose_file_system_hangs_gets_a_bounded_number_of_helpers() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "this test needs /dev/fuse on the host"
+    );
+    ensure_fuse_image();
+    let cs = Containers::new("fuse-vm");
+    let supd = Supd::start();
+    let app = unique("fusevm");
+    let id = managed(
+        &cs,
+        &app,
+        "vm",
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--device",
+            "/dev/fuse",
+            "--label",
+            "io.supd.vm-container=true",
+        ],
+        &[FUSE_IMAGE, "/run/supd-vm"],
+    );
+    let _remove = RemoveOnDrop(id.clone());
+    supd.wait_until(Duration::from_secs(20), || {
+        let out = Command::new("docker").args(["logs", &id]).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("mounted over /run/supd-vm")
+    });
+    let victim_app = unique("victim");
+    managed(&cs, &victim_app, "web", &[], SLEEPER);
+    let victim = || {
+        let body = serde_json::json!({ "cmd": "echo hi" }).to_string();
+        let path = format!("{}/containers/web/exec", instance_path(&victim_app, "web"));
+        supd.post_json(&path, ADMIN_TOKEN, &body).status
+    };
+    supd.wait_until(Duration::from_secs(20), || victim() == 200);
+
+    let path = format!(
+        "/v1/state/applications/{app}/service-instances/vm-1/vm-container/console?takeover=true"
+    );
+    let addr = supd.addr;
+    let sessions: Vec<_> = (0..30)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || handshake_status(addr, &path, "v1.console.supd"))
+        })
+        .collect();
+    let statuses: Vec<u16> = sessions.into_iter().map(|t| t.join().unwrap().0).collect();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(
+        statuses.iter().all(|s| [503, 504].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        refused >= 25,
+        "only {refused} refused at once: {statuses:?}"
+    );
+    // Asleep in the FUSE lookup: at most the per-container bound (the agent's watch among them).
+    let stuck = supd.children().len();
+    assert!((1..=4).contains(&stuck), "{stuck} helpers");
+    assert_eq!(victim(), 200, "supd still forks for everyone else");
+    assert!(timed_get(supd.addr, Duration::from_secs(2)).is_some());
+    // Once the launcher goes, its helpers die and are reaped.
+    docker(&["rm", "-f", &id]);
+    supd.wait_until(Duration::from_secs(15), || {
+        let _ = timed_get(supd.addr, Duration::from_secs(1));
+        supd.children().is_empty()
+    });
 }

@@ -75,9 +75,8 @@ impl InRoot {
     /// comes: then the root the helper looked into was the container's, not a successor's.
     pub fn start(pid: i32, container_id: &str, job: Job, timeout: Duration) -> Result<InRoot> {
         reap_stragglers();
-        let (mine, all) = HELPERS.with_borrow(|h| {
-            (h.iter().filter(|(_, c)| c == container_id).count(), h.len())
-        });
+        let (mine, all) =
+            HELPERS.with_borrow(|h| (h.iter().filter(|(_, c)| c == container_id).count(), h.len()));
         if mine >= MAX_PER_CONTAINER || all >= MAX_HELPERS {
             return Err(Error::LookupsStuck {
                 this_container: mine >= MAX_PER_CONTAINER,

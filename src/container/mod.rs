@@ -72,7 +72,9 @@ impl fmt::Display for Error {
                 "the command did not start within {} ms (stopped or blocked in the container)",
                 after.as_millis()
             ),
-            Error::LookupsStuck { this_container: true } => write!(
+            Error::LookupsStuck {
+                this_container: true,
+            } => write!(
                 f,
                 "{} earlier lookups in this container's file system have not returned (a file system there does not answer); try again later",
                 helper::MAX_PER_CONTAINER

@@ -214,7 +214,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<PeerHead>, WireError> {
     // refuses is not relayed.
     let status = resp.code.unwrap_or(0);
     if !(100..=599).contains(&status) {
-        return Err(WireError::BadResponse(format!("status {status} out of range")));
+        return Err(WireError::BadResponse(format!(
+            "status {status} out of range"
+        )));
     }
     Ok(Some(PeerHead {
         status,
