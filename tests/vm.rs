@@ -501,3 +501,24 @@ fn a_client_that_leaves_before_the_101_leaves_no_command_behind() {
             .wait_until(Duration::from_secs(15), || !fx.guest_has(&cmd));
     }
 }
+
+#[test]
+fn a_leaving_client_gets_everything_its_command_started_killed() {
+    let (fx, _g) = shared();
+    // A background child holds the output open: the command is not done while it lives
+    // (the agent's rule), and it is part of the command's process group.
+    let body = serde_json::json!({ "cmd": "sh -c 'sleep 5151 & sleep 5252'" }).to_string();
+    let mut c = fx.supd.connect();
+    c.send_json(
+        &format!("{}/vm-container/exec", fx.base()),
+        ADMIN_TOKEN,
+        body.as_bytes(),
+    );
+    fx.supd.wait_until(Duration::from_secs(30), || {
+        fx.guest_has("sleep 5151") && fx.guest_has("sleep 5252")
+    });
+    drop(c);
+    fx.supd.wait_until(Duration::from_secs(15), || {
+        !fx.guest_has("sleep 5151") && !fx.guest_has("sleep 5252")
+    });
+}

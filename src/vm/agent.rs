@@ -443,7 +443,6 @@ impl Agent {
         let mut buf = [0u8; 16 * 1024];
         let mut lines = Vec::new();
         let mut closed = None;
-        let idle = self.inflight.is_none() && matches!(self.link, Link::Ready { .. });
         let stream = match &mut self.link {
             Link::Syncing { stream, .. } | Link::Ready { stream, .. } => stream,
             _ => return,
@@ -462,12 +461,7 @@ impl Agent {
                     closed = Some("the agent's socket closed".to_string());
                     break;
                 }
-                Ok(n) => {
-                    if idle {
-                        self.unsolicited += n;
-                    }
-                    lines.extend(self.decoder.push(&buf[..n]));
-                }
+                Ok(n) => lines.extend(self.decoder.push(&buf[..n])),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -522,10 +516,9 @@ impl Agent {
             return;
         }
         let Some((request, _)) = self.inflight.take() else {
-            log::debug!(
-                "guest agent of {}: an answer nobody asked for",
-                short(&self.container_id)
-            );
+            self.unsolicited += match &line {
+                Line::Whole(l) | Line::Cut(l) => l.len() + 1,
+            };
             return;
         };
         let result = match line {
@@ -1022,5 +1015,62 @@ mod tests {
         // Every operation's command fails (the agent's own questions answer nobody).
         assert_eq!(replies.len(), accepted);
         assert!(replies.iter().all(|r| r.result == Err(Error::Gone)));
+    }
+
+    #[test]
+    fn an_agent_that_floods_unasked_loses_its_connection() {
+        let (mut rig, _seen) = Rig::new(Box::new(|v, out| {
+            routine(v, out);
+            if v["execute"] == "guest-network-get-interfaces" {
+                // Asked nothing more, it talks on: 256 KiB of lines.
+                let junk = "{\"return\": {}}\n".repeat(256 * 1024 / 15);
+                let _ = out.write_all(junk.as_bytes());
+            }
+        }));
+        // Turn the loop until the connection drops (a reconnect, not possible here, would
+        // replace the reason).
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut events = mio::Events::with_capacity(8);
+        let why = loop {
+            assert!(
+                Instant::now() < until,
+                "still connected to a flooding agent"
+            );
+            let _ = rig
+                .reactor
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(5)));
+            while rig.reactor.timers.pop_due(Instant::now()).is_some() {}
+            let mut io = Io::new(&mut rig.reactor, &rig.cfg);
+            let _ = rig.agent.on_event(&mut io);
+            if let Link::Down { why, .. } = &rig.agent.link {
+                break why.clone();
+            }
+        };
+        assert!(why.contains("nobody asked for"), "{why}");
+    }
+
+    #[test]
+    fn only_a_connection_that_lasted_resets_the_backoff() {
+        let (mut rig, _seen) = Rig::new(Box::new(|v, out| {
+            routine(v, out);
+        }));
+        let mut io = Io::new(&mut rig.reactor, &rig.cfg);
+        // Synced and gone at once, over and over: the pause grows.
+        for _ in 0..4 {
+            rig.agent.synced_at = Some(Instant::now());
+            rig.agent.drop_link(&mut io, "hung up");
+        }
+        assert_eq!(rig.agent.backoff, RETRY * 16);
+        // One that lasted: back to the first pause (then doubled for the next).
+        rig.agent.synced_at = Some(Instant::now() - STABLE);
+        rig.agent.drop_link(&mut io, "hung up");
+        assert_eq!(rig.agent.backoff, RETRY * 2);
+        match &rig.agent.link {
+            Link::Down { retry_at, .. } => {
+                assert!(*retry_at <= Instant::now() + RETRY);
+            }
+            _ => panic!("not down"),
+        }
     }
 }

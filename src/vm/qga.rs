@@ -621,4 +621,16 @@ mod tests {
         assert_eq!(guest_ips(&ifaces), ["10.0.2.15/24", "fd00::5/64"]);
         assert!(guest_ips(&json!({"a": 1})).is_empty());
     }
+
+    #[test]
+    fn a_smaller_bound_cuts_and_gives_the_memory_back() {
+        let mut d = Decoder::new(1 << 20);
+        assert!(d.push(&[b'x'; 300 * 1024]).is_empty());
+        d.set_max(1024);
+        assert_eq!(d.buffered(), 1024);
+        assert!(d.buf.capacity() < 8 * 1024);
+        assert_eq!(d.push(b"yz\n"), vec![Line::Cut(vec![b'x'; 1024])]);
+        d.expect_delimiter();
+        assert_eq!(d.buf.capacity(), 0);
+    }
 }
