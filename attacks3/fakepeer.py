@@ -11,6 +11,9 @@ MODES = {
     "101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\nRAW-TUNNEL-BYTES",
     # 204 with a Content-Length and a body
     "204cl": b"HTTP/1.1 204 No Content\r\nContent-Length: 44\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL",
+    # a large answer: 2 MiB with a Content-Length, and the same ending only where the peer closes
+    "big": b"HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n" + b"x" * 16777215 + b"E",
+    "bigclose": b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 16777215 + b"E",
     "ok": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
 }
 
@@ -25,6 +28,7 @@ def serve(conn, mode, log):
             data += d
         with open(log, "ab") as f:
             f.write(b"=== request ===\n" + data + b"\n")
+        conn.settimeout(None)
         if mode == "silent":
             time.sleep(3600)
         conn.sendall(MODES[mode])

@@ -25,8 +25,14 @@ rt_free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1"
 # rt_start_a PEER_URL [EXTRA_SITE_YAML_LINES]
 rt_start_a() {
   A_PORT=$(rt_free_port)
+  local listen="[127.0.0.1:$A_PORT]"
+  if [ -n "${RT_TLS:-}" ]; then
+    # A's listener serves TLS with the test PKI of scripts/make-test-ca.sh.
+    [ -f "$RT_DIR/pki/server.pem" ] || sh "$RT_ROOT/scripts/make-test-ca.sh" "$RT_DIR/pki"
+    listen="[{address: '127.0.0.1:$A_PORT', tls: {cert-file: $RT_DIR/pki/server.pem, key-file: $RT_DIR/pki/server.key${RT_TLS_EXTRA:-}}}]"
+  fi
   cat > "$RT_DIR/a.yaml" <<YAML
-listen: [127.0.0.1:$A_PORT]
+listen: $listen
 tokens: $RT_DIR/tokens.yaml
 site: edge-a
 sites:
