@@ -14,6 +14,8 @@ MODES = {
     # a large answer: 2 MiB with a Content-Length, and the same ending only where the peer closes
     "big": b"HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n" + b"x" * 16777215 + b"E",
     "bigclose": b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 16777215 + b"E",
+    # a 304 whose Content-Length is not a length at all
+    "304junk": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1, 70\r\nContent-Length: -5\r\n\r\n",
     "ok": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
 }
 
