@@ -31,6 +31,26 @@ def serve(conn, mode, log):
         with open(log, "ab") as f:
             f.write(b"=== request ===\n" + data + b"\n")
         conn.settimeout(None)
+        if mode.startswith("ws"):
+            # accept the websocket, send KiB of binary frames, then close (a peer that ends)
+            import base64, hashlib, re
+            key = re.search(rb"(?i)sec-websocket-key: *([^\r]+)", data).group(1).strip()
+            acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+            kib = int(mode[2:] or "0")
+            frame = b"\x82\x7e\xff\xff" + b"z" * 0xffff
+            sent = 0
+            conn.settimeout(3)
+            try:
+                while sent < kib * 1024:
+                    conn.sendall(frame); sent += len(frame)
+            except OSError:
+                pass
+            with open(log, "ab") as f:
+                f.write(b"=== ws: sent %d bytes of frames, closing\n" % sent)
+            conn.close()
+            return
         if mode == "silent":
             time.sleep(3600)
         conn.sendall(MODES[mode])
