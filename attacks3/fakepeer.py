@@ -16,6 +16,9 @@ MODES = {
     "bigclose": b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 16777215 + b"E",
     # a 304 whose Content-Length is not a length at all
     "304junk": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1, 70\r\nContent-Length: -5\r\n\r\n",
+    # a chunked answer
+    "chunked": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n[\"hi\"\r\n1\r\n]\r\n0\r\n\r\n",
     "ok": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
 }
 
