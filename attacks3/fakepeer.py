@@ -54,6 +54,9 @@ def serve(conn, mode, log):
                 f.write(b"=== ws: sent %d bytes of frames, closing\n" % sent)
             conn.close()
             return
+        if mode == "slow":
+            time.sleep(1.5)
+            mode = "ok"
         if mode == "silent":
             time.sleep(3600)
         conn.sendall(MODES[mode])
