@@ -38,6 +38,25 @@ fn ours(rec: &ContainerRecord) -> bool {
     true
 }
 
+/// The launchers whose agents supd keeps a connection to: each instance's VM (the launcher
+/// the state shows, `model::vm_launcher`), when it runs. Other launchers of an instance are
+/// reached by nothing, their agents included.
+fn watched<'r>(records: impl Iterator<Item = &'r ContainerRecord>) -> Vec<&'r ContainerRecord> {
+    let mut launchers: HashMap<(&str, &str, u32), Vec<&ContainerRecord>> = HashMap::new();
+    for r in records.filter(|r| r.is_vm()) {
+        let i = &r.identity;
+        launchers
+            .entry((&i.application, &i.service, i.instance))
+            .or_default()
+            .push(r);
+    }
+    launchers
+        .into_values()
+        .filter_map(crate::model::vm_launcher)
+        .filter(|r| r.running && r.pid > 0)
+        .collect()
+}
+
 /// One running launcher.
 pub struct Vm {
     pub agent: Agent,
@@ -65,20 +84,9 @@ impl Vms {
     /// that stopped are returned.
     pub fn reconcile(&mut self, mirror: &Mirror, io: &mut Io<'_>) -> Vec<Reply> {
         let mut replies = Vec::new();
-        // Each instance's VM, the launcher the state shows (`model::vm_launcher`): the others
-        // are reached by nothing, their agents included.
-        let mut launchers: HashMap<(&str, &str, u32), Vec<&ContainerRecord>> = HashMap::new();
-        for r in mirror.records().filter(|r| r.is_vm()) {
-            let i = &r.identity;
-            launchers
-                .entry((&i.application, &i.service, i.instance))
-                .or_default()
-                .push(r);
-        }
-        let running: HashMap<&str, &ContainerRecord> = launchers
-            .into_values()
-            .filter_map(crate::model::vm_launcher)
-            .filter(|r| r.running && r.pid > 0 && ours(r))
+        let running: HashMap<&str, &ContainerRecord> = watched(mirror.records())
+            .into_iter()
+            .filter(|r| ours(r))
             .map(|r| (r.id.as_str(), r))
             .collect();
         let stale: Vec<String> = self
@@ -181,5 +189,46 @@ impl Vms {
     /// Changes whenever [`Vms::guests`] may have changed.
     pub fn generation(&self) -> u64 {
         self.removed + self.by_id.values().map(|vm| vm.agent.changes).sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::inspect;
+
+    fn launcher(instance: u32, container: &str, c: char, running: bool) -> ContainerRecord {
+        let json: &[u8] = include_bytes!("../../tests/fixtures/docker/plain.json");
+        let mut r = inspect::parse(json).unwrap().unwrap();
+        r.identity.instance = instance;
+        r.identity.container = container.into();
+        r.id = c.to_string().repeat(64);
+        r.running = running;
+        r.pid = if running { 100 } else { 0 };
+        r.vm = Some(inspect::VmSpec {
+            agent: inspect::DEFAULT_VM_AGENT.into(),
+            console: inspect::DEFAULT_VM_CONSOLE.into(),
+            terminals: Vec::new(),
+            address: None,
+        });
+        r
+    }
+
+    #[test]
+    fn only_each_instances_vm_is_watched_and_only_while_it_runs() {
+        let records = [
+            launcher(1, "b", 'b', true),
+            // The instance's VM (first by name): the other launcher is reached by nothing.
+            launcher(1, "a", 'a', true),
+            // Another instance's VM, stopped.
+            launcher(2, "a", 'c', false),
+            launcher(3, "z", 'd', true),
+        ];
+        let mut ids: Vec<char> = watched(records.iter())
+            .iter()
+            .map(|r| r.id.chars().next().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ['a', 'd']);
     }
 }
