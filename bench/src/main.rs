@@ -1574,7 +1574,7 @@ fn bench(mut opts: Opts) -> Result<()> {
     // Each idle tunnel is two descriptors in supd (websocket, upstream) and two here (client,
     // the in-container server's end); both processes share this limit.
     let fit = (nofile.saturating_sub(300) / 2) as usize;
-    if fit < sizes.idle_ws {
+    if fit < sizes.idle_ws && selected(&opts, "idle-ws") {
         notes.push(format!(
             "The descriptor limit here is {nofile} and cannot be raised (no CAP_SYS_RESOURCE), \
              so the idle-websocket measure holds {fit} tunnels, not {}.",
