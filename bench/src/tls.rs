@@ -424,8 +424,8 @@ same run, the same way as in the table above (64 KiB writes/frames, median of se
 
 /// What profiling found where a row misses (not measured again by each run).
 const FINDINGS: &str = "\
-- The direct tunnel's upload (client → container) first missed 80% of socat (0.31× to \
-0.50× in five runs of 2 Dec 2026). Profiled with `perf stat` and `perf record -p` on supd \
+- The direct tunnel's upload (client → container) first missed 80% of socat (0.30× to \
+0.70× in five runs of 2 Dec 2026). Profiled with `perf stat` and `perf record -p` on supd \
 (a build with symbols) during `--only relay`, load average 7-12 on the 2 cores: (1) about \
 half of the gap was the bench's own websocket client, which masked each 64 KiB frame byte by byte and kept a core busy; it \
 now masks eight bytes at a time, which raised supd's upload from 540-780 MiB/s to \
@@ -445,7 +445,7 @@ the number of reads nor the rate: the read size is what has arrived when supd wa
 The download direction (no mask; supd writes a frame header and the payload) is at or \
 above socat. Closing the upload gap means fewer wake-ups and reads per frame (e.g. waiting \
 for a frame's payload to arrive whole), not a bigger buffer.
-- Run to run, on this shared machine, the same socat upload measured 1116 to 1946 MiB/s \
+- Run to run, on this shared machine, the same socat upload measured 1116 to 1952 MiB/s \
 and supd's direct download 959 to 2123 MiB/s: a single row's met or missed near the 80% \
 line is within that noise.
 - TLS: a full handshake (ECDHE and the server's ECDSA P-256 signature, verified by the \
