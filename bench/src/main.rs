@@ -1824,3 +1824,46 @@ keep-alive connection to the supd asked; exec: a fresh connection each. Tunnels:
 through A with `site=…` (three loopback hops and two relays: client → A → B → container) \
 against B's own tunnel and raw TCP.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(quick: bool, tls: bool, only: Option<&str>) -> Opts {
+        Opts {
+            quick,
+            supd: PathBuf::new(),
+            websocat: None,
+            out: None,
+            only: only.map(|o| o.split(',').map(str::to_string).collect()),
+            vm: false,
+            tls,
+        }
+    }
+
+    #[test]
+    fn the_tls_rows_run_in_their_own_run_and_in_quick() {
+        let full = opts(false, false, None);
+        assert!(selected(&full, "exec") && !selected(&full, "tls") && !selected(&full, "relay"));
+        let tls = opts(false, true, None);
+        assert!(!selected(&tls, "exec") && selected(&tls, "tls") && selected(&tls, "relay"));
+        let quick = opts(true, false, None);
+        assert!(selected(&quick, "exec") && selected(&quick, "relay"));
+        let only = opts(false, true, Some("relay"));
+        assert!(!selected(&only, "tls") && selected(&only, "relay"));
+    }
+
+    #[test]
+    fn a_full_run_keeps_the_tls_section() {
+        let section = format!("{}\nold rows\n{}\n", tls::BEGIN, tls::END);
+        let old = format!("# results\n\nold table\n\n{section}");
+        let kept = existing_marked(&old, tls::BEGIN, tls::END).unwrap();
+        let new = splice_marked("# results\n\nnew table\n", tls::BEGIN, tls::END, kept);
+        assert!(new.contains("new table") && new.contains("old rows"));
+        assert!(!new.contains("old table"));
+        // A later --tls run replaces the section only.
+        let again = splice_marked(&new, tls::BEGIN, tls::END, "NEW SECTION\n");
+        assert!(again.contains("new table") && again.contains("NEW SECTION"));
+        assert!(!again.contains("old rows"));
+    }
+}
