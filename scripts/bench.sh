@@ -10,14 +10,21 @@
 # scripts/bench.sh --vm: the VM rows only (VM exec against the guest agent driven directly,
 # interactive first output), in their own section of bench/RESULTS.md, which the full run
 # keeps. Separate because a VM boots for it (5-20 s under TCG); `--vm --quick` checks it works.
+#
+# scripts/bench.sh --tls: issue 12's TLS rows (handshake + state get against plain, RSS with
+# 1,000 idle TLS connections) and the socat relay ceilings of the tunnel rows, in their own
+# section of bench/RESULTS.md, which the full run keeps. `--quick` runs them small too.
+# socat (Debian's package) is installed by scripts/ensure-docker.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
 vm=0
+tls=0
 for a in "$@"; do
   [ "$a" = --quick ] && quick=1
   [ "$a" = --vm ] && vm=1
+  [ "$a" = --tls ] && tls=1
 done
 
 scripts/ensure-docker.sh
@@ -30,7 +37,7 @@ fi
 if [ $vm = 1 ]; then
   scripts/build-test-vm.sh >/dev/null
 fi
-if [ $quick = 0 ] && [ $vm = 0 ] && ! command -v websocat >/dev/null 2>&1 && [ ! -x target/peers/bin/websocat ]; then
+if [ $quick = 0 ] && [ $vm = 0 ] && [ $tls = 0 ] && ! command -v websocat >/dev/null 2>&1 && [ ! -x target/peers/bin/websocat ]; then
   # Debian's apt has no websocat; crates.io has.
   echo "bench: building websocat into target/peers (once)"
   cargo install websocat --locked --quiet --root target/peers

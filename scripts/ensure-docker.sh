@@ -3,8 +3,8 @@
 # starting containerd + dockerd in the background when it is missing. An engine that is already
 # running is left alone. Also installs what the tests need (busybox-static, iproute2, systemd
 # for systemd-analyze, curl and python3-venv for the API check, util-linux, procps, gcc with
-# libc6-dev for the static C helpers of the container-entry tests, and openssl for the TLS
-# tests' certificates and `openssl s_client`).
+# libc6-dev for the static C helpers of the container-entry tests, openssl for the TLS
+# tests' certificates and `openssl s_client`, and socat for the bench's relay ceilings).
 set -euo pipefail
 
 need_pkgs=()
@@ -17,6 +17,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # The TLS tests: scripts/make-test-ca.sh and `openssl s_client` (curl is above).
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# supd-bench's fair ceiling for tunnels: a plain TCP relay over the same hops.
+command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
 # prlimit and nsenter (tests, bench), pkill (below).
 command -v prlimit >/dev/null 2>&1 || need_pkgs+=(util-linux)

@@ -3,12 +3,15 @@
 //!
 //! `supd-bench [--quick] [--supd PATH] [--websocat PATH] [--out FILE]`
 //! `supd-bench --vm [--quick] [--supd PATH] [--out FILE]`: the VM rows only ([`vm`]).
+//! `supd-bench --tls [--quick] [--supd PATH] [--out FILE]`: the TLS rows and socat ceilings
+//! only ([`tls`]).
 //!
 //! It creates its own labelled containers (`supd.bench=1`), starts supd and the peers as its
 //! children (killed with it), and removes everything at the end, also after a failed measure.
 
 mod net;
 mod sys;
+mod tls;
 mod vm;
 
 use std::io::{Read, Write};
@@ -45,6 +48,8 @@ struct Opts {
     only: Option<Vec<String>>,
     /// The VM rows only (a VM boots for them).
     vm: bool,
+    /// The TLS rows and socat ceilings only (`SEPARATE`), into their own section.
+    tls: bool,
 }
 
 /// How many of everything: the full run, or `--quick` (only checks that the bench works).
@@ -65,6 +70,10 @@ struct Sizes {
     idle_ws: usize,
     /// Requests per forwarded measure (state get, exec), each way of reaching site B.
     forwarded: usize,
+    /// Idle connections held open for the TLS RSS row (each kind).
+    tls_conns: usize,
+    /// New connections + state get, each kind (plain, TLS full, TLS resumed).
+    handshakes: usize,
 }
 
 impl Sizes {
@@ -86,6 +95,8 @@ impl Sizes {
                 sessions: 20,
                 idle_ws: 100,
                 forwarded: 20,
+                tls_conns: 50,
+                handshakes: 20,
             }
         } else {
             Sizes {
@@ -104,6 +115,8 @@ impl Sizes {
                 sessions: 1000,
                 idle_ws: 10_000,
                 forwarded: 500,
+                tls_conns: 1000,
+                handshakes: 500,
             }
         }
     }
@@ -118,12 +131,14 @@ fn parse_args() -> std::result::Result<Opts, String> {
         out: None,
         only: None,
         vm: false,
+        tls: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--vm" => o.vm = true,
+            "--tls" => o.tls = true,
             "--supd" => o.supd = args.next().ok_or("--supd needs a path")?.into(),
             "--websocat" => o.websocat = Some(args.next().ok_or("--websocat needs a path")?.into()),
             "--out" => o.out = Some(args.next().ok_or("--out needs a path")?.into()),
@@ -133,7 +148,7 @@ fn parse_args() -> std::result::Result<Opts, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown argument {a:?}; usage: supd-bench [--quick] [--vm] [--supd PATH] [--websocat PATH] [--out FILE] [--only exec,interactive,state,tunnel,sessions,idle-ws,sites]"
+                    "unknown argument {a:?}; usage: supd-bench [--quick] [--vm | --tls] [--supd PATH] [--websocat PATH] [--out FILE] [--only exec,interactive,state,tunnel,sessions,idle-ws,sites,tls,relay]"
                 ));
             }
         }
@@ -235,6 +250,12 @@ impl Table {
             r.measure, r.supd, r.peer, r.peer_figure, r.ratio, r.target, verdict
         );
         self.rows.push(r);
+    }
+
+    fn add_if(&mut self, add: bool, r: Row) {
+        if add {
+            self.add(r);
+        }
     }
 
     fn fail(&mut self, measure: &str, e: String) {
@@ -1216,14 +1237,29 @@ fn measure_idle_ws(c: &Ctx, t: &mut Table) -> Result<()> {
     Ok(())
 }
 
-/// `site=` forwarding (issue 12): two more supd daemons on the same engine, B (plain and TLS
-/// listeners, certificates from `scripts/make-test-ca.sh`) and A, whose `sites:` reach B over
-/// http and https. Every request through A is compared with the same request to B itself.
-fn measure_sites(c: &Ctx, t: &mut Table) -> Result<()> {
+/// The test PKI (`scripts/make-test-ca.sh`) in the bench's directory, made once.
+fn pki(c: &Ctx) -> Result<PathBuf> {
     let pki = c.setup.dir.join("pki");
-    run(Command::new("sh")
-        .arg(repo_root().join("scripts/make-test-ca.sh"))
-        .arg(&pki))?;
+    if !pki.join("ca.pem").is_file() {
+        run(Command::new("sh")
+            .arg(repo_root().join("scripts/make-test-ca.sh"))
+            .arg(&pki))?;
+    }
+    Ok(pki)
+}
+
+/// Sites A and B of the forwarded measures, running until dropped.
+struct Sites {
+    _a: Proc,
+    _b: Proc,
+    a_addr: SocketAddr,
+    b_plain: SocketAddr,
+}
+
+/// B (a plain and a TLS listener) and A, whose `sites:` reach B as `b` (http) and `b-tls`
+/// (https with the test CA).
+fn start_sites(c: &Ctx) -> Result<Sites> {
+    let pki = pki(c)?;
     let (b_plain, b_tls, a_addr) = (free_addr()?, free_addr()?, free_addr()?);
     let limits = "limits: {max-connections: 30000, connections-per-token: 30000}\n";
     let b_cfg = c.setup.dir.join("site-b.yaml");
@@ -1241,7 +1277,20 @@ fn measure_sites(c: &Ctx, t: &mut Table) -> Result<()> {
     std::fs::write(&a_cfg, a_yaml).map_err(|e| e.to_string())?;
     let args = ["--listen".to_string(), a_addr.to_string()];
     let (_a, _) = c.setup.spawn(&c.opts.supd, 2001, &a_cfg, "a", &args)?;
+    Ok(Sites {
+        _a,
+        _b,
+        a_addr,
+        b_plain,
+    })
+}
 
+/// `site=` forwarding (issue 12): two more supd daemons on the same engine, B (plain and TLS
+/// listeners, certificates from `scripts/make-test-ca.sh`) and A, whose `sites:` reach B over
+/// http and https. Every request through A is compared with the same request to B itself.
+fn measure_sites(c: &Ctx, t: &mut Table) -> Result<()> {
+    let sites = start_sites(c)?;
+    let (a_addr, b_plain) = (sites.a_addr, sites.b_plain);
     // The ways to site B: directly, through A over http, through A over https.
     let ways = [
         ("B directly", b_plain, ""),
@@ -1363,7 +1412,7 @@ fn measure_sites(c: &Ctx, t: &mut Table) -> Result<()> {
 
 type Measure = fn(&Ctx, &mut Table) -> Result<()>;
 
-const MEASURES: [(&str, Measure); 7] = [
+const MEASURES: [(&str, Measure); 9] = [
     ("exec", measure_exec),
     ("interactive", measure_interactive),
     ("state", measure_state),
@@ -1371,7 +1420,48 @@ const MEASURES: [(&str, Measure); 7] = [
     ("sites", measure_sites),
     ("sessions", measure_sessions),
     ("idle-ws", measure_idle_ws),
+    ("tls", tls::measure_tls),
+    ("relay", tls::measure_relay),
 ];
+
+/// Measures whose rows have their own section of the results file (`--tls`): a full run
+/// skips them and keeps that section; `--quick` runs them too, to check they work.
+const SEPARATE: [&str; 2] = ["tls", "relay"];
+
+/// Whether this run measures `name`.
+fn selected(opts: &Opts, name: &str) -> bool {
+    if let Some(only) = &opts.only {
+        return only.iter().any(|x| x == name);
+    }
+    let separate = SEPARATE.contains(&name);
+    if opts.tls {
+        separate
+    } else {
+        opts.quick || !separate
+    }
+}
+
+/// `text` with the part from `begin` to `end` replaced by `section` (or `section` added at the
+/// end).
+fn splice_marked(text: &str, begin: &str, end: &str, section: &str) -> String {
+    match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!(
+                "{}{section}{}",
+                &text[..b],
+                &text[e + end.len()..].trim_start_matches('\n')
+            )
+        }
+        _ => format!("{}\n\n{section}", text.trim_end()),
+    }
+}
+
+/// The part of `text` from `begin` to `end`, if it has one.
+fn existing_marked<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let b = text.find(begin)?;
+    let e = text.find(end)?;
+    (e > b).then(|| &text[b..e + end.len()])
+}
 
 fn machine(opts: &Opts) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -1477,14 +1567,14 @@ fn bench_vm(opts: Opts) -> Result<()> {
     Ok(())
 }
 
-fn bench(opts: Opts) -> Result<()> {
+fn bench(mut opts: Opts) -> Result<()> {
     let mut sizes = Sizes::new(opts.quick);
     let mut notes = Vec::new();
     let nofile = sys::raise_nofile(1 << 20);
     // Each idle tunnel is two descriptors in supd (websocket, upstream) and two here (client,
     // the in-container server's end); both processes share this limit.
     let fit = (nofile.saturating_sub(300) / 2) as usize;
-    if fit < sizes.idle_ws {
+    if fit < sizes.idle_ws && selected(&opts, "idle-ws") {
         notes.push(format!(
             "The descriptor limit here is {nofile} and cannot be raised (no CAP_SYS_RESOURCE), \
              so the idle-websocket measure holds {fit} tunnels, not {}.",
@@ -1505,16 +1595,24 @@ fn bench(opts: Opts) -> Result<()> {
         if opts.quick { " --quick" } else { "" }
     );
 
+    // `--tls` has only its own rows; the binary, start-up and idle rows are the full run's.
+    let whole = !opts.tls;
+    if opts.tls {
+        opts.websocat = None;
+        sizes.ready_runs = 0;
+    }
     let size = std::fs::metadata(&opts.supd)
         .map_err(|e| e.to_string())?
         .len();
-    t.add(Row {
-        measure: "release binary (stripped)".into(),
-        supd: mib(size),
-        target: "≤ 3 MiB".into(),
-        verdict: Some(size <= 3 << 20),
-        ..Row::default()
-    });
+    if whole {
+        t.add(Row {
+            measure: "release binary (stripped)".into(),
+            supd: mib(size),
+            target: "≤ 3 MiB".into(),
+            verdict: Some(size <= 3 << 20),
+            ..Row::default()
+        });
+    }
 
     eprintln!("bench: creating {} instances", sizes.instances);
     let ids = create_instances(sizes.instances)?;
@@ -1537,16 +1635,19 @@ fn bench(opts: Opts) -> Result<()> {
         drop(d);
     }
     let ready = sorted(ready);
-    t.add(Row {
-        measure: format!(
-            "start to READY (sd_notify), {} managed containers",
-            sizes.instances
-        ),
-        supd: lat(&ready),
-        target: "≤ 100 ms".into(),
-        verdict: Some(pct(&ready, 0.5) <= Duration::from_millis(100)),
-        ..Row::default()
-    });
+    t.add_if(
+        whole,
+        Row {
+            measure: format!(
+                "start to READY (sd_notify), {} managed containers",
+                sizes.instances
+            ),
+            supd: lat(&ready),
+            target: "≤ 100 ms".into(),
+            verdict: Some(pct(&ready, 0.5) <= Duration::from_millis(100)),
+            ..Row::default()
+        },
+    );
 
     let (daemon, _) = setup.start_supd(&opts.supd, 1000)?;
     thread::sleep(Duration::from_millis(500));
@@ -1583,22 +1684,25 @@ fn bench(opts: Opts) -> Result<()> {
         None => None,
     };
     let ws_idle = websocat.as_ref().map(|(p, _)| rss_kib(p.0.id()) * 1024);
-    t.add(Row {
-        measure: "idle RSS after start-up".into(),
-        supd: mib(idle),
-        peer: if ws_idle.is_some() {
-            "websocat server"
-        } else {
-            "websocat (not installed)"
-        }
-        .into(),
-        peer_figure: ws_idle.map(mib).unwrap_or_default(),
-        ratio: ws_idle
-            .map(|w| times(w as f64 / idle as f64))
-            .unwrap_or_default(),
-        target: "≤ 4 MiB".into(),
-        verdict: Some(idle <= 4 << 20),
-    });
+    t.add_if(
+        whole,
+        Row {
+            measure: "idle RSS after start-up".into(),
+            supd: mib(idle),
+            peer: if ws_idle.is_some() {
+                "websocat server"
+            } else {
+                "websocat (not installed)"
+            }
+            .into(),
+            peer_figure: ws_idle.map(mib).unwrap_or_default(),
+            ratio: ws_idle
+                .map(|w| times(w as f64 / idle as f64))
+                .unwrap_or_default(),
+            target: "≤ 4 MiB".into(),
+            verdict: Some(idle <= 4 << 20),
+        },
+    );
 
     let c = Ctx {
         sizes,
@@ -1612,11 +1716,7 @@ fn bench(opts: Opts) -> Result<()> {
         opts,
     };
     for (name, m) in MEASURES {
-        if c.opts
-            .only
-            .as_ref()
-            .is_some_and(|o| !o.iter().any(|x| x == name))
-        {
+        if !selected(&c.opts, name) {
             continue;
         }
         eprintln!("bench: {name}");
@@ -1651,11 +1751,19 @@ fn bench(opts: Opts) -> Result<()> {
         }
     }
     if let Some(out) = &c.opts.out {
-        // The VM rows come from their own run (`--vm`): kept as they are.
         let old = std::fs::read_to_string(out).unwrap_or_default();
-        let md = match vm::existing(&old) {
-            Some(section) => vm::splice(&md, section),
-            None => md,
+        let md = if c.opts.tls {
+            splice_marked(&old, tls::BEGIN, tls::END, &tls::section(&desc, &t))
+        } else {
+            // The VM and TLS rows come from their own runs (`--vm`, `--tls`): kept as they are.
+            let mut md = md;
+            if let Some(section) = vm::existing(&old) {
+                md = vm::splice(&md, section);
+            }
+            if let Some(section) = existing_marked(&old, tls::BEGIN, tls::END) {
+                md = splice_marked(&md, tls::BEGIN, tls::END, section);
+            }
+            md
         };
         std::fs::write(out, md).map_err(|e| format!("{out:?}: {e}"))?;
         println!("\nwritten to {}", out.display());
@@ -1716,3 +1824,46 @@ keep-alive connection to the supd asked; exec: a fresh connection each. Tunnels:
 through A with `site=…` (three loopback hops and two relays: client → A → B → container) \
 against B's own tunnel and raw TCP.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(quick: bool, tls: bool, only: Option<&str>) -> Opts {
+        Opts {
+            quick,
+            supd: PathBuf::new(),
+            websocat: None,
+            out: None,
+            only: only.map(|o| o.split(',').map(str::to_string).collect()),
+            vm: false,
+            tls,
+        }
+    }
+
+    #[test]
+    fn the_tls_rows_run_in_their_own_run_and_in_quick() {
+        let full = opts(false, false, None);
+        assert!(selected(&full, "exec") && !selected(&full, "tls") && !selected(&full, "relay"));
+        let tls = opts(false, true, None);
+        assert!(!selected(&tls, "exec") && selected(&tls, "tls") && selected(&tls, "relay"));
+        let quick = opts(true, false, None);
+        assert!(selected(&quick, "exec") && selected(&quick, "relay"));
+        let only = opts(false, true, Some("relay"));
+        assert!(!selected(&only, "tls") && selected(&only, "relay"));
+    }
+
+    #[test]
+    fn a_full_run_keeps_the_tls_section() {
+        let section = format!("{}\nold rows\n{}\n", tls::BEGIN, tls::END);
+        let old = format!("# results\n\nold table\n\n{section}");
+        let kept = existing_marked(&old, tls::BEGIN, tls::END).unwrap();
+        let new = splice_marked("# results\n\nnew table\n", tls::BEGIN, tls::END, kept);
+        assert!(new.contains("new table") && new.contains("old rows"));
+        assert!(!new.contains("old table"));
+        // A later --tls run replaces the section only.
+        let again = splice_marked(&new, tls::BEGIN, tls::END, "NEW SECTION\n");
+        assert!(again.contains("new table") && again.contains("NEW SECTION"));
+        assert!(!again.contains("old rows"));
+    }
+}

@@ -295,23 +295,12 @@ pub fn section(desc: &str, t: &Table) -> String {
 
 /// `text` with its VM section replaced by `section` (or `section` added at the end).
 pub fn splice(text: &str, section: &str) -> String {
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            format!(
-                "{}{section}{}",
-                &text[..b],
-                &text[e + END.len()..].trim_start_matches('\n')
-            )
-        }
-        _ => format!("{}\n\n{section}", text.trim_end()),
-    }
+    crate::splice_marked(text, BEGIN, END, section)
 }
 
 /// The VM section of `text`, if it has one.
 pub fn existing(text: &str) -> Option<&str> {
-    let b = text.find(BEGIN)?;
-    let e = text.find(END)?;
-    (e > b).then(|| &text[b..e + END.len()])
+    crate::existing_marked(text, BEGIN, END)
 }
 
 const METHOD: &str = "\
