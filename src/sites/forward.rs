@@ -72,24 +72,30 @@ enum Stage {
 enum BodyEnd {
     Remaining(u64),
     Chunked(Box<chunked::Decoder>),
+    /// Chunked from the peer, relayed decoded (an HTTP/1.0 client).
+    Dechunk(Box<chunked::Decoder>),
     UntilClose,
     Done,
 }
 
 impl BodyEnd {
-    /// How much of `data` belongs to the body, and whether the body is over. Err: the peer's
-    /// chunked framing is broken.
-    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
-        match self {
+    /// How much of `data` belongs to the body, and whether the body is over; what goes to
+    /// the client is given to `out` (the bytes themselves, or a decoded chunked body's data).
+    /// Err: the peer's chunked framing is broken.
+    fn take(&mut self, data: &[u8], mut out: impl FnMut(&[u8])) -> Result<(usize, bool), ()> {
+        let (used, done) = match self {
             BodyEnd::Remaining(n) => {
                 let used = (*n).min(data.len() as u64);
                 *n -= used;
-                Ok((used as usize, *n == 0))
+                (used as usize, *n == 0)
             }
-            BodyEnd::Chunked(d) => d.decode(data, |_| {}).map_err(|_| ()),
-            BodyEnd::UntilClose => Ok((data.len(), false)),
-            BodyEnd::Done => Ok((0, true)),
-        }
+            BodyEnd::Chunked(d) => d.decode(data, |_| {}).map_err(|_| ())?,
+            BodyEnd::Dechunk(d) => return d.decode(data, out).map_err(|_| ()),
+            BodyEnd::UntilClose => (data.len(), false),
+            BodyEnd::Done => (0, true),
+        };
+        out(&data[..used]);
+        Ok((used, done))
     }
 }
 
@@ -180,6 +186,10 @@ pub(crate) struct Forward {
     websocket: bool,
     /// The client's connection may carry another request after this one.
     keep_alive: bool,
+    /// The client takes a chunked body (not HTTP/1.0).
+    client_chunked: bool,
+    /// Interim (1xx) answers skipped before the final head.
+    interim: wire::Interim,
     stage: Stage,
     /// The TLS handshake with an `https://` peer is not over: it counts against the connect
     /// timeout, the answer's wait starts after it.
@@ -281,6 +291,8 @@ impl Forward {
             ws_key: out.req.header("sec-websocket-key").map(str::to_owned),
             websocket: out.websocket(),
             keep_alive: out.req.keep_alive,
+            client_chunked: wire::client_takes_chunked(out.req.minor),
+            interim: wire::Interim::default(),
             stage: Stage::Connecting,
             handshaking: site.url.is_tls(),
             peer: Some((stream, token)),
@@ -439,11 +451,14 @@ impl Forward {
             failed = Some(e);
         }
         let mut scratch = io.take_scratch();
+        let mut parsed = Ok(None);
         while self.head.len() < wire::MAX_HEAD + CHUNK {
             match read_some(peer, &mut scratch, CHUNK) {
                 Ok(Some(n)) => {
                     self.head.extend_from_slice(&scratch[..n]);
-                    if wire::parse_head(&self.head).map_or(true, |h| h.is_some()) {
+                    // Interim 1xx heads are dropped from `head` here; read on to the final.
+                    parsed = wire::final_head(&mut self.head, &mut self.interim, self.websocket);
+                    if parsed.as_ref().map_or(true, Option::is_some) {
                         break;
                     }
                 }
@@ -476,7 +491,7 @@ impl Forward {
             self.deadline = now + self.site.response_timeout;
             io.wake_at(me, self.deadline);
         }
-        let head = match wire::parse_head(&self.head) {
+        let head = match parsed {
             Ok(Some(h)) => h,
             Ok(None) => {
                 if let Some(e) = failed
@@ -543,19 +558,24 @@ impl Forward {
                 Ok(f) => f,
                 Err(e) => return self.fail(Error::Wire(e)),
             };
-            self.keep_alive &= framing != Framing::UntilClose;
-            self.ready = wire::client_head(&head, framing, self.keep_alive);
+            let dechunk = framing == Framing::Chunked && !self.client_chunked;
+            // A body that ends only where the connection does ends that connection.
+            self.keep_alive &= framing != Framing::UntilClose && !dechunk;
+            self.ready = wire::client_head(&head, framing, self.keep_alive, self.client_chunked);
             self.body = match framing {
                 Framing::Empty | Framing::Length(0) => BodyEnd::Done,
                 Framing::Length(n) => BodyEnd::Remaining(n),
+                Framing::Chunked if dechunk => {
+                    BodyEnd::Dechunk(Box::new(chunked::Decoder::new(u64::MAX, 64 * 1024)))
+                }
                 Framing::Chunked => {
                     BodyEnd::Chunked(Box::new(chunked::Decoder::new(u64::MAX, 64 * 1024)))
                 }
                 Framing::UntilClose => BodyEnd::UntilClose,
             };
-            match self.body.take(&rest) {
-                Ok((used, done)) => {
-                    self.ready.extend_from_slice(&rest[..used]);
+            let ready = &mut self.ready;
+            match self.body.take(&rest, |b| ready.extend_from_slice(b)) {
+                Ok((_, done)) => {
                     if done {
                         self.body = BodyEnd::Done;
                     }
@@ -645,10 +665,9 @@ impl Forward {
                 break;
             };
             match read_some(peer, &mut scratch, self.to_client.room()) {
-                Ok(Some(n)) => match self.body.take(&scratch[..n]) {
-                    Ok((used, done)) => {
+                Ok(Some(n)) => match self.body.take(&scratch[..n], |b| self.to_client.push(b)) {
+                    Ok((_, done)) => {
                         self.last_peer = now;
-                        self.to_client.push(&scratch[..used]);
                         if done {
                             self.body = BodyEnd::Done;
                         }
@@ -1292,5 +1311,128 @@ mod tests {
         assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
         assert_eq!(got.len() - head_end, BODY);
         drop(peer.join().unwrap());
+    }
+
+    /// One plain HTTP exchange through the relay: the peer answers `answer` (then closes);
+    /// the error answer, if any, or everything the client got (to its end, or to the
+    /// handback).
+    fn exchange(req: &Request, answer: &[u8]) -> (Option<Response>, Vec<u8>, bool) {
+        let mut rig = Rig::new("exchange");
+        let out = Outgoing {
+            req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let mut head = vec![0u8; 4096];
+        let _ = b.read(&mut head).unwrap();
+        b.write_all(answer).unwrap();
+        drop(b);
+        let step = drive_until(&mut f, &mut rig, |s, _| s.upgrade || s.done);
+        if !step.upgrade {
+            return (step.reply, Vec::new(), false);
+        }
+        let (ours, mut client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, f| s.done || f.client_shut);
+        let handback = step.handback;
+        if handback {
+            // Keep the client's connection open while reading what it got.
+            let (c, _, _) = f.take_client(&mut rig.io()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            drop(c);
+            return (None, got, true);
+        }
+        let got = read_to_eof(&mut client);
+        drop(client);
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+        (None, got, false)
+    }
+
+    fn get() -> Request {
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        req
+    }
+
+    /// Interim answers are skipped: the client gets the final one, and its connection
+    /// carries on after it; a 101 to a request that asked for no upgrade is a bad answer.
+    #[test]
+    fn interim_answers_are_skipped_and_an_unasked_101_is_a_502() {
+        let (reply, got, handback) = exchange(
+            &get(),
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfinal answer",
+        );
+        assert!(reply.is_none());
+        let text = String::from_utf8_lossy(&got);
+        assert!(handback, "{text}");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nfinal answer"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+
+        let (reply, _, _) = exchange(
+            &get(),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfinal answer",
+        );
+        assert_eq!(reply.expect("an error answer").status, 502);
+
+        let many = "HTTP/1.1 100 Continue\r\n\r\n".repeat(wire::MAX_INTERIM as usize + 1);
+        let (reply, _, _) = exchange(
+            &get(),
+            format!("{many}HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(reply.expect("an error answer").status, 502);
+    }
+
+    /// An HTTP/1.0 client gets a chunked answer decoded, ended by the close.
+    #[test]
+    fn an_http10_client_gets_a_chunked_body_decoded_and_closed() {
+        let mut req = get();
+        req.minor = 0;
+        req.keep_alive = true;
+        let (reply, got, handback) = exchange(
+            &req,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\n[\"hi\"\r\n1\r\n]\r\n0\r\n\r\n",
+        );
+        assert!(reply.is_none());
+        assert!(!handback);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.ends_with("\r\n\r\n[\"hi\"]"), "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        // A 1.1 client still gets it chunked.
+        let (_, got, _) = exchange(
+            &get(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"),
+            "{text}"
+        );
     }
 }
