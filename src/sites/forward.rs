@@ -722,16 +722,24 @@ impl Forward {
     }
 
     /// A client that takes none of what it is owed for the write timeout is dropped, as a
-    /// local connection is: an HTTP answer, or the end of a websocket whose peer has gone
-    /// (while both sides live, the peer's pings judge the client).
+    /// local connection is: an HTTP answer; a websocket whose peer has gone, or whose buffer
+    /// towards the client is full. (While the buffer has room, the peer's pings judge the
+    /// client; once it is full the peer is no longer read, so neither its close nor its end
+    /// would be seen: the session would be held forever by a client that reads nothing.)
     fn check_client_stall(&mut self, me: Token, now: Instant, io: &mut Io<'_>) {
-        if self.to_client.written != self.client_progress.1 {
+        let owed = self.to_client.len() > 0 || self.client_holds_output();
+        if self.to_client.written != self.client_progress.1 || !owed {
+            // Nothing owed: the client is not behind; the clock starts with what comes next.
             self.client_progress = (now, self.to_client.written);
         }
-        let owed = self.to_client.len() > 0;
         let judged = match self.stage {
             Stage::Http | Stage::Lingering(_) => true,
-            Stage::Websocket => self.peer_eof || self.peer_lost.is_some() || self.stopping,
+            Stage::Websocket => {
+                self.peer_eof
+                    || self.peer_lost.is_some()
+                    || self.stopping
+                    || self.to_client.room() == 0
+            }
             _ => false,
         };
         if !owed || !judged || self.gone {
@@ -891,7 +899,11 @@ impl Forward {
 
     /// Everything owed to the client went out, including what a TLS client stream held.
     fn client_drained(&self) -> bool {
-        self.to_client.len() == 0 && self.client.as_ref().is_none_or(|(c, _)| !c.holds_output())
+        self.to_client.len() == 0 && !self.client_holds_output()
+    }
+
+    fn client_holds_output(&self) -> bool {
+        self.client.as_ref().is_some_and(|(c, _)| c.holds_output())
     }
 
     fn shut_client(&mut self) {
@@ -1434,5 +1446,69 @@ mod tests {
             text.ends_with("transfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"),
             "{text}"
         );
+    }
+
+    /// A forwarded websocket whose client reads nothing while the peer sends, then goes: the
+    /// buffer towards the client fills (the peer is no longer read, so its end is not seen),
+    /// and the client is dropped after the write timeout, as a local session's would be.
+    #[test]
+    fn a_websocket_client_that_reads_nothing_is_dropped_after_the_write_timeout() {
+        let mut rig = Rig::new("wsstall");
+        rig.cfg.limits.write_timeout = Duration::from_millis(200);
+        let req = ws_request();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let mut head = vec![0u8; 4096];
+        let _ = b.read(&mut head).unwrap();
+        b.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(KEY)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        drive_until(&mut f, &mut rig, |s, _| s.upgrade);
+        let (ours, _client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        // The peer sends frames until nothing more is taken, then is gone.
+        b.set_nonblocking(true).unwrap();
+        let mut frame = vec![0x82, 126, 0xff, 0xff];
+        frame.extend(std::iter::repeat_n(b'x', 0xffff));
+        let mut stuck = 0;
+        while stuck < 50 {
+            match b.write(&frame) {
+                Ok(n) if n == frame.len() => stuck = 0,
+                Ok(n) => {
+                    frame.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => stuck += 1,
+                Err(e) => panic!("peer write: {e}"),
+            }
+            let _ = f.drive(Token(1), None, &mut rig.io());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(f.to_client.room(), 0);
+        drop(b);
+        let t0 = Instant::now();
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+        assert!(t0.elapsed() < Duration::from_millis(900));
     }
 }
