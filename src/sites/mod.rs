@@ -141,7 +141,7 @@ fn load_one(name: &str, s: &SiteConfig) -> Result<Peer, LoadError> {
         ("key-file", &s.key_file),
     ] {
         if let Some(path) = path {
-            std::fs::File::open(path).map_err(|source| LoadError::File {
+            crate::sys::fd::open_regular(path).map_err(|source| LoadError::File {
                 site: name.to_string(),
                 key,
                 path: path.clone(),
