@@ -37,6 +37,10 @@ const CHUNK: usize = 64 * 1024;
 /// After the answer went out (or the peer vanished), how long the client may take to close
 /// its side before its connection is dropped.
 const LINGER: Duration = Duration::from_secs(2);
+/// When supd stops, how long a forward still waiting for its peer's answer may wait: within
+/// the server's shutdown grace (4 s), so that the client gets an answer (the peer's, else a
+/// 503), never a silent close.
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// What a drive did, for the operation that wraps this relay (`ops::Op::Forward`).
 #[derive(Default)]
@@ -223,6 +227,8 @@ pub(crate) struct Forward {
     handback: bool,
     /// supd is stopping: end a websocket with 1001.
     stopping: bool,
+    /// supd is stopping: the latest an answer still awaited from the peer may start.
+    stop_by: Option<Instant>,
     /// Last time the client took some of its answer (`to_client.written` then).
     client_progress: (Instant, u64),
     gone: bool,
@@ -315,6 +321,7 @@ impl Forward {
             client_shut: false,
             handback: false,
             stopping: false,
+            stop_by: None,
             client_progress: (Instant::now(), 0),
             gone: false,
             site,
@@ -350,9 +357,14 @@ impl Forward {
                 Ok(true) => {
                     self.stage = Stage::AwaitingHead;
                     if !self.handshaking {
-                        self.deadline = now + self.site.response_timeout;
+                        self.deadline = self.wait_until(now + self.site.response_timeout);
                         io.wake_at(me, self.deadline);
                     }
+                }
+                Ok(false) if now >= self.deadline && self.stopping => {
+                    return self.fail(Error::Stopping {
+                        site: self.site.name.clone(),
+                    });
                 }
                 Ok(false) if now >= self.deadline => {
                     return self.fail(Error::Timeout {
@@ -488,7 +500,7 @@ impl Forward {
         }
         if self.handshaking && failed.is_none() && !self.peer_handshaking() {
             self.handshaking = false;
-            self.deadline = now + self.site.response_timeout;
+            self.deadline = self.wait_until(now + self.site.response_timeout);
             io.wake_at(me, self.deadline);
         }
         let head = match parsed {
@@ -515,6 +527,11 @@ impl Forward {
                 if let Some(e) = failed {
                     let e = self.lost_error(&e);
                     return self.fail(e);
+                }
+                if now >= self.deadline && self.stopping {
+                    return self.fail(Error::Stopping {
+                        site: self.site.name.clone(),
+                    });
                 }
                 if now >= self.deadline {
                     return self.fail(Error::Timeout {
@@ -962,14 +979,22 @@ impl Forward {
         self.gone = true;
     }
 
-    /// supd is stopping: a websocket is closed with 1001 after its last whole frame; anything
-    /// else ends now.
-    pub(crate) fn shutdown(&mut self) {
-        if self.stage == Stage::Websocket {
-            self.stopping = true;
-        } else {
-            self.gone = true;
+    /// supd is stopping: a websocket is closed with 1001 after its last whole frame. An HTTP
+    /// answer goes on, as a local operation in flight does: one still awaited from the peer
+    /// gets at most `STOP_WAIT` more (then a 503), one being relayed runs to its end (within
+    /// the server's grace).
+    pub(crate) fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+        self.stopping = true;
+        self.stop_by.get_or_insert(Instant::now() + STOP_WAIT);
+        if matches!(self.stage, Stage::Connecting | Stage::AwaitingHead) {
+            self.deadline = self.wait_until(self.deadline);
+            io.wake_at(me, self.deadline);
         }
+    }
+
+    /// `until`, or sooner when supd is stopping.
+    fn wait_until(&self, until: Instant) -> Instant {
+        self.stop_by.map_or(until, |by| until.min(by))
     }
 
     pub(crate) fn release(&mut self, io: &mut Io<'_>) {
@@ -1510,5 +1535,67 @@ mod tests {
         let t0 = Instant::now();
         drive_until(&mut f, &mut rig, |s, _| s.done);
         assert!(t0.elapsed() < Duration::from_millis(900));
+    }
+
+    /// supd stopping while a forward waits for its peer: the peer's answer, when it comes
+    /// within the grace, still reaches the client; a peer that stays silent gets the client
+    /// a 503 within the grace (not the response timeout, not silence).
+    #[test]
+    fn a_forward_in_flight_when_supd_stops_is_answered() {
+        let mut rig = Rig::new("stop");
+        let req = get();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        f.shutdown(Token(1), &mut rig.io());
+        let step = f.drive(Token(1), None, &mut rig.io());
+        assert!(!step.done && step.reply.is_none());
+        b.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.upgrade || s.done);
+        assert!(step.upgrade, "the peer's answer is relayed");
+        let (ours, mut client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut got = vec![0u8; 4096];
+        let n = client.read(&mut got).unwrap();
+        assert!(got[..n].ends_with(b"\r\n\r\nok"));
+
+        let mut peer = rig.peer();
+        Rc::get_mut(&mut peer).unwrap().response_timeout = Duration::from_secs(600);
+        let mut f = Forward::start(Token(1), peer, &out, Format::Json, &mut rig.io()).unwrap();
+        let (_silent, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let t0 = Instant::now();
+        f.shutdown(Token(1), &mut rig.io());
+        let step = loop {
+            let step = f.drive(Token(1), None, &mut rig.io());
+            if step.done {
+                break step;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(4),
+                "no answer within the grace"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let r = step.reply.expect("an answer");
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     }
 }

@@ -220,6 +220,10 @@ pub enum Error {
         site: String,
         reason: String,
     },
+    /// supd is stopping and the peer's answer did not start within the shutdown grace.
+    Stopping {
+        site: String,
+    },
     /// TLS with an https peer failed: its certificate is not trusted or not for its name,
     /// it refused ours (or our lack of one), or the record layer broke.
     Tls {
@@ -239,6 +243,10 @@ impl fmt::Display for Error {
             Error::Timeout { site, what } => write!(f, "site {site:?} {what} in time"),
             Error::Peer { site, reason } => write!(f, "site {site:?}: {reason}"),
             Error::Tls { site, reason } => write!(f, "site {site:?}: {reason}"),
+            Error::Stopping { site } => write!(
+                f,
+                "supd is shutting down; site {site:?} did not answer in time"
+            ),
         }
     }
 }
@@ -260,7 +268,8 @@ impl Error {
             | Error::Unreachable { site, .. }
             | Error::Timeout { site, .. }
             | Error::Peer { site, .. }
-            | Error::Tls { site, .. } => Some(site),
+            | Error::Tls { site, .. }
+            | Error::Stopping { site } => Some(site),
         }
     }
 }
