@@ -192,7 +192,8 @@ pub const DEFAULT_SITE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SITE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A peer supd that `site=<name>` requests are forwarded to. The files are read when the
-/// server loads the sites (`crate::sites::Peers::load`), at start and on SIGHUP.
+/// server loads the sites (`crate::sites::Peers::load`), at start and on SIGHUP (host names:
+/// at start, and off the loop after a SIGHUP).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteConfig {
     pub url: PeerUrl,
