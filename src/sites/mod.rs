@@ -329,6 +329,12 @@ pub enum Error {
         site: String,
         reason: String,
     },
+    /// The client's token holds as many forwards to this site (whose token all clients
+    /// share at the peer) as `limits.forwards-per-token-site` allows.
+    Busy {
+        site: String,
+        limit: usize,
+    },
     /// supd is stopping and the peer's answer did not start within the shutdown grace.
     Stopping {
         site: String,
@@ -352,6 +358,11 @@ impl fmt::Display for Error {
             Error::Timeout { site, what } => write!(f, "site {site:?} {what} in time"),
             Error::Peer { site, reason } => write!(f, "site {site:?}: {reason}"),
             Error::Tls { site, reason } => write!(f, "site {site:?}: {reason}"),
+            Error::Busy { site, limit } => write!(
+                f,
+                "too many forwarded requests and sessions to site {site:?} for this token \
+                 (limit {limit}: the site's token is shared by every client)"
+            ),
             Error::Stopping { site } => write!(
                 f,
                 "supd is shutting down; site {site:?} did not answer in time"
@@ -378,6 +389,7 @@ impl Error {
             | Error::Timeout { site, .. }
             | Error::Peer { site, .. }
             | Error::Tls { site, .. }
+            | Error::Busy { site, .. }
             | Error::Stopping { site } => Some(site),
         }
     }
