@@ -755,14 +755,8 @@ pub fn read_secret_file(path: &Path) -> Result<String> {
 }
 
 fn read_bounded(path: &Path) -> Result<String> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let meta = file.metadata().map_err(io_err(path))?;
-    if !meta.is_file() {
-        return Err(Error::Io {
-            path: path.to_owned(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-        });
-    }
+    // Never blocks (a FIFO in the file's place), refuses all but a regular file.
+    let (file, meta) = crate::sys::fd::open_regular(path).map_err(io_err(path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(Error::Insecure {
@@ -1083,6 +1077,37 @@ mod tests {
 
     /// A file or directory that a user other than root and supd's own could change is refused,
     /// whatever the file's mode. The tests run as root, so chown works.
+    /// A FIFO in place of a token file (or the tokens file, or a PEM file) is refused at
+    /// once: opening it must not wait for a writer (this runs on the loop at SIGHUP).
+    #[test]
+    fn a_fifo_in_place_of_a_secret_file_is_refused_without_blocking() {
+        let dir = temp_dir("fifo");
+        let path = dir.join("b.token");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let secret = read_secret_file(&p).map_err(|e| e.to_string());
+            let tokens = Tokens::load(&p).map(|_| ()).map_err(|e| e.to_string());
+            let pem = crate::tls::load_certs(&p)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = tx.send((secret, tokens, pem));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(3));
+        // Release the opener, if it is stuck, before asserting.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        let (secret, tokens, pem) = got.expect("opening a FIFO blocked");
+        for r in [secret.map(|_| ()), tokens, pem] {
+            let e = r.unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn foreign_owners_and_open_directories_are_refused() {
         assert_eq!(own_uid(), 0, "these checks need root");

@@ -98,6 +98,21 @@ pub struct Limits {
     /// A connection whose queued answer makes no write progress this long is closed (its
     /// answer would otherwise pin memory until the idle timeout).
     pub write_timeout: Duration,
+    /// Forwarded requests and sessions one client token may hold at once towards one site
+    /// that has a `token-file` (all clients share that token at the peer, whose
+    /// `connections-per-token` caps them together). None: a quarter of
+    /// `connections_per_token` (see [`Limits::forwards_per_token_site`]).
+    pub forwards_per_token_site: Option<usize>,
+}
+
+impl Limits {
+    /// `limits.forwards-per-token-site`, or its default: a quarter of
+    /// `connections-per-token` (at least 1), so that one client cannot take all of a shared
+    /// site token's connections at the peer.
+    pub fn forwards_per_token_site(&self) -> usize {
+        self.forwards_per_token_site
+            .unwrap_or((self.connections_per_token / 4).max(1))
+    }
 }
 
 /// Default of `limits.connections-per-token`: a quarter of the default `max-connections`.
@@ -118,6 +133,7 @@ impl Default for Limits {
             reserved_connections: 128,
             connections_per_token: DEFAULT_CONNECTIONS_PER_TOKEN,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            forwards_per_token_site: None,
         }
     }
 }
@@ -192,7 +208,8 @@ pub const DEFAULT_SITE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SITE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A peer supd that `site=<name>` requests are forwarded to. The files are read when the
-/// server loads the sites (`crate::sites::Peers::load`), at start and on SIGHUP.
+/// server loads the sites (`crate::sites::Peers::load`), at start and on SIGHUP (host names:
+/// at start, and off the loop after a SIGHUP).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteConfig {
     pub url: PeerUrl,
@@ -435,6 +452,7 @@ pub struct FileLimits {
     pub reserved_connections: Option<usize>,
     pub connections_per_token: Option<usize>,
     pub write_timeout_ms: Option<u64>,
+    pub forwards_per_token_site: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -648,6 +666,11 @@ fn apply_file(c: &mut Config, file: FileConfig, path: &Path) -> Result<()> {
         "limits.write-timeout-ms",
         &mut c.limits.write_timeout,
     )?;
+    if let Some(v) = l.forwards_per_token_site {
+        let mut n = 0;
+        size(Some(v), "limits.forwards-per-token-site", &mut n)?;
+        c.limits.forwards_per_token_site = Some(n);
+    }
     let e = file.exec.unwrap_or_default();
     size(e.output_cap, "exec.output-cap", &mut c.exec.output_cap)?;
     ms(
@@ -1366,6 +1389,7 @@ connect: {connect-timeout-ms: 1200}
                 reserved_connections: 2,
                 connections_per_token: 4,
                 write_timeout: Duration::from_millis(350),
+                forwards_per_token_site: None,
             }
         );
         assert_eq!(

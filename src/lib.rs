@@ -36,7 +36,7 @@ pub mod daemon {
         pub use crate::tls::server_config;
     }
     pub mod sites {
-        pub use crate::sites::Peers;
+        pub use crate::sites::{Peers, Resolve};
     }
 }
 

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                 }
             }
             // Peer sites: token files trusted and readable, TLS files readable.
-            let (_, errors) = daemon::sites::Peers::load(&cfg.sites);
+            let (_, errors) = daemon::sites::Peers::load(&cfg.sites, daemon::sites::Resolve::Now);
             if !errors.is_empty() {
                 for e in &errors {
                     eprintln!("supd: {e}");

@@ -284,6 +284,7 @@ impl From<crate::sites::Error> for ApiError {
             E::Wire(W::BadResponse(_)) => 502,
             E::Unusable { .. } | E::Unreachable { .. } | E::Peer { .. } | E::Tls { .. } => 502,
             E::Timeout { .. } => 504,
+            E::Stopping { .. } | E::Busy { .. } => 503,
         };
         let site = e.site().map(str::to_owned);
         let err = ApiError::new(status, e.to_string());

@@ -18,7 +18,6 @@
 //!   always registered for both readable and writable (see the `Source` impl).
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,7 +152,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(err)?;
+    let (file, _) = crate::sys::fd::open_regular(path).map_err(err)?;
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -911,3 +911,70 @@ fn check_config_checks_the_sites() {
     let (ok, err) = check("sites:\n  b:\n    url: gopher://h\n");
     assert!(!ok && err.contains("sites.b.url"), "{err}");
 }
+
+/// A site with a token-file is one token at the peer for all of A's clients: one client
+/// token holds at most `limits.forwards-per-token-site` forwards to it at once (the next is
+/// a 503 naming the site), so other clients still get through; its places free as its
+/// forwards end.
+#[test]
+fn one_client_cannot_take_every_place_of_a_shared_site_token() {
+    // A peer that accepts, reads and never answers: every forward to it stays open.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let dir = TempDir::new();
+    let token_file = dir.path().join("b.token");
+    std::fs::write(&token_file, "supd_test_site_token_0123456789abcdef\n").unwrap();
+    let yaml = format!(
+        "limits:\n  forwards-per-token-site: 2\nsites:\n{}    token-file: {}\n",
+        peer("b", &format!("http://{silent_addr}")),
+        token_file.display()
+    );
+    let a = site_a(&dir, &yaml);
+    let list = with_site("/v1/state/applications/shop/service-instances", "b");
+    let send = |token: &str| {
+        let mut s = TcpStream::connect(a.addr).unwrap();
+        write!(
+            s,
+            "GET {list} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        s
+    };
+    // Waiting for the peer: no answer within a moment.
+    let pending = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            || e.kind() == std::io::ErrorKind::TimedOut)
+    };
+    let mut first = send(ADMIN_TOKEN);
+    let mut second = send(ADMIN_TOKEN);
+    assert!(pending(&mut first) && pending(&mut second));
+    let mut third = send(ADMIN_TOKEN);
+    let got = String::from_utf8_lossy(&read_all(&mut third)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+    assert!(
+        got.contains("site \\\"b\\\"") && got.contains("limit 2"),
+        "{got}"
+    );
+    // Another client token is not held back by this one.
+    let mut other = send(A_ONLY_TOKEN);
+    assert!(pending(&mut other), "another token is forwarded");
+    // A forward that ends (its client went) frees its place.
+    drop(first);
+    let mut again = None;
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut s = send(ADMIN_TOKEN);
+        let ok = pending(&mut s);
+        again = Some(s);
+        ok
+    }));
+    drop((second, other, again));
+}

@@ -241,7 +241,7 @@ impl Op {
             Op::Exec(e) => e.shutdown(me, io),
             Op::Interactive(s) => s.shutdown(me, io),
             Op::Tunnel(t) => t.shutdown(me, io),
-            Op::Forward(f) => f.shutdown(),
+            Op::Forward(f) => f.shutdown(me, io),
             Op::Restart(_) => {}
         }
     }

@@ -24,6 +24,8 @@ pub(crate) enum Timer {
     Watchdog,
     /// Resume accepting after running out of descriptors.
     ResumeAccept,
+    /// Look for the sites' resolver thread's answer.
+    SitesResolved,
 }
 
 #[derive(Default)]

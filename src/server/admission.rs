@@ -55,6 +55,9 @@ pub(crate) struct Admission {
     /// What each token name holds: connections and websocket operations, by their mio token.
     holder: HashMap<Token, String>,
     per_holder: HashMap<String, usize>,
+    /// Forwards to a site with a shared token, by their operation: (token name, site).
+    site_holder: HashMap<Token, (String, String)>,
+    per_site: HashMap<(String, String), usize>,
 }
 
 impl Admission {
@@ -111,8 +114,32 @@ impl Admission {
         }
     }
 
+    /// Forward operation `op` of token `name` to `site` (one whose token all clients share at
+    /// the peer): at most `cap` at once per token and site. False: at the cap.
+    pub(crate) fn claim_site(&mut self, op: Token, name: &str, site: &str, cap: usize) -> bool {
+        let key = (name.to_string(), site.to_string());
+        let n = self.per_site.entry(key.clone()).or_insert(0);
+        if *n >= cap {
+            if *n == 0 {
+                self.per_site.remove(&key);
+            }
+            return false;
+        }
+        *n += 1;
+        self.site_holder.insert(op, key);
+        true
+    }
+
     /// A connection or operation is gone: its token holds one less.
     pub(crate) fn release(&mut self, t: Token) {
+        if let Some(key) = self.site_holder.remove(&t)
+            && let Some(n) = self.per_site.get_mut(&key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_site.remove(&key);
+            }
+        }
         let Some(name) = self.holder.remove(&t) else {
             return;
         };

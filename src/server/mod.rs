@@ -138,6 +138,10 @@ pub struct Server {
     life: Lifecycle,
     /// The peer sites `site=` forwards to.
     peers: crate::sites::Peers,
+    /// The answer of the thread resolving the sites' host names after a SIGHUP.
+    resolver: Option<std::sync::mpsc::Receiver<crate::sites::Resolved>>,
+    /// Another SIGHUP came while resolving: resolve again after.
+    resolve_again: bool,
 }
 
 impl Server {
@@ -227,6 +231,8 @@ impl Server {
                 watchdog,
             },
             peers,
+            resolver: None,
+            resolve_again: false,
         };
         for (i, mut l) in listeners.into_iter().enumerate() {
             let t = server.token();
@@ -441,6 +447,7 @@ impl Server {
                     self.reactor.timers.after(w / 2, Timer::Watchdog);
                 }
             }
+            Timer::SitesResolved => self.on_resolved(),
             Timer::ResumeAccept => {
                 self.accepting.paused = false;
                 for i in 0..self.accepting.listeners.len() {

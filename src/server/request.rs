@@ -198,6 +198,23 @@ impl Server {
             hops,
         };
         let op_token = self.token();
+        // All clients are one token at the peer when the site has a token file: one client
+        // must not take every place that token has there.
+        if peer.token.is_some() {
+            let cap = self.cfg.limits.forwards_per_token_site();
+            if !self
+                .admission
+                .claim_site(op_token, token_name, &peer.name, cap)
+            {
+                return Outcome::Error(
+                    sites::Error::Busy {
+                        site: peer.name.clone(),
+                        limit: cap,
+                    }
+                    .into(),
+                );
+            }
+        }
         let started = {
             let mut io = ops::Io::new(&mut self.reactor, &self.cfg);
             sites::Forward::start(op_token, peer.clone(), &out, format, &mut io)
@@ -208,6 +225,7 @@ impl Server {
                 Outcome::Pending(op_token)
             }
             Err(e) => {
+                self.admission.release(op_token);
                 log::info!("forward: {e}");
                 Outcome::Error(e.into())
             }

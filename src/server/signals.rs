@@ -51,8 +51,14 @@ impl Server {
         match config::reload_sites(&self.cfg) {
             Ok(sites) => {
                 self.cfg.sites = sites;
-                self.peers = load_peers(&self.cfg);
+                let (peers, errors) = crate::sites::Peers::load(
+                    &self.cfg.sites,
+                    crate::sites::Resolve::Keep(&self.peers),
+                );
+                log_peer_errors(errors);
+                self.peers = peers;
                 log::info!("SIGHUP: sites reloaded ({} peers)", self.peers.len());
+                self.start_resolver();
             }
             Err(e) => log::warn!("SIGHUP: sites not reloaded, keeping the old ones: {e}"),
         }
@@ -134,10 +140,73 @@ pub(crate) fn load_tokens(cfg: &Config) -> TokenState {
 }
 
 /// The peers of `cfg.sites`, those that cannot be used logged (they answer 502 with why).
+/// Host names are resolved now: this runs before the loop does.
 pub(crate) fn load_peers(cfg: &Config) -> crate::sites::Peers {
-    let (peers, errors) = crate::sites::Peers::load(&cfg.sites);
+    let (peers, errors) = crate::sites::Peers::load(&cfg.sites, crate::sites::Resolve::Now);
+    log_peer_errors(errors);
+    peers
+}
+
+fn log_peer_errors(errors: Vec<crate::sites::LoadError>) {
     for e in errors {
         log::warn!("{e}; requests for that site are answered 502");
     }
-    peers
+}
+
+/// How often the loop looks for the resolver thread's answer.
+const RESOLVER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Server {
+    /// Resolve the sites' host names off the loop (SIGHUP): on a short-lived thread that
+    /// only calls getaddrinfo and sends the answer back; the loop looks for it on a timer.
+    /// One resolution at a time; a SIGHUP meanwhile asks for another one after it.
+    pub(super) fn start_resolver(&mut self) {
+        if self.resolver.is_some() {
+            self.resolve_again = true;
+            return;
+        }
+        let hosts = self.peers.hosts();
+        if hosts.is_empty() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("supd-resolve".into())
+            .spawn(move || {
+                let _ = tx.send(crate::sites::resolve_hosts(hosts));
+            });
+        match spawned {
+            Ok(_) => {
+                self.resolver = Some(rx);
+                self.reactor
+                    .timers
+                    .after(RESOLVER_POLL, super::Timer::SitesResolved);
+            }
+            Err(e) => log::warn!("SIGHUP: cannot resolve the sites' host names: {e}"),
+        }
+    }
+
+    pub(super) fn on_resolved(&mut self) {
+        let Some(rx) = &self.resolver else { return };
+        match rx.try_recv() {
+            Ok(resolved) => {
+                self.peers.apply(&resolved);
+                self.resolver = None;
+                log::info!("sites: {} host names resolved", resolved.len());
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                self.reactor
+                    .timers
+                    .after(RESOLVER_POLL, super::Timer::SitesResolved);
+                return;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                log::warn!("sites: the resolver ended without an answer");
+                self.resolver = None;
+            }
+        }
+        if std::mem::take(&mut self.resolve_again) {
+            self.start_resolver();
+        }
+    }
 }

@@ -37,6 +37,10 @@ const CHUNK: usize = 64 * 1024;
 /// After the answer went out (or the peer vanished), how long the client may take to close
 /// its side before its connection is dropped.
 const LINGER: Duration = Duration::from_secs(2);
+/// When supd stops, how long a forward still waiting for its peer's answer may wait: within
+/// the server's shutdown grace (4 s), so that the client gets an answer (the peer's, else a
+/// 503), never a silent close.
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// What a drive did, for the operation that wraps this relay (`ops::Op::Forward`).
 #[derive(Default)]
@@ -72,24 +76,30 @@ enum Stage {
 enum BodyEnd {
     Remaining(u64),
     Chunked(Box<chunked::Decoder>),
+    /// Chunked from the peer, relayed decoded (an HTTP/1.0 client).
+    Dechunk(Box<chunked::Decoder>),
     UntilClose,
     Done,
 }
 
 impl BodyEnd {
-    /// How much of `data` belongs to the body, and whether the body is over. Err: the peer's
-    /// chunked framing is broken.
-    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
-        match self {
+    /// How much of `data` belongs to the body, and whether the body is over; what goes to
+    /// the client is given to `out` (the bytes themselves, or a decoded chunked body's data).
+    /// Err: the peer's chunked framing is broken.
+    fn take(&mut self, data: &[u8], mut out: impl FnMut(&[u8])) -> Result<(usize, bool), ()> {
+        let (used, done) = match self {
             BodyEnd::Remaining(n) => {
                 let used = (*n).min(data.len() as u64);
                 *n -= used;
-                Ok((used as usize, *n == 0))
+                (used as usize, *n == 0)
             }
-            BodyEnd::Chunked(d) => d.decode(data, |_| {}).map_err(|_| ()),
-            BodyEnd::UntilClose => Ok((data.len(), false)),
-            BodyEnd::Done => Ok((0, true)),
-        }
+            BodyEnd::Chunked(d) => d.decode(data, |_| {}).map_err(|_| ())?,
+            BodyEnd::Dechunk(d) => return d.decode(data, out).map_err(|_| ()),
+            BodyEnd::UntilClose => (data.len(), false),
+            BodyEnd::Done => (0, true),
+        };
+        out(&data[..used]);
+        Ok((used, done))
     }
 }
 
@@ -180,6 +190,10 @@ pub(crate) struct Forward {
     websocket: bool,
     /// The client's connection may carry another request after this one.
     keep_alive: bool,
+    /// The client takes a chunked body (not HTTP/1.0).
+    client_chunked: bool,
+    /// Interim (1xx) answers skipped before the final head.
+    interim: wire::Interim,
     stage: Stage,
     /// The TLS handshake with an `https://` peer is not over: it counts against the connect
     /// timeout, the answer's wait starts after it.
@@ -213,6 +227,8 @@ pub(crate) struct Forward {
     handback: bool,
     /// supd is stopping: end a websocket with 1001.
     stopping: bool,
+    /// supd is stopping: the latest an answer still awaited from the peer may start.
+    stop_by: Option<Instant>,
     /// Last time the client took some of its answer (`to_client.written` then).
     client_progress: (Instant, u64),
     gone: bool,
@@ -281,6 +297,8 @@ impl Forward {
             ws_key: out.req.header("sec-websocket-key").map(str::to_owned),
             websocket: out.websocket(),
             keep_alive: out.req.keep_alive,
+            client_chunked: wire::client_takes_chunked(out.req.minor),
+            interim: wire::Interim::default(),
             stage: Stage::Connecting,
             handshaking: site.url.is_tls(),
             peer: Some((stream, token)),
@@ -303,6 +321,7 @@ impl Forward {
             client_shut: false,
             handback: false,
             stopping: false,
+            stop_by: None,
             client_progress: (Instant::now(), 0),
             gone: false,
             site,
@@ -338,9 +357,14 @@ impl Forward {
                 Ok(true) => {
                     self.stage = Stage::AwaitingHead;
                     if !self.handshaking {
-                        self.deadline = now + self.site.response_timeout;
+                        self.deadline = self.wait_until(now + self.site.response_timeout);
                         io.wake_at(me, self.deadline);
                     }
+                }
+                Ok(false) if now >= self.deadline && self.stopping => {
+                    return self.fail(Error::Stopping {
+                        site: self.site.name.clone(),
+                    });
                 }
                 Ok(false) if now >= self.deadline => {
                     return self.fail(Error::Timeout {
@@ -439,11 +463,14 @@ impl Forward {
             failed = Some(e);
         }
         let mut scratch = io.take_scratch();
+        let mut parsed = Ok(None);
         while self.head.len() < wire::MAX_HEAD + CHUNK {
             match read_some(peer, &mut scratch, CHUNK) {
                 Ok(Some(n)) => {
                     self.head.extend_from_slice(&scratch[..n]);
-                    if wire::parse_head(&self.head).map_or(true, |h| h.is_some()) {
+                    // Interim 1xx heads are dropped from `head` here; read on to the final.
+                    parsed = wire::final_head(&mut self.head, &mut self.interim, self.websocket);
+                    if parsed.as_ref().map_or(true, Option::is_some) {
                         break;
                     }
                 }
@@ -473,10 +500,10 @@ impl Forward {
         }
         if self.handshaking && failed.is_none() && !self.peer_handshaking() {
             self.handshaking = false;
-            self.deadline = now + self.site.response_timeout;
+            self.deadline = self.wait_until(now + self.site.response_timeout);
             io.wake_at(me, self.deadline);
         }
-        let head = match wire::parse_head(&self.head) {
+        let head = match parsed {
             Ok(Some(h)) => h,
             Ok(None) => {
                 if let Some(e) = failed
@@ -500,6 +527,11 @@ impl Forward {
                 if let Some(e) = failed {
                     let e = self.lost_error(&e);
                     return self.fail(e);
+                }
+                if now >= self.deadline && self.stopping {
+                    return self.fail(Error::Stopping {
+                        site: self.site.name.clone(),
+                    });
                 }
                 if now >= self.deadline {
                     return self.fail(Error::Timeout {
@@ -543,19 +575,24 @@ impl Forward {
                 Ok(f) => f,
                 Err(e) => return self.fail(Error::Wire(e)),
             };
-            self.keep_alive &= framing != Framing::UntilClose;
-            self.ready = wire::client_head(&head, framing, self.keep_alive);
+            let dechunk = framing == Framing::Chunked && !self.client_chunked;
+            // A body that ends only where the connection does ends that connection.
+            self.keep_alive &= framing != Framing::UntilClose && !dechunk;
+            self.ready = wire::client_head(&head, framing, self.keep_alive, self.client_chunked);
             self.body = match framing {
                 Framing::Empty | Framing::Length(0) => BodyEnd::Done,
                 Framing::Length(n) => BodyEnd::Remaining(n),
+                Framing::Chunked if dechunk => {
+                    BodyEnd::Dechunk(Box::new(chunked::Decoder::new(u64::MAX, 64 * 1024)))
+                }
                 Framing::Chunked => {
                     BodyEnd::Chunked(Box::new(chunked::Decoder::new(u64::MAX, 64 * 1024)))
                 }
                 Framing::UntilClose => BodyEnd::UntilClose,
             };
-            match self.body.take(&rest) {
-                Ok((used, done)) => {
-                    self.ready.extend_from_slice(&rest[..used]);
+            let ready = &mut self.ready;
+            match self.body.take(&rest, |b| ready.extend_from_slice(b)) {
+                Ok((_, done)) => {
                     if done {
                         self.body = BodyEnd::Done;
                     }
@@ -645,10 +682,9 @@ impl Forward {
                 break;
             };
             match read_some(peer, &mut scratch, self.to_client.room()) {
-                Ok(Some(n)) => match self.body.take(&scratch[..n]) {
-                    Ok((used, done)) => {
+                Ok(Some(n)) => match self.body.take(&scratch[..n], |b| self.to_client.push(b)) {
+                    Ok((_, done)) => {
                         self.last_peer = now;
-                        self.to_client.push(&scratch[..used]);
                         if done {
                             self.body = BodyEnd::Done;
                         }
@@ -703,16 +739,24 @@ impl Forward {
     }
 
     /// A client that takes none of what it is owed for the write timeout is dropped, as a
-    /// local connection is: an HTTP answer, or the end of a websocket whose peer has gone
-    /// (while both sides live, the peer's pings judge the client).
+    /// local connection is: an HTTP answer; a websocket whose peer has gone, or whose buffer
+    /// towards the client is full. (While the buffer has room, the peer's pings judge the
+    /// client; once it is full the peer is no longer read, so neither its close nor its end
+    /// would be seen: the session would be held forever by a client that reads nothing.)
     fn check_client_stall(&mut self, me: Token, now: Instant, io: &mut Io<'_>) {
-        if self.to_client.written != self.client_progress.1 {
+        let owed = self.to_client.len() > 0 || self.client_holds_output();
+        if self.to_client.written != self.client_progress.1 || !owed {
+            // Nothing owed: the client is not behind; the clock starts with what comes next.
             self.client_progress = (now, self.to_client.written);
         }
-        let owed = self.to_client.len() > 0;
         let judged = match self.stage {
             Stage::Http | Stage::Lingering(_) => true,
-            Stage::Websocket => self.peer_eof || self.peer_lost.is_some() || self.stopping,
+            Stage::Websocket => {
+                self.peer_eof
+                    || self.peer_lost.is_some()
+                    || self.stopping
+                    || self.to_client.room() == 0
+            }
             _ => false,
         };
         if !owed || !judged || self.gone {
@@ -872,7 +916,11 @@ impl Forward {
 
     /// Everything owed to the client went out, including what a TLS client stream held.
     fn client_drained(&self) -> bool {
-        self.to_client.len() == 0 && self.client.as_ref().is_none_or(|(c, _)| !c.holds_output())
+        self.to_client.len() == 0 && !self.client_holds_output()
+    }
+
+    fn client_holds_output(&self) -> bool {
+        self.client.as_ref().is_some_and(|(c, _)| c.holds_output())
     }
 
     fn shut_client(&mut self) {
@@ -931,14 +979,22 @@ impl Forward {
         self.gone = true;
     }
 
-    /// supd is stopping: a websocket is closed with 1001 after its last whole frame; anything
-    /// else ends now.
-    pub(crate) fn shutdown(&mut self) {
-        if self.stage == Stage::Websocket {
-            self.stopping = true;
-        } else {
-            self.gone = true;
+    /// supd is stopping: a websocket is closed with 1001 after its last whole frame. An HTTP
+    /// answer goes on, as a local operation in flight does: one still awaited from the peer
+    /// gets at most `STOP_WAIT` more (then a 503), one being relayed runs to its end (within
+    /// the server's grace).
+    pub(crate) fn shutdown(&mut self, me: Token, io: &mut Io<'_>) {
+        self.stopping = true;
+        self.stop_by.get_or_insert(Instant::now() + STOP_WAIT);
+        if matches!(self.stage, Stage::Connecting | Stage::AwaitingHead) {
+            self.deadline = self.wait_until(self.deadline);
+            io.wake_at(me, self.deadline);
         }
+    }
+
+    /// `until`, or sooner when supd is stopping.
+    fn wait_until(&self, until: Instant) -> Instant {
+        self.stop_by.map_or(until, |by| until.min(by))
     }
 
     pub(crate) fn release(&mut self, io: &mut Io<'_>) {
@@ -1292,5 +1348,254 @@ mod tests {
         assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
         assert_eq!(got.len() - head_end, BODY);
         drop(peer.join().unwrap());
+    }
+
+    /// One plain HTTP exchange through the relay: the peer answers `answer` (then closes);
+    /// the error answer, if any, or everything the client got (to its end, or to the
+    /// handback).
+    fn exchange(req: &Request, answer: &[u8]) -> (Option<Response>, Vec<u8>, bool) {
+        let mut rig = Rig::new("exchange");
+        let out = Outgoing {
+            req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let mut head = vec![0u8; 4096];
+        let _ = b.read(&mut head).unwrap();
+        b.write_all(answer).unwrap();
+        drop(b);
+        let step = drive_until(&mut f, &mut rig, |s, _| s.upgrade || s.done);
+        if !step.upgrade {
+            return (step.reply, Vec::new(), false);
+        }
+        let (ours, mut client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, f| s.done || f.client_shut);
+        let handback = step.handback;
+        if handback {
+            // Keep the client's connection open while reading what it got.
+            let (c, _, _) = f.take_client(&mut rig.io()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            drop(c);
+            return (None, got, true);
+        }
+        let got = read_to_eof(&mut client);
+        drop(client);
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+        (None, got, false)
+    }
+
+    fn get() -> Request {
+        let mut req = crate::ops::decode::testing::request(Method::Get, "site=b", &[], b"");
+        req.path = "/v1/state/applications/a/service-instances".into();
+        req
+    }
+
+    /// Interim answers are skipped: the client gets the final one, and its connection
+    /// carries on after it; a 101 to a request that asked for no upgrade is a bad answer.
+    #[test]
+    fn interim_answers_are_skipped_and_an_unasked_101_is_a_502() {
+        let (reply, got, handback) = exchange(
+            &get(),
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfinal answer",
+        );
+        assert!(reply.is_none());
+        let text = String::from_utf8_lossy(&got);
+        assert!(handback, "{text}");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nfinal answer"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+
+        let (reply, _, _) = exchange(
+            &get(),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfinal answer",
+        );
+        assert_eq!(reply.expect("an error answer").status, 502);
+
+        let many = "HTTP/1.1 100 Continue\r\n\r\n".repeat(wire::MAX_INTERIM as usize + 1);
+        let (reply, _, _) = exchange(
+            &get(),
+            format!("{many}HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(reply.expect("an error answer").status, 502);
+    }
+
+    /// An HTTP/1.0 client gets a chunked answer decoded, ended by the close.
+    #[test]
+    fn an_http10_client_gets_a_chunked_body_decoded_and_closed() {
+        let mut req = get();
+        req.minor = 0;
+        req.keep_alive = true;
+        let (reply, got, handback) = exchange(
+            &req,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\n[\"hi\"\r\n1\r\n]\r\n0\r\n\r\n",
+        );
+        assert!(reply.is_none());
+        assert!(!handback);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.ends_with("\r\n\r\n[\"hi\"]"), "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        // A 1.1 client still gets it chunked.
+        let (_, got, _) = exchange(
+            &get(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    /// A forwarded websocket whose client reads nothing while the peer sends, then goes: the
+    /// buffer towards the client fills (the peer is no longer read, so its end is not seen),
+    /// and the client is dropped after the write timeout, as a local session's would be.
+    #[test]
+    fn a_websocket_client_that_reads_nothing_is_dropped_after_the_write_timeout() {
+        let mut rig = Rig::new("wsstall");
+        rig.cfg.limits.write_timeout = Duration::from_millis(200);
+        let req = ws_request();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let mut head = vec![0u8; 4096];
+        let _ = b.read(&mut head).unwrap();
+        b.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(KEY)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        drive_until(&mut f, &mut rig, |s, _| s.upgrade);
+        let (ours, _client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        // The peer sends frames until nothing more is taken, then is gone.
+        b.set_nonblocking(true).unwrap();
+        let mut frame = vec![0x82, 126, 0xff, 0xff];
+        frame.extend(std::iter::repeat_n(b'x', 0xffff));
+        let mut stuck = 0;
+        while stuck < 50 {
+            match b.write(&frame) {
+                Ok(n) if n == frame.len() => stuck = 0,
+                Ok(n) => {
+                    frame.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => stuck += 1,
+                Err(e) => panic!("peer write: {e}"),
+            }
+            let _ = f.drive(Token(1), None, &mut rig.io());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(f.to_client.room(), 0);
+        drop(b);
+        let t0 = Instant::now();
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+        assert!(t0.elapsed() < Duration::from_millis(900));
+    }
+
+    /// supd stopping while a forward waits for its peer: the peer's answer, when it comes
+    /// within the grace, still reaches the client; a peer that stays silent gets the client
+    /// a 503 within the grace (not the response timeout, not silence).
+    #[test]
+    fn a_forward_in_flight_when_supd_stops_is_answered() {
+        let mut rig = Rig::new("stop");
+        let req = get();
+        let out = Outgoing {
+            req: &req,
+            token: None,
+            forwarded_for: "admin@a".into(),
+            hops: 0,
+        };
+        let mut f =
+            Forward::start(Token(1), rig.peer(), &out, Format::Json, &mut rig.io()).unwrap();
+        let (mut b, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        f.shutdown(Token(1), &mut rig.io());
+        let step = f.drive(Token(1), None, &mut rig.io());
+        assert!(!step.done && step.reply.is_none());
+        b.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        let step = drive_until(&mut f, &mut rig, |s, _| s.upgrade || s.done);
+        assert!(step.upgrade, "the peer's answer is relayed");
+        let (ours, mut client) = mio::net::UnixStream::pair().unwrap();
+        f.attach(
+            Token(1),
+            Stream::Unix(ours),
+            "test".into(),
+            Vec::new(),
+            Vec::new(),
+            &mut rig.io(),
+        )
+        .unwrap();
+        drive_until(&mut f, &mut rig, |s, _| s.done);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut got = vec![0u8; 4096];
+        let n = client.read(&mut got).unwrap();
+        assert!(got[..n].ends_with(b"\r\n\r\nok"));
+
+        let mut peer = rig.peer();
+        Rc::get_mut(&mut peer).unwrap().response_timeout = Duration::from_secs(600);
+        let mut f = Forward::start(Token(1), peer, &out, Format::Json, &mut rig.io()).unwrap();
+        let (_silent, _) = rig.listener.accept().unwrap();
+        drive_until(&mut f, &mut rig, |_, f| f.to_peer.len() == 0);
+        let t0 = Instant::now();
+        f.shutdown(Token(1), &mut rig.io());
+        let step = loop {
+            let step = f.drive(Token(1), None, &mut rig.io());
+            if step.done {
+                break step;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(4),
+                "no answer within the grace"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let r = step.reply.expect("an answer");
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     }
 }

@@ -16,6 +16,8 @@ pub const FORWARDED_FOR: &str = "supd-forwarded-for";
 /// Longest response head accepted from a peer.
 pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Interim (1xx) answers skipped before the final one; one more is a bad answer.
+pub const MAX_INTERIM: u32 = 4;
 
 /// What is wrong with a request's or a peer's framing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,17 @@ pub fn is_hop_by_hop(name: &str) -> bool {
             | "content-length"
             | "expect"
     ) || n.starts_with("proxy-")
+}
+
+/// The field names a `Connection` header lists: hop-by-hop for this message too (RFC 9110
+/// 7.6.1), lower-cased.
+fn connection_options<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+        .filter(|t| !t.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// The relays a request has passed (`Supd-Hops`, absent: 0); refused past the limit.
@@ -121,8 +134,15 @@ impl Outgoing<'_> {
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut has_host = false;
+        let named = connection_options(
+            req.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .map(|(_, v)| v.as_bytes()),
+        );
         for (name, value) in &req.headers {
             if is_hop_by_hop(name)
+                || named.iter().any(|n| name.eq_ignore_ascii_case(n))
                 || name == HOPS
                 || name == FORWARDED_FOR
                 || (self.token.is_some() && name == "authorization")
@@ -230,6 +250,57 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<PeerHead>, WireError> {
     }))
 }
 
+/// The interim (1xx) answers skipped so far: how many, and their bytes (they count against
+/// `MAX_HEAD` with the final head).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Interim {
+    pub count: u32,
+    pub bytes: usize,
+}
+
+/// The peer's final response head, once it is complete at the start of `buf`: interim 1xx
+/// answers (100, 102, 103, ...) before it are removed from `buf` and skipped (they promise
+/// the final answer; relaying one as the answer would leave the final one to be read as the
+/// client's next answer). A 101 is final only for a request that asked to `upgrade`;
+/// otherwise it is a bad answer. At most `MAX_INTERIM` interim heads, and all heads together
+/// within `MAX_HEAD`.
+pub fn final_head(
+    buf: &mut Vec<u8>,
+    seen: &mut Interim,
+    upgrade: bool,
+) -> Result<Option<PeerHead>, WireError> {
+    loop {
+        let too_large = || WireError::BadResponse("head too large".into());
+        let head = match parse_head(buf) {
+            Ok(Some(h)) => h,
+            Ok(None) if seen.bytes + buf.len() >= MAX_HEAD => return Err(too_large()),
+            other => return other,
+        };
+        if seen.bytes + head.len > MAX_HEAD {
+            return Err(too_large());
+        }
+        match head.status {
+            101 if upgrade => return Ok(Some(head)),
+            101 => {
+                return Err(WireError::BadResponse(
+                    "101 Switching Protocols to a request that asked for no upgrade".into(),
+                ));
+            }
+            100..=199 => {
+                seen.count += 1;
+                seen.bytes += head.len;
+                if seen.count > MAX_INTERIM {
+                    return Err(WireError::BadResponse(format!(
+                        "more than {MAX_INTERIM} interim (1xx) answers"
+                    )));
+                }
+                buf.drain(..head.len);
+            }
+            _ => return Ok(Some(head)),
+        }
+    }
+}
+
 /// How the body of a peer's answer ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -270,29 +341,54 @@ pub fn framing(head: &PeerHead, method: Method) -> Result<Framing, WireError> {
     }
 }
 
+/// Whether a chunked answer reaches this client as chunked: an HTTP/1.0 client gets no
+/// transfer coding (RFC 9112 6.1); its body is decoded and ends where the connection does.
+pub fn client_takes_chunked(minor: u8) -> bool {
+    minor >= 1
+}
+
 /// The head the client gets for an HTTP answer: the peer's status and end-to-end headers,
 /// the framing the body is relayed with, and `Connection: close` unless the client's
 /// connection carries on after this answer (`keep_alive`, and a body whose end is known).
-pub fn client_head(head: &PeerHead, framing: Framing, keep_alive: bool) -> Vec<u8> {
+/// `chunked`: whether the client takes a chunked body (`client_takes_chunked`); if not, a
+/// chunked body is relayed decoded, ending at the close.
+pub fn client_head(head: &PeerHead, framing: Framing, keep_alive: bool, chunked: bool) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", head.status, head.reason).into_bytes();
+    let named = connection_options(
+        head.headers
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .map(|(_, v)| v.as_slice()),
+    );
     for (name, value) in &head.headers {
-        if is_hop_by_hop(name) {
+        if is_hop_by_hop(name) || named.contains(name) {
             continue;
         }
         raw_header(&mut out, name, value);
     }
+    let mut close = !keep_alive;
     match framing {
         Framing::Length(n) => header(&mut out, "content-length", &n.to_string()),
-        Framing::Chunked => header(&mut out, "transfer-encoding", "chunked"),
-        // A HEAD's or 304's Content-Length describes the representation: keep it.
+        Framing::Chunked if chunked => header(&mut out, "transfer-encoding", "chunked"),
+        Framing::Chunked => close = true,
+        // A HEAD's or 304's Content-Length describes the representation: kept when it is one
+        // valid number. A 1xx or 204 has none (RFC 9110 8.6); a lenient reader would take it
+        // as a body and swallow the next answer.
         Framing::Empty => {
-            if let Some(v) = head.get("content-length") {
+            let mut lengths = head.headers.iter().filter(|(n, _)| n == "content-length");
+            if let (Some((_, v)), None) = (lengths.next(), lengths.next())
+                && head.status >= 200
+                && head.status != 204
+                && !v.is_empty()
+                && v.len() <= 19
+                && v.iter().all(u8::is_ascii_digit)
+            {
                 raw_header(&mut out, "content-length", v);
             }
         }
-        Framing::UntilClose => {}
+        Framing::UntilClose => close = true,
     }
-    if !keep_alive || framing == Framing::UntilClose {
+    if close {
         header(&mut out, "connection", "close");
     }
     out.extend_from_slice(b"\r\n");
@@ -500,17 +596,17 @@ mod tests {
              Allow: GET\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
              Content-Length: 2\r\n\r\n",
         );
-        let t = text(&client_head(&h, Framing::Length(2), false));
+        let t = text(&client_head(&h, Framing::Length(2), false, true));
         assert_eq!(
             t,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndeprecation: true\r\n\
              allow: GET\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
         );
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        let t = text(&client_head(&h, Framing::Chunked, true));
+        let t = text(&client_head(&h, Framing::Chunked, true, true));
         assert!(t.contains("transfer-encoding: chunked"));
         assert!(!t.contains("connection"));
-        let t = text(&client_head(&h, Framing::UntilClose, true));
+        let t = text(&client_head(&h, Framing::UntilClose, true, true));
         assert!(t.contains("connection: close"));
     }
 
@@ -528,5 +624,110 @@ mod tests {
         assert!(t.contains("sec-websocket-protocol: v1.connect.supd\r\n"));
         assert_eq!(t.matches("ccept").count(), 1);
         assert!(upgrade_head(&h, "AAAAAAAAAAAAAAAAAAAAAA==").is_err());
+    }
+
+    #[test]
+    fn interim_heads_are_skipped_within_the_head_limit() {
+        let mut seen = Interim::default();
+        let mut buf =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 2"
+                .to_vec();
+        assert_eq!(final_head(&mut buf, &mut seen, false), Ok(None));
+        assert_eq!(seen.count, 2);
+        assert_eq!(buf, b"HTTP/1.1 2");
+        buf.extend_from_slice(b"00 OK\r\nContent-Length: 1\r\n\r\nx");
+        let h = final_head(&mut buf, &mut seen, false).unwrap().unwrap();
+        assert_eq!((h.status, &buf[h.len..]), (200, &b"x"[..]));
+        // A 101: final for an upgrade, refused otherwise.
+        let up = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        let h = final_head(&mut up.to_vec(), &mut Interim::default(), true);
+        assert_eq!(h.unwrap().unwrap().status, 101);
+        let h = final_head(&mut up.to_vec(), &mut Interim::default(), false);
+        assert!(matches!(h, Err(WireError::BadResponse(_))));
+        // Bounded: in number, and in bytes with the final head.
+        let mut many = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM as usize + 1);
+        assert!(final_head(&mut many, &mut Interim::default(), false).is_err());
+        let mut seen = Interim::default();
+        let big = format!(
+            "HTTP/1.1 103 Early Hints\r\nLink: {}\r\n\r\n",
+            "x".repeat(MAX_HEAD / 2)
+        );
+        let mut buf = format!("{big}{big}").into_bytes();
+        assert!(final_head(&mut buf, &mut seen, false).is_err());
+        let mut buf =
+            format!("{big}HTTP/1.1 200 OK\r\nA: {}", "y".repeat(MAX_HEAD / 2)).into_bytes();
+        assert!(final_head(&mut buf, &mut Interim::default(), false).is_err());
+    }
+
+    #[test]
+    fn a_bodyless_answer_has_no_content_length_unless_it_may_and_it_is_valid() {
+        let t = |raw: &str| {
+            let h = head(raw);
+            text(&client_head(
+                &h,
+                framing(&h, Method::Get).unwrap(),
+                true,
+                true,
+            ))
+        };
+        let out = t(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(out, "HTTP/1.1 204 No Content\r\n\r\n");
+        let out = t("HTTP/1.1 304 Not Modified\r\nContent-Length: 1, 70\r\n\r\n");
+        assert!(!out.contains("content-length"), "{out}");
+        let out = t("HTTP/1.1 304 Not Modified\r\nContent-Length: -5\r\n\r\n");
+        assert!(!out.contains("content-length"), "{out}");
+        let out = t("HTTP/1.1 304 Not Modified\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert!(!out.contains("content-length"), "{out}");
+        let out = t("HTTP/1.1 304 Not Modified\r\nContent-Length: 70\r\n\r\n");
+        assert!(out.contains("content-length: 70\r\n"), "{out}");
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
+        let out = text(&client_head(
+            &h,
+            framing(&h, Method::Head).unwrap(),
+            true,
+            true,
+        ));
+        assert!(out.contains("content-length: 12\r\n"), "{out}");
+    }
+
+    #[test]
+    fn headers_a_connection_header_names_are_not_passed_on() {
+        let r = request(
+            Method::Get,
+            "",
+            &[
+                ("connection", "X-Secret, keep-alive"),
+                ("Connection", "x-other"),
+                ("x-secret", "s"),
+                ("x-other", "o"),
+                ("x-kept", "k"),
+            ],
+            b"",
+        );
+        let out = Outgoing {
+            req: &r,
+            token: None,
+            forwarded_for: "t@a".into(),
+            hops: 0,
+        };
+        let t = text(&out.bytes());
+        assert!(!t.contains("x-secret") && !t.contains("x-other"), "{t}");
+        assert!(t.contains("x-kept: k\r\n"), "{t}");
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-End: 2\r\nContent-Length: 0\r\n\r\n",
+        );
+        let out = text(&client_head(&h, Framing::Length(0), true, true));
+        assert!(!out.contains("x-hop"), "{out}");
+        assert!(out.contains("x-end: 2\r\n"), "{out}");
+    }
+
+    #[test]
+    fn an_http10_client_is_not_sent_chunked() {
+        assert!(!client_takes_chunked(0));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let out = text(&client_head(&h, Framing::Chunked, true, false));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
     }
 }

@@ -218,6 +218,26 @@ pub fn recv_fds(sock: BorrowedFd<'_>, data: &mut [u8]) -> nix::Result<(usize, Ve
     Ok((n, fds))
 }
 
+/// Open a configuration file (tokens, a site's token file, a PEM file) for reading without
+/// ever blocking in open(2): `O_NONBLOCK`, so a FIFO put in its place returns at once instead
+/// of waiting for a writer on the loop; then the opened descriptor itself is checked (fstat),
+/// and anything but a regular file is refused before a byte is read.
+pub fn open_regular(path: &std::path::Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
