@@ -347,10 +347,28 @@ fn silent_connections_do_not_lock_out_authenticated_clients() {
 
     let good = connect_from(Ipv4Addr::new(127, 0, 0, 100), supd.addr);
     assert_healthy_on(good);
-    // The oldest silent connection made room (and was told so).
-    let first = silent.remove(0);
-    first.set_nonblocking(false).unwrap();
-    let mut r = Reader::new(first);
+    // The oldest silent connection made room (and was told so). Oldest in supd's accept
+    // order: under load the listen queue overflows and retried SYNs change that order, so
+    // the one told is looked for among them all.
+    let told = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut peek = [0u8; 1];
+            let found = silent
+                .iter()
+                .position(|s| matches!(s.peek(&mut peek), Ok(n) if n > 0));
+            if let Some(i) = found {
+                break silent.remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no silent connection was told to go"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    told.set_nonblocking(false).unwrap();
+    let mut r = Reader::new(told);
     let HttpResponse { status, body, .. } = r.response().expect("a 503 before the close");
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert!(r.closed());
