@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             if let Ok(framing) = wire::framing(&head, Method::Get) {
-                let out = wire::client_head(&head, framing, data.len() % 2 == 0);
+                let out = wire::client_head(&head, framing, data.len() % 2 == 0, data.len() % 3 != 0);
                 let again = wire::parse_head(&out)
                     .expect("relayed head parses")
                     .expect("relayed head complete");
