@@ -287,8 +287,7 @@ pub(crate) fn start(
 ) -> Result<Started, ApiError> {
     match call {
         Call::Exec(p) if p.target == ContainerRef::Vm => {
-            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
-            target::require_running(launcher)?;
+            let (launcher, _) = target::running_vm(env.mirror, &p.application, &p.instance)?;
             let op = vm_exec::VmExec::new(launcher.id.clone(), p.argv, p.output, format, io);
             Ok(Started::Pending(Op::VmExec(op)))
         }
@@ -310,11 +309,7 @@ pub(crate) fn start(
             ))
         }
         Call::Interactive(p) if p.target == ContainerRef::Vm => {
-            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
-            target::require_running(launcher)?;
-            let spec = launcher.vm.as_ref().ok_or_else(|| target::Error::NoVm {
-                instance: p.instance.to_string(),
-            })?;
+            let (launcher, spec) = target::running_vm(env.mirror, &p.application, &p.instance)?;
             let vm = env
                 .vms
                 .get_mut(&launcher.id)
@@ -378,11 +373,7 @@ pub(crate) fn start(
             })
         }
         Call::TcpConnect(p) if p.target == ContainerRef::Vm => {
-            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
-            target::require_running(launcher)?;
-            let spec = launcher.vm.as_ref().ok_or_else(|| target::Error::NoVm {
-                instance: p.instance.to_string(),
-            })?;
+            let (launcher, spec) = target::running_vm(env.mirror, &p.application, &p.instance)?;
             // The label's address (reached in the launcher's network namespace), else the
             // first address the guest reports.
             let ip = spec
@@ -486,11 +477,7 @@ pub(crate) fn start(
             Ok(Started::Pending(Op::Restart(op)))
         }
         Call::Console(p) => {
-            let launcher = target::find_vm(env.mirror, &p.application, &p.instance)?;
-            target::require_running(launcher)?;
-            let spec = launcher.vm.as_ref().ok_or_else(|| target::Error::NoVm {
-                instance: p.instance.to_string(),
-            })?;
+            let (launcher, spec) = target::running_vm(env.mirror, &p.application, &p.instance)?;
             let vm = env
                 .vms
                 .get_mut(&launcher.id)

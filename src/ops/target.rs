@@ -161,6 +161,21 @@ pub(crate) fn find_vm<'m>(
     })
 }
 
+/// The instance's VM launcher, running, with its VM contract: 404 without one, 409 when it
+/// does not run.
+pub(crate) fn running_vm<'m>(
+    mirror: &'m Mirror,
+    application: &str,
+    instance: &Instance,
+) -> Result<(&'m ContainerRecord, &'m crate::docker::inspect::VmSpec), Error> {
+    let launcher = find_vm(mirror, application, instance)?;
+    require_running(launcher)?;
+    let spec = launcher.vm.as_ref().ok_or_else(|| Error::NoVm {
+        instance: instance.to_string(),
+    })?;
+    Ok((launcher, spec))
+}
+
 /// Running (not paused, not restarting) with a known first process, or 409.
 pub(crate) fn require_running(rec: &ContainerRecord) -> Result<(), Error> {
     if rec.running && !rec.paused && !rec.restarting && rec.pid > 0 {

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod docker;
 pub mod private_docker;
 pub mod raw;
+pub mod sites;
 pub mod vm;
 pub mod ws;
 
@@ -24,6 +25,8 @@ pub use docker::*;
 pub use private_docker::PrivateDocker;
 #[allow(unused_imports)]
 pub use raw::*;
+#[allow(unused_imports)]
+pub use sites::*;
 #[allow(unused_imports)]
 pub use vm::*;
 #[allow(unused_imports)]
